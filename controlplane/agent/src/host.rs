@@ -1,0 +1,282 @@
+//! The host side of a network: the bridge and TAP per network with local endpoints, and the
+//! veth pair that puts a container (a network namespace) on that bridge.
+//!
+//! Devices get names derived from the VNI or the endpoint id, so a restarted agent can tell its
+//! own devices from everybody else's and remove the stale ones:
+//! bridge `ovbr<vni>`, TAP `ovtap<vni>`, host end of a container's veth `ovv<endpoint id[..11]>`.
+//! Setup shells out to iproute2 (`ip`) and `nsenter`: it runs once per connect, never per packet.
+
+use std::io;
+use std::path::Path;
+
+use ovnet_sys::{link, Tap, TapConfig};
+use tokio::process::Command;
+
+/// Prefix of every device the agent creates in the host namespace.
+pub const DEVICE_PREFIX: &str = "ov";
+
+/// The bridge of network `vni`.
+pub fn bridge_name(vni: u32) -> String {
+    format!("ovbr{vni}")
+}
+
+/// The data plane's TAP of network `vni`.
+pub fn tap_name(vni: u32) -> String {
+    format!("ovtap{vni}")
+}
+
+/// The host end of an endpoint's veth pair.
+pub fn veth_name(endpoint_id: &str) -> String {
+    let n = endpoint_id.len().min(11);
+    format!("ovv{}", &endpoint_id[..n])
+}
+
+/// A failed host-side step: what was being done, and the command's own words.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {detail}")]
+pub struct HostError {
+    what: String,
+    detail: String,
+}
+
+impl HostError {
+    fn new(what: impl Into<String>, detail: impl std::fmt::Display) -> HostError {
+        HostError {
+            what: what.into(),
+            detail: detail.to_string().trim().to_string(),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, HostError>;
+
+/// Runs a command; its stderr becomes the error.
+async fn run(what: &str, program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| HostError::new(what, format!("running {program}: {e}")))?;
+    if !out.status.success() {
+        return Err(HostError::new(
+            what,
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `ip ARGS` inside the network namespace at `ns_path`.
+async fn ip_in(ns_path: &str, what: &str, args: &[&str]) -> Result<String> {
+    let net = format!("--net={ns_path}");
+    let mut full = vec![net.as_str(), "ip"];
+    full.extend_from_slice(args);
+    run(what, "nsenter", &full).await
+}
+
+/// The file of a container's network namespace: a name under `/var/run/netns`, or a path
+/// such as `/proc/1234/ns/net`. Errors if it does not exist.
+pub fn netns_path(netns: &str) -> std::result::Result<String, String> {
+    let path = ovnet_sys::netns::resolve(netns);
+    if !path.exists() {
+        return Err(if netns.contains('/') {
+            format!("network namespace {netns} not found")
+        } else {
+            format!(
+                "network namespace {netns} not found: create it with `ip netns add {netns}` or pass --netns"
+            )
+        });
+    }
+    Ok(path.to_string_lossy().into_owned())
+}
+
+/// Names of links in the agent's namespace starting with `prefix`.
+pub async fn links_with_prefix(prefix: &str) -> Result<Vec<String>> {
+    let out = run("listing links", "ip", &["-o", "link", "show"]).await?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .filter(|n| n.starts_with(prefix))
+        .collect())
+}
+
+/// Whether a link exists in the agent's namespace.
+pub fn link_exists(name: &str) -> bool {
+    link::index(name).is_ok()
+}
+
+/// Deletes a link if it exists (deleting one end of a veth removes both).
+pub async fn delete_link(name: &str) -> Result<()> {
+    if !link_exists(name) {
+        return Ok(());
+    }
+    run(&format!("deleting {name}"), "ip", &["link", "del", name])
+        .await
+        .map(|_| ())
+}
+
+fn disable_ipv6(dev: &str) {
+    // A bridge and TAP without addresses have no business sending router solicitations or MLD
+    // reports into the overlay.
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6"), "1");
+}
+
+/// Creates (or keeps) the bridge of network `vni` with the network's MTU, up, no address.
+pub async fn ensure_bridge(vni: u32, mtu: u32) -> Result<String> {
+    let br = bridge_name(vni);
+    if !link_exists(&br) {
+        run(
+            &format!("creating bridge {br}"),
+            "ip",
+            &["link", "add", &br, "type", "bridge"],
+        )
+        .await?;
+    }
+    disable_ipv6(&br);
+    let mtu_s = mtu.to_string();
+    run(
+        &format!("configuring bridge {br}"),
+        "ip",
+        &["link", "set", &br, "mtu", &mtu_s, "up"],
+    )
+    .await?;
+    Ok(br)
+}
+
+/// Opens the TAP of network `vni` and puts it on the network's bridge.
+pub async fn open_tap(vni: u32, mtu: u32) -> Result<Tap> {
+    let name = tap_name(vni);
+    let tap = Tap::open(&TapConfig::new(name.clone()))
+        .map_err(|e| HostError::new(format!("creating TAP {name}"), e))?;
+    link::set_mtu(&name, mtu).map_err(|e| HostError::new(format!("setting the MTU of {name}"), e))?;
+    disable_ipv6(&name);
+    run(
+        &format!("attaching {name} to its bridge"),
+        "ip",
+        &["link", "set", &name, "master", &bridge_name(vni), "up"],
+    )
+    .await?;
+    Ok(tap)
+}
+
+/// What a container gets on connect.
+#[derive(Debug, Clone)]
+pub struct ContainerLink<'a> {
+    /// The namespace file.
+    pub netns_path: &'a str,
+    /// Host end of the veth.
+    pub host_veth: &'a str,
+    /// Bridge to attach the host end to.
+    pub bridge: &'a str,
+    /// MAC of the container end.
+    pub mac: &'a str,
+    /// Address with prefix length, e.g. `10.0.0.2/24`.
+    pub cidr: &'a str,
+    /// MTU of both ends.
+    pub mtu: u32,
+}
+
+/// The first `ethN` name free in the container's namespace.
+async fn free_ifname(netns_path: &str) -> Result<String> {
+    let out = ip_in(netns_path, "listing the container's links", &["-o", "link", "show"]).await?;
+    let taken: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect();
+    Ok((0..)
+        .map(|i| format!("eth{i}"))
+        .find(|n| !taken.contains(n))
+        .expect("an unbounded range has a free name"))
+}
+
+/// Creates the veth pair (container end `ethN` inside the namespace, host end on the bridge),
+/// sets MAC, address, MTU and brings everything up. Returns the container-side name. On error,
+/// whatever was created is removed.
+pub async fn connect_container(l: &ContainerLink<'_>) -> Result<String> {
+    let ifname = free_ifname(l.netns_path).await?;
+    let mtu = l.mtu.to_string();
+    let agent_pid = std::process::id().to_string();
+    // Created from inside the container's namespace with the peer placed in ours: works for
+    // named namespaces and /proc/PID/ns/net paths alike.
+    ip_in(
+        l.netns_path,
+        "creating the container's veth",
+        &[
+            "link", "add", &ifname, "mtu", &mtu, "address", l.mac, "type", "veth", "peer", "name",
+            l.host_veth, "mtu", &mtu, "netns", &agent_pid,
+        ],
+    )
+    .await?;
+    let configured = async {
+        disable_ipv6(l.host_veth);
+        run(
+            "attaching the container's veth to the bridge",
+            "ip",
+            &["link", "set", l.host_veth, "master", l.bridge, "up"],
+        )
+        .await?;
+        ip_in(l.netns_path, "bringing up lo", &["link", "set", "lo", "up"]).await?;
+        ip_in(
+            l.netns_path,
+            "adding the container's address",
+            &["addr", "add", l.cidr, "dev", &ifname],
+        )
+        .await?;
+        ip_in(
+            l.netns_path,
+            "bringing up the container's interface",
+            &["link", "set", &ifname, "up"],
+        )
+        .await?;
+        Ok::<(), HostError>(())
+    }
+    .await;
+    if let Err(e) = configured {
+        let _ = delete_link(l.host_veth).await;
+        return Err(e);
+    }
+    Ok(ifname)
+}
+
+/// Removes a container's veth pair (by its host end).
+pub async fn disconnect_container(host_veth: &str) -> Result<()> {
+    delete_link(host_veth).await
+}
+
+/// Whether `path` names an existing namespace file.
+pub fn netns_exists(path: &str) -> bool {
+    Path::new(path).exists()
+}
+
+/// Errors of the OS (not of iproute2) keep their kind for callers that care.
+impl From<HostError> for io::Error {
+    fn from(e: HostError) -> io::Error {
+        io::Error::other(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_ifnamsiz() {
+        assert_eq!(bridge_name(16_777_215), "ovbr16777215");
+        assert_eq!(tap_name(16_777_215), "ovtap16777215");
+        let v = veth_name("3d430f3338a2c0ffee0123456789abcdef");
+        assert_eq!(v, "ovv3d430f3338a");
+        assert!(v.len() <= 15);
+        assert_eq!(veth_name("abc"), "ovvabc");
+    }
+
+    #[test]
+    fn missing_namespace_says_how_to_fix_it() {
+        let e = netns_path("ovnet-missing-ns").unwrap_err();
+        assert!(e.contains("ip netns add ovnet-missing-ns"), "{e}");
+        let e = netns_path("/proc/999999999/ns/net").unwrap_err();
+        assert!(e.contains("not found"), "{e}");
+    }
+}

@@ -1,0 +1,175 @@
+//! Node liveness: the lease behind `{p}alive/{name}` and the task that keeps it.
+//!
+//! [`Store::register_node`] writes the node's record and its leased `alive` key;
+//! [`Store::keep_alive`] then renews the lease every `ttl / 3`. If etcd says the lease is gone
+//! (it expired while this agent could not reach etcd, or etcd lost its data), the task grants a
+//! new lease and writes both keys again, so the node comes back alive by itself. While etcd is
+//! unreachable it keeps trying, logging once when it starts failing and once when it recovers.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{LeaseKeepAliveStream, LeaseKeeper};
+use ovnet_proto::Node;
+use tokio::task::JoinHandle;
+
+use super::{Store, StoreError};
+
+/// Shortest renewal period, whatever the TTL.
+const MIN_RENEW_PERIOD: Duration = Duration::from_millis(200);
+
+/// An etcd lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// etcd lease ID.
+    pub id: i64,
+    /// TTL granted by etcd.
+    pub ttl: Duration,
+}
+
+/// The running keep-alive of one node. Dropping it stops renewing (the node then turns dead
+/// when the TTL runs out); [`KeepAlive::stop`] also revokes the lease so it turns dead at once.
+#[derive(Debug)]
+pub struct KeepAlive {
+    task: JoinHandle<()>,
+    lease_id: Arc<AtomicI64>,
+    store: Store,
+    ttl: Duration,
+}
+
+impl KeepAlive {
+    /// The lease currently held (it changes when the task had to register again).
+    pub fn lease_id(&self) -> i64 {
+        self.lease_id.load(Ordering::Relaxed)
+    }
+
+    /// Stops renewing and revokes the lease: the node is reported dead immediately.
+    pub async fn stop(self) -> Result<(), StoreError> {
+        self.task.abort();
+        let lease = Lease {
+            id: self.lease_id(),
+            ttl: self.ttl,
+        };
+        self.store.revoke_lease(&lease).await
+    }
+}
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Keeper = (LeaseKeeper, LeaseKeepAliveStream);
+
+impl Store {
+    /// Starts renewing `lease` for `node` every `ttl / 3` on the current tokio runtime.
+    ///
+    /// `node` is what gets written again if the lease is lost, so pass the same record given
+    /// to [`Store::register_node`].
+    pub fn keep_alive(&self, node: Node, lease: Lease) -> KeepAlive {
+        let lease_id = Arc::new(AtomicI64::new(lease.id));
+        let task = tokio::spawn(run(self.clone(), node, lease, lease_id.clone()));
+        KeepAlive {
+            task,
+            lease_id,
+            store: self.clone(),
+            ttl: lease.ttl,
+        }
+    }
+
+    /// One renewal. `Ok(false)`: etcd says the lease no longer exists.
+    async fn renew(&self, keeper: &mut Option<Keeper>, id: i64) -> Result<bool, StoreError> {
+        let Some((k, stream)) = keeper.as_mut() else {
+            // Opening the stream already renews once and checks the lease exists.
+            let mut lc = self.client.lease_client();
+            return match tokio::time::timeout(self.timeout, lc.keep_alive(id)).await {
+                Ok(Ok(pair)) => {
+                    *keeper = Some(pair);
+                    Ok(true)
+                }
+                Ok(Err(etcd_client::Error::LeaseKeepAliveError(_))) => Ok(false),
+                Ok(Err(e)) => Err(StoreError::from_etcd(
+                    e,
+                    &self.endpoints,
+                    "lease keep-alive",
+                )),
+                Err(_) => Err(self.unavailable(format!(
+                    "lease keep-alive: no answer within {:?}",
+                    self.timeout
+                ))),
+            };
+        };
+        let round_trip = async {
+            k.keep_alive().await?;
+            stream.message().await
+        };
+        match tokio::time::timeout(self.timeout, round_trip).await {
+            Ok(Ok(Some(resp))) => Ok(resp.ttl() > 0),
+            Ok(Ok(None)) => Err(self.unavailable("lease keep-alive: stream closed".to_owned())),
+            Ok(Err(e)) => Err(StoreError::from_etcd(
+                e,
+                &self.endpoints,
+                "lease keep-alive",
+            )),
+            Err(_) => Err(self.unavailable(format!(
+                "lease keep-alive: no answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+}
+
+async fn run(store: Store, node: Node, mut lease: Lease, lease_id: Arc<AtomicI64>) {
+    let period = (lease.ttl / 3).max(MIN_RENEW_PERIOD);
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut keeper: Option<Keeper> = None;
+    let mut healthy = true;
+    loop {
+        ticker.tick().await;
+        let outcome = match store.renew(&mut keeper, lease.id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                log::warn!(
+                    "lease {:x} of node {} is gone (expired or etcd lost it): registering again",
+                    lease.id,
+                    node.name
+                );
+                keeper = None;
+                match store.register_node(&node, lease.ttl).await {
+                    Ok(new) => {
+                        lease = new;
+                        lease_id.store(new.id, Ordering::Relaxed);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => {
+                // The stream may be half-broken; open a new one next time.
+                keeper = None;
+                Err(e)
+            }
+        };
+        match outcome {
+            Ok(()) if !healthy => {
+                log::info!("liveness of node {} renewed again", node.name);
+                healthy = true;
+            }
+            Err(e) if healthy => {
+                let cause = match &e {
+                    StoreError::Unavailable { cause, .. } => format!(" ({cause})"),
+                    _ => String::new(),
+                };
+                log::warn!(
+                    "cannot renew liveness of node {}: {e}{cause}; retrying every {period:?}",
+                    node.name
+                );
+                healthy = false;
+            }
+            _ => {}
+        }
+    }
+}

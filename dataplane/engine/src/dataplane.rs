@@ -1,0 +1,537 @@
+//! The running data plane: worker threads moving frames between TAPs and the underlay, and the
+//! small typed interface the control plane drives it through.
+//!
+//! Threads: one receive (decap) thread owns the listening socket and writes to the TAP of each
+//! datagram's VNI; one send (encap) thread per network owns that network's TAP reads and sends
+//! through a pool of underlay sockets picked by inner-flow hash (the outer source port). Each
+//! thread owns its buffers; none allocates or locks per packet. They sleep in `poll` beside an
+//! eventfd, so stopping them never waits for traffic.
+//!
+//! The control plane's seam is four calls: [`Dataplane::add_network`],
+//! [`Dataplane::update_network`] (a whole [`NetworkTable`], swapped in atomically),
+//! [`Dataplane::remove_network`] and the counter reads.
+
+use std::collections::HashMap;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use ovnet_sys::{poll_readable, Tap, UdpConfig, UnderlaySocket, Waker};
+use ovnet_wire::checksum::{self, L4Checksum};
+use ovnet_wire::{ethernet, flow, gso, vxlan, MacAddr, Vni};
+
+use crate::counters::{CounterSnapshot, Counters, DropReason, RateLimitedLog};
+use crate::decap::{self, Admitted};
+use crate::encap::{self, Encap, ReplyKind, REPLY_BUF_LEN};
+use crate::fdb::{LearnedTable, NetworkTable, Table, DEFAULT_AGEING};
+
+/// Frames handled per wake-up before a thread checks for shutdown and reloads the tables.
+/// 64 keeps a wake-up under ~100 µs at 1500-byte frames, bounding how long a stale table or a
+/// stop request can wait, while amortising the `poll` over many packets.
+const BATCH: usize = 64;
+
+/// How long a thread sleeps in `poll` without traffic; only bounds the ageing sweep's delay
+/// (wake-ups for shutdown and changes come through the eventfd).
+const IDLE_POLL_MS: i32 = 1000;
+
+/// Largest datagram or frame a worker reads: the UDP maximum, so nothing is ever truncated by a
+/// short buffer unnoticed.
+const BUF_LEN: usize = 65_536;
+
+/// Room for one 802.1Q tag on top of the Ethernet header, as the kernel's bridge allows.
+const L2_OVERHEAD: usize = ethernet::HEADER_LEN + 4;
+
+/// How to start a data plane.
+#[derive(Debug, Clone)]
+pub struct DataplaneConfig {
+    /// The local VTEP: the underlay address and VXLAN port to listen on.
+    pub vtep: SocketAddr,
+    /// Send sockets, each with its own ephemeral source port, picked by inner-flow hash.
+    /// Zero sends from the listening socket (fixed source port).
+    pub tx_sockets: usize,
+    /// Ageing of MACs learned from traffic.
+    pub ageing: Duration,
+}
+
+impl DataplaneConfig {
+    /// Defaults: 8 send sockets, 300 s ageing.
+    pub fn new(vtep: SocketAddr) -> DataplaneConfig {
+        DataplaneConfig {
+            vtep,
+            tx_sockets: 8,
+            ageing: DEFAULT_AGEING,
+        }
+    }
+}
+
+/// What the control plane did wrong, or what the OS refused.
+#[derive(Debug)]
+pub enum DataplaneError {
+    /// A socket or thread could not be set up.
+    Io(&'static str, io::Error),
+    /// `add_network` for a VNI that is already there.
+    NetworkExists(Vni),
+    /// An operation on a VNI that is not there.
+    NoSuchNetwork(Vni),
+}
+
+impl std::fmt::Display for DataplaneError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataplaneError::Io(what, e) => write!(f, "{what}: {e}"),
+            DataplaneError::NetworkExists(v) => {
+                write!(f, "VNI {v} is already served by this data plane")
+            }
+            DataplaneError::NoSuchNetwork(v) => {
+                write!(f, "VNI {v} is not served by this data plane")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DataplaneError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DataplaneError::Io(_, e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// One network as the packet path sees it: immutable, replaced whole on change.
+#[derive(Debug)]
+struct Network {
+    table: Table,
+    tap: Arc<Tap>,
+    counters: Arc<Counters>,
+    /// Largest IP packet (the network's MTU).
+    mtu: usize,
+    /// Largest frame: the MTU plus Ethernet and one VLAN tag.
+    max_frame: usize,
+}
+
+type Networks = HashMap<Vni, Arc<Network>>;
+
+#[derive(Debug)]
+struct Shared {
+    networks: ArcSwap<Networks>,
+    learned: LearnedTable,
+    global: Counters,
+    tx: Vec<UnderlaySocket>,
+    rx: UnderlaySocket,
+}
+
+impl Shared {
+    fn tx_socket(&self, frame: &[u8]) -> &UnderlaySocket {
+        if self.tx.is_empty() {
+            return &self.rx;
+        }
+        let i = (flow::flow_hash(frame) as u64 * self.tx.len() as u64) >> 32;
+        &self.tx[i as usize]
+    }
+}
+
+#[derive(Debug)]
+struct Worker {
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    fn spawn(
+        name: String,
+        body: impl FnOnce(Arc<AtomicBool>, Arc<Waker>) + Send + 'static,
+    ) -> Result<Worker, DataplaneError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let waker =
+            Arc::new(Waker::new().map_err(|e| DataplaneError::Io("creating an eventfd", e))?);
+        let (s, w) = (stop.clone(), waker.clone());
+        let handle = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || body(s, w))
+            .map_err(|e| DataplaneError::Io("spawning a worker thread", e))?;
+        Ok(Worker {
+            stop,
+            waker,
+            handle: Some(handle),
+        })
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+        if let Some(h) = self.handle.take() {
+            if h.join().is_err() {
+                log::error!("a data-plane worker thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A running data plane. Dropping it stops every thread.
+#[derive(Debug)]
+pub struct Dataplane {
+    shared: Arc<Shared>,
+    /// Serialises table writers (the control plane); readers never take it.
+    writer: Mutex<HashMap<Vni, Worker>>,
+    decap: Mutex<Option<Worker>>,
+}
+
+impl Dataplane {
+    /// Binds the underlay sockets in the calling thread's network namespace and starts the
+    /// receive thread. Networks are added with [`Dataplane::add_network`].
+    pub fn start(cfg: &DataplaneConfig) -> Result<Dataplane, DataplaneError> {
+        let rx = UnderlaySocket::bind(&UdpConfig::new(cfg.vtep))
+            .map_err(|e| DataplaneError::Io("binding the VXLAN listening socket", e))?;
+        let mut tx = Vec::with_capacity(cfg.tx_sockets);
+        for _ in 0..cfg.tx_sockets {
+            let s = UnderlaySocket::bind(&UdpConfig::new(SocketAddr::new(cfg.vtep.ip(), 0)))
+                .map_err(|e| DataplaneError::Io("binding a VXLAN send socket", e))?;
+            tx.push(s);
+        }
+        let shared = Arc::new(Shared {
+            networks: ArcSwap::from_pointee(HashMap::new()),
+            learned: LearnedTable::new(cfg.ageing),
+            global: Counters::default(),
+            tx,
+            rx,
+        });
+        let s = shared.clone();
+        let decap = Worker::spawn("ovnet-decap".into(), move |stop, waker| {
+            decap_loop(&s, &stop, &waker)
+        })?;
+        Ok(Dataplane {
+            shared,
+            writer: Mutex::new(HashMap::new()),
+            decap: Mutex::new(Some(decap)),
+        })
+    }
+
+    /// The bound VTEP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared
+            .rx
+            .local_addr()
+            .expect("a bound socket has a local address")
+    }
+
+    /// Starts serving VNI `vni` on `tap` (already created, in whatever namespace), with frames
+    /// up to `mtu` bytes of payload, forwarding as `table` says.
+    pub fn add_network(
+        &self,
+        vni: Vni,
+        tap: Tap,
+        mtu: u32,
+        table: &NetworkTable,
+    ) -> Result<(), DataplaneError> {
+        let mut workers = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if self.shared.networks.load().contains_key(&vni) {
+            return Err(DataplaneError::NetworkExists(vni));
+        }
+        let net = Arc::new(Network {
+            table: Table::compile(table),
+            tap: Arc::new(tap),
+            counters: Arc::new(Counters::default()),
+            mtu: mtu as usize,
+            max_frame: mtu as usize + L2_OVERHEAD,
+        });
+        let tap = net.tap.clone();
+        self.publish(vni, Some(net));
+        let s = self.shared.clone();
+        let worker = Worker::spawn(format!("ovnet-encap-{vni}"), move |stop, waker| {
+            encap_loop(&s, vni, &tap, &stop, &waker)
+        });
+        match worker {
+            Ok(w) => {
+                workers.insert(vni, w);
+                Ok(())
+            }
+            Err(e) => {
+                self.publish(vni, None);
+                Err(e)
+            }
+        }
+    }
+
+    /// Replaces the forwarding table of `vni` while traffic flows.
+    pub fn update_network(&self, vni: Vni, table: &NetworkTable) -> Result<(), DataplaneError> {
+        let _workers = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self
+            .shared
+            .networks
+            .load()
+            .get(&vni)
+            .cloned()
+            .ok_or(DataplaneError::NoSuchNetwork(vni))?;
+        let net = Arc::new(Network {
+            table: Table::compile(table),
+            tap: old.tap.clone(),
+            counters: old.counters.clone(),
+            mtu: old.mtu,
+            max_frame: old.max_frame,
+        });
+        self.publish(vni, Some(net));
+        Ok(())
+    }
+
+    /// Stops serving `vni`; its TAP is closed once the threads let go of it.
+    pub fn remove_network(&self, vni: Vni) -> Result<(), DataplaneError> {
+        let mut workers = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.shared.networks.load().contains_key(&vni) {
+            return Err(DataplaneError::NoSuchNetwork(vni));
+        }
+        self.publish(vni, None);
+        if let Some(mut w) = workers.remove(&vni) {
+            w.stop();
+        }
+        self.shared.learned.forget_vni(vni);
+        Ok(())
+    }
+
+    /// The VNIs served, sorted.
+    pub fn networks(&self) -> Vec<Vni> {
+        let mut v: Vec<Vni> = self.shared.networks.load().keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    /// Counters of one network.
+    pub fn counters(&self, vni: Vni) -> Option<CounterSnapshot> {
+        self.shared
+            .networks
+            .load()
+            .get(&vni)
+            .map(|n| n.counters.snapshot())
+    }
+
+    /// Counters of drops that happened before a network was known (bad header, unknown VNI).
+    pub fn global_counters(&self) -> CounterSnapshot {
+        self.shared.global.snapshot()
+    }
+
+    /// MACs learned from traffic in `vni`, with their VTEPs.
+    pub fn learned(&self, vni: Vni) -> Vec<(MacAddr, SocketAddr)> {
+        self.shared.learned.entries(vni)
+    }
+
+    /// Stops every thread and closes every TAP and socket.
+    pub fn shutdown(self) {
+        drop(self);
+    }
+
+    fn publish(&self, vni: Vni, net: Option<Arc<Network>>) {
+        let mut next: Networks = (**self.shared.networks.load()).clone();
+        match net {
+            Some(n) => next.insert(vni, n),
+            None => next.remove(&vni),
+        };
+        self.shared.networks.store(Arc::new(next));
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        let mut workers = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, mut w) in workers.drain() {
+            w.stop();
+        }
+        if let Some(mut d) = self.decap.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            d.stop();
+        }
+    }
+}
+
+/// Sleeps until `fd` or the waker is readable; false when the thread must stop.
+fn wait(fd: i32, stop: &AtomicBool, waker: &Waker) -> bool {
+    let mut ready = [false; 2];
+    if let Err(e) = poll_readable(&[fd, waker.as_raw_fd()], &mut ready, IDLE_POLL_MS) {
+        log::error!("poll failed in a data-plane worker: {e}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    !stop.load(Ordering::Acquire)
+}
+
+fn decap_loop(s: &Shared, stop: &AtomicBool, waker: &Waker) {
+    let mut buf = vec![0u8; BUF_LEN];
+    let mut scratch = vec![0u8; BUF_LEN];
+    let mut tap_log = RateLimitedLog::new(Duration::from_secs(5));
+    let mut rx_log = RateLimitedLog::new(Duration::from_secs(5));
+    let mut last_sweep = 0;
+    while wait(s.rx.as_raw_fd(), stop, waker) {
+        let networks = s.networks.load();
+        let now = s.learned.now_ms();
+        for _ in 0..BATCH {
+            let (n, from) = match s.rx.recv_from(&mut buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here (ECONNREFUSED and friends).
+                    rx_log.warn(format_args!("receiving on the VXLAN socket: {e}"));
+                    continue;
+                }
+            };
+            let vni = match decap::parse(&buf[..n]) {
+                Ok((vni, _)) => vni,
+                Err(reason) => {
+                    s.global.count_drop(reason);
+                    continue;
+                }
+            };
+            let Some(net) = networks.get(&vni) else {
+                s.global.count_drop(DropReason::UnknownVni);
+                continue;
+            };
+            let frame = &mut buf[vxlan::HEADER_LEN..n];
+            match decap::admit(frame, from, vni, &net.table, &s.learned, now, net.max_frame) {
+                Ok(admitted) => {
+                    if admitted == Admitted::DeliverLearned {
+                        net.counters.learn();
+                    }
+                    if frame.len() > net.max_frame {
+                        // A TCP super-frame (admit let only those through): split it to the
+                        // network's MTU; each segment gets full checksums.
+                        let split = gso::segment_tcp(frame, net.mtu, &mut scratch, |seg| {
+                            deliver(net, seg, &mut tap_log)
+                        });
+                        match split {
+                            Ok(_) => net.counters.segmented(),
+                            Err(_) => net.counters.count_drop(DropReason::Oversized),
+                        }
+                        continue;
+                    }
+                    match checksum::complete_partial(frame) {
+                        L4Checksum::Invalid => {
+                            net.counters.count_drop(DropReason::BadChecksum);
+                            continue;
+                        }
+                        L4Checksum::Completed => net.counters.csum_completed(),
+                        L4Checksum::Valid | L4Checksum::NotApplicable => {}
+                    }
+                    deliver(net, frame, &mut tap_log);
+                }
+                Err(reason) => net.counters.count_drop(reason),
+            }
+        }
+        if now.saturating_sub(last_sweep) >= 10_000 {
+            s.learned.expire(now);
+            last_sweep = now;
+        }
+    }
+    waker.clear();
+}
+
+/// Writes one frame to the network's TAP, counting it.
+fn deliver(net: &Network, frame: &[u8], log: &mut RateLimitedLog) {
+    match net.tap.write(frame) {
+        Ok(_) => net.counters.rx(frame.len()),
+        Err(e) => {
+            net.counters.count_drop(DropReason::TapWriteError);
+            log.warn(format_args!("writing to TAP {}: {e}", net.tap.name()));
+        }
+    }
+}
+
+fn encap_loop(s: &Shared, vni: Vni, tap: &Tap, stop: &AtomicBool, waker: &Waker) {
+    let mut buf = vec![0u8; BUF_LEN];
+    let mut reply = [0u8; REPLY_BUF_LEN];
+    let header = vxlan::header(vni);
+    let mut send_log = RateLimitedLog::new(Duration::from_secs(5));
+    let mut tap_log = RateLimitedLog::new(Duration::from_secs(5));
+    while wait(tap.as_raw_fd(), stop, waker) {
+        let networks = s.networks.load();
+        let Some(net) = networks.get(&vni) else {
+            // Removed; remove_network stops us right after.
+            continue;
+        };
+        let now = s.learned.now_ms();
+        for _ in 0..BATCH {
+            let n = match tap.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tap_log.warn(format_args!("reading TAP {}: {e}", tap.name()));
+                    break;
+                }
+            };
+            let frame = &buf[..n];
+            match encap::encap(
+                frame,
+                vni,
+                &net.table,
+                &s.learned,
+                now,
+                net.max_frame,
+                &mut reply,
+            ) {
+                Encap::Unicast(dst) => send(s, &net.counters, &header, frame, dst, &mut send_log),
+                Encap::Flood(list) => {
+                    net.counters.flood();
+                    for &dst in list {
+                        send(s, &net.counters, &header, frame, dst, &mut send_log);
+                    }
+                }
+                Encap::Reply { len, kind } => match tap.write(&reply[..len]) {
+                    Ok(_) => match kind {
+                        ReplyKind::Arp => net.counters.arp_reply(),
+                        ReplyKind::Nd => net.counters.nd_reply(),
+                    },
+                    Err(e) => {
+                        net.counters.count_drop(DropReason::TapWriteError);
+                        tap_log.warn(format_args!("writing a reply to TAP {}: {e}", tap.name()));
+                    }
+                },
+                Encap::Local => {}
+                Encap::Drop(reason) => net.counters.count_drop(reason),
+            }
+        }
+    }
+    waker.clear();
+}
+
+fn send(
+    s: &Shared,
+    counters: &Counters,
+    header: &[u8; vxlan::HEADER_LEN],
+    frame: &[u8],
+    dst: SocketAddr,
+    log: &mut RateLimitedLog,
+) {
+    let sock = s.tx_socket(frame);
+    loop {
+        match sock.send_to_vectored(&[IoSlice::new(header), IoSlice::new(frame)], dst) {
+            Ok(_) => {
+                counters.tx(frame.len());
+                return;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // The socket buffer is full: wait for room rather than drop (back-pressure, as
+                // the kernel's qdisc would give a local sender).
+                wait_writable(sock.as_raw_fd());
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                counters.count_drop(DropReason::SendError);
+                log.warn(format_args!("sending to VTEP {dst}: {e}"));
+                return;
+            }
+        }
+    }
+}
+
+fn wait_writable(fd: i32) {
+    if let Err(e) = ovnet_sys::event::poll_writable(fd, 100) {
+        log::error!("poll for a writable socket failed: {e}");
+    }
+}

@@ -1,0 +1,265 @@
+//! The receive path's checks for one VXLAN datagram, in two pure steps:
+//! [`parse`] validates the VXLAN header (drops counted globally, the VNI is not known yet), and
+//! [`admit`] validates the inner frame against the network's table (drops counted per network)
+//! and learns the source MAC where the sender is a learning VTEP.
+//!
+//! What is refused, in order: short datagrams, a clear `I` flag, unknown VNIs, oversized inner
+//! frames, senders that are not VTEPs of the network, inner sources that are not unicast, and
+//! frames claiming a MAC or IP owned by an endpoint elsewhere (including this host's own, which
+//! also catches loops).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use ovnet_wire::{ethernet, gso, ip, vxlan, Vni};
+
+use crate::counters::DropReason;
+use crate::fdb::{LearnedTable, Table};
+
+/// Validates the VXLAN header of `datagram`; returns the VNI and the inner frame.
+/// Reserved bits are ignored, as RFC 7348 asks of receivers.
+pub fn parse(datagram: &[u8]) -> Result<(Vni, &[u8]), DropReason> {
+    let pkt = vxlan::Packet::new_checked(datagram).map_err(|e| match e {
+        ovnet_wire::Error::BadFlags => DropReason::BadFlags,
+        _ => DropReason::Truncated,
+    })?;
+    let inner = &datagram[vxlan::HEADER_LEN..];
+    if inner.len() < ethernet::HEADER_LEN {
+        return Err(DropReason::Truncated);
+    }
+    Ok((pkt.vni(), inner))
+}
+
+/// Whether the event of an admitted frame changed the learned table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    /// Deliver; nothing learned.
+    Deliver,
+    /// Deliver; the source MAC was learned or moved.
+    DeliverLearned,
+}
+
+/// Checks an inner `frame` of network `vni` received from `from`.
+pub fn admit(
+    frame: &[u8],
+    from: SocketAddr,
+    vni: Vni,
+    table: &Table,
+    learned: &LearnedTable,
+    now_ms: u64,
+    max_frame: usize,
+) -> Result<Admitted, DropReason> {
+    // A TCP frame larger than the MTU is a super-frame (over a veth underlay the kernel's
+    // vxlan delivers its TSO packets unsegmented): the caller segments it. Anything else that
+    // large is dropped.
+    if frame.len() > max_frame && gso::tcp_frame(frame).is_none() {
+        return Err(DropReason::Oversized);
+    }
+    let sender = table
+        .sender(canonical(from.ip()))
+        .ok_or(DropReason::UnknownVtep)?;
+    let eth = ethernet::Frame::new_checked(frame).map_err(|_| DropReason::Truncated)?;
+    let src = eth.src();
+    if !src.is_unicast() {
+        return Err(DropReason::InvalidSourceMac);
+    }
+    // Our own endpoints' MACs never arrive from the network (a loop, or spoofing), and a MAC the
+    // control plane placed behind another VTEP cannot come from this one.
+    if table.is_local(&src) {
+        return Err(DropReason::SpoofedSource);
+    }
+    let bound = table.vtep_of(&src);
+    if bound.is_some_and(|owner| owner.ip() != canonical(from.ip())) {
+        return Err(DropReason::SpoofedSource);
+    }
+    if let Some(sip) = ip::sender_ipv4(frame) {
+        if sip != Ipv4Addr::UNSPECIFIED && table.arp.get(&sip).is_some_and(|m| *m != src) {
+            return Err(DropReason::SpoofedSource);
+        }
+    }
+    if sender.learn && bound.is_none() {
+        let vtep = SocketAddr::new(canonical(from.ip()), sender.port);
+        if learned.learn(vni, src, vtep, now_ms) {
+            return Ok(Admitted::DeliverLearned);
+        }
+    }
+    Ok(Admitted::Deliver)
+}
+
+/// An IPv4-mapped IPv6 source (from a dual-stack socket) compared as the IPv4 it is.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fdb::{FloodEntry, NetworkTable, DEFAULT_AGEING};
+    use crate::testutil::*;
+    use ovnet_wire::MacAddr;
+
+    fn datagram(vni: u32, frame: &[u8]) -> Vec<u8> {
+        let mut d = vxlan::header(Vni::new(vni).unwrap()).to_vec();
+        d.extend_from_slice(frame);
+        d
+    }
+
+    /// Host 2's view of host 1: the mirror of `two_host_table`.
+    fn host2_table() -> Table {
+        let mut t = NetworkTable::new();
+        t.macs.insert(LOCAL_MAC, vtep1());
+        t.arp.insert(LOCAL_IP, LOCAL_MAC);
+        t.arp.insert(REMOTE_IP, REMOTE_MAC);
+        t.local_macs.insert(REMOTE_MAC);
+        t.flood.push(FloodEntry {
+            addr: vtep1(),
+            learn: false,
+        });
+        Table::compile(&t)
+    }
+
+    fn admit_at_host2(frame: &[u8], from: SocketAddr) -> Result<Admitted, DropReason> {
+        let learned = LearnedTable::new(DEFAULT_AGEING);
+        admit(frame, from, vni(), &host2_table(), &learned, 0, 1518)
+    }
+
+    #[test]
+    fn parse_accepts_reserved_bits_and_returns_inner_frame() {
+        let f = udp_frame(LOCAL_MAC, REMOTE_MAC, LOCAL_IP, REMOTE_IP, 20);
+        let mut d = datagram(42, &f);
+        d[0] = 0xff; // every flag bit set: only I matters
+        d[1] = 0xff;
+        d[7] = 0xff; // reserved byte after the VNI
+        let (v, inner) = parse(&d).unwrap();
+        assert_eq!(v.get(), 42);
+        assert_eq!(inner, &f[..]);
+    }
+
+    #[test]
+    fn parse_rejects_short_and_flagless_datagrams() {
+        let f = udp_frame(LOCAL_MAC, REMOTE_MAC, LOCAL_IP, REMOTE_IP, 20);
+        let d = datagram(42, &f);
+        assert_eq!(parse(&d[..7]), Err(DropReason::Truncated));
+        assert_eq!(parse(&d[..8 + 13]), Err(DropReason::Truncated));
+        let mut bad = d.clone();
+        bad[0] = 0x00;
+        assert_eq!(parse(&bad), Err(DropReason::BadFlags));
+        assert_eq!(parse(&[]), Err(DropReason::Truncated));
+    }
+
+    #[test]
+    fn known_vtep_is_admitted_from_any_source_port() {
+        let f = udp_frame(LOCAL_MAC, REMOTE_MAC, LOCAL_IP, REMOTE_IP, 20);
+        assert_eq!(
+            admit_at_host2(&f, "192.168.50.1:53211".parse().unwrap()),
+            Ok(Admitted::Deliver)
+        );
+        // The same, from a dual-stack socket's IPv4-mapped view.
+        assert_eq!(
+            admit_at_host2(&f, "[::ffff:192.168.50.1]:4789".parse().unwrap()),
+            Ok(Admitted::Deliver)
+        );
+    }
+
+    #[test]
+    fn unknown_vtep_is_dropped() {
+        let f = udp_frame(LOCAL_MAC, REMOTE_MAC, LOCAL_IP, REMOTE_IP, 20);
+        assert_eq!(
+            admit_at_host2(&f, "192.168.50.77:4789".parse().unwrap()),
+            Err(DropReason::UnknownVtep)
+        );
+    }
+
+    #[test]
+    fn spoofing_is_dropped() {
+        let from = "192.168.50.1:4789".parse().unwrap();
+        // Host 1 sends a frame claiming host 2's own endpoint MAC (a loop or spoof).
+        let f = udp_frame(REMOTE_MAC, REMOTE_MAC, REMOTE_IP, REMOTE_IP, 20);
+        assert_eq!(admit_at_host2(&f, from), Err(DropReason::SpoofedSource));
+        // A new MAC from host 1 claiming 10.0.0.2, which belongs to LOCAL_MAC.
+        let f = udp_frame(
+            MacAddr([2, 0, 0, 0, 0, 8]),
+            REMOTE_MAC,
+            LOCAL_IP,
+            REMOTE_IP,
+            20,
+        );
+        assert_eq!(admit_at_host2(&f, from), Err(DropReason::SpoofedSource));
+        // Multicast source MAC.
+        let f = udp_frame(
+            MacAddr([1, 0, 0x5e, 0, 0, 1]),
+            REMOTE_MAC,
+            LOCAL_IP,
+            REMOTE_IP,
+            20,
+        );
+        assert_eq!(admit_at_host2(&f, from), Err(DropReason::InvalidSourceMac));
+    }
+
+    #[test]
+    fn a_mac_bound_to_one_vtep_cannot_come_from_another() {
+        let mut t = NetworkTable::new();
+        t.macs.insert(LOCAL_MAC, vtep1());
+        t.flood.push(FloodEntry {
+            addr: "192.168.50.3:4789".parse().unwrap(),
+            learn: false,
+        });
+        let table = Table::compile(&t);
+        let learned = LearnedTable::new(DEFAULT_AGEING);
+        let f = udp_frame(LOCAL_MAC, REMOTE_MAC, LOCAL_IP, REMOTE_IP, 20);
+        let from = "192.168.50.3:4789".parse().unwrap();
+        assert_eq!(
+            admit(&f, from, vni(), &table, &learned, 0, 1518),
+            Err(DropReason::SpoofedSource)
+        );
+    }
+
+    #[test]
+    fn oversized_inner_frame_is_dropped() {
+        let f = udp_frame(LOCAL_MAC, REMOTE_MAC, LOCAL_IP, REMOTE_IP, 1600);
+        assert_eq!(
+            admit_at_host2(&f, "192.168.50.1:4789".parse().unwrap()),
+            Err(DropReason::Oversized)
+        );
+    }
+
+    #[test]
+    fn oversized_tcp_is_admitted_for_segmentation() {
+        let b = etherparse::PacketBuilder::ethernet2(LOCAL_MAC.0, REMOTE_MAC.0)
+            .ipv4(LOCAL_IP.octets(), REMOTE_IP.octets(), 64)
+            .tcp(1, 2, 3, 4);
+        let mut f = Vec::new();
+        b.write(&mut f, &[0u8; 20_000]).unwrap();
+        assert_eq!(
+            admit_at_host2(&f, "192.168.50.1:4789".parse().unwrap()),
+            Ok(Admitted::Deliver)
+        );
+    }
+
+    #[test]
+    fn learning_vtep_teaches_its_macs() {
+        let ext: SocketAddr = "192.168.50.9:4789".parse().unwrap();
+        let mut t = NetworkTable::new();
+        t.flood.push(FloodEntry {
+            addr: ext,
+            learn: true,
+        });
+        let table = Table::compile(&t);
+        let learned = LearnedTable::new(DEFAULT_AGEING);
+        let far = MacAddr([2, 0, 0, 0, 0, 0x77]);
+        let f = udp_frame(far, REMOTE_MAC, "10.0.0.77".parse().unwrap(), REMOTE_IP, 20);
+        let from: SocketAddr = "192.168.50.9:40001".parse().unwrap();
+        assert_eq!(
+            admit(&f, from, vni(), &table, &learned, 0, 1518),
+            Ok(Admitted::DeliverLearned)
+        );
+        assert_eq!(
+            admit(&f, from, vni(), &table, &learned, 10, 1518),
+            Ok(Admitted::Deliver)
+        );
+        // Learned at the VTEP's VXLAN port, not the datagram's (random) source port.
+        assert_eq!(learned.lookup(vni(), &far, 10), Some(ext));
+    }
+}

@@ -1,0 +1,330 @@
+//! Forwarding state of one network (VNI): where each MAC lives, who answers which IP, whom to
+//! flood, and what was learned from received traffic.
+//!
+//! The control plane describes a network with a [`NetworkTable`] (plain data) and hands it over
+//! whole; the engine compiles it into a [`Table`] and swaps it in atomically, so the packet path
+//! reads a consistent, immutable table without locks. Entries learned from traffic change per
+//! packet, so they live apart in a [`LearnedTable`] (a sharded map whose entries refresh their
+//! age with an atomic store, taking a write lock only when a MAC is new or moves).
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use ovnet_wire::{MacAddr, Vni, VXLAN_PORT};
+
+/// Ageing of learned entries, as the kernel's vxlan default (`ageing 300`).
+pub const DEFAULT_AGEING: Duration = Duration::from_secs(300);
+
+/// A VTEP in the flood list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FloodEntry {
+    /// Where to send (VTEP address and its VXLAN port).
+    pub addr: SocketAddr,
+    /// Learn the source MACs of traffic from this VTEP (external VTEPs that ovnet's control
+    /// plane does not describe, such as a kernel vxlan host or a hardware switch).
+    pub learn: bool,
+}
+
+/// The forwarding state of one network, as the control plane describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkTable {
+    /// Remote endpoints: MAC → the VTEP that owns it.
+    pub macs: HashMap<MacAddr, SocketAddr>,
+    /// IPv4 → MAC for every endpoint (local and remote), for ARP answers and anti-spoofing.
+    pub arp: HashMap<Ipv4Addr, MacAddr>,
+    /// IPv6 → MAC, for neighbour advertisements.
+    pub nd: HashMap<Ipv6Addr, MacAddr>,
+    /// VTEPs receiving broadcast, unknown-unicast and multicast frames (head-end replication).
+    pub flood: Vec<FloodEntry>,
+    /// MACs of this host's own endpoints in the network.
+    pub local_macs: HashSet<MacAddr>,
+    /// Accept traffic from any VTEP and learn its source MACs (the kernel's `learning` mode).
+    pub learning: bool,
+    /// The VXLAN port of VTEPs learned from traffic when `learning` is on.
+    pub learn_port: u16,
+}
+
+impl NetworkTable {
+    /// An empty table with learning off and the IANA VXLAN port.
+    pub fn new() -> NetworkTable {
+        NetworkTable {
+            learn_port: VXLAN_PORT,
+            ..NetworkTable::default()
+        }
+    }
+}
+
+/// What the receive path needs to know about a sender address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct VtepInfo {
+    /// Learn source MACs from it.
+    pub learn: bool,
+    /// Its VXLAN port (learned MACs are reached there).
+    pub port: u16,
+}
+
+/// A [`NetworkTable`] compiled for the packet path: flood list as a slice, and an index of the
+/// VTEP addresses allowed to send into the network.
+#[derive(Debug, Default)]
+pub struct Table {
+    pub(crate) macs: HashMap<MacAddr, SocketAddr>,
+    pub(crate) arp: HashMap<Ipv4Addr, MacAddr>,
+    pub(crate) nd: HashMap<Ipv6Addr, MacAddr>,
+    pub(crate) flood: Vec<SocketAddr>,
+    pub(crate) local_macs: HashSet<MacAddr>,
+    pub(crate) vteps: HashMap<IpAddr, VtepInfo>,
+    pub(crate) learning: bool,
+    pub(crate) learn_port: u16,
+}
+
+impl Table {
+    /// Compiles a table. Flood entries are deduplicated, keeping their order.
+    pub fn compile(t: &NetworkTable) -> Table {
+        let mut vteps = HashMap::new();
+        for addr in t.macs.values() {
+            vteps.entry(addr.ip()).or_insert(VtepInfo {
+                learn: false,
+                port: addr.port(),
+            });
+        }
+        let mut flood = Vec::with_capacity(t.flood.len());
+        for f in &t.flood {
+            if !flood.contains(&f.addr) {
+                flood.push(f.addr);
+            }
+            let e = vteps.entry(f.addr.ip()).or_insert(VtepInfo {
+                learn: f.learn,
+                port: f.addr.port(),
+            });
+            e.learn |= f.learn;
+        }
+        Table {
+            macs: t.macs.clone(),
+            arp: t.arp.clone(),
+            nd: t.nd.clone(),
+            flood,
+            local_macs: t.local_macs.clone(),
+            vteps,
+            learning: t.learning,
+            learn_port: if t.learn_port == 0 {
+                VXLAN_PORT
+            } else {
+                t.learn_port
+            },
+        }
+    }
+
+    /// The VTEP a unicast MAC is statically bound to.
+    pub fn vtep_of(&self, mac: &MacAddr) -> Option<SocketAddr> {
+        self.macs.get(mac).copied()
+    }
+
+    /// The flood list.
+    pub fn flood(&self) -> &[SocketAddr] {
+        &self.flood
+    }
+
+    /// Whether `mac` is one of this host's endpoints.
+    pub fn is_local(&self, mac: &MacAddr) -> bool {
+        self.local_macs.contains(mac)
+    }
+
+    /// How the receive path treats datagrams from `ip`: `None` if it is not a VTEP of the
+    /// network and learning is off.
+    pub(crate) fn sender(&self, ip: IpAddr) -> Option<VtepInfo> {
+        match self.vteps.get(&ip) {
+            Some(info) => Some(*info),
+            None if self.learning => Some(VtepInfo {
+                learn: true,
+                port: self.learn_port,
+            }),
+            None => None,
+        }
+    }
+}
+
+/// One learned MAC: where it was last seen, and when.
+#[derive(Debug)]
+pub struct Learned {
+    vtep: SocketAddr,
+    /// Milliseconds since the table's epoch at the last packet.
+    seen_ms: AtomicU64,
+}
+
+/// MACs learned from received traffic, per VNI, with ageing. Shared by the receive path (which
+/// writes) and the send path (which reads).
+#[derive(Debug)]
+pub struct LearnedTable {
+    map: DashMap<(Vni, MacAddr), Learned>,
+    epoch: Instant,
+    ageing_ms: u64,
+}
+
+/// Refresh the timestamp of an entry at most this often: the store is cheap but not free, and
+/// ageing works in whole seconds anyway.
+const REFRESH_MS: u64 = 1000;
+
+impl LearnedTable {
+    /// An empty table whose entries expire `ageing` after the last packet seen from them.
+    pub fn new(ageing: Duration) -> LearnedTable {
+        LearnedTable {
+            map: DashMap::new(),
+            epoch: Instant::now(),
+            ageing_ms: ageing.as_millis().min(u64::MAX as u128) as u64,
+        }
+    }
+
+    /// Milliseconds since the table's epoch: the clock entries are stamped with.
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The live (not aged out) VTEP for `mac` in `vni`.
+    pub fn lookup(&self, vni: Vni, mac: &MacAddr, now_ms: u64) -> Option<SocketAddr> {
+        let e = self.map.get(&(vni, *mac))?;
+        let seen = e.seen_ms.load(Relaxed);
+        (now_ms.saturating_sub(seen) < self.ageing_ms).then_some(e.vtep)
+    }
+
+    /// Records that `mac` was seen behind `vtep`. Returns true if the entry is new or moved.
+    pub fn learn(&self, vni: Vni, mac: MacAddr, vtep: SocketAddr, now_ms: u64) -> bool {
+        if let Some(e) = self.map.get(&(vni, mac)) {
+            if e.vtep == vtep {
+                if now_ms.saturating_sub(e.seen_ms.load(Relaxed)) >= REFRESH_MS {
+                    e.seen_ms.store(now_ms, Relaxed);
+                }
+                return false;
+            }
+        }
+        self.map.insert(
+            (vni, mac),
+            Learned {
+                vtep,
+                seen_ms: AtomicU64::new(now_ms),
+            },
+        );
+        true
+    }
+
+    /// Removes aged-out entries; returns how many.
+    pub fn expire(&self, now_ms: u64) -> usize {
+        let before = self.map.len();
+        self.map
+            .retain(|_, e| now_ms.saturating_sub(e.seen_ms.load(Relaxed)) < self.ageing_ms);
+        before - self.map.len()
+    }
+
+    /// Forgets everything learned in `vni` (when the network goes away).
+    pub fn forget_vni(&self, vni: Vni) {
+        self.map.retain(|(v, _), _| *v != vni);
+    }
+
+    /// The live entries of `vni`, sorted by MAC.
+    pub fn entries(&self, vni: Vni) -> Vec<(MacAddr, SocketAddr)> {
+        let now = self.now_ms();
+        let mut out: Vec<_> = self
+            .map
+            .iter()
+            .filter(|e| e.key().0 == vni)
+            .filter(|e| now.saturating_sub(e.seen_ms.load(Relaxed)) < self.ageing_ms)
+            .map(|e| (e.key().1, e.vtep))
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac(last: u8) -> MacAddr {
+        MacAddr([2, 0x42, 10, 0, 0, last])
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn compile_indexes_vteps_and_dedups_flood() {
+        let mut t = NetworkTable::new();
+        t.macs.insert(mac(3), sa("192.168.50.2:4789"));
+        t.flood = vec![
+            FloodEntry {
+                addr: sa("192.168.50.2:4789"),
+                learn: false,
+            },
+            FloodEntry {
+                addr: sa("192.168.50.3:4789"),
+                learn: true,
+            },
+            FloodEntry {
+                addr: sa("192.168.50.2:4789"),
+                learn: false,
+            },
+        ];
+        let c = Table::compile(&t);
+        assert_eq!(c.flood().len(), 2);
+        assert_eq!(c.vtep_of(&mac(3)), Some(sa("192.168.50.2:4789")));
+        assert_eq!(
+            c.sender("192.168.50.2".parse().unwrap()),
+            Some(VtepInfo {
+                learn: false,
+                port: 4789
+            })
+        );
+        assert!(c.sender("192.168.50.3".parse().unwrap()).unwrap().learn);
+        assert_eq!(c.sender("192.168.50.9".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn learning_mode_accepts_any_sender_on_the_learn_port() {
+        let mut t = NetworkTable::new();
+        t.learning = true;
+        t.learn_port = 8472;
+        let c = Table::compile(&t);
+        assert_eq!(
+            c.sender("192.168.50.9".parse().unwrap()),
+            Some(VtepInfo {
+                learn: true,
+                port: 8472
+            })
+        );
+    }
+
+    #[test]
+    fn learned_entries_refresh_move_and_age() {
+        let vni = Vni::new(42).unwrap();
+        let l = LearnedTable::new(Duration::from_secs(10));
+        assert!(l.learn(vni, mac(5), sa("192.168.50.3:4789"), 0));
+        assert!(!l.learn(vni, mac(5), sa("192.168.50.3:4789"), 5_000));
+        assert_eq!(
+            l.lookup(vni, &mac(5), 14_000),
+            Some(sa("192.168.50.3:4789"))
+        );
+        // Other VNIs do not see it.
+        assert_eq!(l.lookup(Vni::new(43).unwrap(), &mac(5), 0), None);
+        // Moves are reported.
+        assert!(l.learn(vni, mac(5), sa("192.168.50.4:4789"), 6_000));
+        assert_eq!(l.lookup(vni, &mac(5), 6_000), Some(sa("192.168.50.4:4789")));
+        // Aged out after 10 s without traffic.
+        assert_eq!(l.lookup(vni, &mac(5), 16_000), None);
+        assert_eq!(l.expire(16_000), 1);
+        assert!(l.entries(vni).is_empty());
+    }
+
+    #[test]
+    fn forget_vni_leaves_other_vnis() {
+        let (a, b) = (Vni::new(1).unwrap(), Vni::new(2).unwrap());
+        let l = LearnedTable::new(DEFAULT_AGEING);
+        l.learn(a, mac(1), sa("192.168.50.3:4789"), 0);
+        l.learn(b, mac(1), sa("192.168.50.3:4789"), 0);
+        l.forget_vni(a);
+        assert_eq!(l.lookup(a, &mac(1), 0), None);
+        assert!(l.lookup(b, &mac(1), 0).is_some());
+    }
+}

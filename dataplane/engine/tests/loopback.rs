@@ -1,0 +1,334 @@
+//! Two data planes back to back over loopback UDP (127.0.0.1 and 127.0.0.2, port 4789), each
+//! with real TAPs, in a private network namespace of the test's own (nothing to clean up: it
+//! disappears with its last descriptor). Frames are injected on one host's TAP with a packet
+//! socket and must come out, byte for byte, of the other host's TAP of the same VNI, and only
+//! there.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use etherparse::PacketBuilder;
+use ovnet_dataplane::{
+    Dataplane, DataplaneConfig, DropReason, FloodEntry, MacAddr, NetworkTable, Vni,
+};
+use ovnet_sys::packet::{Direction, PacketSocket};
+use ovnet_sys::{link, netns, Tap, TapConfig};
+use ovnet_wire::vxlan;
+
+const MAC_A: MacAddr = MacAddr([2, 0x42, 10, 0, 0, 2]);
+const MAC_B: MacAddr = MacAddr([2, 0x42, 10, 0, 0, 3]);
+const IP_A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const IP_B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+
+fn vtep(i: u8) -> SocketAddr {
+    SocketAddr::new(Ipv4Addr::new(127, 0, 0, i).into(), 4789)
+}
+
+fn vni(v: u32) -> Vni {
+    Vni::new(v).unwrap()
+}
+
+/// The view of host `me` (1 or 2): its endpoint is A on host 1, B on host 2.
+fn table(me: u8) -> NetworkTable {
+    let (local, remote, peer) = if me == 1 {
+        (MAC_A, MAC_B, 2)
+    } else {
+        (MAC_B, MAC_A, 1)
+    };
+    let mut t = NetworkTable::new();
+    t.macs.insert(remote, vtep(peer));
+    t.arp.insert(IP_A, MAC_A);
+    t.arp.insert(IP_B, MAC_B);
+    t.local_macs = HashSet::from([local]);
+    t.flood.push(FloodEntry {
+        addr: vtep(peer),
+        learn: false,
+    });
+    t
+}
+
+struct Bed {
+    dp1: Dataplane,
+    dp2: Dataplane,
+    /// Packet sockets on host 1's TAP for VNI 42 and 43, and host 2's.
+    h1_42: PacketSocket,
+    h1_43: PacketSocket,
+    h2_42: PacketSocket,
+    h2_43: PacketSocket,
+    /// A socket on host 1's VTEP address (a known VTEP) and one on an unknown address.
+    known: UdpSocket,
+    stranger: UdpSocket,
+}
+
+fn open_tap(name: &str) -> (Tap, PacketSocket) {
+    let tap = Tap::open(&TapConfig::new(name)).unwrap();
+    link::set_mtu(name, 1450).unwrap();
+    link::set_up(name).unwrap();
+    let sock = PacketSocket::bind(name).unwrap();
+    (tap, sock)
+}
+
+fn bed() -> Bed {
+    std::thread::spawn(|| {
+        netns::unshare().unwrap();
+        link::set_up("lo").unwrap();
+        // Keep the kernel's own IPv6 chatter (router solicitations, MLD) off the TAPs.
+        std::fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1").ok();
+        let mut cfg = DataplaneConfig::new(vtep(1));
+        cfg.tx_sockets = 4;
+        let dp1 = Dataplane::start(&cfg).unwrap();
+        cfg.vtep = vtep(2);
+        let dp2 = Dataplane::start(&cfg).unwrap();
+        let (t1_42, h1_42) = open_tap("h1v42");
+        let (t1_43, h1_43) = open_tap("h1v43");
+        let (t2_42, h2_42) = open_tap("h2v42");
+        let (t2_43, h2_43) = open_tap("h2v43");
+        dp1.add_network(vni(42), t1_42, 1450, &table(1)).unwrap();
+        dp1.add_network(vni(43), t1_43, 1450, &table(1)).unwrap();
+        dp2.add_network(vni(42), t2_42, 1450, &table(2)).unwrap();
+        dp2.add_network(vni(43), t2_43, 1450, &table(2)).unwrap();
+        let known = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let stranger = UdpSocket::bind("127.0.0.9:0").unwrap();
+        Bed {
+            dp1,
+            dp2,
+            h1_42,
+            h1_43,
+            h2_42,
+            h2_43,
+            known,
+            stranger,
+        }
+    })
+    .join()
+    .unwrap()
+}
+
+fn udp_frame(src: MacAddr, dst: MacAddr, sip: Ipv4Addr, dip: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(src.0, dst.0)
+        .ipv4(sip.octets(), dip.octets(), 64)
+        .udp(40000, 5000);
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+fn arp_request(src: MacAddr, sip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&sip.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target.octets());
+    f
+}
+
+/// The next frame the data plane wrote into this TAP (skipping what the kernel sent out of it).
+fn next_incoming(sock: &PacketSocket, timeout: Duration) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 2048];
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match sock.recv(&mut buf, left).unwrap() {
+            Some((n, Direction::Incoming)) => return Some(buf[..n].to_vec()),
+            Some((_, Direction::Outgoing)) => continue,
+            None => return None,
+        }
+    }
+}
+
+fn expect_frame(sock: &PacketSocket, want: &[u8]) {
+    let got = next_incoming(sock, Duration::from_secs(3)).expect("no frame arrived within 3 s");
+    assert_eq!(got, want, "frame differs");
+}
+
+fn expect_silence(sock: &PacketSocket) {
+    if let Some(f) = next_incoming(sock, Duration::from_millis(300)) {
+        panic!("unexpected frame: {f:02x?}");
+    }
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn datagram(v: u32, frame: &[u8]) -> Vec<u8> {
+    let mut d = vxlan::header(vni(v)).to_vec();
+    d.extend_from_slice(frame);
+    d
+}
+
+#[test]
+fn frames_cross_exactly_and_stay_in_their_vni() {
+    let b = bed();
+    let f = udp_frame(MAC_A, MAC_B, IP_A, IP_B, b"hello over vxlan 42");
+    b.h1_42.send(&f).unwrap();
+    expect_frame(&b.h2_42, &f);
+    expect_silence(&b.h2_43);
+
+    // The same MACs and IPs in VNI 43: delivered to 43's TAP only.
+    let g = udp_frame(MAC_A, MAC_B, IP_A, IP_B, b"this is vni 43");
+    b.h1_43.send(&g).unwrap();
+    expect_frame(&b.h2_43, &g);
+    expect_silence(&b.h2_42);
+
+    // And back: host 2 to host 1, a maximum-size frame (MTU 1450 + 14).
+    let big = udp_frame(MAC_B, MAC_A, IP_B, IP_A, &[0x3c; 1450 - 28]);
+    assert_eq!(big.len(), 1464);
+    b.h2_42.send(&big).unwrap();
+    expect_frame(&b.h1_42, &big);
+
+    // Broadcast floods to the peer.
+    let bc = udp_frame(
+        MAC_A,
+        MacAddr::BROADCAST,
+        IP_A,
+        Ipv4Addr::BROADCAST,
+        b"bcast",
+    );
+    b.h1_42.send(&bc).unwrap();
+    expect_frame(&b.h2_42, &bc);
+
+    let c1 = b.dp1.counters(vni(42)).unwrap();
+    assert_eq!(c1.tx_packets, 2);
+    assert_eq!(c1.flooded, 1);
+    assert_eq!(c1.rx_packets, 1);
+    assert_eq!(c1.total_dropped(), 0, "{c1:?}");
+    let c2 = b.dp2.counters(vni(43)).unwrap();
+    assert_eq!((c2.rx_packets, c2.rx_bytes), (1, g.len() as u64));
+}
+
+#[test]
+fn arp_is_answered_locally_and_not_flooded() {
+    let b = bed();
+    let req = arp_request(MAC_A, IP_A, IP_B);
+    b.h1_42.send(&req).unwrap();
+    let mut want = vec![];
+    want.extend_from_slice(&MAC_A.0);
+    want.extend_from_slice(&MAC_B.0);
+    want.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 2]);
+    want.extend_from_slice(&MAC_B.0);
+    want.extend_from_slice(&IP_B.octets());
+    want.extend_from_slice(&MAC_A.0);
+    want.extend_from_slice(&IP_A.octets());
+    expect_frame(&b.h1_42, &want);
+    expect_silence(&b.h2_42);
+    let c = b.dp1.counters(vni(42)).unwrap();
+    assert_eq!((c.arp_replies, c.tx_packets), (1, 0));
+}
+
+#[test]
+fn bad_datagrams_are_counted_and_never_delivered() {
+    let b = bed();
+    let good = udp_frame(MAC_A, MAC_B, IP_A, IP_B, b"payload");
+    // From an address that is not a VTEP of the network.
+    b.stranger.send_to(&datagram(42, &good), vtep(2)).unwrap();
+    // From the known VTEP: truncated, bad flags, unknown VNI, oversized, spoofed sources.
+    b.known.send_to(&[0x08, 0, 0], vtep(2)).unwrap();
+    let mut flagless = datagram(42, &good);
+    flagless[0] = 0;
+    b.known.send_to(&flagless, vtep(2)).unwrap();
+    b.known.send_to(&datagram(99, &good), vtep(2)).unwrap();
+    let huge = udp_frame(MAC_A, MAC_B, IP_A, IP_B, &[0; 3000]);
+    b.known.send_to(&datagram(42, &huge), vtep(2)).unwrap();
+    let loopback = udp_frame(MAC_B, MAC_B, IP_B, IP_B, b"my own mac");
+    b.known.send_to(&datagram(42, &loopback), vtep(2)).unwrap();
+    let stolen_ip = udp_frame(MacAddr([2, 0, 0, 0, 0, 9]), MAC_B, IP_B, IP_A, b"not mine");
+    b.known.send_to(&datagram(42, &stolen_ip), vtep(2)).unwrap();
+    // A good one last: once it arrives, every earlier datagram has been processed.
+    b.known.send_to(&datagram(42, &good), vtep(2)).unwrap();
+    expect_frame(&b.h2_42, &good);
+    expect_silence(&b.h2_42);
+
+    let g = b.dp2.global_counters();
+    assert_eq!(g.dropped(DropReason::Truncated), 1, "{g:?}");
+    assert_eq!(g.dropped(DropReason::BadFlags), 1, "{g:?}");
+    assert_eq!(g.dropped(DropReason::UnknownVni), 1, "{g:?}");
+    let c = b.dp2.counters(vni(42)).unwrap();
+    assert_eq!(c.dropped(DropReason::UnknownVtep), 1, "{c:?}");
+    assert_eq!(c.dropped(DropReason::Oversized), 1, "{c:?}");
+    assert_eq!(c.dropped(DropReason::SpoofedSource), 2, "{c:?}");
+    assert_eq!(c.rx_packets, 1);
+}
+
+#[test]
+fn tables_change_while_traffic_flows() {
+    let b = bed();
+    let f = udp_frame(MAC_A, MAC_B, IP_A, IP_B, b"before");
+    b.h1_42.send(&f).unwrap();
+    expect_frame(&b.h2_42, &f);
+
+    // Withdraw host 2 entirely: the frame has nowhere to go.
+    let mut empty = table(1);
+    empty.macs.clear();
+    empty.flood.clear();
+    b.dp1.update_network(vni(42), &empty).unwrap();
+    b.h1_42.send(&f).unwrap();
+    wait_for("a no-route drop", || {
+        b.dp1
+            .counters(vni(42))
+            .unwrap()
+            .dropped(DropReason::NoRoute)
+            == 1
+    });
+    expect_silence(&b.h2_42);
+
+    // Put it back: traffic resumes, counters survived the swap.
+    b.dp1.update_network(vni(42), &table(1)).unwrap();
+    let g = udp_frame(MAC_A, MAC_B, IP_A, IP_B, b"after");
+    b.h1_42.send(&g).unwrap();
+    expect_frame(&b.h2_42, &g);
+    assert_eq!(b.dp1.counters(vni(42)).unwrap().tx_packets, 2);
+
+    // Removing a network stops it; the other keeps working.
+    b.dp2.remove_network(vni(43)).unwrap();
+    assert_eq!(b.dp2.networks(), vec![vni(42)]);
+    assert!(b.dp2.remove_network(vni(43)).is_err());
+    let h = udp_frame(MAC_A, MAC_B, IP_A, IP_B, b"43 is gone");
+    b.h1_43.send(&h).unwrap();
+    wait_for("an unknown-VNI drop", || {
+        b.dp2.global_counters().dropped(DropReason::UnknownVni) == 1
+    });
+    b.h1_42.send(&g).unwrap();
+    expect_frame(&b.h2_42, &g);
+    b.dp1.shutdown();
+}
+
+#[test]
+fn learning_from_an_external_vtep() {
+    let b = bed();
+    // Host 2 treats 127.0.0.9 as an external VTEP whose MACs it learns.
+    let mut t = table(2);
+    t.flood.push(FloodEntry {
+        addr: SocketAddr::new(Ipv4Addr::new(127, 0, 0, 9).into(), 4789),
+        learn: true,
+    });
+    b.dp2.update_network(vni(42), &t).unwrap();
+    let far = MacAddr([2, 0xaa, 0, 0, 0, 1]);
+    let f = udp_frame(
+        far,
+        MAC_B,
+        Ipv4Addr::new(10, 0, 0, 99),
+        IP_B,
+        b"from outside",
+    );
+    b.stranger.send_to(&datagram(42, &f), vtep(2)).unwrap();
+    expect_frame(&b.h2_42, &f);
+    assert_eq!(
+        b.dp2.learned(vni(42)),
+        vec![(
+            far,
+            SocketAddr::new(Ipv4Addr::new(127, 0, 0, 9).into(), 4789)
+        )]
+    );
+    assert_eq!(b.dp2.counters(vni(42)).unwrap().learned, 1);
+}

@@ -1,0 +1,304 @@
+//! Software TCP segmentation (GSO): split one TCP "super-frame" of up to 64 KB into frames
+//! that fit an MTU, as the kernel's `tcp_gso_segment()` does for a device without TSO.
+//!
+//! Super-frames reach a userspace VTEP in two ways: from a TAP with `IFF_VNET_HDR` and TSO
+//! offloads, and, over a veth underlay, from the kernel's vxlan, whose tunnel-GSO packets are
+//! delivered to a UDP socket unsegmented. Each segment gets the headers of the super-frame with
+//! its own IP length, IPv4 identification (incremented per segment) and header checksum, TCP
+//! sequence number, flags (FIN and PSH only on the last segment, CWR only on the first) and a
+//! full TCP checksum. The caller's scratch buffer is reused for every segment: no allocation.
+
+use core::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::checksum::{fold, ones_complement_sum, pseudo_header_v4, pseudo_header_v6};
+use crate::Error;
+
+const TCP_FIN: u8 = 0x01;
+const TCP_PSH: u8 = 0x08;
+const TCP_CWR: u8 = 0x80;
+
+/// Where the headers of a TCP frame are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpFrame {
+    /// Offset of the IP header (14, or 18 with one 802.1Q tag).
+    pub l3: usize,
+    /// Offset of the TCP header.
+    pub l4: usize,
+    /// Offset of the TCP payload (end of all headers).
+    pub payload: usize,
+    /// End of the IP packet (the frame may carry Ethernet padding after it).
+    pub end: usize,
+    /// IPv4 (true) or IPv6.
+    pub v4: bool,
+}
+
+/// Locates the headers of an Ethernet + IPv4/IPv6 + TCP frame (IPv6 without extension
+/// headers, IPv4 not fragmented). `None` for anything else.
+pub fn tcp_frame(frame: &[u8]) -> Option<TcpFrame> {
+    let et = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+    let (l3, et) = if et == 0x8100 {
+        (18, u16::from_be_bytes([*frame.get(16)?, *frame.get(17)?]))
+    } else {
+        (14, et)
+    };
+    let ip = frame.get(l3..)?;
+    let (l4, end, v4) = match et {
+        0x0800 => {
+            if ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != 6 {
+                return None;
+            }
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+            let frag = u16::from_be_bytes([ip[6], ip[7]]);
+            if ihl < 20 || frag & 0x3fff != 0 {
+                return None;
+            }
+            // A super-frame's IPv4 total length may be 0 or wrong when over 64 KB; the kernel
+            // trusts the buffer then. Here: the smaller of the two, but at least the headers.
+            let end = if total >= ihl && total <= ip.len() {
+                total
+            } else {
+                ip.len()
+            };
+            (l3 + ihl, l3 + end, true)
+        }
+        0x86dd => {
+            if ip.len() < 40 || ip[0] >> 4 != 6 || ip[6] != 6 {
+                return None;
+            }
+            let plen = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+            let end = if 40 + plen <= ip.len() && plen != 0 {
+                40 + plen
+            } else {
+                ip.len()
+            };
+            (l3 + 40, l3 + end, false)
+        }
+        _ => return None,
+    };
+    let doff = usize::from(*frame.get(l4 + 12)? >> 4) * 4;
+    if doff < 20 || l4 + doff > end {
+        return None;
+    }
+    Some(TcpFrame {
+        l3,
+        l4,
+        payload: l4 + doff,
+        end,
+        v4,
+    })
+}
+
+/// Splits the TCP frame `frame` into frames whose IP packets are at most `mtu` bytes, calling
+/// `emit` with each (built in `scratch`, which must hold `mtu` plus the Ethernet header).
+/// Returns the number of segments. A frame that already fits is emitted as one segment with
+/// its checksum recomputed.
+pub fn segment_tcp(
+    frame: &[u8],
+    mtu: usize,
+    scratch: &mut [u8],
+    mut emit: impl FnMut(&[u8]),
+) -> Result<usize, Error> {
+    let t = tcp_frame(frame).ok_or(Error::Malformed)?;
+    let headers = t.payload;
+    let ip_tcp_headers = headers - t.l3;
+    if mtu <= ip_tcp_headers {
+        return Err(Error::Malformed);
+    }
+    let mss = mtu - ip_tcp_headers;
+    if scratch.len() < headers + mss {
+        return Err(Error::BufferTooSmall);
+    }
+    let payload = &frame[headers..t.end];
+    let seq0 = u32::from_be_bytes([
+        frame[t.l4 + 4],
+        frame[t.l4 + 5],
+        frame[t.l4 + 6],
+        frame[t.l4 + 7],
+    ]);
+    let flags0 = frame[t.l4 + 13];
+    let id0 = u16::from_be_bytes([frame[t.l3 + 4], frame[t.l3 + 5]]);
+    let chunks = payload.len().div_ceil(mss).max(1);
+    for i in 0..chunks {
+        let start = i * mss;
+        let chunk = &payload[start..payload.len().min(start + mss)];
+        let len = headers + chunk.len();
+        let out = &mut scratch[..len];
+        out[..headers].copy_from_slice(&frame[..headers]);
+        out[headers..].copy_from_slice(chunk);
+        let ip_len = len - t.l3;
+        let tcp_len = len - t.l4;
+        if t.v4 {
+            out[t.l3 + 2..t.l3 + 4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+            out[t.l3 + 4..t.l3 + 6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
+            out[t.l3 + 10..t.l3 + 12].copy_from_slice(&[0, 0]);
+            let c = fold(ones_complement_sum(&out[t.l3..t.l4], 0));
+            out[t.l3 + 10..t.l3 + 12].copy_from_slice(&c.to_be_bytes());
+        } else {
+            out[t.l3 + 4..t.l3 + 6].copy_from_slice(&((ip_len - 40) as u16).to_be_bytes());
+        }
+        let seq = seq0.wrapping_add(start as u32);
+        out[t.l4 + 4..t.l4 + 8].copy_from_slice(&seq.to_be_bytes());
+        let mut flags = flags0;
+        if i + 1 < chunks {
+            flags &= !(TCP_FIN | TCP_PSH);
+        }
+        if i > 0 {
+            flags &= !TCP_CWR;
+        }
+        out[t.l4 + 13] = flags;
+        out[t.l4 + 16..t.l4 + 18].copy_from_slice(&[0, 0]);
+        let pseudo = pseudo(out, &t, tcp_len);
+        let c = fold(ones_complement_sum(&out[t.l4..], pseudo));
+        out[t.l4 + 16..t.l4 + 18].copy_from_slice(&c.to_be_bytes());
+        emit(out);
+    }
+    Ok(chunks)
+}
+
+fn pseudo(out: &[u8], t: &TcpFrame, tcp_len: usize) -> u32 {
+    let ip = &out[t.l3..];
+    if t.v4 {
+        let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+        let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+        pseudo_header_v4(src, dst, 6, tcp_len as u16)
+    } else {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&ip[8..24]);
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&ip[24..40]);
+        pseudo_header_v6(Ipv6Addr::from(a), Ipv6Addr::from(b), 6, tcp_len as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+
+    fn super_frame_v4(payload_len: usize, flags_psh_fin: bool) -> Vec<u8> {
+        let mut b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([10, 0, 0, 3], [10, 0, 0, 2], 64)
+            .tcp(5201, 40000, 1_000_000, 64000)
+            .ack(77)
+            .cwr();
+        if flags_psh_fin {
+            b = b.psh().fin();
+        }
+        let payload: Vec<u8> = (0..payload_len).map(|i| (i % 251) as u8).collect();
+        let mut out = Vec::new();
+        b.write(&mut out, &payload).unwrap();
+        out
+    }
+
+    fn check_segments(segs: &[Vec<u8>], total_payload: usize, mtu: usize) -> Vec<u8> {
+        let mut data = Vec::new();
+        let mut expect_seq = 1_000_000u32;
+        for (i, s) in segs.iter().enumerate() {
+            assert!(s.len() - 14 <= mtu, "segment {i} is {} bytes", s.len());
+            let p = SlicedPacket::from_ethernet(s).unwrap();
+            let Some(TransportSlice::Tcp(tcp)) = p.transport else {
+                panic!("not tcp")
+            };
+            assert_eq!(tcp.sequence_number(), expect_seq);
+            assert_eq!(tcp.cwr(), i == 0, "CWR only on the first");
+            let last = i + 1 == segs.len();
+            assert_eq!(tcp.fin(), last, "FIN only on the last");
+            assert_eq!(tcp.psh(), last, "PSH only on the last");
+            assert!(tcp.ack());
+            // Checksums verify like a receiving kernel would.
+            let l4 = &s[14 + 20..];
+            let ip = &s[14..34];
+            let ps = pseudo_header_v4(
+                Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
+                Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
+                6,
+                l4.len() as u16,
+            );
+            assert_eq!(
+                fold(ones_complement_sum(l4, ps)),
+                0,
+                "tcp checksum of segment {i}"
+            );
+            assert_eq!(
+                fold(ones_complement_sum(ip, 0)),
+                0,
+                "ip checksum of segment {i}"
+            );
+            assert_eq!(u16::from_be_bytes([ip[2], ip[3]]) as usize, s.len() - 14);
+            data.extend_from_slice(tcp.payload());
+            expect_seq = expect_seq.wrapping_add(tcp.payload().len() as u32);
+        }
+        assert_eq!(data.len(), total_payload);
+        data
+    }
+
+    #[test]
+    fn a_64k_super_frame_becomes_mtu_sized_segments() {
+        let f = super_frame_v4(60_000, true);
+        let mut scratch = vec![0xa5; 1500];
+        let mut segs = Vec::new();
+        let n = segment_tcp(&f, 1450, &mut scratch, |s| segs.push(s.to_vec())).unwrap();
+        assert_eq!(n, 60_000usize.div_ceil(1450 - 40));
+        let data = check_segments(&segs, 60_000, 1450);
+        assert_eq!(&data[..], &f[54..]);
+        // IPv4 identification increments per segment.
+        let id = |s: &Vec<u8>| u16::from_be_bytes([s[18], s[19]]);
+        assert_eq!(id(&segs[1]), id(&segs[0]).wrapping_add(1));
+    }
+
+    #[test]
+    fn ipv6_super_frames_split_too() {
+        let b = PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv6([1; 16], [2; 16], 64)
+            .tcp(1, 2, 5, 100);
+        let payload = vec![7u8; 5000];
+        let mut f = Vec::new();
+        b.write(&mut f, &payload).unwrap();
+        let mut scratch = vec![0; 1500];
+        let mut segs = Vec::new();
+        segment_tcp(&f, 1280, &mut scratch, |s| segs.push(s.to_vec())).unwrap();
+        assert_eq!(segs.len(), 5000usize.div_ceil(1280 - 60));
+        for s in &segs {
+            assert!(s.len() - 14 <= 1280);
+            let p = SlicedPacket::from_ethernet(s).unwrap();
+            assert!(matches!(p.transport, Some(TransportSlice::Tcp(_))));
+            let plen = u16::from_be_bytes([s[18], s[19]]) as usize;
+            assert_eq!(plen, s.len() - 54);
+        }
+    }
+
+    #[test]
+    fn small_frames_pass_as_one_segment_and_bad_input_is_refused() {
+        let f = super_frame_v4(100, false);
+        let mut scratch = vec![0; 1500];
+        let mut segs = Vec::new();
+        assert_eq!(
+            segment_tcp(&f, 1450, &mut scratch, |s| segs.push(s.to_vec())).unwrap(),
+            1
+        );
+        assert_eq!(segs[0], f);
+        // Not TCP, truncated, an MTU smaller than the headers, a scratch too small.
+        assert_eq!(
+            segment_tcp(&[0u8; 30], 1450, &mut scratch, |_| {}),
+            Err(Error::Malformed)
+        );
+        assert_eq!(
+            segment_tcp(&f[..40], 1450, &mut scratch, |_| {}),
+            Err(Error::Malformed)
+        );
+        assert_eq!(
+            segment_tcp(&f, 40, &mut scratch, |_| {}),
+            Err(Error::Malformed)
+        );
+        let mut tiny = [0u8; 100];
+        assert_eq!(
+            segment_tcp(&f, 1450, &mut tiny, |_| {}),
+            Err(Error::BufferTooSmall)
+        );
+        for len in 0..120 {
+            let junk: Vec<u8> = (0..len).map(|i| (i * 91 + 3) as u8).collect();
+            let _ = segment_tcp(&junk, 1450, &mut scratch, |_| {});
+        }
+    }
+}

@@ -1,0 +1,599 @@
+//! The `Testbed`: an underlay namespace with a bridge, host namespaces on it, container
+//! namespaces on host bridges, and child processes; all of it removed when the value drops.
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cmd::ctx;
+use crate::cmd::{ns_path, run};
+use crate::etcd::Etcd;
+use crate::names::{self, PREFIX};
+use crate::sys;
+
+/// Underlay subnet; host `n` gets `192.168.50.{n}`, the underlay bridge `.254`.
+pub const UNDERLAY_BRIDGE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 254);
+/// Name of the underlay bridge inside the underlay namespace.
+pub const UNDERLAY_BRIDGE: &str = "ulbr";
+/// How long a process gets between SIGTERM and SIGKILL when the test bed stops it.
+const TERM_GRACE: Duration = Duration::from_secs(3);
+
+/// Process id of a child the test bed spawned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Pid(pub u32);
+
+impl fmt::Display for Pid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A simulated host: namespace `ov{id}h{n}` whose `eth0` sits on the underlay bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// Namespace name.
+    pub ns: String,
+    /// Host number (1-based), also the last octet of `underlay_ip`.
+    pub n: u8,
+    /// `192.168.50.{n}` on `eth0`.
+    pub underlay_ip: Ipv4Addr,
+}
+
+/// A container: namespace `ov{id}c{k}` whose `eth0` is a veth into a bridge of its host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    /// Namespace name.
+    pub ns: String,
+    /// Address on `eth0`.
+    pub ip: Ipv4Addr,
+    /// MAC address of `eth0`, lower-case `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    /// Name of the veth peer in the host namespace (`vc{k}`), enslaved to the bridge.
+    pub host_veth: String,
+}
+
+/// A child process the test bed started.
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    pub(crate) label: String,
+    pub(crate) log: PathBuf,
+    pub(crate) status: Option<ExitStatus>,
+}
+
+impl Proc {
+    /// Starts `args` inside `ns` with stdout and stderr appended to `log`.
+    pub(crate) fn spawn(
+        ns: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: PathBuf,
+    ) -> io::Result<Proc> {
+        if args.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "spawn: empty command",
+            ));
+        }
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| ctx(format!("open log {}", log.display()), e))?;
+        let err = out.try_clone()?;
+        let label = format!("{ns}: {}", args.join(" "));
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| ctx(format!("spawn `{label}`"), e))?;
+        Ok(Proc {
+            child,
+            label,
+            log,
+            status: None,
+        })
+    }
+
+    pub(crate) fn pid(&self) -> Pid {
+        Pid(self.child.id())
+    }
+
+    /// Exit status if it has exited (reaping it), `None` while it runs.
+    pub(crate) fn poll(&mut self) -> io::Result<Option<ExitStatus>> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait()?;
+        }
+        Ok(self.status)
+    }
+
+    /// Sends `signal` unless the process has already been reaped (its pid may be reused).
+    pub(crate) fn signal(&mut self, signal: i32) -> io::Result<()> {
+        if self.poll()?.is_some() {
+            return Ok(());
+        }
+        sys::kill(self.child.id(), signal)
+    }
+
+    /// Last `lines` lines of the log.
+    pub(crate) fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+/// SIGTERM (and SIGCONT, in case they are stopped) to all, wait up to [`TERM_GRACE`], then
+/// SIGKILL and reap the rest. Logs failures instead of returning them.
+pub(crate) fn terminate(procs: &mut [&mut Proc]) {
+    for p in procs.iter_mut() {
+        for sig in [libc::SIGTERM, libc::SIGCONT] {
+            if let Err(e) = p.signal(sig) {
+                eprintln!(
+                    "ovnet-testbed: signal {sig} to {} ({}): {e}",
+                    p.pid(),
+                    p.label
+                );
+            }
+        }
+    }
+    let deadline = Instant::now() + TERM_GRACE;
+    loop {
+        let running = procs
+            .iter_mut()
+            .map(|p| p.poll())
+            .filter(|st| !matches!(st, Ok(Some(_))))
+            .count();
+        if running == 0 || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for p in procs.iter_mut() {
+        if matches!(p.poll(), Ok(Some(_))) {
+            continue;
+        }
+        eprintln!(
+            "ovnet-testbed: {} ({}) ignored SIGTERM, sending SIGKILL",
+            p.pid(),
+            p.label
+        );
+        if let Err(e) = p.signal(libc::SIGKILL) {
+            eprintln!("ovnet-testbed: SIGKILL {}: {e}", p.pid());
+        }
+        match p.child.wait() {
+            Ok(st) => p.status = Some(st),
+            Err(e) => eprintln!("ovnet-testbed: wait {}: {e}", p.pid()),
+        }
+    }
+}
+
+/// One isolated test network. See the crate docs for the layout. Dropping it kills every
+/// process it started and deletes every namespace it created, also while panicking.
+pub struct Testbed {
+    id: String,
+    underlay: String,
+    /// Namespaces in creation order; deleted in reverse.
+    namespaces: Vec<String>,
+    next_container: u32,
+    children: Vec<Proc>,
+    pub(crate) etcd: Option<Etcd>,
+    dir: tempfile::TempDir,
+}
+
+impl fmt::Debug for Testbed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Testbed")
+            .field("id", &self.id)
+            .field("namespaces", &self.namespaces)
+            .field(
+                "children",
+                &self.children.iter().map(|p| p.pid()).collect::<Vec<_>>(),
+            )
+            .field("dir", &self.dir.path())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs `ip netns add`, retrying transient failures (concurrent first-time setup of
+/// `/var/run/netns` by several processes can fail once).
+fn netns_add(name: &str) -> io::Result<()> {
+    let mut last = None;
+    for _ in 0..3 {
+        match run(&["ip", "netns", "add", name]) {
+            Ok(_) => return Ok(()),
+            Err(e) if ns_path(name).exists() => return Err(e),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("ip netns add failed")))
+}
+
+/// Disables IPv6 (so no router solicitations, DAD or MLD show up as noise on the overlay
+/// or in captures) and brings `lo` up.
+fn quiet_and_lo_up(ns: &str) -> io::Result<()> {
+    crate::cmd::in_netns(ns, || {
+        for conf in ["default", "all"] {
+            let path = format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6");
+            match std::fs::write(&path, "1") {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {} // kernel without IPv6
+                Err(e) => return Err(ctx(format!("write {path}"), e)),
+            }
+        }
+        Ok(())
+    })??;
+    run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+    Ok(())
+}
+
+/// Parses `a.b.c.d/len`.
+fn parse_cidr(cidr: &str) -> io::Result<Ipv4Addr> {
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad IPv4 CIDR {cidr:?}"),
+        )
+    };
+    let (ip, len) = cidr.split_once('/').ok_or_else(bad)?;
+    let len: u8 = len.parse().map_err(|_| bad())?;
+    if len > 32 {
+        return Err(bad());
+    }
+    ip.parse().map_err(|_| bad())
+}
+
+impl Testbed {
+    /// Creates the underlay namespace `ov{id}u` with bridge `ulbr` (192.168.50.254/24, up)
+    /// and `lo` up. Sweeps stale namespaces of dead earlier runs first.
+    pub fn new() -> io::Result<Testbed> {
+        names::sweep_stale();
+        let mut attempt = 0;
+        let (id, dir, underlay) = loop {
+            let id = names::reserve_id()?;
+            let dir = match tempfile::Builder::new()
+                .prefix(&format!("{PREFIX}{id}-"))
+                .tempdir()
+            {
+                Ok(d) => d,
+                Err(e) => {
+                    names::release(&id);
+                    return Err(ctx("create test bed temp dir", e));
+                }
+            };
+            let underlay = format!("{PREFIX}{id}u");
+            match netns_add(&underlay) {
+                Ok(()) => break (id, dir, underlay),
+                // Taken by a live test bed of another process whose pid we share? Try the next id.
+                Err(_) if ns_path(&underlay).exists() && attempt < 36 => {
+                    names::release(&id);
+                    attempt += 1;
+                }
+                Err(e) => {
+                    names::release(&id);
+                    return Err(ctx(
+                        "create underlay namespace (the test bed needs root and iproute2)",
+                        e,
+                    ));
+                }
+            }
+        };
+        let tb = Testbed {
+            id,
+            underlay: underlay.clone(),
+            namespaces: vec![underlay.clone()],
+            next_container: 1,
+            children: Vec::new(),
+            etcd: None,
+            dir,
+        };
+        std::fs::create_dir(tb.dir.path().join("logs"))?;
+        quiet_and_lo_up(&underlay)?;
+        let u = underlay.as_str();
+        run(&[
+            "ip",
+            "-n",
+            u,
+            "link",
+            "add",
+            UNDERLAY_BRIDGE,
+            "type",
+            "bridge",
+        ])?;
+        let addr = format!("{UNDERLAY_BRIDGE_IP}/24");
+        run(&["ip", "-n", u, "addr", "add", &addr, "dev", UNDERLAY_BRIDGE])?;
+        run(&["ip", "-n", u, "link", "set", UNDERLAY_BRIDGE, "up"])?;
+        Ok(tb)
+    }
+
+    /// The 6-character id embedded in every name of this test bed.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Name of the underlay namespace (`ov{id}u`), where etcd runs.
+    pub fn underlay(&self) -> &str {
+        &self.underlay
+    }
+
+    /// Scratch directory removed on drop (logs live in `logs/`, etcd data in `etcd/`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `/var/run/netns/{ns}`.
+    pub fn ns_path(ns: &str) -> PathBuf {
+        ns_path(ns)
+    }
+
+    /// Whether `ns` is a namespace this test bed created (and will delete).
+    pub fn owns(&self, ns: &str) -> bool {
+        self.namespaces.iter().any(|n| n == ns)
+    }
+
+    pub(crate) fn check_owned(&self, ns: &str) -> io::Result<()> {
+        if self.owns(ns) {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("namespace {ns:?} does not belong to test bed {}", self.id),
+            ))
+        }
+    }
+
+    fn add_ns(&mut self, name: String) -> io::Result<()> {
+        netns_add(&name)?;
+        self.namespaces.push(name.clone());
+        quiet_and_lo_up(&name)
+    }
+
+    /// Adds host `n` (1..=253): namespace `ov{id}h{n}`, `lo` up, `eth0` a veth whose peer
+    /// `h{n}` is on the underlay bridge, with 192.168.50.{n}/24, mtu 1500, up.
+    /// No bridge is created in the host; see [`Testbed::add_bridge`].
+    pub fn add_host(&mut self, n: u8) -> io::Result<Host> {
+        if !(1..=253).contains(&n) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("host number {n} outside 1..=253"),
+            ));
+        }
+        let ns = format!("{PREFIX}{}h{n}", self.id);
+        self.add_ns(ns.clone())
+            .map_err(|e| ctx(format!("add host {n}"), e))?;
+        let peer = format!("h{n}");
+        let u = self.underlay.as_str();
+        let h = ns.as_str();
+        run(&[
+            "ip", "-n", h, "link", "add", "eth0", "type", "veth", "peer", "name", &peer, "netns", u,
+        ])?;
+        run(&[
+            "ip",
+            "-n",
+            u,
+            "link",
+            "set",
+            &peer,
+            "master",
+            UNDERLAY_BRIDGE,
+            "up",
+        ])?;
+        let underlay_ip = Ipv4Addr::new(192, 168, 50, n);
+        run(&[
+            "ip",
+            "-n",
+            h,
+            "addr",
+            "add",
+            &format!("{underlay_ip}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        run(&["ip", "-n", h, "link", "set", "eth0", "mtu", "1500", "up"])?;
+        Ok(Host { ns, n, underlay_ip })
+    }
+
+    /// Creates bridge `name` (no address, up) in `host`'s namespace.
+    pub fn add_bridge(&mut self, host: &Host, name: &str) -> io::Result<()> {
+        self.check_owned(&host.ns)?;
+        run(&["ip", "-n", &host.ns, "link", "add", name, "type", "bridge"])?;
+        run(&["ip", "-n", &host.ns, "link", "set", name, "up"])?;
+        Ok(())
+    }
+
+    /// Adds container namespace `ov{id}c{k}` (k counts up per test bed) whose `eth0` has
+    /// address `cidr` (e.g. `10.0.0.2/24`), `mtu`, and `mac` if given; its veth peer `vc{k}`
+    /// sits in `host`'s namespace with the same mtu, enslaved to `bridge` (which must exist) and up.
+    pub fn add_container(
+        &mut self,
+        host: &Host,
+        bridge: &str,
+        cidr: &str,
+        mtu: u32,
+        mac: Option<&str>,
+    ) -> io::Result<Container> {
+        self.check_owned(&host.ns)?;
+        let ip = parse_cidr(cidr)?;
+        let k = self.next_container;
+        self.next_container += 1;
+        let ns = format!("{PREFIX}{}c{k}", self.id);
+        self.add_ns(ns.clone())
+            .map_err(|e| ctx(format!("add container {k}"), e))?;
+        let host_veth = format!("vc{k}");
+        let c = ns.as_str();
+        let h = host.ns.as_str();
+        let mtu = mtu.to_string();
+        run(&[
+            "ip", "-n", c, "link", "add", "eth0", "type", "veth", "peer", "name", &host_veth,
+            "netns", h,
+        ])?;
+        if let Some(mac) = mac {
+            run(&["ip", "-n", c, "link", "set", "eth0", "address", mac])?;
+        }
+        run(&["ip", "-n", c, "link", "set", "eth0", "mtu", &mtu])?;
+        run(&["ip", "-n", c, "addr", "add", cidr, "dev", "eth0"])?;
+        run(&["ip", "-n", c, "link", "set", "eth0", "up"])?;
+        run(&[
+            "ip", "-n", h, "link", "set", &host_veth, "mtu", &mtu, "master", bridge, "up",
+        ])?;
+        let mac = link_mac(c, "eth0")?;
+        Ok(Container {
+            ns,
+            ip,
+            mac,
+            host_veth,
+        })
+    }
+
+    /// Runs `args` inside namespace `ns` (one of ours) and waits; returns stdout, or an error
+    /// carrying stderr if it exits non-zero.
+    pub fn exec(&self, ns: &str, args: &[&str]) -> io::Result<String> {
+        self.check_owned(ns)?;
+        let mut full = vec!["ip", "netns", "exec", ns];
+        full.extend_from_slice(args);
+        run(&full)
+    }
+
+    /// Starts `args` inside namespace `ns` (one of ours) with extra environment `env`;
+    /// stdout and stderr go to a log file (see [`Testbed::log`]). The process is stopped
+    /// (SIGTERM, then SIGKILL after 3 s) when the test bed drops, unless it ended before.
+    pub fn spawn(&mut self, ns: &str, args: &[&str], env: &[(&str, &str)]) -> io::Result<Pid> {
+        self.check_owned(ns)?;
+        let base = args
+            .first()
+            .and_then(|a| Path::new(a).file_name())
+            .map(|a| a.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let log = self
+            .dir
+            .path()
+            .join("logs")
+            .join(format!("{}-{base}.log", self.children.len() + 1));
+        let proc = Proc::spawn(ns, args, env, log)?;
+        let pid = proc.pid();
+        self.children.push(proc);
+        Ok(pid)
+    }
+
+    fn child(&mut self, pid: Pid) -> io::Result<&mut Proc> {
+        self.children
+            .iter_mut()
+            .find(|p| p.pid() == pid)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("pid {pid} was not spawned by this test bed"),
+                )
+            })
+    }
+
+    /// Sends `signal` to a process this test bed spawned. A process that already exited
+    /// (and was reaped) is not signalled and this returns Ok.
+    pub fn kill(&mut self, pid: Pid, signal: i32) -> io::Result<()> {
+        self.child(pid)?.signal(signal)
+    }
+
+    /// Exit status of a spawned process if it has exited, `None` while it runs.
+    pub fn try_wait(&mut self, pid: Pid) -> io::Result<Option<ExitStatus>> {
+        self.child(pid)?.poll()
+    }
+
+    /// Waits up to `timeout` for a spawned process to exit; `None` if it is still running.
+    pub fn wait_timeout(&mut self, pid: Pid, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        let p = self.child(pid)?;
+        loop {
+            if let Some(st) = p.poll()? {
+                return Ok(Some(st));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops a spawned process now: SIGTERM, then SIGKILL after 3 s; returns its exit status.
+    pub fn stop(&mut self, pid: Pid) -> io::Result<ExitStatus> {
+        let p = self.child(pid)?;
+        terminate(&mut [p]);
+        p.poll()?
+            .ok_or_else(|| io::Error::other(format!("pid {pid} did not exit")))
+    }
+
+    /// Everything a spawned process wrote to stdout and stderr so far.
+    pub fn log(&mut self, pid: Pid) -> io::Result<String> {
+        let path = self.child(pid)?.log.clone();
+        std::fs::read_to_string(path)
+    }
+}
+
+/// MAC address of `link` in namespace `ns`, from `ip -o link show`.
+pub(crate) fn link_mac(ns: &str, link: &str) -> io::Result<String> {
+    let out = run(&["ip", "-n", ns, "-o", "link", "show", link])?;
+    out.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .map(str::to_owned)
+        .ok_or_else(|| io::Error::other(format!("no MAC for {link} in {ns}: {out}")))
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        let mut procs: Vec<&mut Proc> = self.children.iter_mut().collect();
+        if let Some(etcd) = self.etcd.as_mut() {
+            etcd.shutdown_proxy();
+            if let Some(p) = etcd.proc.as_mut() {
+                procs.push(p);
+            }
+        }
+        terminate(&mut procs);
+        if panicking {
+            for p in &procs {
+                eprintln!(
+                    "ovnet-testbed {}: last output of {} ({}, {:?}):\n{}\n",
+                    self.id,
+                    p.pid(),
+                    p.label,
+                    p.status,
+                    p.log_tail(40)
+                );
+            }
+        }
+        for ns in self.namespaces.iter().rev() {
+            names::remove_netns(ns, true);
+        }
+        names::release(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn testbed_can_move_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Testbed>();
+    }
+
+    #[test]
+    fn cidr_parsing() {
+        assert_eq!(
+            parse_cidr("10.0.0.2/24").unwrap(),
+            Ipv4Addr::new(10, 0, 0, 2)
+        );
+        for bad in ["10.0.0.2", "10.0.0.2/33", "10.0.0/24", "x/1"] {
+            assert!(parse_cidr(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! Test bed for ovnet's integration tests and benchmark: simulated hosts in Linux network
+//! namespaces on a veth underlay, containers on host bridges, a private etcd, child processes.
+//!
+//! Layout of one [`Testbed`] (every namespace name carries the test bed's id, so test beds run
+//! in parallel within and across processes):
+//!
+//! ```text
+//! ov{id}u   underlay: bridge ulbr 192.168.50.254/24, etcd on :2379
+//!   ├─ h1 ── eth0 192.168.50.1/24  in ov{id}h1   (host 1)
+//!   └─ h2 ── eth0 192.168.50.2/24  in ov{id}h2   (host 2)
+//! ov{id}c{k} container: eth0 ── vc{k} in its host's namespace, on a host bridge (e.g. br0)
+//! ```
+//!
+//! It is not a network emulator: no delay, loss or bandwidth shaping (use `tc` via
+//! [`Testbed::exec`]). It needs root and iproute2. It never touches the root namespace's links
+//! or routes; dropping a `Testbed` (also during a panic) kills its processes and deletes its
+//! namespaces, and [`sweep_stale`] removes what a killed earlier run left behind.
+//! IPv6 is disabled in every namespace it creates, to keep captures free of ND/MLD noise.
+//!
+//! All `unsafe` (two syscalls) lives in the private `sys` module.
+
+#![deny(unsafe_code)]
+
+mod bed;
+mod cmd;
+mod etcd;
+mod names;
+#[allow(unsafe_code)]
+mod sys;
+mod traffic;
+
+pub use bed::{Container, Host, Pid, Testbed, UNDERLAY_BRIDGE, UNDERLAY_BRIDGE_IP};
+pub use cmd::{in_netns, ns_path, run, NETNS_DIR};
+pub use etcd::{ETCD_CLIENT_PORT, ETCD_PEER_PORT};
+pub use names::sweep_stale;
+pub use traffic::{ping, tcp_transfer_verified, PingStats};

@@ -1,0 +1,404 @@
+//! End-to-end checks of the test bed itself (needs root): underlay and bridge connectivity,
+//! verified TCP, etcd lifecycle, and that nothing is left behind after drop, panic or SIGKILL.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use ovnet_testbed::{in_netns, ping, run, sweep_stale, tcp_transfer_verified, Testbed};
+
+/// Names of all namespaces that contain `needle`.
+fn netns_matching(needle: &str) -> Vec<String> {
+    run(&["ip", "netns", "list"])
+        .expect("ip netns list")
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.contains(needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// One HTTP/1.0 request; returns the response body.
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: etcd\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    Ok(resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or(resp))
+}
+
+fn etcd_addr(url: &str) -> SocketAddr {
+    url.trim_start_matches("http://")
+        .parse()
+        .expect("host:port")
+}
+
+#[test]
+fn hosts_reach_each_other_over_the_underlay() {
+    let mut tb = Testbed::new().unwrap();
+    let h1 = tb.add_host(1).unwrap();
+    let h2 = tb.add_host(2).unwrap();
+    assert_eq!(h2.underlay_ip.to_string(), "192.168.50.2");
+    let st = ping(&tb, &h1.ns, "192.168.50.2", 5).unwrap();
+    assert!(st.no_loss(), "{st:?}");
+    assert!(st.rtt_avg.is_some());
+    // The underlay bridge address answers too, and eth0 has the promised mtu.
+    assert!(ping(&tb, &h2.ns, "192.168.50.254", 2).unwrap().no_loss());
+    let link = tb
+        .exec(&h1.ns, &["ip", "-o", "link", "show", "eth0"])
+        .unwrap();
+    assert!(
+        link.contains("mtu 1500") && link.contains("state UP"),
+        "{link}"
+    );
+}
+
+#[test]
+fn containers_on_one_bridge_ping_each_other() {
+    let mut tb = Testbed::new().unwrap();
+    let h1 = tb.add_host(1).unwrap();
+    tb.add_bridge(&h1, "br0").unwrap();
+    let c1 = tb
+        .add_container(&h1, "br0", "10.10.0.2/24", 1450, Some("02:42:0a:0a:00:02"))
+        .unwrap();
+    let c2 = tb
+        .add_container(&h1, "br0", "10.10.0.3/24", 1450, None)
+        .unwrap();
+    assert_eq!(c1.mac, "02:42:0a:0a:00:02");
+    assert_eq!(c2.mac.len(), 17);
+    assert_eq!(c1.host_veth, "vc1");
+    let port = tb
+        .exec(&h1.ns, &["ip", "-o", "link", "show", "vc2"])
+        .unwrap();
+    assert!(
+        port.contains("master br0") && port.contains("mtu 1450"),
+        "{port}"
+    );
+    let st = ping(&tb, &c1.ns, &c2.ip.to_string(), 3).unwrap();
+    assert!(st.no_loss(), "{st:?}");
+    let st = ping(&tb, &c2.ns, &c1.ip.to_string(), 3).unwrap();
+    assert!(st.no_loss(), "{st:?}");
+    // The container has no route out of its subnet: nothing reaches the underlay from it.
+    // (ping reports "Network is unreachable", which `ping` turns into an error.)
+    let out = ping(&tb, &c1.ns, "192.168.50.254", 1);
+    assert!(out.as_ref().map_or(true, |st| st.received == 0), "{out:?}");
+}
+
+#[test]
+fn verified_tcp_transfer_between_containers() {
+    let mut tb = Testbed::new().unwrap();
+    let h1 = tb.add_host(1).unwrap();
+    tb.add_bridge(&h1, "br0").unwrap();
+    let a = tb
+        .add_container(&h1, "br0", "10.20.0.2/24", 1500, None)
+        .unwrap();
+    let b = tb
+        .add_container(&h1, "br0", "10.20.0.3/24", 1500, None)
+        .unwrap();
+    tcp_transfer_verified(&tb, &b.ns, &b.ip.to_string(), &a.ns, 10 << 20).unwrap();
+    tcp_transfer_verified(&tb, &a.ns, &a.ip.to_string(), &b.ns, 10 << 20).unwrap();
+    // Odd sizes and an empty stream work too.
+    tcp_transfer_verified(&tb, &b.ns, &b.ip.to_string(), &a.ns, 12_345).unwrap();
+    tcp_transfer_verified(&tb, &b.ns, &b.ip.to_string(), &a.ns, 0).unwrap();
+}
+
+#[test]
+fn tcp_transfer_to_unreachable_address_fails_instead_of_hanging() {
+    let mut tb = Testbed::new().unwrap();
+    let h1 = tb.add_host(1).unwrap();
+    tb.add_bridge(&h1, "br0").unwrap();
+    let a = tb
+        .add_container(&h1, "br0", "10.30.0.2/24", 1500, None)
+        .unwrap();
+    let b = tb
+        .add_container(&h1, "br0", "10.30.0.3/24", 1500, None)
+        .unwrap();
+    // Break the path: the server's veth goes down, so the SYN is never answered.
+    tb.exec(&h1.ns, &["ip", "link", "set", &b.host_veth, "down"])
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = tcp_transfer_verified(&tb, &b.ns, &b.ip.to_string(), &a.ns, 1 << 20).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(30), "{err}");
+}
+
+#[test]
+fn namespaces_of_other_test_beds_are_refused() {
+    let tb = Testbed::new().unwrap();
+    let other = Testbed::new().unwrap();
+    assert_ne!(tb.id(), other.id());
+    assert!(tb.exec(other.underlay(), &["true"]).is_err());
+    assert!(ping(&tb, other.underlay(), "127.0.0.1", 1).is_err());
+    assert!(tb.exec(tb.underlay(), &["true"]).is_ok());
+}
+
+#[test]
+fn etcd_starts_answers_stops_and_restarts_with_its_data() {
+    let mut tb = Testbed::new().unwrap();
+    let h1 = tb.add_host(1).unwrap();
+    let url = tb.start_etcd().unwrap();
+    assert_eq!(url, "http://192.168.50.254:2379");
+    let addr = etcd_addr(&url);
+
+    // From a host over the underlay: health, and a write through the v3 JSON gateway.
+    let health = in_netns(&h1.ns, || http(addr, "GET", "/health", ""))
+        .unwrap()
+        .unwrap();
+    assert!(health.contains(r#""health":"true""#), "{health}");
+    // key "ovnet" = "b3ZuZXQ=", value "up" = "dXA="
+    let put = r#"{"key":"b3ZuZXQ=","value":"dXA="}"#;
+    in_netns(&h1.ns, || http(addr, "POST", "/v3/kv/put", put))
+        .unwrap()
+        .unwrap();
+
+    // From the test process itself, through the loopback relay.
+    let local = etcd_addr(&tb.etcd_local_url().expect("relay after start"));
+    assert!(local.ip().is_loopback());
+    let got = http(local, "POST", "/v3/kv/range", r#"{"key":"b3ZuZXQ="}"#).unwrap();
+    assert!(got.contains(r#""value":"dXA=""#), "{got}");
+
+    tb.stop_etcd().unwrap();
+    assert!(!tb.etcd_running());
+    assert!(in_netns(&h1.ns, || http(addr, "GET", "/health", ""))
+        .unwrap()
+        .is_err());
+    assert!(http(local, "GET", "/health", "").map_or(true, |b| b.is_empty()));
+
+    tb.restart_etcd().unwrap();
+    assert!(tb.etcd_running());
+    let got = http(local, "POST", "/v3/kv/range", r#"{"key":"b3ZuZXQ="}"#).unwrap();
+    assert!(
+        got.contains(r#""value":"dXA=""#),
+        "data survives a restart: {got}"
+    );
+
+    // Paused: connections are accepted by the kernel but nothing answers.
+    tb.pause_etcd().unwrap();
+    assert!(in_netns(&h1.ns, || http(addr, "GET", "/health", ""))
+        .unwrap()
+        .is_err());
+    tb.resume_etcd().unwrap();
+    let health = in_netns(&h1.ns, || http(addr, "GET", "/health", ""))
+        .unwrap()
+        .unwrap();
+    assert!(health.contains("true"), "{health}");
+    assert!(tb.etcd_log().unwrap().contains("serving client traffic"));
+}
+
+#[test]
+fn spawned_processes_are_tracked_and_killed() {
+    let mut tb = Testbed::new().unwrap();
+    let h1 = tb.add_host(1).unwrap();
+    let pid = tb
+        .spawn(
+            &h1.ns,
+            &["sh", "-c", "echo hello $GREETING; exec sleep 1000"],
+            &[("GREETING", "ovnet")],
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(tb.try_wait(pid).unwrap(), None);
+    assert!(tb.log(pid).unwrap().contains("hello ovnet"));
+    // It really runs inside the host namespace.
+    let pids = run(&["ip", "netns", "pids", &h1.ns]).unwrap();
+    assert!(
+        pids.split_whitespace().any(|p| p == pid.to_string()),
+        "{pids}"
+    );
+    tb.kill(pid, libc::SIGTERM).unwrap();
+    let st = tb
+        .wait_timeout(pid, Duration::from_secs(5))
+        .unwrap()
+        .expect("exited");
+    assert!(!st.success());
+    // Signalling an exited (reaped) process is a no-op, a foreign pid an error.
+    tb.kill(pid, libc::SIGKILL).unwrap();
+    assert!(tb.kill(ovnet_testbed::Pid(1), libc::SIGTERM).is_err());
+}
+
+#[test]
+fn drop_removes_every_namespace_and_process() {
+    let (id, pid) = {
+        let mut tb = Testbed::new().unwrap();
+        let h1 = tb.add_host(1).unwrap();
+        let h2 = tb.add_host(2).unwrap();
+        tb.add_bridge(&h2, "br0").unwrap();
+        tb.add_container(&h2, "br0", "10.40.0.2/24", 1500, None)
+            .unwrap();
+        tb.start_etcd().unwrap();
+        // A process that ignores SIGTERM must still go (SIGKILL after the grace period).
+        let pid = tb
+            .spawn(
+                &h1.ns,
+                &["sh", "-c", "trap '' TERM; while :; do sleep 1; done"],
+                &[],
+            )
+            .unwrap();
+        let id = tb.id().to_owned();
+        assert_eq!(netns_matching(&format!("ov{id}")).len(), 4);
+        (id, pid)
+    };
+    assert_eq!(netns_matching(&format!("ov{id}")), Vec::<String>::new());
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+}
+
+#[test]
+fn panic_still_cleans_up() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let result = std::thread::spawn(move || {
+        let mut tb = Testbed::new().unwrap();
+        tb.add_host(1).unwrap();
+        tx.send(tb.id().to_owned()).unwrap();
+        panic!("deliberate panic inside a test bed");
+    })
+    .join();
+    assert!(result.is_err());
+    let id = rx.recv().unwrap();
+    assert_eq!(netns_matching(&format!("ov{id}")), Vec::<String>::new());
+}
+
+/// A pid that is not running now (so a name embedding it looks like a SIGKILLed run's).
+fn dead_pid() -> u32 {
+    (30_000..32_000)
+        .rev()
+        .find(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+        .expect("some free pid")
+}
+
+fn base36(mut v: u32) -> String {
+    let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = [b'0'; 5];
+    for slot in out.iter_mut().rev() {
+        *slot = digits[(v % 36) as usize];
+        v /= 36;
+    }
+    String::from_utf8(out.to_vec()).unwrap()
+}
+
+#[test]
+fn sweeper_removes_leftovers_of_dead_runs_only() {
+    let stale_id = format!("{}z", base36(dead_pid()));
+    let stale = [format!("ov{stale_id}u"), format!("ov{stale_id}h1")];
+    // Same shape but a live pid (ours, registered by a live test bed) must survive, and so
+    // must a name outside the scheme.
+    let tb = Testbed::new().unwrap();
+    let foreign = format!("ovbench{}", std::process::id());
+    for ns in stale.iter().chain([&foreign]) {
+        run(&["ip", "netns", "add", ns]).unwrap();
+    }
+    // A leftover process inside a stale namespace is killed.
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &stale[1], "sleep", "1000"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    sweep_stale();
+    let left = netns_matching("ov");
+    run(&["ip", "netns", "del", &foreign]).unwrap();
+    for ns in &stale {
+        assert!(!left.contains(ns), "{ns} should be swept: {left:?}");
+    }
+    assert!(left.contains(&foreign), "{left:?}");
+    assert!(left.contains(&tb.underlay().to_owned()), "{left:?}");
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the sleeper was killed");
+}
+
+#[test]
+fn test_beds_run_in_parallel() {
+    let handles: Vec<_> = (0..3)
+        .map(|_| {
+            std::thread::spawn(|| {
+                let mut tb = Testbed::new().unwrap();
+                let h1 = tb.add_host(1).unwrap();
+                tb.add_host(2).unwrap();
+                assert!(ping(&tb, &h1.ns, "192.168.50.2", 2).unwrap().no_loss());
+                tb.id().to_owned()
+            })
+        })
+        .collect();
+    let mut ids: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3);
+}
+
+/// Not a test on its own: run by `sigkilled_run_is_swept_by_the_next_one` in a child process,
+/// which it SIGKILLs once the test bed is up.
+#[test]
+#[ignore = "helper process for sigkilled_run_is_swept_by_the_next_one"]
+fn sigkill_helper() {
+    if std::env::var_os("OVNET_TESTBED_SIGKILL_HELPER").is_none() {
+        return;
+    }
+    let mut tb = Testbed::new().unwrap();
+    let h1 = tb.add_host(1).unwrap();
+    tb.start_etcd().unwrap();
+    let sleeper = tb.spawn(&h1.ns, &["sleep", "1000"], &[]).unwrap();
+    // libtest prints "test sigkill_helper ... " before this on the same line.
+    println!("HELPER {} {sleeper}", tb.id());
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+#[test]
+fn sigkilled_run_is_swept_by_the_next_one() {
+    use std::io::BufRead;
+    let mut helper = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "sigkill_helper",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("OVNET_TESTBED_SIGKILL_HELPER", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(helper.stdout.take().unwrap()).lines();
+    let line = lines
+        .find_map(|l| Some(l.ok()?.split_once("HELPER ")?.1.to_owned()))
+        .expect("helper reports its test bed");
+    let mut words = line.split_whitespace();
+    let id = words.next().unwrap().to_owned();
+    let sleeper: u32 = words.next().unwrap().parse().unwrap();
+    assert_eq!(netns_matching(&format!("ov{id}")).len(), 2);
+
+    // SIGKILL: no Drop runs, so the namespaces, etcd and the sleeper are left behind.
+    helper.kill().unwrap();
+    helper.wait().unwrap();
+    assert_eq!(netns_matching(&format!("ov{id}")).len(), 2);
+    assert!(std::path::Path::new(&format!("/proc/{sleeper}")).exists());
+
+    let _next = Testbed::new().unwrap(); // sweeps
+    assert_eq!(netns_matching(&format!("ov{id}")), Vec::<String>::new());
+    let gone = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        // Orphans are reaped by init; a zombie briefly still has a /proc entry.
+        std::fs::read_to_string(format!("/proc/{sleeper}/stat"))
+            .map_or(true, |s| s.contains(") Z "))
+    });
+    assert!(gone, "the orphaned sleeper was killed");
+    let tmp_left = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("ov{id}-"))
+        })
+        .count();
+    assert_eq!(
+        tmp_left, 0,
+        "the dead run's temp dir (etcd data) is removed"
+    );
+}
