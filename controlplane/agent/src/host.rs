@@ -150,7 +150,8 @@ pub async fn open_tap(vni: u32, mtu: u32) -> Result<Tap> {
     let name = tap_name(vni);
     let tap = Tap::open(&TapConfig::new(name.clone()))
         .map_err(|e| HostError::new(format!("creating TAP {name}"), e))?;
-    link::set_mtu(&name, mtu).map_err(|e| HostError::new(format!("setting the MTU of {name}"), e))?;
+    link::set_mtu(&name, mtu)
+        .map_err(|e| HostError::new(format!("setting the MTU of {name}"), e))?;
     disable_ipv6(&name);
     run(
         &format!("attaching {name} to its bridge"),
@@ -166,6 +167,8 @@ pub async fn open_tap(vni: u32, mtu: u32) -> Result<Tap> {
 pub struct ContainerLink<'a> {
     /// The namespace file.
     pub netns_path: &'a str,
+    /// Interface name inside the container (see [`free_ifname`]).
+    pub ifname: &'a str,
     /// Host end of the veth.
     pub host_veth: &'a str,
     /// Bridge to attach the host end to.
@@ -179,8 +182,13 @@ pub struct ContainerLink<'a> {
 }
 
 /// The first `ethN` name free in the container's namespace.
-async fn free_ifname(netns_path: &str) -> Result<String> {
-    let out = ip_in(netns_path, "listing the container's links", &["-o", "link", "show"]).await?;
+pub async fn free_ifname(netns_path: &str) -> Result<String> {
+    let out = ip_in(
+        netns_path,
+        "listing the container's links",
+        &["-o", "link", "show"],
+    )
+    .await?;
     let taken: Vec<String> = out
         .lines()
         .filter_map(|l| l.split(": ").nth(1))
@@ -192,11 +200,10 @@ async fn free_ifname(netns_path: &str) -> Result<String> {
         .expect("an unbounded range has a free name"))
 }
 
-/// Creates the veth pair (container end `ethN` inside the namespace, host end on the bridge),
-/// sets MAC, address, MTU and brings everything up. Returns the container-side name. On error,
-/// whatever was created is removed.
-pub async fn connect_container(l: &ContainerLink<'_>) -> Result<String> {
-    let ifname = free_ifname(l.netns_path).await?;
+/// Creates the veth pair (container end `ifname` inside the namespace, host end on the bridge),
+/// sets MAC, address, MTU and brings everything up. On error, whatever was created is removed.
+pub async fn connect_container(l: &ContainerLink<'_>) -> Result<()> {
+    let ifname = l.ifname;
     let mtu = l.mtu.to_string();
     let agent_pid = std::process::id().to_string();
     // Created from inside the container's namespace with the peer placed in ours: works for
@@ -205,8 +212,22 @@ pub async fn connect_container(l: &ContainerLink<'_>) -> Result<String> {
         l.netns_path,
         "creating the container's veth",
         &[
-            "link", "add", &ifname, "mtu", &mtu, "address", l.mac, "type", "veth", "peer", "name",
-            l.host_veth, "mtu", &mtu, "netns", &agent_pid,
+            "link",
+            "add",
+            ifname,
+            "mtu",
+            &mtu,
+            "address",
+            l.mac,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            l.host_veth,
+            "mtu",
+            &mtu,
+            "netns",
+            &agent_pid,
         ],
     )
     .await?;
@@ -222,13 +243,13 @@ pub async fn connect_container(l: &ContainerLink<'_>) -> Result<String> {
         ip_in(
             l.netns_path,
             "adding the container's address",
-            &["addr", "add", l.cidr, "dev", &ifname],
+            &["addr", "add", l.cidr, "dev", ifname],
         )
         .await?;
         ip_in(
             l.netns_path,
             "bringing up the container's interface",
-            &["link", "set", &ifname, "up"],
+            &["link", "set", ifname, "up"],
         )
         .await?;
         Ok::<(), HostError>(())
@@ -238,7 +259,19 @@ pub async fn connect_container(l: &ContainerLink<'_>) -> Result<String> {
         let _ = delete_link(l.host_veth).await;
         return Err(e);
     }
-    Ok(ifname)
+    Ok(())
+}
+
+/// Puts an existing container veth (by its host end) back on its bridge, up: after an agent
+/// restart the bridge may be new.
+pub async fn reattach(host_veth: &str, bridge: &str) -> Result<()> {
+    run(
+        &format!("re-attaching {host_veth} to {bridge}"),
+        "ip",
+        &["link", "set", host_veth, "master", bridge, "up"],
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Removes a container's veth pair (by its host end).

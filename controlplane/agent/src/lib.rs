@@ -5,9 +5,13 @@
 //! - [`store`]: the typed, transactional layer over etcd: records, claims, liveness, watch.
 //! - [`view`]: the agent's copy of the cluster and the forwarding tables it implies (pure).
 //! - [`host`]: the host side of a network: bridge, TAP, container veths.
+//! - [`agent`]: the runtime: sync with etcd, reconcile, connect and disconnect.
+//! - [`api`]: the gRPC service `ovctl` talks to.
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
+pub mod api;
 pub mod host;
 pub mod ipam;
 pub mod store;

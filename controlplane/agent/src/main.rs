@@ -1,1 +1,164 @@
-fn main() {}
+//! `ovnet-agent`: one per host. Starts the VXLAN data plane on the host's VTEP address, follows
+//! the cluster state in etcd, and serves the gRPC API for `ovctl` on a unix socket.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use ovnet_agent::agent::{Agent, AgentConfig};
+use ovnet_agent::api::Api;
+use ovnet_agent::store::{Store, StoreConfig, DEFAULT_PREFIX, DEFAULT_TIMEOUT};
+use ovnet_dataplane::{Dataplane, DataplaneConfig};
+use ovnet_proto::AgentServer;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+/// The ovnet agent: userspace VXLAN overlay networking for containers, with etcd as the
+/// control plane.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// This node's name (default: the host name).
+    #[arg(long, env = "OVNET_NODE")]
+    node: Option<String>,
+    /// etcd client URLs, comma-separated.
+    #[arg(
+        long,
+        env = "OVNET_ETCD",
+        default_value = "http://127.0.0.1:2379",
+        value_delimiter = ','
+    )]
+    etcd: Vec<String>,
+    /// This host's underlay address: peers send VXLAN datagrams here.
+    #[arg(long, env = "OVNET_VTEP_IP")]
+    vtep_ip: IpAddr,
+    /// UDP port of the VTEP.
+    #[arg(long, default_value_t = 4789)]
+    vtep_port: u16,
+    /// Unix socket of the API.
+    #[arg(long, env = "OVNET_API", default_value = "/run/ovnet/agent.sock")]
+    api: PathBuf,
+    /// Prefix of ovnet's keys in etcd.
+    #[arg(long, default_value = DEFAULT_PREFIX)]
+    prefix: String,
+    /// TTL of the node's liveness lease, in seconds.
+    #[arg(long, default_value_t = 10)]
+    lease_ttl: u64,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Binds the API socket, refusing to steal it from a running agent.
+fn bind_api(path: &Path) -> Result<UnixListener, String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "another ovnet-agent is serving {}: stop it or pass --api",
+                path.display()
+            ));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| format!("removing the stale socket {}: {e}", path.display()))?;
+    }
+    UnixListener::bind(path).map_err(|e| format!("binding the API socket {}: {e}", path.display()))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let node = args.node.unwrap_or_else(hostname);
+    let vtep = SocketAddr::new(args.vtep_ip, args.vtep_port);
+    let dp = Dataplane::start(&DataplaneConfig::new(vtep)).map_err(|e| e.to_string())?;
+    let store = Store::connect(StoreConfig {
+        endpoints: args.etcd.clone(),
+        prefix: args.prefix,
+        timeout: DEFAULT_TIMEOUT,
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    if let Err(e) = store.ping().await {
+        log::warn!("{e}; starting anyway and retrying in the background");
+    }
+    let listener = bind_api(&args.api)?;
+    let agent = Arc::new(Agent::new(
+        AgentConfig {
+            node: node.clone(),
+            vtep,
+            lease_ttl: Duration::from_secs(args.lease_ttl.max(1)),
+        },
+        store,
+        dp,
+    ));
+    let sync = {
+        let a = agent.clone();
+        tokio::spawn(async move { a.run_sync().await })
+    };
+    let reg = {
+        let a = agent.clone();
+        tokio::spawn(async move { a.run_registration().await })
+    };
+    log::info!(
+        "ovnet-agent {} on node {node}: VTEP {vtep}, etcd {}, API {}",
+        env!("CARGO_PKG_VERSION"),
+        args.etcd.join(","),
+        args.api.display()
+    );
+    let served = tonic::transport::Server::builder()
+        .add_service(AgentServer::new(Api::new(agent.clone())))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
+        .await;
+    log::info!("shutting down");
+    sync.abort();
+    reg.abort();
+    agent.deregister().await;
+    let _ = std::fs::remove_file(&args.api);
+    served.map_err(|e| format!("serving the API: {e}"))
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ovnet-agent: error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ovnet-agent: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -41,14 +41,20 @@ pub struct Desired {
 
 fn vtep_key(v: &ExternalVtep) -> Option<(String, Ipv4Addr, u16)> {
     let ip = v.ip.parse().ok()?;
-    let port = u16::try_from(v.port).ok().filter(|&p| p != 0).unwrap_or(VXLAN_PORT);
+    let port = u16::try_from(v.port)
+        .ok()
+        .filter(|&p| p != 0)
+        .unwrap_or(VXLAN_PORT);
     Some((v.network_id.clone(), ip, port))
 }
 
 /// The VTEP address of a node, if its record is usable.
 pub fn node_vtep(n: &Node) -> Option<SocketAddr> {
     let ip: IpAddr = n.vtep_ip.parse().ok()?;
-    let port = u16::try_from(n.vtep_port).ok().filter(|&p| p != 0).unwrap_or(VXLAN_PORT);
+    let port = u16::try_from(n.vtep_port)
+        .ok()
+        .filter(|&p| p != 0)
+        .unwrap_or(VXLAN_PORT);
     Some(SocketAddr::new(ip, port))
 }
 
@@ -60,7 +66,8 @@ impl View {
             v.networks.insert(n.name.clone(), n);
         }
         for e in state.endpoints {
-            v.endpoints.insert((e.network_id.clone(), e.name.clone()), e);
+            v.endpoints
+                .insert((e.network_id.clone(), e.name.clone()), e);
         }
         for (n, alive) in state.nodes {
             if alive {
@@ -140,7 +147,10 @@ impl View {
     }
 
     /// Endpoints of one network.
-    pub fn endpoints_of<'a>(&'a self, network_id: &'a str) -> impl Iterator<Item = &'a Endpoint> + 'a {
+    pub fn endpoints_of<'a>(
+        &'a self,
+        network_id: &'a str,
+    ) -> impl Iterator<Item = &'a Endpoint> + 'a {
         self.endpoints
             .range((network_id.to_string(), String::new())..)
             .take_while(move |((id, _), _)| id == network_id)
@@ -154,13 +164,22 @@ impl View {
 
     /// Nodes with at least one endpoint in the network, sorted by name (the network's peers).
     pub fn peers(&self, network_id: &str) -> Vec<&Node> {
-        let names: BTreeSet<&str> = self.endpoints_of(network_id).map(|e| e.node.as_str()).collect();
-        names.into_iter().filter_map(|n| self.nodes.get(n)).collect()
+        let names: BTreeSet<&str> = self
+            .endpoints_of(network_id)
+            .map(|e| e.node.as_str())
+            .collect();
+        names
+            .into_iter()
+            .filter_map(|n| self.nodes.get(n))
+            .collect()
     }
 
     /// The state each network with an endpoint on node `me` should have.
     pub fn desired(&self, me: &str) -> Vec<Desired> {
-        let ids: BTreeSet<&str> = self.local_endpoints(me).map(|e| e.network_id.as_str()).collect();
+        let ids: BTreeSet<&str> = self
+            .local_endpoints(me)
+            .map(|e| e.network_id.as_str())
+            .collect();
         ids.into_iter()
             .filter_map(|id| self.network_by_id(id))
             .map(|n| Desired {
@@ -265,7 +284,11 @@ mod tests {
         let mut v = View::default();
         v.put(Record::Network(net("demo", "aaaa", 256)));
         v.put(Record::Network(net("other", "bbbb", 257)));
-        for (n, ip) in [("host1", "192.168.50.1"), ("host2", "192.168.50.2"), ("host3", "192.168.50.3")] {
+        for (n, ip) in [
+            ("host1", "192.168.50.1"),
+            ("host2", "192.168.50.2"),
+            ("host3", "192.168.50.3"),
+        ] {
             v.put(Record::Node(node(n, ip)));
             v.put(Record::Alive(n.into()));
         }
@@ -295,12 +318,19 @@ mod tests {
         assert_eq!(t.arp.len(), 3);
         assert_eq!(t.nd.get(&mac3.ipv6_link_local()), Some(&mac3));
         let flood: Vec<_> = t.flood.iter().map(|f| f.addr).collect();
-        assert_eq!(flood, vec![sa("192.168.50.2:4789"), sa("192.168.50.3:4789")]);
+        assert_eq!(
+            flood,
+            vec![sa("192.168.50.2:4789"), sa("192.168.50.3:4789")]
+        );
         // host2 has endpoints in both networks; each gets its own table.
         let d2 = v.desired("host2");
         assert_eq!(d2.len(), 2);
         assert_eq!(d2[1].network.name, "other");
-        assert_eq!(d2[1].table.arp.len(), 1, "demo's endpoints stay out of other's table");
+        assert_eq!(
+            d2[1].table.arp.len(),
+            1,
+            "demo's endpoints stay out of other's table"
+        );
     }
 
     #[test]
