@@ -35,6 +35,8 @@ pub struct AgentConfig {
     pub vtep: SocketAddr,
     /// TTL of the liveness lease.
     pub lease_ttl: Duration,
+    /// Open TAPs with `virtio_net_hdr` and checksum/TSO offloads (the fast path).
+    pub offloads: bool,
 }
 
 /// A network as currently programmed on this host.
@@ -221,7 +223,7 @@ impl Agent {
         host::ensure_bridge(n.vni, n.mtu)
             .await
             .map_err(|e| e.to_string())?;
-        let tap = host::open_tap(n.vni, n.mtu)
+        let tap = host::open_tap(n.vni, n.mtu, self.cfg.offloads)
             .await
             .map_err(|e| e.to_string())?;
         self.dp

@@ -47,6 +47,10 @@ struct Args {
     /// TTL of the node's liveness lease, in seconds.
     #[arg(long, default_value_t = 10)]
     lease_ttl: u64,
+    /// Turn off the fast path: plain TAP reads and writes, no UDP GSO/GRO (for comparisons
+    /// and kernels that lack them).
+    #[arg(long)]
+    no_offloads: bool,
 }
 
 fn hostname() -> String {
@@ -93,7 +97,10 @@ async fn shutdown_signal() {
 async fn run(args: Args) -> Result<(), String> {
     let node = args.node.unwrap_or_else(hostname);
     let vtep = SocketAddr::new(args.vtep_ip, args.vtep_port);
-    let dp = Dataplane::start(&DataplaneConfig::new(vtep)).map_err(|e| e.to_string())?;
+    let mut dp_cfg = DataplaneConfig::new(vtep);
+    dp_cfg.gso = !args.no_offloads;
+    dp_cfg.gro = !args.no_offloads;
+    let dp = Dataplane::start(&dp_cfg).map_err(|e| e.to_string())?;
     let store = Store::connect(StoreConfig {
         endpoints: args.etcd.clone(),
         prefix: args.prefix,
@@ -110,6 +117,7 @@ async fn run(args: Args) -> Result<(), String> {
             node: node.clone(),
             vtep,
             lease_ttl: Duration::from_secs(args.lease_ttl.max(1)),
+            offloads: !args.no_offloads,
         },
         store,
         dp,

@@ -98,6 +98,7 @@ pub struct Counters {
     learned: AtomicU64,
     csum_completed: AtomicU64,
     segmented: AtomicU64,
+    super_frames: AtomicU64,
 }
 
 impl Counters {
@@ -106,6 +107,13 @@ impl Counters {
     pub fn tx(&self, bytes: usize) {
         self.tx.packets.fetch_add(1, Relaxed);
         self.tx.bytes.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// Counts `packets` datagrams sent together, carrying `bytes` bytes of inner frames.
+    #[inline]
+    pub fn tx_many(&self, packets: u64, bytes: u64) {
+        self.tx.packets.fetch_add(packets, Relaxed);
+        self.tx.bytes.fetch_add(bytes, Relaxed);
     }
 
     /// Counts an inner frame of `bytes` bytes delivered to the TAP.
@@ -151,6 +159,11 @@ impl Counters {
         self.segmented.fetch_add(1, Relaxed);
     }
 
+    /// Counts a TCP super-frame read from the TAP (TSO) and sent as a GSO train.
+    pub fn super_frame(&self) {
+        self.super_frames.fetch_add(1, Relaxed);
+    }
+
     /// A consistent-enough copy of every counter (each read is atomic; the set is not).
     pub fn snapshot(&self) -> CounterSnapshot {
         let mut drops = [0; REASONS];
@@ -169,6 +182,7 @@ impl Counters {
             learned: self.learned.load(Relaxed),
             csum_completed: self.csum_completed.load(Relaxed),
             segmented: self.segmented.load(Relaxed),
+            super_frames: self.super_frames.load(Relaxed),
         }
     }
 }
@@ -197,6 +211,8 @@ pub struct CounterSnapshot {
     pub csum_completed: u64,
     /// Received TCP super-frames split in software.
     pub segmented: u64,
+    /// TCP super-frames read from the TAP and sent as segment trains.
+    pub super_frames: u64,
 }
 
 impl CounterSnapshot {

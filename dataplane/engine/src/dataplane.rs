@@ -12,36 +12,20 @@
 //! [`Dataplane::remove_network`] and the counter reads.
 
 use std::collections::HashMap;
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use ovnet_sys::{poll_readable, Tap, UdpConfig, UnderlaySocket, Waker};
-use ovnet_wire::checksum::{self, L4Checksum};
-use ovnet_wire::{ethernet, flow, gso, vxlan, MacAddr, Vni};
+use ovnet_sys::{Tap, UdpConfig, UnderlaySocket, Waker};
+use ovnet_wire::{ethernet, flow, MacAddr, Vni};
 
-use crate::counters::{CounterSnapshot, Counters, DropReason, RateLimitedLog};
-use crate::decap::{self, Admitted};
-use crate::encap::{self, Encap, ReplyKind, REPLY_BUF_LEN};
+use crate::counters::{CounterSnapshot, Counters};
 use crate::fdb::{LearnedTable, NetworkTable, Table, DEFAULT_AGEING};
-
-/// Frames handled per wake-up before a thread checks for shutdown and reloads the tables.
-/// 64 keeps a wake-up under ~100 µs at 1500-byte frames, bounding how long a stale table or a
-/// stop request can wait, while amortising the `poll` over many packets.
-const BATCH: usize = 64;
-
-/// How long a thread sleeps in `poll` without traffic; only bounds the ageing sweep's delay
-/// (wake-ups for shutdown and changes come through the eventfd).
-const IDLE_POLL_MS: i32 = 1000;
-
-/// Largest datagram or frame a worker reads: the UDP maximum, so nothing is ever truncated by a
-/// short buffer unnoticed.
-const BUF_LEN: usize = 65_536;
+use crate::worker::{decap_loop, encap_loop};
 
 /// Room for one 802.1Q tag on top of the Ethernet header, as the kernel's bridge allows.
 const L2_OVERHEAD: usize = ethernet::HEADER_LEN + 4;
@@ -56,15 +40,22 @@ pub struct DataplaneConfig {
     pub tx_sockets: usize,
     /// Ageing of MACs learned from traffic.
     pub ageing: Duration,
+    /// Send segmented super-frames with UDP GSO (one `sendmsg` per train) where the kernel
+    /// accepts it; falls back to one send per datagram if it refuses.
+    pub gso: bool,
+    /// Receive with UDP GRO (many datagrams per `recvmsg`).
+    pub gro: bool,
 }
 
 impl DataplaneConfig {
-    /// Defaults: 8 send sockets, 300 s ageing.
+    /// Defaults: 8 send sockets, 300 s ageing, UDP GSO and GRO on.
     pub fn new(vtep: SocketAddr) -> DataplaneConfig {
         DataplaneConfig {
             vtep,
             tx_sockets: 8,
             ageing: DEFAULT_AGEING,
+            gso: true,
+            gro: true,
         }
     }
 }
@@ -105,29 +96,33 @@ impl std::error::Error for DataplaneError {
 
 /// One network as the packet path sees it: immutable, replaced whole on change.
 #[derive(Debug)]
-struct Network {
-    table: Table,
-    tap: Arc<Tap>,
-    counters: Arc<Counters>,
+pub(crate) struct Network {
+    pub(crate) table: Table,
+    pub(crate) tap: Arc<Tap>,
+    pub(crate) counters: Arc<Counters>,
     /// Largest IP packet (the network's MTU).
-    mtu: usize,
+    pub(crate) mtu: usize,
     /// Largest frame: the MTU plus Ethernet and one VLAN tag.
-    max_frame: usize,
+    pub(crate) max_frame: usize,
 }
 
-type Networks = HashMap<Vni, Arc<Network>>;
+pub(crate) type Networks = HashMap<Vni, Arc<Network>>;
 
+/// What every worker thread shares.
 #[derive(Debug)]
-struct Shared {
-    networks: ArcSwap<Networks>,
-    learned: LearnedTable,
-    global: Counters,
-    tx: Vec<UnderlaySocket>,
-    rx: UnderlaySocket,
+pub(crate) struct Shared {
+    pub(crate) networks: ArcSwap<Networks>,
+    pub(crate) learned: LearnedTable,
+    pub(crate) global: Counters,
+    pub(crate) tx: Vec<UnderlaySocket>,
+    pub(crate) rx: UnderlaySocket,
+    /// UDP GSO is used until a send says the kernel cannot do it.
+    pub(crate) gso: AtomicBool,
 }
 
 impl Shared {
-    fn tx_socket(&self, frame: &[u8]) -> &UnderlaySocket {
+    /// The send socket of the frame's flow: its ephemeral port is the outer source port.
+    pub(crate) fn tx_socket(&self, frame: &[u8]) -> &UnderlaySocket {
         if self.tx.is_empty() {
             return &self.rx;
         }
@@ -201,12 +196,19 @@ impl Dataplane {
                 .map_err(|e| DataplaneError::Io("binding a VXLAN send socket", e))?;
             tx.push(s);
         }
+        let gso = cfg.gso && tx.first().unwrap_or(&rx).probe_gso();
+        if cfg.gro {
+            if let Err(e) = rx.enable_gro() {
+                log::info!("UDP GRO unavailable ({e}); receiving one datagram per call");
+            }
+        }
         let shared = Arc::new(Shared {
             networks: ArcSwap::from_pointee(HashMap::new()),
             learned: LearnedTable::new(cfg.ageing),
             global: Counters::default(),
             tx,
             rx,
+            gso: AtomicBool::new(gso),
         });
         let s = shared.clone();
         let decap = Worker::spawn("ovnet-decap".into(), move |stop, waker| {
@@ -350,188 +352,5 @@ impl Drop for Dataplane {
         if let Some(mut d) = self.decap.lock().unwrap_or_else(|p| p.into_inner()).take() {
             d.stop();
         }
-    }
-}
-
-/// Sleeps until `fd` or the waker is readable; false when the thread must stop.
-fn wait(fd: i32, stop: &AtomicBool, waker: &Waker) -> bool {
-    let mut ready = [false; 2];
-    if let Err(e) = poll_readable(&[fd, waker.as_raw_fd()], &mut ready, IDLE_POLL_MS) {
-        log::error!("poll failed in a data-plane worker: {e}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    !stop.load(Ordering::Acquire)
-}
-
-fn decap_loop(s: &Shared, stop: &AtomicBool, waker: &Waker) {
-    let mut buf = vec![0u8; BUF_LEN];
-    let mut scratch = vec![0u8; BUF_LEN];
-    let mut tap_log = RateLimitedLog::new(Duration::from_secs(5));
-    let mut rx_log = RateLimitedLog::new(Duration::from_secs(5));
-    let mut last_sweep = 0;
-    while wait(s.rx.as_raw_fd(), stop, waker) {
-        let networks = s.networks.load();
-        let now = s.learned.now_ms();
-        for _ in 0..BATCH {
-            let (n, from) = match s.rx.recv_from(&mut buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here (ECONNREFUSED and friends).
-                    rx_log.warn(format_args!("receiving on the VXLAN socket: {e}"));
-                    continue;
-                }
-            };
-            let vni = match decap::parse(&buf[..n]) {
-                Ok((vni, _)) => vni,
-                Err(reason) => {
-                    s.global.count_drop(reason);
-                    continue;
-                }
-            };
-            let Some(net) = networks.get(&vni) else {
-                s.global.count_drop(DropReason::UnknownVni);
-                continue;
-            };
-            let frame = &mut buf[vxlan::HEADER_LEN..n];
-            match decap::admit(frame, from, vni, &net.table, &s.learned, now, net.max_frame) {
-                Ok(admitted) => {
-                    if admitted == Admitted::DeliverLearned {
-                        net.counters.learn();
-                    }
-                    if frame.len() > net.max_frame {
-                        // A TCP super-frame (admit let only those through): split it to the
-                        // network's MTU; each segment gets full checksums.
-                        let split = gso::segment_tcp(frame, net.mtu, &mut scratch, |seg| {
-                            deliver(net, seg, &mut tap_log)
-                        });
-                        match split {
-                            Ok(_) => net.counters.segmented(),
-                            Err(_) => net.counters.count_drop(DropReason::Oversized),
-                        }
-                        continue;
-                    }
-                    match checksum::complete_partial(frame) {
-                        L4Checksum::Invalid => {
-                            net.counters.count_drop(DropReason::BadChecksum);
-                            continue;
-                        }
-                        L4Checksum::Completed => net.counters.csum_completed(),
-                        L4Checksum::Valid | L4Checksum::NotApplicable => {}
-                    }
-                    deliver(net, frame, &mut tap_log);
-                }
-                Err(reason) => net.counters.count_drop(reason),
-            }
-        }
-        if now.saturating_sub(last_sweep) >= 10_000 {
-            s.learned.expire(now);
-            last_sweep = now;
-        }
-    }
-    waker.clear();
-}
-
-/// Writes one frame to the network's TAP, counting it.
-fn deliver(net: &Network, frame: &[u8], log: &mut RateLimitedLog) {
-    match net.tap.write(frame) {
-        Ok(_) => net.counters.rx(frame.len()),
-        Err(e) => {
-            net.counters.count_drop(DropReason::TapWriteError);
-            log.warn(format_args!("writing to TAP {}: {e}", net.tap.name()));
-        }
-    }
-}
-
-fn encap_loop(s: &Shared, vni: Vni, tap: &Tap, stop: &AtomicBool, waker: &Waker) {
-    let mut buf = vec![0u8; BUF_LEN];
-    let mut reply = [0u8; REPLY_BUF_LEN];
-    let header = vxlan::header(vni);
-    let mut send_log = RateLimitedLog::new(Duration::from_secs(5));
-    let mut tap_log = RateLimitedLog::new(Duration::from_secs(5));
-    while wait(tap.as_raw_fd(), stop, waker) {
-        let networks = s.networks.load();
-        let Some(net) = networks.get(&vni) else {
-            // Removed; remove_network stops us right after.
-            continue;
-        };
-        let now = s.learned.now_ms();
-        for _ in 0..BATCH {
-            let n = match tap.read(&mut buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    tap_log.warn(format_args!("reading TAP {}: {e}", tap.name()));
-                    break;
-                }
-            };
-            let frame = &buf[..n];
-            match encap::encap(
-                frame,
-                vni,
-                &net.table,
-                &s.learned,
-                now,
-                net.max_frame,
-                &mut reply,
-            ) {
-                Encap::Unicast(dst) => send(s, &net.counters, &header, frame, dst, &mut send_log),
-                Encap::Flood(list) => {
-                    net.counters.flood();
-                    for &dst in list {
-                        send(s, &net.counters, &header, frame, dst, &mut send_log);
-                    }
-                }
-                Encap::Reply { len, kind } => match tap.write(&reply[..len]) {
-                    Ok(_) => match kind {
-                        ReplyKind::Arp => net.counters.arp_reply(),
-                        ReplyKind::Nd => net.counters.nd_reply(),
-                    },
-                    Err(e) => {
-                        net.counters.count_drop(DropReason::TapWriteError);
-                        tap_log.warn(format_args!("writing a reply to TAP {}: {e}", tap.name()));
-                    }
-                },
-                Encap::Local => {}
-                Encap::Drop(reason) => net.counters.count_drop(reason),
-            }
-        }
-    }
-    waker.clear();
-}
-
-fn send(
-    s: &Shared,
-    counters: &Counters,
-    header: &[u8; vxlan::HEADER_LEN],
-    frame: &[u8],
-    dst: SocketAddr,
-    log: &mut RateLimitedLog,
-) {
-    let sock = s.tx_socket(frame);
-    loop {
-        match sock.send_to_vectored(&[IoSlice::new(header), IoSlice::new(frame)], dst) {
-            Ok(_) => {
-                counters.tx(frame.len());
-                return;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // The socket buffer is full: wait for room rather than drop (back-pressure, as
-                // the kernel's qdisc would give a local sender).
-                wait_writable(sock.as_raw_fd());
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                counters.count_drop(DropReason::SendError);
-                log.warn(format_args!("sending to VTEP {dst}: {e}"));
-                return;
-            }
-        }
-    }
-}
-
-fn wait_writable(fd: i32) {
-    if let Err(e) = ovnet_sys::event::poll_writable(fd, 100) {
-        log::error!("poll for a writable socket failed: {e}");
     }
 }

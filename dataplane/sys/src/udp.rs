@@ -6,6 +6,7 @@
 //! uses for ECMP entropy (`udp_flow_src_port()` in `include/net/udp.h`) without raw sockets.
 
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -127,6 +128,145 @@ impl UnderlaySocket {
     }
 }
 
+// include/uapi/linux/udp.h
+const UDP_SEGMENT: libc::c_int = 103;
+const UDP_GRO: libc::c_int = 104;
+
+/// Largest UDP payload of one (GSO) send over IPv4: 65535 minus the IPv4 and UDP headers.
+pub const MAX_GSO_PAYLOAD: usize = 65_535 - 20 - 8;
+
+/// Most segments the kernel accepts in one GSO send (`UDP_MAX_SEGMENTS`, 64 before 5.x, 128
+/// after; the lower is used).
+pub const MAX_GSO_SEGMENTS: usize = 64;
+
+fn sockaddr_of(dst: SocketAddr) -> SockAddr {
+    SockAddr::from(dst)
+}
+
+/// The IP socket address in a `sockaddr_storage` filled by the kernel.
+fn socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(ss.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which it is large and
+            // aligned enough for.
+            let sin =
+                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::new(ip.into(), u16::from_be(sin.sin_port)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 =
+                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::new(ip.into(), u16::from_be(sin6.sin6_port)))
+        }
+        _ => None,
+    }
+}
+
+impl UnderlaySocket {
+    /// Whether the kernel accepts `UDP_SEGMENT` on this socket (probed with setsockopt; the
+    /// real test is the first send, see [`UnderlaySocket::send_gso`]).
+    pub fn probe_gso(&self) -> bool {
+        // Setting the socket-wide default to 0 changes nothing but fails on kernels without
+        // UDP GSO (before 4.18).
+        setsockopt_int(self.sock.as_raw_fd(), libc::SOL_UDP, UDP_SEGMENT, 0).is_ok()
+    }
+
+    /// Sends `buf` as one datagram per `segment` bytes (the last may be shorter) in a single
+    /// `sendmsg` with a `UDP_SEGMENT` control message: UDP GSO (Linux 4.18). `buf` must hold
+    /// at most [`MAX_GSO_SEGMENTS`] segments and [`MAX_GSO_PAYLOAD`] bytes. Fails with `EIO`
+    /// or `EINVAL` where the route's device cannot do it: the caller falls back to plain
+    /// sends.
+    pub fn send_gso(&self, buf: &[u8], segment: u16, dst: SocketAddr) -> io::Result<usize> {
+        let addr = sockaddr_of(dst);
+        let mut iov = libc::iovec {
+            iov_base: buf.as_ptr() as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
+        // Room for one cmsg carrying a u16, aligned as cmsghdr requires.
+        let mut control = [0u64; 4];
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
+        debug_assert!(space <= std::mem::size_of_val(&control));
+        // SAFETY: an all-zero msghdr is a valid empty header; every pointer set below refers to
+        // data (addr, iov, control) that outlives the sendmsg call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = addr.as_ptr() as *mut libc::c_void;
+        msg.msg_namelen = addr.len();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: msg_control points at `space` bytes, enough for the first header, so
+        // CMSG_FIRSTHDR returns a valid, aligned pointer into `control`, and CMSG_DATA points
+        // inside it with room for the u16 written.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_UDP;
+            (*cmsg).cmsg_type = UDP_SEGMENT;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment);
+        }
+        // SAFETY: `msg` is fully initialised and its pointers are live for the call.
+        let rc = unsafe { libc::sendmsg(self.sock.as_raw_fd(), &msg, 0) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(rc as usize)
+    }
+
+    /// Asks the kernel to coalesce received datagrams of one flow (`UDP_GRO`, Linux 5.0):
+    /// [`UnderlaySocket::recv_gro`] then returns several equal-sized datagrams at once.
+    pub fn enable_gro(&self) -> io::Result<()> {
+        setsockopt_int(self.sock.as_raw_fd(), libc::SOL_UDP, UDP_GRO, 1)
+    }
+
+    /// Receives one datagram, or with GRO enabled a run of datagrams of the returned segment
+    /// size laid back to back (the last may be shorter). `WouldBlock` when none is queued.
+    pub fn recv_gro(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<usize>)> {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut control = [0u64; 8];
+        let mut name = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+        // SAFETY: an all-zero msghdr is a valid empty header; the pointers set below refer to
+        // `name`, `iov` (over `buf`) and `control`, all live across the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = name.as_mut_ptr().cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        // SAFETY: `msg` is fully initialised and its buffers are writable for their lengths.
+        let rc = unsafe { libc::recvmsg(self.sock.as_raw_fd(), &mut msg, 0) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut segment = None;
+        // SAFETY: the kernel filled msg_control/msg_controllen; CMSG_FIRSTHDR/NXTHDR walk
+        // only within it, and a UDP_GRO cmsg carries an int.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == UDP_GRO {
+                    let v = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                    segment = usize::try_from(v).ok().filter(|&v| v > 0);
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        // SAFETY: `name` was zero-initialised and recvmsg may have written an address into it.
+        let from = socket_addr(unsafe { &name.assume_init() }).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "datagram from a non-IP address")
+        })?;
+        Ok((rc as usize, from, segment))
+    }
+}
+
 impl AsRawFd for UnderlaySocket {
     fn as_raw_fd(&self) -> RawFd {
         self.sock.as_raw_fd()
@@ -156,6 +296,51 @@ mod tests {
             rx.recv_from(&mut buf).unwrap_err().kind(),
             io::ErrorKind::WouldBlock
         );
+    }
+
+    #[test]
+    fn gso_send_arrives_as_separate_datagrams_or_one_gro_run() {
+        let rx = UnderlaySocket::bind(&UdpConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
+        let plain = UnderlaySocket::bind(&UdpConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
+        let tx = UnderlaySocket::bind(&UdpConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
+        assert!(tx.probe_gso());
+        let mut train = Vec::new();
+        for i in 0..5u8 {
+            train.extend_from_slice(&[i; 100]);
+        }
+        train.truncate(460); // the last segment is shorter
+                             // Without GRO: five datagrams.
+        assert_eq!(
+            tx.send_gso(&train, 100, plain.local_addr().unwrap())
+                .unwrap(),
+            460
+        );
+        let mut buf = [0u8; 4096];
+        let mut lens = Vec::new();
+        while lens.len() < 5 {
+            let mut ready = [false];
+            crate::poll_readable(&[plain.as_raw_fd()], &mut ready, 2000).unwrap();
+            let (n, _, seg) = plain.recv_gro(&mut buf).unwrap();
+            assert_eq!(seg, None);
+            assert_eq!(buf[0] as usize, lens.len());
+            lens.push(n);
+        }
+        assert_eq!(lens, [100, 100, 100, 100, 60]);
+        // With GRO: the datagrams may come back together, with the segment size.
+        rx.enable_gro().unwrap();
+        tx.send_gso(&train, 100, rx.local_addr().unwrap()).unwrap();
+        let mut got = 0;
+        while got < 460 {
+            let mut ready = [false];
+            crate::poll_readable(&[rx.as_raw_fd()], &mut ready, 2000).unwrap();
+            let (n, from, seg) = rx.recv_gro(&mut buf).unwrap();
+            assert_eq!(from, tx.local_addr().unwrap());
+            if n > 100 {
+                assert_eq!(seg, Some(100));
+            }
+            got += n;
+        }
+        assert_eq!(got, 460);
     }
 
     #[test]

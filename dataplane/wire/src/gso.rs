@@ -100,47 +100,128 @@ pub fn segment_tcp(
     mut emit: impl FnMut(&[u8]),
 ) -> Result<usize, Error> {
     let t = tcp_frame(frame).ok_or(Error::Malformed)?;
-    let headers = t.payload;
-    let ip_tcp_headers = headers - t.l3;
+    let ip_tcp_headers = t.payload - t.l3;
     if mtu <= ip_tcp_headers {
         return Err(Error::Malformed);
     }
     let mss = mtu - ip_tcp_headers;
-    if scratch.len() < headers + mss {
+    if scratch.len() < t.payload + mss {
         return Err(Error::BufferTooSmall);
     }
-    let payload = &frame[headers..t.end];
-    let seq0 = u32::from_be_bytes([
-        frame[t.l4 + 4],
-        frame[t.l4 + 5],
-        frame[t.l4 + 6],
-        frame[t.l4 + 7],
-    ]);
-    let flags0 = frame[t.l4 + 13];
-    let id0 = u16::from_be_bytes([frame[t.l3 + 4], frame[t.l3 + 5]]);
-    let chunks = payload.len().div_ceil(mss).max(1);
-    for i in 0..chunks {
-        let start = i * mss;
-        let chunk = &payload[start..payload.len().min(start + mss)];
+    let s = Splitter::new(frame, t, mss);
+    for i in 0..s.chunks {
+        let len = s.write(i, scratch);
+        emit(&scratch[..len]);
+    }
+    Ok(s.chunks)
+}
+
+/// A run of segments laid out back to back by [`segment_tcp_train`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Train {
+    /// Number of segments.
+    pub count: usize,
+    /// Bytes from one segment's prefix to the next: every segment but the last is exactly this
+    /// long (with its prefix); the last may be shorter. This is the `UDP_SEGMENT` size.
+    pub stride: usize,
+    /// Bytes written in all.
+    pub len: usize,
+}
+
+/// Splits the TCP super-frame `frame` into segments of `mss` payload bytes, each preceded by
+/// `prefix` (for example a VXLAN header), written back to back into `out`: one buffer that a
+/// single UDP GSO send turns into one datagram per segment.
+pub fn segment_tcp_train(
+    frame: &[u8],
+    mss: usize,
+    prefix: &[u8],
+    out: &mut [u8],
+) -> Result<Train, Error> {
+    let t = tcp_frame(frame).ok_or(Error::Malformed)?;
+    if mss == 0 {
+        return Err(Error::Malformed);
+    }
+    let s = Splitter::new(frame, t, mss);
+    let stride = prefix.len() + t.payload + mss;
+    let total = prefix.len() * s.chunks + t.payload * s.chunks + s.payload_len();
+    if out.len() < total {
+        return Err(Error::BufferTooSmall);
+    }
+    let mut at = 0;
+    for i in 0..s.chunks {
+        out[at..at + prefix.len()].copy_from_slice(prefix);
+        at += prefix.len();
+        at += s.write(i, &mut out[at..]);
+    }
+    debug_assert_eq!(at, total);
+    Ok(Train {
+        count: s.chunks,
+        stride,
+        len: at,
+    })
+}
+
+/// The per-segment header arithmetic shared by both forms of segmentation.
+struct Splitter<'a> {
+    frame: &'a [u8],
+    t: TcpFrame,
+    mss: usize,
+    chunks: usize,
+    seq0: u32,
+    flags0: u8,
+    id0: u16,
+}
+
+impl<'a> Splitter<'a> {
+    fn new(frame: &'a [u8], t: TcpFrame, mss: usize) -> Splitter<'a> {
+        let payload_len = t.end - t.payload;
+        Splitter {
+            frame,
+            t,
+            mss,
+            chunks: payload_len.div_ceil(mss).max(1),
+            seq0: u32::from_be_bytes([
+                frame[t.l4 + 4],
+                frame[t.l4 + 5],
+                frame[t.l4 + 6],
+                frame[t.l4 + 7],
+            ]),
+            flags0: frame[t.l4 + 13],
+            id0: u16::from_be_bytes([frame[t.l3 + 4], frame[t.l3 + 5]]),
+        }
+    }
+
+    fn payload_len(&self) -> usize {
+        self.t.end - self.t.payload
+    }
+
+    /// Writes segment `i` (headers and payload) at the start of `out`; returns its length.
+    /// `out` must hold it.
+    fn write(&self, i: usize, out: &mut [u8]) -> usize {
+        let t = &self.t;
+        let headers = t.payload;
+        let start = i * self.mss;
+        let end = self.payload_len().min(start + self.mss);
+        let chunk = &self.frame[headers + start..headers + end];
         let len = headers + chunk.len();
-        let out = &mut scratch[..len];
-        out[..headers].copy_from_slice(&frame[..headers]);
+        let out = &mut out[..len];
+        out[..headers].copy_from_slice(&self.frame[..headers]);
         out[headers..].copy_from_slice(chunk);
         let ip_len = len - t.l3;
         let tcp_len = len - t.l4;
         if t.v4 {
             out[t.l3 + 2..t.l3 + 4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-            out[t.l3 + 4..t.l3 + 6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
+            out[t.l3 + 4..t.l3 + 6].copy_from_slice(&self.id0.wrapping_add(i as u16).to_be_bytes());
             out[t.l3 + 10..t.l3 + 12].copy_from_slice(&[0, 0]);
             let c = fold(ones_complement_sum(&out[t.l3..t.l4], 0));
             out[t.l3 + 10..t.l3 + 12].copy_from_slice(&c.to_be_bytes());
         } else {
             out[t.l3 + 4..t.l3 + 6].copy_from_slice(&((ip_len - 40) as u16).to_be_bytes());
         }
-        let seq = seq0.wrapping_add(start as u32);
-        out[t.l4 + 4..t.l4 + 8].copy_from_slice(&seq.to_be_bytes());
-        let mut flags = flags0;
-        if i + 1 < chunks {
+        out[t.l4 + 4..t.l4 + 8]
+            .copy_from_slice(&self.seq0.wrapping_add(start as u32).to_be_bytes());
+        let mut flags = self.flags0;
+        if i + 1 < self.chunks {
             flags &= !(TCP_FIN | TCP_PSH);
         }
         if i > 0 {
@@ -148,12 +229,11 @@ pub fn segment_tcp(
         }
         out[t.l4 + 13] = flags;
         out[t.l4 + 16..t.l4 + 18].copy_from_slice(&[0, 0]);
-        let pseudo = pseudo(out, &t, tcp_len);
+        let pseudo = pseudo(out, t, tcp_len);
         let c = fold(ones_complement_sum(&out[t.l4..], pseudo));
         out[t.l4 + 16..t.l4 + 18].copy_from_slice(&c.to_be_bytes());
-        emit(out);
+        len
     }
-    Ok(chunks)
 }
 
 fn pseudo(out: &[u8], t: &TcpFrame, tcp_len: usize) -> u32 {
@@ -245,6 +325,33 @@ mod tests {
         // IPv4 identification increments per segment.
         let id = |s: &Vec<u8>| u16::from_be_bytes([s[18], s[19]]);
         assert_eq!(id(&segs[1]), id(&segs[0]).wrapping_add(1));
+    }
+
+    #[test]
+    fn a_train_matches_the_one_by_one_segments_with_prefixes() {
+        let f = super_frame_v4(10_000, true);
+        let mut scratch = vec![0; 1500];
+        let mut segs = Vec::new();
+        segment_tcp(&f, 1450, &mut scratch, |s| segs.push(s.to_vec())).unwrap();
+        let mut out = vec![0xa5; 20_000];
+        let t = segment_tcp_train(&f, 1450 - 40, b"VXLANHDR", &mut out).unwrap();
+        assert_eq!(t.count, segs.len());
+        assert_eq!(t.stride, 8 + 14 + 1450);
+        let mut expect = Vec::new();
+        for s in &segs {
+            expect.extend_from_slice(b"VXLANHDR");
+            expect.extend_from_slice(s);
+        }
+        assert_eq!(&out[..t.len], &expect[..]);
+        let mut small = vec![0; 100];
+        assert_eq!(
+            segment_tcp_train(&f, 1410, b"x", &mut small),
+            Err(Error::BufferTooSmall)
+        );
+        assert_eq!(
+            segment_tcp_train(&f, 0, b"x", &mut out),
+            Err(Error::Malformed)
+        );
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub mod flow;
 pub mod gso;
 pub mod ip;
 pub mod nd;
+pub mod virtio;
 pub mod vxlan;
 
 pub use ethernet::{MacAddr, ParseMacAddrError};
