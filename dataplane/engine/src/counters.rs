@@ -99,6 +99,7 @@ pub struct Counters {
     csum_completed: AtomicU64,
     segmented: AtomicU64,
     super_frames: AtomicU64,
+    coalesced: AtomicU64,
 }
 
 impl Counters {
@@ -164,6 +165,18 @@ impl Counters {
         self.super_frames.fetch_add(1, Relaxed);
     }
 
+    /// Counts received segments written to the TAP as one coalesced super-frame.
+    pub fn coalesced(&self) {
+        self.coalesced.fetch_add(1, Relaxed);
+    }
+
+    /// Counts `packets` frames delivered together, `bytes` bytes in all.
+    #[inline]
+    pub fn rx_many(&self, packets: u64, bytes: u64) {
+        self.rx.packets.fetch_add(packets, Relaxed);
+        self.rx.bytes.fetch_add(bytes, Relaxed);
+    }
+
     /// A consistent-enough copy of every counter (each read is atomic; the set is not).
     pub fn snapshot(&self) -> CounterSnapshot {
         let mut drops = [0; REASONS];
@@ -183,6 +196,7 @@ impl Counters {
             csum_completed: self.csum_completed.load(Relaxed),
             segmented: self.segmented.load(Relaxed),
             super_frames: self.super_frames.load(Relaxed),
+            coalesced: self.coalesced.load(Relaxed),
         }
     }
 }
@@ -213,6 +227,8 @@ pub struct CounterSnapshot {
     pub segmented: u64,
     /// TCP super-frames read from the TAP and sent as segment trains.
     pub super_frames: u64,
+    /// Super-frames written to the TAP, each coalesced from several received segments.
+    pub coalesced: u64,
 }
 
 impl CounterSnapshot {

@@ -24,7 +24,7 @@ use ovnet_sys::{Tap, UdpConfig, UnderlaySocket, Waker};
 use ovnet_wire::{ethernet, flow, MacAddr, Vni};
 
 use crate::counters::{CounterSnapshot, Counters};
-use crate::fdb::{LearnedTable, NetworkTable, Table, DEFAULT_AGEING};
+use crate::fdb::{FxHashMap, LearnedTable, NetworkTable, Table, DEFAULT_AGEING};
 use crate::worker::{decap_loop, encap_loop};
 
 /// Room for one 802.1Q tag on top of the Ethernet header, as the kernel's bridge allows.
@@ -106,7 +106,7 @@ pub(crate) struct Network {
     pub(crate) max_frame: usize,
 }
 
-pub(crate) type Networks = HashMap<Vni, Arc<Network>>;
+pub(crate) type Networks = FxHashMap<Vni, Arc<Network>>;
 
 /// What every worker thread shares.
 #[derive(Debug)]
@@ -203,7 +203,7 @@ impl Dataplane {
             }
         }
         let shared = Arc::new(Shared {
-            networks: ArcSwap::from_pointee(HashMap::new()),
+            networks: ArcSwap::from_pointee(FxHashMap::default()),
             learned: LearnedTable::new(cfg.ageing),
             global: Counters::default(),
             tx,

@@ -198,6 +198,10 @@ fn two_ovnet_hosts(mode: Mode) {
         assert_eq!(c.total_dropped(), 0, "{c:?}");
         if mode == Mode::Offloads {
             assert!(c.super_frames > 0, "the TSO path was not used: {c:?}");
+            assert!(
+                c.coalesced > 0,
+                "received segments were never coalesced: {c:?}"
+            );
         }
     }
 }

@@ -180,23 +180,32 @@ impl UnderlaySocket {
     /// or `EINVAL` where the route's device cannot do it: the caller falls back to plain
     /// sends.
     pub fn send_gso(&self, buf: &[u8], segment: u16, dst: SocketAddr) -> io::Result<usize> {
+        self.send_gso_vectored(&[IoSlice::new(buf)], segment, dst)
+    }
+
+    /// [`UnderlaySocket::send_gso`] with the bytes gathered from `parts` (for example one
+    /// header and one payload slice per segment): the kernel copies them once, into the
+    /// packet, and splits the whole every `segment` bytes regardless of where parts end.
+    pub fn send_gso_vectored(
+        &self,
+        parts: &[IoSlice<'_>],
+        segment: u16,
+        dst: SocketAddr,
+    ) -> io::Result<usize> {
         let addr = sockaddr_of(dst);
-        let mut iov = libc::iovec {
-            iov_base: buf.as_ptr() as *mut libc::c_void,
-            iov_len: buf.len(),
-        };
         // Room for one cmsg carrying a u16, aligned as cmsghdr requires.
         let mut control = [0u64; 4];
         // SAFETY: CMSG_SPACE is a pure size computation.
         let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
         debug_assert!(space <= std::mem::size_of_val(&control));
         // SAFETY: an all-zero msghdr is a valid empty header; every pointer set below refers to
-        // data (addr, iov, control) that outlives the sendmsg call.
+        // data (addr, parts, control) that outlives the sendmsg call.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_name = addr.as_ptr() as *mut libc::c_void;
         msg.msg_namelen = addr.len();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
+        // IoSlice is guaranteed ABI-compatible with struct iovec on Unix; sendmsg only reads it.
+        msg.msg_iov = parts.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = parts.len() as _;
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = space as _;
         // SAFETY: msg_control points at `space` bytes, enough for the first header, so

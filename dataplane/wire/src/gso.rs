@@ -198,28 +198,41 @@ impl<'a> Splitter<'a> {
     /// Writes segment `i` (headers and payload) at the start of `out`; returns its length.
     /// `out` must hold it.
     fn write(&self, i: usize, out: &mut [u8]) -> usize {
-        let t = &self.t;
-        let headers = t.payload;
+        let headers = self.t.payload;
+        let chunk = self.chunk(i);
+        let len = headers + chunk.len();
+        out[..headers].copy_from_slice(&self.frame[..headers]);
+        out[headers..len].copy_from_slice(chunk);
+        self.fix_headers(i, &mut out[..headers], chunk);
+        len
+    }
+
+    /// The payload of segment `i`, inside the super-frame.
+    fn chunk(&self, i: usize) -> &'a [u8] {
         let start = i * self.mss;
         let end = self.payload_len().min(start + self.mss);
-        let chunk = &self.frame[headers + start..headers + end];
-        let len = headers + chunk.len();
-        let out = &mut out[..len];
-        out[..headers].copy_from_slice(&self.frame[..headers]);
-        out[headers..].copy_from_slice(chunk);
+        &self.frame[self.t.payload + start..self.t.payload + end]
+    }
+
+    /// Turns a copy of the super-frame's headers (`h`, exactly `t.payload` bytes) into those of
+    /// segment `i`, whose payload is `chunk`: lengths, IPv4 identification and checksum,
+    /// sequence number, flags and the full TCP checksum (read from `chunk` where it lies).
+    fn fix_headers(&self, i: usize, h: &mut [u8], chunk: &[u8]) {
+        let t = &self.t;
+        let len = t.payload + chunk.len();
         let ip_len = len - t.l3;
         let tcp_len = len - t.l4;
         if t.v4 {
-            out[t.l3 + 2..t.l3 + 4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-            out[t.l3 + 4..t.l3 + 6].copy_from_slice(&self.id0.wrapping_add(i as u16).to_be_bytes());
-            out[t.l3 + 10..t.l3 + 12].copy_from_slice(&[0, 0]);
-            let c = fold(ones_complement_sum(&out[t.l3..t.l4], 0));
-            out[t.l3 + 10..t.l3 + 12].copy_from_slice(&c.to_be_bytes());
+            h[t.l3 + 2..t.l3 + 4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+            h[t.l3 + 4..t.l3 + 6].copy_from_slice(&self.id0.wrapping_add(i as u16).to_be_bytes());
+            h[t.l3 + 10..t.l3 + 12].copy_from_slice(&[0, 0]);
+            let c = fold(ones_complement_sum(&h[t.l3..t.l4], 0));
+            h[t.l3 + 10..t.l3 + 12].copy_from_slice(&c.to_be_bytes());
         } else {
-            out[t.l3 + 4..t.l3 + 6].copy_from_slice(&((ip_len - 40) as u16).to_be_bytes());
+            h[t.l3 + 4..t.l3 + 6].copy_from_slice(&((ip_len - 40) as u16).to_be_bytes());
         }
-        out[t.l4 + 4..t.l4 + 8]
-            .copy_from_slice(&self.seq0.wrapping_add(start as u32).to_be_bytes());
+        let seq = self.seq0.wrapping_add((i * self.mss) as u32);
+        h[t.l4 + 4..t.l4 + 8].copy_from_slice(&seq.to_be_bytes());
         let mut flags = self.flags0;
         if i + 1 < self.chunks {
             flags &= !(TCP_FIN | TCP_PSH);
@@ -227,13 +240,65 @@ impl<'a> Splitter<'a> {
         if i > 0 {
             flags &= !TCP_CWR;
         }
-        out[t.l4 + 13] = flags;
-        out[t.l4 + 16..t.l4 + 18].copy_from_slice(&[0, 0]);
-        let pseudo = pseudo(out, t, tcp_len);
-        let c = fold(ones_complement_sum(&out[t.l4..], pseudo));
-        out[t.l4 + 16..t.l4 + 18].copy_from_slice(&c.to_be_bytes());
-        len
+        h[t.l4 + 13] = flags;
+        h[t.l4 + 16..t.l4 + 18].copy_from_slice(&[0, 0]);
+        // The TCP header is a multiple of 4 bytes long, so the payload can be summed apart.
+        let sum = ones_complement_sum(
+            chunk,
+            ones_complement_sum(&h[t.l4..], pseudo(h, t, tcp_len)),
+        );
+        h[t.l4 + 16..t.l4 + 18].copy_from_slice(&fold(sum).to_be_bytes());
     }
+}
+
+/// One segment of a super-frame as [`segment_tcp_headers`] describes it: its headers (with the
+/// prefix) in the caller's header buffer, its payload still inside the super-frame.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SegmentRef {
+    /// Range of `prefix` + headers in the header buffer.
+    pub header: core::ops::Range<usize>,
+    /// Range of the payload in the super-frame.
+    pub payload: core::ops::Range<usize>,
+}
+
+/// Like [`segment_tcp_train`], without copying payloads: writes each segment's `prefix` and
+/// headers (checksums included) into `hdrs`, and describes where every piece lies in `segs`,
+/// so that a gathered send (one iovec pair per segment) puts the same bytes on the wire.
+/// Fails with `BufferTooSmall` if `hdrs` or `segs` is too short for every segment.
+pub fn segment_tcp_headers(
+    frame: &[u8],
+    mss: usize,
+    prefix: &[u8],
+    hdrs: &mut [u8],
+    segs: &mut [SegmentRef],
+) -> Result<Train, Error> {
+    let t = tcp_frame(frame).ok_or(Error::Malformed)?;
+    if mss == 0 {
+        return Err(Error::Malformed);
+    }
+    let s = Splitter::new(frame, t, mss);
+    let per = prefix.len() + t.payload;
+    if segs.len() < s.chunks || hdrs.len() < per * s.chunks {
+        return Err(Error::BufferTooSmall);
+    }
+    for (i, seg) in segs.iter_mut().enumerate().take(s.chunks) {
+        let at = i * per;
+        let h = &mut hdrs[at..at + per];
+        h[..prefix.len()].copy_from_slice(prefix);
+        h[prefix.len()..].copy_from_slice(&frame[..t.payload]);
+        let chunk = s.chunk(i);
+        s.fix_headers(i, &mut h[prefix.len()..], chunk);
+        let p0 = t.payload + i * mss;
+        *seg = SegmentRef {
+            header: at..at + per,
+            payload: p0..p0 + chunk.len(),
+        };
+    }
+    Ok(Train {
+        count: s.chunks,
+        stride: per + mss,
+        len: per * s.chunks + s.payload_len(),
+    })
 }
 
 fn pseudo(out: &[u8], t: &TcpFrame, tcp_len: usize) -> u32 {
@@ -351,6 +416,28 @@ mod tests {
         assert_eq!(
             segment_tcp_train(&f, 0, b"x", &mut out),
             Err(Error::Malformed)
+        );
+    }
+
+    #[test]
+    fn gathered_segments_equal_the_copied_train() {
+        let f = super_frame_v4(20_000, true);
+        let mut out = vec![0; 40_000];
+        let train = segment_tcp_train(&f, 1410, b"VXLANHDR", &mut out).unwrap();
+        let mut hdrs = vec![0; 64 * 128];
+        let mut segs = vec![SegmentRef::default(); 64];
+        let t = segment_tcp_headers(&f, 1410, b"VXLANHDR", &mut hdrs, &mut segs).unwrap();
+        assert_eq!(t, train);
+        let mut gathered = Vec::new();
+        for s in &segs[..t.count] {
+            gathered.extend_from_slice(&hdrs[s.header.clone()]);
+            gathered.extend_from_slice(&f[s.payload.clone()]);
+        }
+        assert_eq!(&gathered[..], &out[..train.len]);
+        let mut few = vec![SegmentRef::default(); 3];
+        assert_eq!(
+            segment_tcp_headers(&f, 1410, b"x", &mut hdrs, &mut few),
+            Err(Error::BufferTooSmall)
         );
     }
 

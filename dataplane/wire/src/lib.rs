@@ -32,6 +32,7 @@ pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod flow;
+pub mod gro;
 pub mod gso;
 pub mod ip;
 pub mod nd;
