@@ -1,0 +1,303 @@
+//! `ovctl`'s command line: the clap definitions, in the shape of `docker network`, and the
+//! argument checks made before the agent is called (driver, labels, VTEP addresses).
+//!
+//! Values the agent owns (subnets, gateways, VNI and MTU ranges, names) are checked by the
+//! agent, so there is one source of truth for them and its messages.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::CliError;
+
+/// The UDP port of VXLAN (RFC 7348), used when a VTEP address has no port.
+pub const VXLAN_PORT: u16 = 4789;
+
+/// Manage ovnet overlay networks, the way `docker network` does with `-d overlay`.
+#[derive(Debug, Parser)]
+#[command(name = "ovctl", version)]
+pub struct Cli {
+    /// Unix socket of the local ovnet-agent.
+    #[arg(
+        long,
+        global = true,
+        env = "OVNET_AGENT",
+        default_value = "/run/ovnet/agent.sock",
+        value_name = "PATH"
+    )]
+    pub agent: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Manage the nodes of the cluster.
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// Show this host's data-plane counters, per network.
+    Stats(StatsArgs),
+}
+
+/// `ovctl network ...`
+#[derive(Debug, Subcommand)]
+pub enum NetworkCmd {
+    /// Create a network.
+    Create(CreateArgs),
+    /// List networks.
+    #[command(visible_alias = "list")]
+    Ls(LsArgs),
+    /// Display detailed information on one or more networks.
+    Inspect {
+        /// Network names or IDs.
+        #[arg(required = true, value_name = "NETWORK")]
+        networks: Vec<String>,
+    },
+    /// Remove one or more networks.
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Network names or IDs.
+        #[arg(required = true, value_name = "NETWORK")]
+        networks: Vec<String>,
+    },
+    /// Connect a container to a network.
+    Connect(ConnectArgs),
+    /// Disconnect a container from a network.
+    Disconnect {
+        /// Network name or ID.
+        network: String,
+        /// Container name.
+        container: String,
+    },
+    /// Manage the external VTEPs of a network (switches, kernel vxlan devices).
+    #[command(subcommand)]
+    Vtep(VtepCmd),
+}
+
+/// `ovctl network create`
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Driver to manage the network (only "overlay").
+    #[arg(short = 'd', long, default_value = "overlay")]
+    pub driver: String,
+    /// Subnet in CIDR format (default: the first free /24 of 10.0.0.0/8).
+    #[arg(long, value_name = "CIDR")]
+    pub subnet: Option<String>,
+    /// IPv4 gateway for the subnet (default: its first host).
+    #[arg(long, value_name = "IP")]
+    pub gateway: Option<String>,
+    /// VXLAN network identifier (default: the lowest free one from 256).
+    #[arg(long, value_name = "N")]
+    pub vni: Option<u32>,
+    /// MTU of the container interfaces (default: 1450).
+    #[arg(long, value_name = "N")]
+    pub mtu: Option<u32>,
+    /// Set metadata on the network (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Network name.
+    pub name: String,
+}
+
+/// `ovctl network ls`
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Only display network IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Do not truncate the IDs.
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+/// `ovctl network connect`
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// IPv4 address (default: the lowest free one).
+    #[arg(long, value_name = "IP")]
+    pub ip: Option<String>,
+    /// Network namespace of the container: a name under /var/run/netns, a path or a pid
+    /// (default: the container name).
+    #[arg(long, value_name = "NS")]
+    pub netns: Option<String>,
+    /// Network name or ID.
+    pub network: String,
+    /// Container name.
+    pub container: String,
+}
+
+/// `ovctl network vtep ...`
+#[derive(Debug, Subcommand)]
+pub enum VtepCmd {
+    /// Add an external VTEP to a network's flood list.
+    Add {
+        /// Network name or ID.
+        network: String,
+        /// Underlay address of the VTEP: IPv4, optionally with :PORT (4789 by default).
+        #[arg(value_name = "IP[:PORT]")]
+        address: String,
+    },
+    /// Remove an external VTEP from a network.
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Network name or ID.
+        network: String,
+        /// Underlay address of the VTEP: IPv4, optionally with :PORT (4789 by default).
+        #[arg(value_name = "IP[:PORT]")]
+        address: String,
+    },
+    /// List a network's external VTEPs.
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Network name or ID.
+        network: String,
+    },
+}
+
+/// `ovctl node ...`
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// List the nodes and whether their agent is alive.
+    #[command(visible_alias = "list")]
+    Ls,
+}
+
+/// `ovctl stats`
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Only this network (name or ID).
+    pub network: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Refuses every driver but overlay, before anything is sent to the agent.
+pub fn check_driver(driver: &str) -> Result<(), CliError> {
+    if driver == "overlay" {
+        Ok(())
+    } else {
+        Err(CliError::new(format!(
+            "driver \"{driver}\" is not supported: ovnet only provides -d overlay"
+        )))
+    }
+}
+
+/// `--label k=v` values to a map; the last of repeated keys wins, as in docker.
+pub fn parse_labels(labels: &[String]) -> Result<HashMap<String, String>, CliError> {
+    labels
+        .iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(CliError::new(format!(
+                "invalid argument \"{l}\" for \"--label\" flag: a label must be KEY=VALUE"
+            ))),
+        })
+        .collect()
+}
+
+/// `IPv4[:PORT]` to an address and a port, [`VXLAN_PORT`] when none is given.
+pub fn parse_vtep(s: &str) -> Result<(Ipv4Addr, u16), CliError> {
+    let bad = |why: &str| CliError::new(format!("invalid vtep address \"{s}\": {why}"));
+    let (ip, port) = match s.split_once(':') {
+        None => (s, None),
+        Some((ip, port)) => (ip, Some(port)),
+    };
+    let ip: Ipv4Addr = ip
+        .parse()
+        .map_err(|_| bad("expected an IPv4 address, optionally with :PORT"))?;
+    let port = match port {
+        None => VXLAN_PORT,
+        Some(p) => match p.parse::<u16>() {
+            Ok(0) | Err(_) => return Err(bad("the port must be a number from 1 to 65535")),
+            Ok(p) => p,
+        },
+    };
+    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+        return Err(bad("not a unicast address"));
+    }
+    Ok((ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn only_overlay() {
+        assert!(check_driver("overlay").is_ok());
+        assert_eq!(
+            check_driver("bridge").unwrap_err().to_string(),
+            "driver \"bridge\" is not supported: ovnet only provides -d overlay"
+        );
+    }
+
+    #[test]
+    fn labels() {
+        let l = parse_labels(&["env=prod".into(), "empty=".into(), "a=b=c".into()]).unwrap();
+        assert_eq!(l["env"], "prod");
+        assert_eq!(l["empty"], "");
+        assert_eq!(l["a"], "b=c");
+        assert_eq!(
+            parse_labels(&["env".into()]).unwrap_err().to_string(),
+            "invalid argument \"env\" for \"--label\" flag: a label must be KEY=VALUE"
+        );
+        assert!(parse_labels(&["=x".into()]).is_err());
+    }
+
+    #[test]
+    fn vtep_addresses() {
+        assert_eq!(
+            parse_vtep("192.168.1.9").unwrap(),
+            ("192.168.1.9".parse().unwrap(), 4789)
+        );
+        assert_eq!(
+            parse_vtep("192.168.1.9:4790").unwrap(),
+            ("192.168.1.9".parse().unwrap(), 4790)
+        );
+        assert_eq!(
+            parse_vtep("300.1.1.1").unwrap_err().to_string(),
+            "invalid vtep address \"300.1.1.1\": expected an IPv4 address, optionally with :PORT"
+        );
+        assert_eq!(
+            parse_vtep("1.2.3.4:0").unwrap_err().to_string(),
+            "invalid vtep address \"1.2.3.4:0\": the port must be a number from 1 to 65535"
+        );
+        for bad in [
+            "1.2.3.4:70000",
+            "1.2.3.4:",
+            "::1",
+            "host",
+            "0.0.0.0",
+            "239.1.1.1",
+        ] {
+            assert!(parse_vtep(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn connect_takes_options_after_positionals() {
+        let cli = Cli::try_parse_from([
+            "ovctl", "network", "connect", "demo", "web1", "--netns", "ns1", "--ip", "10.0.0.9",
+        ])
+        .unwrap();
+        let Command::Network(NetworkCmd::Connect(c)) = cli.command else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        assert_eq!((c.network.as_str(), c.container.as_str()), ("demo", "web1"));
+        assert_eq!(c.netns.as_deref(), Some("ns1"));
+        assert_eq!(c.ip.as_deref(), Some("10.0.0.9"));
+    }
+}
