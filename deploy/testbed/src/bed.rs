@@ -19,6 +19,11 @@ use crate::sys;
 pub const UNDERLAY_BRIDGE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 254);
 /// Name of the underlay bridge inside the underlay namespace.
 pub const UNDERLAY_BRIDGE: &str = "ulbr";
+/// MAC address of the underlay bridge (locally administered, ending in the address's bytes).
+/// Set explicitly because a bridge with a kernel-chosen MAC takes the lowest MAC of its ports:
+/// a host added later could change it, stranding every host's ARP entry for etcd's address
+/// until it times out (seconds of stalled etcd traffic).
+pub const UNDERLAY_BRIDGE_MAC: &str = "02:00:c0:a8:32:fe";
 /// How long a process gets between SIGTERM and SIGKILL when the test bed stops it.
 const TERM_GRACE: Duration = Duration::from_secs(3);
 
@@ -252,8 +257,8 @@ fn parse_cidr(cidr: &str) -> io::Result<Ipv4Addr> {
 }
 
 impl Testbed {
-    /// Creates the underlay namespace `ov{id}u` with bridge `ulbr` (192.168.50.254/24, up)
-    /// and `lo` up. Sweeps stale namespaces of dead earlier runs first.
+    /// Creates the underlay namespace `ov{id}u` with bridge `ulbr` (192.168.50.254/24, MAC
+    /// [`UNDERLAY_BRIDGE_MAC`], up) and `lo` up. Sweeps stale namespaces of dead earlier runs first.
     pub fn new() -> io::Result<Testbed> {
         names::sweep_stale();
         let mut attempt = 0;
@@ -305,6 +310,8 @@ impl Testbed {
             "link",
             "add",
             UNDERLAY_BRIDGE,
+            "address",
+            UNDERLAY_BRIDGE_MAC,
             "type",
             "bridge",
         ])?;
@@ -399,6 +406,30 @@ impl Testbed {
         ])?;
         run(&["ip", "-n", h, "link", "set", "eth0", "mtu", "1500", "up"])?;
         Ok(Host { ns, n, underlay_ip })
+    }
+
+    /// Adds a bare namespace `ov{id}n{label}` (only `lo`, up; IPv6 off), e.g. for a container
+    /// that ovnet itself is to connect, and returns its name. `label` is 1 to 8 characters
+    /// of `[a-z0-9]` and must be unused in this test bed. Deleted on drop like the others.
+    pub fn add_netns(&mut self, label: &str) -> io::Result<String> {
+        if label.is_empty()
+            || label.len() > names::MAX_LABEL
+            || !label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "namespace label {label:?}: want 1 to {} characters of [a-z0-9]",
+                    names::MAX_LABEL
+                ),
+            ));
+        }
+        let ns = format!("{PREFIX}{}n{label}", self.id);
+        self.add_ns(ns.clone())
+            .map_err(|e| ctx(format!("add namespace {ns}"), e))?;
+        Ok(ns)
     }
 
     /// Creates bridge `name` (no address, up) in `host`'s namespace.

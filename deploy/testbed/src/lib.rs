@@ -9,6 +9,7 @@
 //!   ├─ h1 ── eth0 192.168.50.1/24  in ov{id}h1   (host 1)
 //!   └─ h2 ── eth0 192.168.50.2/24  in ov{id}h2   (host 2)
 //! ov{id}c{k} container: eth0 ── vc{k} in its host's namespace, on a host bridge (e.g. br0)
+//! ov{id}n{label} bare namespace (only lo), for the code under test to plumb
 //! ```
 //!
 //! It is not a network emulator: no delay, loss or bandwidth shaping (use `tc` via
@@ -29,7 +30,9 @@ mod names;
 mod sys;
 mod traffic;
 
-pub use bed::{Container, Host, Pid, Testbed, UNDERLAY_BRIDGE, UNDERLAY_BRIDGE_IP};
+pub use bed::{
+    Container, Host, Pid, Testbed, UNDERLAY_BRIDGE, UNDERLAY_BRIDGE_IP, UNDERLAY_BRIDGE_MAC,
+};
 pub use cmd::{in_netns, ns_path, run, NETNS_DIR};
 pub use etcd::{ETCD_CLIENT_PORT, ETCD_PEER_PORT};
 pub use names::sweep_stale;

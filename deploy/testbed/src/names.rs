@@ -81,12 +81,22 @@ fn parse_owned(name: &str) -> Option<(&str, u32, &str)> {
     Some((id, pid, rest))
 }
 
-/// Whether `rest` is a namespace suffix this crate uses: `u`, `h{n}` or `c{k}`.
+/// Longest label of a bare namespace `ov{id}n{label}` (see `Testbed::add_netns`).
+pub(crate) const MAX_LABEL: usize = 8;
+
+/// Whether `rest` is a namespace suffix this crate uses: `u`, `h{n}`, `c{k}` or `n{label}`.
 fn is_ns_suffix(rest: &str) -> bool {
     match rest.as_bytes() {
         [b'u'] => true,
         [b'h' | b'c', digits @ ..] => {
             !digits.is_empty() && digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit)
+        }
+        [b'n', label @ ..] => {
+            !label.is_empty()
+                && label.len() <= MAX_LABEL
+                && label
+                    .iter()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         }
         _ => false,
     }
@@ -186,11 +196,17 @@ mod tests {
         assert!(is_ns_suffix(rest));
         let (_, _, rest) = parse_owned("ov00p9xac3").unwrap();
         assert!(is_ns_suffix(rest));
+        let (_, _, rest) = parse_owned("ov00p9xanweb1").unwrap();
+        assert!(is_ns_suffix(rest));
         for other in [
             "ovbench",
             "ovagenth1",
             "ov00p9xa",
             "ov00p9xax",
+            "ov00p9xan",
+            "ov00p9xanWeb",
+            "ov00p9xanweb-1",
+            "ov00p9xan123456789",
             "ovzzzzzzu",
             "ov00P9xau",
             "xx00p9xau",

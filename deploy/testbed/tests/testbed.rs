@@ -5,7 +5,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use ovnet_testbed::{in_netns, ping, run, sweep_stale, tcp_transfer_verified, Testbed};
+use ovnet_testbed::{
+    in_netns, ping, run, sweep_stale, tcp_transfer_verified, Testbed, UNDERLAY_BRIDGE,
+    UNDERLAY_BRIDGE_MAC,
+};
 
 /// Names of all namespaces that contain `needle`.
 fn netns_matching(needle: &str) -> Vec<String> {
@@ -401,4 +404,47 @@ fn sigkilled_run_is_swept_by_the_next_one() {
         tmp_left, 0,
         "the dead run's temp dir (etcd data) is removed"
     );
+}
+
+#[test]
+fn bare_namespaces_are_named_checked_and_removed() {
+    let name;
+    {
+        let mut tb = Testbed::new().unwrap();
+        name = tb.add_netns("web1").unwrap();
+        assert_eq!(name, format!("ov{}nweb1", tb.id()));
+        assert!(tb.owns(&name));
+        let links = tb.exec(&name, &["ip", "-o", "link", "show"]).unwrap();
+        assert_eq!(links.lines().count(), 1, "only lo expected: {links}");
+        for bad in ["", "Web", "web-1", "toolonglabel"] {
+            assert!(tb.add_netns(bad).is_err(), "{bad:?} must be refused");
+        }
+        assert!(tb.add_netns("web1").is_err(), "a label is usable once");
+    }
+    assert!(!Testbed::ns_path(&name).exists(), "{name} left behind");
+}
+
+#[test]
+fn underlay_bridge_keeps_its_mac_when_hosts_join_later() {
+    let mut tb = Testbed::new().unwrap();
+    let h1 = tb.add_host(1).unwrap();
+    let u = tb.underlay().to_owned();
+    let mac = || {
+        tb.exec(&u, &["ip", "-o", "link", "show", UNDERLAY_BRIDGE])
+            .unwrap()
+    };
+    assert!(mac().contains(UNDERLAY_BRIDGE_MAC), "{}", mac());
+    for n in 2..=4 {
+        tb.add_host(n).unwrap();
+    }
+    let link = tb
+        .exec(&u, &["ip", "-o", "link", "show", UNDERLAY_BRIDGE])
+        .unwrap();
+    assert!(link.contains(UNDERLAY_BRIDGE_MAC), "{link}");
+    // So host 1's ARP entry for the bridge address stays right.
+    let neigh = tb
+        .exec(&h1.ns, &["ping", "-c", "1", "-W", "1", "192.168.50.254"])
+        .and_then(|_| tb.exec(&h1.ns, &["ip", "neigh", "show", "192.168.50.254"]))
+        .unwrap();
+    assert!(neigh.contains(UNDERLAY_BRIDGE_MAC), "{neigh}");
 }
