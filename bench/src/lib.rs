@@ -1,1 +1,34 @@
-//! placeholder
+//! ovnet's benchmarks: the pieces behind the criterion micro-benchmarks (`benches/`) and the
+//! side-by-side harness (`ovnet-bench`, `src/main.rs`) that runs iperf3 and ping through the
+//! kernel's vxlan and through ovnet on the same simulated two-host network.
+//!
+//! Pure parts, unit-tested without root:
+//! - [`args`]: the harness' command line;
+//! - [`iperf`], [`ping`], [`procstat`]: parsing iperf3 JSON, ping output and `/proc/PID/stat`;
+//! - [`stats`]: medians and percentiles;
+//! - [`report`]: the metrics, the table and the JSON document;
+//! - [`frames`]: test frames and a realistic forwarding table for the micro-benchmarks.
+//!
+//! The parts that need root, the test bed and iperf3: [`topology`] builds the network for one
+//! [`topology::Variant`] and [`measure`] runs the tools in its namespaces. [`interrupt`] turns
+//! SIGINT/SIGTERM/SIGHUP into an error so that everything is torn down on the way out. The
+//! crate's only `unsafe` (`sigaction(2)` and `sysconf(3)`) lives in the private `sys` module.
+//!
+//! This is not a load generator or a network emulator: the numbers come from iperf3 and ping
+//! over veth pairs on one machine, so they compare two VXLAN paths under identical conditions
+//! rather than predict a real network.
+
+#![deny(unsafe_code)]
+
+pub mod args;
+pub mod frames;
+pub mod interrupt;
+pub mod iperf;
+pub mod measure;
+pub mod ping;
+pub mod procstat;
+pub mod report;
+pub mod stats;
+#[allow(unsafe_code)]
+mod sys;
+pub mod topology;

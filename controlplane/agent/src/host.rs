@@ -196,6 +196,17 @@ pub struct ContainerLink<'a> {
     pub mtu: u32,
 }
 
+/// Most TCP segments the container's stack may put in one TSO super-frame: as many as the
+/// data plane can send in a single UDP GSO `sendmsg`, whose payload is capped at 65507 bytes
+/// (the IPv4 limit) and whose datagrams are VXLAN header + Ethernet header + MTU each. Bigger
+/// super-frames would cost a second send, receive and TAP write for a handful of segments.
+pub fn tso_segments(mtu: u32) -> u32 {
+    const MAX_GSO_PAYLOAD: u32 = 65_535 - 20 - 8;
+    const MAX_GSO_SEGMENTS: u32 = 64;
+    let datagram = 8 + 14 + mtu.max(68);
+    (MAX_GSO_PAYLOAD / datagram).clamp(1, MAX_GSO_SEGMENTS)
+}
+
 /// The first `ethN` name free in the container's namespace.
 pub async fn free_ifname(netns_path: &str) -> Result<String> {
     let out = ip_in(
@@ -220,6 +231,7 @@ pub async fn free_ifname(netns_path: &str) -> Result<String> {
 pub async fn connect_container(l: &ContainerLink<'_>) -> Result<()> {
     let ifname = l.ifname;
     let mtu = l.mtu.to_string();
+    let segs = tso_segments(l.mtu).to_string();
     let agent_pid = std::process::id().to_string();
     // Created from inside the container's namespace with the peer placed in ours: works for
     // named namespaces and /proc/PID/ns/net paths alike.
@@ -234,6 +246,8 @@ pub async fn connect_container(l: &ContainerLink<'_>) -> Result<()> {
             &mtu,
             "address",
             l.mac,
+            "gso_max_segs",
+            &segs,
             "type",
             "veth",
             "peer",
@@ -318,6 +332,14 @@ mod tests {
         assert_eq!(v, "ovv3d430f3338a");
         assert!(v.len() <= 15);
         assert_eq!(veth_name("abc"), "ovvabc");
+    }
+
+    #[test]
+    fn super_frames_fit_one_gso_send() {
+        assert_eq!(tso_segments(1450), 44);
+        assert!(tso_segments(1450) * (8 + 14 + 1450) <= 65_507);
+        assert_eq!(tso_segments(9000), 7);
+        assert_eq!(tso_segments(68), 64);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use common::{containers, is_hex_id, ping_summary, s, wait_until, Cluster};
@@ -517,48 +518,13 @@ fn external_kernel_vtep_joins_the_network() {
 
     let h4 = c.tb.add_host(4).expect("host 4");
     c.tb.add_bridge(&h4, "br0").expect("br0");
-    let n4 = h4.ns.as_str();
-    c.sh(
-        n4,
-        &[
-            "ip",
-            "link",
-            "add",
-            "vx256",
-            "type",
-            "vxlan",
-            "id",
-            "256",
-            "dstport",
-            "4789",
-            "local",
-            "192.168.50.4",
-            "dev",
-            "eth0",
-            "nolearning",
-        ],
-    );
-    c.sh(
-        n4,
-        &[
-            "ip", "link", "set", "vx256", "mtu", "1450", "master", "br0", "up",
-        ],
-    );
-    for dst in ["192.168.50.1", "192.168.50.2"] {
-        c.sh(
-            n4,
-            &[
-                "bridge",
-                "fdb",
-                "append",
-                "00:00:00:00:00:00",
-                "dev",
-                "vx256",
-                "dst",
-                dst,
-            ],
-        );
-    }
+    // Flood towards the ovnet hosts; their MACs are learned from the traffic.
+    let flood = [
+        Ipv4Addr::new(192, 168, 50, 1),
+        Ipv4Addr::new(192, 168, 50, 2),
+    ];
+    c.tb.add_kernel_vxlan(&h4, "br0", 256, 1450, &[], &flood)
+        .expect("kernel vxlan on host 4");
     let k =
         c.tb.add_container(&h4, "br0", "10.0.0.100/24", 1450, None)
             .expect("kernel-side container");

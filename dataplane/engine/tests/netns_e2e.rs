@@ -105,65 +105,16 @@ fn table_for(local: &[&Container], remote: &[(&Container, &Host)]) -> NetworkTab
 }
 
 /// A kernel vxlan device for VNI 42 on host `h`, bridged to `br0`, with static FDB entries.
-fn start_kernel_vxlan(tb: &Testbed, h: &Host, remote: &[(&Container, &Host)]) {
-    let local = h.underlay_ip.to_string();
-    let ns = h.ns.as_str();
-    tb.exec(
-        ns,
-        &[
-            "ip",
-            "link",
-            "add",
-            "vx42",
-            "type",
-            "vxlan",
-            "id",
-            "42",
-            "dstport",
-            "4789",
-            "local",
-            &local,
-            "dev",
-            "eth0",
-            "nolearning",
-        ],
-    )
-    .unwrap();
-    tb.exec(
-        ns,
-        &[
-            "ip", "link", "set", "vx42", "mtu", "1450", "master", "br0", "up",
-        ],
-    )
-    .unwrap();
-    let mut peers = HashSet::new();
-    for (c, ph) in remote {
-        let dst = ph.underlay_ip.to_string();
-        tb.exec(
-            ns,
-            &[
-                "bridge", "fdb", "add", &c.mac, "dev", "vx42", "dst", &dst, "static",
-            ],
-        )
+fn start_kernel_vxlan(tb: &mut Testbed, h: &Host, remote: &[(&Container, &Host)]) {
+    let macs: Vec<(&str, Ipv4Addr)> = remote
+        .iter()
+        .map(|(c, ph)| (c.mac.as_str(), ph.underlay_ip))
+        .collect();
+    let mut flood: Vec<Ipv4Addr> = remote.iter().map(|(_, ph)| ph.underlay_ip).collect();
+    flood.sort();
+    flood.dedup();
+    tb.add_kernel_vxlan(h, "br0", 42, MTU, &macs, &flood)
         .unwrap();
-        peers.insert(dst);
-    }
-    for dst in peers {
-        tb.exec(
-            ns,
-            &[
-                "bridge",
-                "fdb",
-                "append",
-                "00:00:00:00:00:00",
-                "dev",
-                "vx42",
-                "dst",
-                &dst,
-            ],
-        )
-        .unwrap();
-    }
 }
 
 fn assert_ping(tb: &Testbed, from: &Container, to: Ipv4Addr) {
@@ -221,7 +172,7 @@ fn interop(mode: Mode, peer_offloads: bool) {
     let (h1, c1) = host_with_container(&mut tb, 1, "10.0.0.2");
     let (h2, c2) = host_with_container(&mut tb, 2, "10.0.0.3");
     let dp1 = start_ovnet(&tb, &h1, &table_for(&[&c1], &[(&c2, &h2)]), mode);
-    start_kernel_vxlan(&tb, &h2, &[(&c1, &h1)]);
+    start_kernel_vxlan(&mut tb, &h2, &[(&c1, &h1)]);
     if !peer_offloads {
         // The kernel peer computes every checksum and segments in software before encap.
         for (ns, dev) in [(&h2.ns, "vx42"), (&h2.ns, "eth0"), (&c2.ns, "eth0")] {
@@ -274,7 +225,7 @@ fn an_unknown_vtep_cannot_reach_ovnet_containers() {
     let (h3, c3) = host_with_container(&mut tb, 3, "10.0.0.4");
     // Host 1 knows no peers at all; host 3 (kernel vxlan) points at host 1 anyway.
     let dp1 = start_ovnet(&tb, &h1, &table_for(&[&c1], &[]), Mode::Offloads);
-    start_kernel_vxlan(&tb, &h3, &[(&c1, &h1)]);
+    start_kernel_vxlan(&mut tb, &h3, &[(&c1, &h1)]);
     let stats = ping(&tb, &c3.ns, &c1.ip.to_string(), 3).unwrap();
     assert_eq!(stats.received, 0, "{stats:?}");
     let c = dp1.counters(vni42()).unwrap();

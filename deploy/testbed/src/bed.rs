@@ -440,6 +440,74 @@ impl Testbed {
         Ok(())
     }
 
+    /// Puts a Linux kernel VXLAN device `vx{vni}` on `host`, the way a host that does not run
+    /// ovnet would be set up: local address the host's underlay IP, port 4789, no learning,
+    /// `mtu`, enslaved to `bridge` (which must exist) and up; a static FDB entry for each
+    /// `(mac, vtep)` in `macs`, and the all-zero (flood) entry towards each VTEP in `flood`.
+    /// Returns the device name.
+    pub fn add_kernel_vxlan(
+        &mut self,
+        host: &Host,
+        bridge: &str,
+        vni: u32,
+        mtu: u32,
+        macs: &[(&str, Ipv4Addr)],
+        flood: &[Ipv4Addr],
+    ) -> io::Result<String> {
+        self.check_owned(&host.ns)?;
+        let dev = format!("vx{vni}");
+        let (vni, mtu, local) = (
+            vni.to_string(),
+            mtu.to_string(),
+            host.underlay_ip.to_string(),
+        );
+        let ns = host.ns.as_str();
+        run(&[
+            "ip",
+            "-n",
+            ns,
+            "link",
+            "add",
+            &dev,
+            "type",
+            "vxlan",
+            "id",
+            &vni,
+            "dstport",
+            "4789",
+            "local",
+            &local,
+            "dev",
+            "eth0",
+            "nolearning",
+        ])?;
+        run(&[
+            "ip", "-n", ns, "link", "set", &dev, "mtu", &mtu, "master", bridge, "up",
+        ])?;
+        for (mac, vtep) in macs {
+            let dst = vtep.to_string();
+            run(&[
+                "bridge", "-n", ns, "fdb", "add", mac, "dev", &dev, "dst", &dst, "static",
+            ])?;
+        }
+        for vtep in flood {
+            let dst = vtep.to_string();
+            run(&[
+                "bridge",
+                "-n",
+                ns,
+                "fdb",
+                "append",
+                "00:00:00:00:00:00",
+                "dev",
+                &dev,
+                "dst",
+                &dst,
+            ])?;
+        }
+        Ok(dev)
+    }
+
     /// Adds container namespace `ov{id}c{k}` (k counts up per test bed) whose `eth0` has
     /// address `cidr` (e.g. `10.0.0.2/24`), `mtu`, and `mac` if given; its veth peer `vc{k}`
     /// sits in `host`'s namespace with the same mtu, enslaved to `bridge` (which must exist) and up.

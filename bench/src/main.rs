@@ -1,0 +1,206 @@
+//! `ovnet-bench`: the side-by-side harness. Builds the same two-host, two-container network on
+//! the test bed once per variant (the kernel's vxlan, then ovnet as a user runs it), measures
+//! TCP and UDP throughput, ping latency and the VXLAN path's CPU time, and prints the medians as
+//! a table with ovnet/kernel ratios; the whole result also goes to a JSON file.
+//!
+//! ```text
+//! cargo build --release -p ovnet-agent -p ovctl
+//! cargo run --release -p ovnet-bench -- [--repeat 3] [--duration 10] [--json out.json]   # as root
+//! ```
+//!
+//! Progress goes to stderr, the table to stdout. A variant that fails is reported and the next
+//! one still runs; the exit status is non-zero if any failed. Each variant's test bed is torn
+//! down before the next is built, and on error, panic or SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use ovnet_bench::args::{self, Args, Command};
+use ovnet_bench::report::{Hardware, Report, Variant, VariantResult};
+use ovnet_bench::topology::{self, progress, Binaries};
+use ovnet_bench::{interrupt, measure};
+use serde_json::json;
+
+fn main() -> ExitCode {
+    let args = match args::parse(std::env::args().skip(1)) {
+        Ok(Command::Run(a)) => a,
+        Ok(Command::Help) => {
+            println!("{}", args::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("ovnet-bench: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = interrupt::install() {
+        eprintln!("ovnet-bench: warning: cannot catch SIGINT/SIGTERM ({e}); Ctrl-C may leave namespaces for the next run to sweep");
+    }
+    match run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("ovnet-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Whether `program` is an executable file in `PATH`.
+fn in_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths)
+            .any(|dir| std::fs::metadata(dir.join(program)).is_ok_and(|m| m.is_file()))
+    })
+}
+
+/// Whether the effective user is root, from the `Uid:` line of `/proc/self/status`.
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("Uid:"))?;
+            line.split_whitespace().nth(2).map(|euid| euid == "0")
+        })
+        .unwrap_or(false)
+}
+
+/// Fails early, with what to do, if the harness cannot work here.
+fn preflight(args: &Args) -> Result<Option<Binaries>> {
+    if !is_root() {
+        bail!("run as root: the test bed creates network namespaces, bridges and vxlan devices");
+    }
+    let mut tools = vec!["ip", "iperf3", "ping", "ss"];
+    if args.variants.contains(&Variant::Kernel) {
+        tools.push("bridge");
+    }
+    if args.variants.contains(&Variant::Ovnet) {
+        tools.push("etcd");
+    }
+    let missing: Vec<&str> = tools.into_iter().filter(|t| !in_path(t)).collect();
+    if !missing.is_empty() {
+        bail!(
+            "not found in PATH: {} (iproute2, iperf3, iputils-ping, etcd)",
+            missing.join(", ")
+        );
+    }
+    if args.variants.contains(&Variant::Ovnet) {
+        return Binaries::locate().map(Some);
+    }
+    Ok(None)
+}
+
+fn iperf3_version() -> String {
+    std::process::Command::new("iperf3")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+}
+
+/// Builds and measures one variant; its test bed is gone when this returns.
+fn run_variant(
+    v: Variant,
+    args: &Args,
+    bins: Option<&Binaries>,
+    out: &mut VariantResult,
+) -> Result<()> {
+    let t0 = Instant::now();
+    let mut bed = topology::build(v, bins)?;
+    out.notes.append(&mut bed.notes);
+    progress(
+        v,
+        &format!("ready after {:.1} s", t0.elapsed().as_secs_f64()),
+    );
+    measure::run(&mut bed, args.repeat, args.duration, out)?;
+    out.notes.extend(bed.final_notes());
+    progress(v, "tearing down");
+    drop(bed);
+    Ok(())
+}
+
+fn run(args: &Args) -> Result<bool> {
+    let bins = preflight(args)?;
+    let hardware = Hardware::detect();
+    eprintln!("ovnet-bench: {}", hardware.line());
+    let started = Instant::now();
+    let started_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut report = Report {
+        hardware,
+        config: json!({
+            "repeat": args.repeat,
+            "duration_s": args.duration,
+            "variants": args.variants.iter().map(|v| v.key()).collect::<Vec<_>>(),
+            "mtu": topology::MTU,
+            "udp_payload_bytes": measure::UDP_PAYLOAD.parse::<u32>().unwrap_or(64),
+            "ping_count": measure::PING_COUNT,
+            "ping_interval_s": measure::PING_INTERVAL.parse::<f64>().unwrap_or(0.002),
+            "iperf3": iperf3_version(),
+            "agent": bins.as_ref().map(|b| b.agent.display().to_string()),
+        }),
+        variants: Vec::new(),
+        notes: Vec::new(),
+        started_unix,
+        runtime_s: 0.0,
+    };
+    let mut ok = true;
+    for &v in &args.variants {
+        let mut result = VariantResult::new(v);
+        if let Err(e) = run_variant(v, args, bins.as_ref(), &mut result) {
+            eprintln!("[{}] FAILED: {e:#}", v.key());
+            result.error = Some(format!("{e:#}"));
+            ok = false;
+        }
+        report.variants.push(result);
+        if interrupt::is_set() {
+            break;
+        }
+    }
+    for v in &args.variants {
+        let note = match v {
+            Variant::Kernel => "kernel vxlan: agent CPU is n/a: the kernel's VXLAN work runs in softirq context, charged to whatever process was running, so it cannot be attributed",
+            Variant::Ovnet => "ovnet: agent CPU is utime+stime (/proc/PID/stat) of both ovnet-agent processes during one iperf3 test, median over the TCP and UDP tests (per-test medians in the JSON)",
+            Variant::Direct => "ovnet data plane: CPU is this harness process' utime+stime (the data-plane threads; the harness only waits meanwhile)",
+        };
+        report.notes.push(note.to_string());
+    }
+    report.notes.push(format!(
+        "iperf3, both agents or data planes and the kernel's softirqs share the machine's {} cores: the results compare the VXLAN paths under identical conditions, not line rate",
+        report.hardware.cores
+    ));
+    report.runtime_s = started.elapsed().as_secs_f64();
+    print!("{}", report.table());
+    let measured = report.variants.iter().any(|r| !r.samples.is_empty());
+    if interrupt::is_set() && !measured {
+        // Keep the previous results rather than replace them with nothing.
+        bail!(
+            "interrupted before anything was measured; {} left as it was",
+            args.json.display()
+        );
+    }
+    if let Some(dir) = args.json.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(&report.to_json())?;
+    std::fs::write(&args.json, text + "\n")
+        .with_context(|| format!("writing {}", args.json.display()))?;
+    eprintln!(
+        "ovnet-bench: {:.0} s in all; results in {}",
+        report.runtime_s,
+        args.json.display()
+    );
+    if interrupt::is_set() {
+        bail!("interrupted");
+    }
+    Ok(ok)
+}

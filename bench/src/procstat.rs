@@ -1,0 +1,121 @@
+//! CPU time of a process from `/proc/PID/stat` (proc(5)): `utime` (field 14) plus `stime`
+//! (field 15), in clock ticks, covering all of the process' threads. Read before and after a
+//! test, the difference is what the process spent on it.
+
+use std::io;
+
+/// User and system CPU time of a process, in clock ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CpuTicks {
+    /// Time in user mode.
+    pub utime: u64,
+    /// Time in kernel mode on the process' behalf.
+    pub stime: u64,
+}
+
+impl CpuTicks {
+    /// `utime + stime`.
+    pub fn total(&self) -> u64 {
+        self.utime + self.stime
+    }
+
+    /// Ticks spent since `earlier` (0 if the counters went backwards: another process).
+    pub fn since(&self, earlier: &CpuTicks) -> u64 {
+        self.total().saturating_sub(earlier.total())
+    }
+}
+
+/// Parses the contents of `/proc/PID/stat`. The command name (field 2) is in parentheses and
+/// may itself contain spaces and parentheses, so fields are counted after the *last* `)`.
+pub fn parse_stat(stat: &str) -> Option<CpuTicks> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // Field 3 (state) is the first after the name: utime (14) and stime (15) are 11 and 12 on.
+    let mut fields = rest.split_whitespace().skip(11);
+    Some(CpuTicks {
+        utime: fields.next()?.parse().ok()?,
+        stime: fields.next()?.parse().ok()?,
+    })
+}
+
+/// The CPU time of process `pid` (`"self"` for this process).
+pub fn read(pid: &str) -> io::Result<CpuTicks> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path)?;
+    parse_stat(&text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unexpected contents of {path}: {text:?}"),
+        )
+    })
+}
+
+/// The command name (`/proc/PID/comm`) of process `pid`.
+pub fn comm(pid: &str) -> io::Result<String> {
+    Ok(std::fs::read_to_string(format!("/proc/{pid}/comm"))?
+        .trim_end()
+        .to_string())
+}
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
+pub fn ticks_per_second() -> u64 {
+    crate::sys::clock_ticks_per_second()
+}
+
+/// `ticks` in seconds.
+pub fn seconds(ticks: u64) -> f64 {
+    ticks as f64 / ticks_per_second() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_utime_and_stime() {
+        let stat = "4242 (ovnet-agent) S 1 4242 4242 0 -1 4194560 1234 0 0 0 \
+                    731 245 0 0 20 0 5 0 9999 123456789 4321 18446744073709551615";
+        let t = parse_stat(stat).unwrap();
+        assert_eq!((t.utime, t.stime, t.total()), (731, 245, 976));
+    }
+
+    #[test]
+    fn a_name_with_spaces_and_parentheses() {
+        let stat = "7 (a (b) c) R 1 7 7 0 -1 0 0 0 0 0 12 34 0 0 20 0 1 0 1 1 1";
+        assert_eq!(
+            parse_stat(stat),
+            Some(CpuTicks {
+                utime: 12,
+                stime: 34
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_stat_is_none() {
+        assert_eq!(parse_stat(""), None);
+        assert_eq!(parse_stat("1 (x) S 1 2 3"), None);
+        assert_eq!(parse_stat("1 (x) S 1 1 1 0 -1 0 0 0 0 0 abc 1"), None);
+    }
+
+    #[test]
+    fn differences_never_go_negative() {
+        let a = CpuTicks {
+            utime: 10,
+            stime: 5,
+        };
+        let b = CpuTicks {
+            utime: 14,
+            stime: 9,
+        };
+        assert_eq!(b.since(&a), 8);
+        assert_eq!(a.since(&b), 0);
+    }
+
+    #[test]
+    fn reads_our_own_process() {
+        let t = read("self").unwrap();
+        assert!(t.total() < u64::MAX);
+        assert!(ticks_per_second() >= 1);
+        assert!(!comm("self").unwrap().is_empty());
+    }
+}

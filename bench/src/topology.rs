@@ -1,0 +1,540 @@
+//! The network under test, built on the test bed once per [`Variant`]: two hosts on a veth
+//! underlay (`192.168.50.1` and `.2`, MTU 1500) with one container each, `10.0.0.2` on host 1
+//! (the iperf3 and ping client) and `10.0.0.3` on host 2 (the server), MTU 1450.
+//!
+//! - [`Variant::Kernel`]: bridge `br0` with the container's veth and a kernel `vxlan` device
+//!   (VNI 42, port 4789, `nolearning`) with static FDB entries for the remote container's MAC
+//!   and the all-zero flood entry, as in the data plane's interop tests.
+//! - [`Variant::Ovnet`]: as a user runs it: the test bed's etcd, `ovnet-agent` in each host's
+//!   namespace, `ovctl network create -d overlay bench` on host 1, and
+//!   `ovctl network connect bench <netns>` on each host for a bare namespace. The agents
+//!   create the bridges, TAPs, veths and addresses themselves.
+//! - [`Variant::Direct`]: bridge and container as for the kernel, and ovnet's data plane
+//!   started inside this process through its Rust API (TAP with offloads, UDP GSO/GRO) with
+//!   static tables: the data plane without its control plane.
+//!
+//! Everything lives in the [`Testbed`] of the returned [`Bed`]; dropping the `Bed` (also on
+//! error or panic) stops the data planes, kills the processes and deletes the namespaces.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use ovnet_dataplane::{Dataplane, DataplaneConfig, FloodEntry, MacAddr, NetworkTable, Vni};
+use ovnet_sys::{link, netns, Offloads, Tap, TapConfig};
+use ovnet_testbed::{Container, Host, Pid, Testbed};
+
+use crate::interrupt;
+use crate::procstat;
+pub use crate::report::Variant;
+
+/// MTU of the containers' interfaces and of the overlay.
+pub const MTU: u32 = 1450;
+/// The client container's address (host 1).
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+/// The server container's address (host 2).
+pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+/// What to do when the agent binaries are missing.
+pub const BUILD_HINT: &str = "build them first: cargo build --release -p ovnet-agent -p ovctl";
+/// VNI of the kernel and direct variants (ovnet's control plane picks its own).
+const VNI: u32 = 42;
+/// How long the agents get to open their API sockets.
+const AGENT_START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a fresh overlay gets to carry a first ping (the agents learn each other's
+/// endpoints through etcd watches).
+const CONNECTIVITY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whose CPU time is the VXLAN path's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CpuSource {
+    /// The kernel's vxlan: its work runs in softirq context, charged to whatever was running.
+    NotAttributable,
+    /// These processes (the agents), summed.
+    Processes(Vec<u32>),
+    /// This process (the data planes run on its threads; the harness itself only waits).
+    ThisProcess,
+}
+
+/// The agent and CLI executables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binaries {
+    /// `ovnet-agent`.
+    pub agent: PathBuf,
+    /// `ovctl`.
+    pub ovctl: PathBuf,
+}
+
+impl Binaries {
+    /// Finds `ovnet-agent` and `ovctl` next to this executable (`target/release` when run with
+    /// `cargo run --release`).
+    pub fn locate() -> Result<Binaries> {
+        let exe = std::env::current_exe().context("locating this executable")?;
+        let dir = exe
+            .parent()
+            .ok_or_else(|| anyhow!("{} has no parent directory", exe.display()))?;
+        Binaries::locate_in(dir)
+    }
+
+    /// Finds both executables in `dir`, or says how to build them.
+    pub fn locate_in(dir: &Path) -> Result<Binaries> {
+        let (agent, ovctl) = (dir.join("ovnet-agent"), dir.join("ovctl"));
+        let missing: Vec<String> = [&agent, &ovctl]
+            .iter()
+            .filter(|p| !p.is_file())
+            .map(|p| p.display().to_string())
+            .collect();
+        if !missing.is_empty() {
+            bail!("{} not found: {BUILD_HINT}", missing.join(" and "));
+        }
+        Ok(Binaries { agent, ovctl })
+    }
+}
+
+/// A built network, ready for traffic.
+#[derive(Debug)]
+pub struct Bed {
+    /// In-process data planes (direct variant); stopped before the test bed goes.
+    dataplanes: Vec<Dataplane>,
+    /// The namespaces, processes and etcd.
+    pub tb: Testbed,
+    /// What was built.
+    pub variant: Variant,
+    /// The client container's namespace (host 1).
+    pub client_ns: String,
+    /// The server container's namespace (host 2).
+    pub server_ns: String,
+    /// The server container's address.
+    pub server_ip: Ipv4Addr,
+    /// Whose CPU time to measure.
+    pub cpu: CpuSource,
+    /// Remarks found while building (unexpected addresses, MTUs...).
+    pub notes: Vec<String>,
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        for dp in self.dataplanes.drain(..) {
+            dp.shutdown();
+        }
+    }
+}
+
+impl Bed {
+    /// CPU ticks used so far by the VXLAN path, `None` for the kernel.
+    pub fn cpu_ticks(&self) -> Result<Option<u64>> {
+        match &self.cpu {
+            CpuSource::NotAttributable => Ok(None),
+            CpuSource::ThisProcess => Ok(Some(procstat::read("self")?.total())),
+            CpuSource::Processes(pids) => {
+                let mut total = 0;
+                for pid in pids {
+                    total += procstat::read(&pid.to_string())
+                        .with_context(|| format!("reading the CPU time of pid {pid}"))?
+                        .total();
+                }
+                Ok(Some(total))
+            }
+        }
+    }
+
+    /// Remarks about the data plane after the measurements (drops of the direct variant).
+    pub fn final_notes(&self) -> Vec<String> {
+        let vni = Vni::new(VNI).expect("42 is a valid VNI");
+        self.dataplanes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, dp)| {
+                let c = dp.counters(vni)?;
+                let drops: Vec<String> = c
+                    .drops()
+                    .map(|(r, n)| format!("{} {n}", r.name()))
+                    .collect();
+                (!drops.is_empty())
+                    .then(|| format!("data plane of host {}: drops: {}", i + 1, drops.join(", ")))
+            })
+            .collect()
+    }
+}
+
+/// Builds the network of `variant`; `bins` is needed for [`Variant::Ovnet`].
+pub fn build(variant: Variant, bins: Option<&Binaries>) -> Result<Bed> {
+    let bed = match variant {
+        Variant::Kernel => kernel()?,
+        Variant::Direct => direct()?,
+        Variant::Ovnet => {
+            ovnet(bins.ok_or_else(|| anyhow!("ovnet-agent and ovctl: {BUILD_HINT}"))?)?
+        }
+    };
+    progress(
+        variant,
+        &format!("waiting for {} to answer ping", bed.server_ip),
+    );
+    wait_for_ping(&bed, CONNECTIVITY_TIMEOUT)?;
+    Ok(bed)
+}
+
+/// One line of progress on stderr.
+pub fn progress(variant: Variant, what: &str) {
+    eprintln!("[{}] {what}", variant.key());
+}
+
+fn new_testbed() -> Result<Testbed> {
+    Testbed::new().context("creating the test bed (it needs root and iproute2)")
+}
+
+/// Host `n` with bridge `br0` and a container with `ip` and docker's MAC for it (the MAC
+/// ovnet would give it, so both variants carry identical frames).
+fn host_with_container(tb: &mut Testbed, n: u8, ip: Ipv4Addr) -> Result<(Host, Container)> {
+    let h = tb.add_host(n).with_context(|| format!("adding host {n}"))?;
+    tb.add_bridge(&h, "br0")
+        .with_context(|| format!("adding br0 to host {n}"))?;
+    let mac = MacAddr::from_ipv4_docker(ip).to_string();
+    let c = tb
+        .add_container(&h, "br0", &format!("{ip}/24"), MTU, Some(&mac))
+        .with_context(|| format!("adding the container {ip} to host {n}"))?;
+    Ok((h, c))
+}
+
+fn kernel() -> Result<Bed> {
+    let v = Variant::Kernel;
+    progress(v, "building two hosts with a kernel vxlan device each");
+    let mut tb = new_testbed()?;
+    let (h1, c1) = host_with_container(&mut tb, 1, CLIENT_IP)?;
+    let (h2, c2) = host_with_container(&mut tb, 2, SERVER_IP)?;
+    kernel_vxlan(&mut tb, &h1, &c2, &h2)?;
+    kernel_vxlan(&mut tb, &h2, &c1, &h1)?;
+    Ok(Bed {
+        dataplanes: Vec::new(),
+        tb,
+        variant: v,
+        client_ns: c1.ns,
+        server_ns: c2.ns,
+        server_ip: c2.ip,
+        cpu: CpuSource::NotAttributable,
+        notes: Vec::new(),
+    })
+}
+
+/// `vx42` on host `h`, bridged to `br0`, with static FDB entries for the remote container
+/// and the all-zero (flood) entry towards its host.
+fn kernel_vxlan(tb: &mut Testbed, h: &Host, remote: &Container, remote_host: &Host) -> Result<()> {
+    let dst = remote_host.underlay_ip;
+    tb.add_kernel_vxlan(h, "br0", VNI, MTU, &[(remote.mac.as_str(), dst)], &[dst])
+        .with_context(|| format!("setting up the kernel vxlan on host {}", h.n))?;
+    Ok(())
+}
+
+fn direct() -> Result<Bed> {
+    let v = Variant::Direct;
+    progress(
+        v,
+        "building two hosts with ovnet's data plane in this process",
+    );
+    let mut tb = new_testbed()?;
+    let (h1, c1) = host_with_container(&mut tb, 1, CLIENT_IP)?;
+    let (h2, c2) = host_with_container(&mut tb, 2, SERVER_IP)?;
+    let dp1 = start_dataplane(&tb, &h1, &table_for(&c1, &c2, &h2)?)?;
+    let dp2 = start_dataplane(&tb, &h2, &table_for(&c2, &c1, &h1)?)?;
+    Ok(Bed {
+        dataplanes: vec![dp1, dp2],
+        tb,
+        variant: v,
+        client_ns: c1.ns,
+        server_ns: c2.ns,
+        server_ip: c2.ip,
+        cpu: CpuSource::ThisProcess,
+        notes: Vec::new(),
+    })
+}
+
+fn vtep(h: &Host) -> SocketAddr {
+    SocketAddr::new(h.underlay_ip.into(), ovnet_wire::VXLAN_PORT)
+}
+
+/// The table of a host with container `local` whose one peer is `remote` on `remote_host`.
+fn table_for(local: &Container, remote: &Container, remote_host: &Host) -> Result<NetworkTable> {
+    let mac = |c: &Container| -> Result<MacAddr> {
+        c.mac
+            .parse()
+            .map_err(|e| anyhow!("MAC {:?} of {}: {e}", c.mac, c.ns))
+    };
+    let (lm, rm) = (mac(local)?, mac(remote)?);
+    let mut t = NetworkTable::new();
+    t.local_macs.insert(lm);
+    t.arp.insert(local.ip, lm);
+    t.macs.insert(rm, vtep(remote_host));
+    t.arp.insert(remote.ip, rm);
+    t.nd.insert(rm.ipv6_link_local(), rm);
+    t.flood.push(FloodEntry {
+        addr: vtep(remote_host),
+        learn: false,
+    });
+    Ok(t)
+}
+
+/// Starts a data plane in host `h`'s namespace serving VNI 42 on a TAP with offloads, bridged
+/// to `br0`: the production setup of the data plane's own end-to-end tests.
+fn start_dataplane(tb: &Testbed, h: &Host, table: &NetworkTable) -> Result<Dataplane> {
+    let tap_name = "ovtap42";
+    let (dp, tap) = netns::with(&h.ns, || -> Result<(Dataplane, Tap)> {
+        let dp = Dataplane::start(&DataplaneConfig::new(vtep(h)))?;
+        let tap = Tap::open(&TapConfig {
+            vnet_hdr: true,
+            ..TapConfig::new(tap_name)
+        })?;
+        tap.set_offloads(Offloads {
+            csum: true,
+            tso4: true,
+            tso6: true,
+            tso_ecn: false,
+        })?;
+        link::set_mtu(tap_name, MTU)?;
+        Ok((dp, tap))
+    })
+    .with_context(|| format!("entering host {}", h.n))?
+    .with_context(|| format!("starting the data plane on host {}", h.n))?;
+    tb.exec(
+        &h.ns,
+        &["ip", "link", "set", tap_name, "master", "br0", "up"],
+    )
+    .with_context(|| format!("bridging {tap_name} on host {}", h.n))?;
+    let vni = Vni::new(VNI).expect("42 is a valid VNI");
+    dp.add_network(vni, tap, MTU, table)
+        .with_context(|| format!("adding VNI {VNI} on host {}", h.n))?;
+    Ok(dp)
+}
+
+fn ovnet(bins: &Binaries) -> Result<Bed> {
+    let v = Variant::Ovnet;
+    progress(v, "starting etcd");
+    let mut tb = new_testbed()?;
+    let etcd = tb.start_etcd().context("starting etcd")?;
+    let mut agents = Vec::new();
+    for n in [1u8, 2] {
+        let h = tb.add_host(n).with_context(|| format!("adding host {n}"))?;
+        let sock = tb.dir().join(format!("h{n}.sock"));
+        progress(v, &format!("starting ovnet-agent on host {n}"));
+        let args = [
+            path_str(&bins.agent)?,
+            "--node",
+            &format!("h{n}"),
+            "--etcd",
+            &etcd,
+            "--vtep-ip",
+            &h.underlay_ip.to_string(),
+            "--api",
+            path_str(&sock)?,
+        ];
+        let pid = tb
+            .spawn(&h.ns, &args, &[("RUST_LOG", "info")])
+            .with_context(|| format!("starting ovnet-agent on host {n}"))?;
+        agents.push((h, sock, pid));
+    }
+    for (h, sock, pid) in &agents {
+        wait_for_agent(&mut tb, *pid, sock, h.n)?;
+    }
+    let ovctl = |tb: &mut Testbed, i: usize, args: &[&str]| -> Result<String> {
+        let (h, sock, pid) = &agents[i];
+        let mut full = vec![path_str(&bins.ovctl)?, "--agent", path_str(sock)?];
+        full.extend_from_slice(args);
+        tb.exec(&h.ns, &full).map_err(|e| {
+            let log = tb.log(*pid).unwrap_or_default();
+            anyhow!(
+                "`ovctl {}` on host {} failed: {e}\nlast lines of its agent's log:\n{}",
+                args.join(" "),
+                h.n,
+                tail(&log, 15)
+            )
+        })
+    };
+    progress(v, "ovctl network create -d overlay bench (host 1)");
+    ovctl(&mut tb, 0, &["network", "create", "-d", "overlay", "bench"])?;
+    let mut containers = Vec::new();
+    for (i, label) in ["c1", "c2"].into_iter().enumerate() {
+        let ns = tb
+            .add_netns(label)
+            .with_context(|| format!("adding the bare namespace {label}"))?;
+        progress(
+            v,
+            &format!("ovctl network connect bench {ns} (host {})", i + 1),
+        );
+        ovctl(&mut tb, i, &["network", "connect", "bench", &ns])?;
+        containers.push(ns);
+    }
+    let mut notes = Vec::new();
+    let mut ips = Vec::new();
+    for (ns, want) in containers.iter().zip([CLIENT_IP, SERVER_IP]) {
+        let out = tb
+            .exec(ns, &["ip", "-4", "-o", "addr", "show", "scope", "global"])
+            .with_context(|| format!("reading the addresses of {ns}"))?;
+        let ip = first_ipv4(&out).ok_or_else(|| {
+            anyhow!(
+                "`ovctl network connect` gave {ns} no IPv4 address (is ovctl complete?): {}",
+                out.trim()
+            )
+        })?;
+        if ip != want {
+            notes.push(format!("{ns} got {ip}, not {want} as in the kernel case"));
+        }
+        let links = tb.exec(ns, &["ip", "-o", "link", "show"])?;
+        for (name, mtu) in link_mtus(&links) {
+            if name != "lo" && mtu != MTU {
+                notes.push(format!("{name} in {ns} has MTU {mtu}, not {MTU}"));
+            }
+        }
+        ips.push(ip);
+    }
+    let pids: Vec<u32> = agents.iter().map(|(_, _, p)| p.0).collect();
+    for pid in &pids {
+        match procstat::comm(&pid.to_string()) {
+            Ok(c) if c == "ovnet-agent" => {}
+            other => notes.push(format!(
+                "pid {pid} is {other:?}, not ovnet-agent: its CPU time may not be the agent's"
+            )),
+        }
+    }
+    let server_ns = containers.pop().expect("two containers");
+    let client_ns = containers.pop().expect("two containers");
+    Ok(Bed {
+        dataplanes: Vec::new(),
+        tb,
+        variant: v,
+        client_ns,
+        server_ns,
+        server_ip: ips[1],
+        cpu: CpuSource::Processes(pids),
+        notes,
+    })
+}
+
+fn path_str(p: &Path) -> Result<&str> {
+    p.to_str()
+        .ok_or_else(|| anyhow!("path {} is not UTF-8", p.display()))
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Waits until the agent's API socket accepts connections; fails if the agent exits.
+fn wait_for_agent(tb: &mut Testbed, pid: Pid, sock: &Path, n: u8) -> Result<()> {
+    let deadline = Instant::now() + AGENT_START_TIMEOUT;
+    loop {
+        interrupt::check()?;
+        if let Some(st) = tb.try_wait(pid)? {
+            bail!(
+                "ovnet-agent on host {n} exited ({st}):\n{}",
+                tail(&tb.log(pid).unwrap_or_default(), 20)
+            );
+        }
+        if std::os::unix::net::UnixStream::connect(sock).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "ovnet-agent on host {n} did not open {} within {AGENT_START_TIMEOUT:?}:\n{}",
+                sock.display(),
+                tail(&tb.log(pid).unwrap_or_default(), 20)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Pings the server from the client, once a second, until it answers.
+fn wait_for_ping(bed: &Bed, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let ip = bed.server_ip.to_string();
+    loop {
+        interrupt::check()?;
+        let ok = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &bed.client_ns,
+                "ping",
+                "-n",
+                "-q",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                &ip,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .context("running ping")?
+            .success();
+        if ok {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{} ({}) cannot ping {ip} ({}) after {timeout:?}",
+                CLIENT_IP,
+                bed.client_ns,
+                bed.server_ns
+            );
+        }
+    }
+}
+
+/// The first IPv4 address in `ip -4 -o addr show` output.
+pub fn first_ipv4(out: &str) -> Option<Ipv4Addr> {
+    out.lines().find_map(|l| {
+        let mut words = l.split_whitespace();
+        words.find(|w| *w == "inet")?;
+        words.next()?.split('/').next()?.parse().ok()
+    })
+}
+
+/// `(name, mtu)` of every link in `ip -o link show` output.
+pub fn link_mtus(out: &str) -> Vec<(String, u32)> {
+    out.lines()
+        .filter_map(|l| {
+            let name = l.split(": ").nth(1)?;
+            let name = name.split('@').next()?.to_string();
+            let mut words = l.split_whitespace();
+            words.find(|w| *w == "mtu")?;
+            Some((name, words.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_mtus_from_iproute2() {
+        let addrs = "2: eth0    inet 10.0.0.2/24 brd 10.0.0.255 scope global eth0\\       valid_lft forever preferred_lft forever\n";
+        assert_eq!(first_ipv4(addrs), Some(CLIENT_IP));
+        assert_eq!(first_ipv4(""), None);
+        let links = "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN mode DEFAULT group default qlen 1000\\    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00\n\
+                     7: eth0@if8: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1450 qdisc noqueue state UP mode DEFAULT group default qlen 1000\\    link/ether 02:42:0a:00:00:02 brd ff:ff:ff:ff:ff:ff link-netns x\n";
+        assert_eq!(
+            link_mtus(links),
+            vec![("lo".to_string(), 65536), ("eth0".to_string(), 1450)]
+        );
+    }
+
+    #[test]
+    fn missing_binaries_say_how_to_build_them() {
+        let dir = std::env::temp_dir().join(format!("ovnet-bench-bins-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let e = Binaries::locate_in(&dir).unwrap_err().to_string();
+        assert!(e.contains(BUILD_HINT), "{e}");
+        assert!(e.contains("ovnet-agent") && e.contains("ovctl"), "{e}");
+        std::fs::write(dir.join("ovnet-agent"), b"").unwrap();
+        std::fs::write(dir.join("ovctl"), b"").unwrap();
+        let b = Binaries::locate_in(&dir).unwrap();
+        assert_eq!(b.agent, dir.join("ovnet-agent"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
