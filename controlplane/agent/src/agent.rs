@@ -37,6 +37,8 @@ pub struct AgentConfig {
     pub lease_ttl: Duration,
     /// Open TAPs with `virtio_net_hdr` and checksum/TSO offloads (the fast path).
     pub offloads: bool,
+    /// Queues per TAP, one send thread each.
+    pub queues: usize,
 }
 
 /// A network as currently programmed on this host.
@@ -223,11 +225,11 @@ impl Agent {
         host::ensure_bridge(n.vni, n.mtu)
             .await
             .map_err(|e| e.to_string())?;
-        let tap = host::open_tap(n.vni, n.mtu, self.cfg.offloads)
+        let taps = host::open_tap(n.vni, n.mtu, self.cfg.offloads, self.cfg.queues)
             .await
             .map_err(|e| e.to_string())?;
         self.dp
-            .add_network(vni, tap, n.mtu, table)
+            .add_network_queues(vni, taps, n.mtu, table)
             .map_err(|e| e.to_string())
     }
 

@@ -145,16 +145,20 @@ pub async fn ensure_bridge(vni: u32, mtu: u32) -> Result<String> {
     Ok(br)
 }
 
-/// Opens the TAP of network `vni` and puts it on the network's bridge. With `offloads`, the
-/// TAP carries a `virtio_net_hdr` and accepts checksum and TCP segmentation offloads, so the
-/// kernel hands over 64 KB super-frames (the data plane segments them into a UDP GSO train).
-pub async fn open_tap(vni: u32, mtu: u32, offloads: bool) -> Result<Tap> {
+/// Opens the TAP of network `vni` with `queues` queues and puts it on the network's bridge.
+/// With `offloads`, the TAP carries a `virtio_net_hdr` and accepts checksum and TCP
+/// segmentation offloads, so the kernel hands over 64 KB super-frames (the data plane segments
+/// them into a UDP GSO train). With several queues the kernel spreads flows over them, one
+/// send thread each.
+pub async fn open_tap(vni: u32, mtu: u32, offloads: bool, queues: usize) -> Result<Vec<Tap>> {
     let name = tap_name(vni);
     let cfg = TapConfig {
         vnet_hdr: offloads,
+        multi_queue: queues > 1,
         ..TapConfig::new(name.clone())
     };
-    let tap = Tap::open(&cfg).map_err(|e| HostError::new(format!("creating TAP {name}"), e))?;
+    let taps = Tap::open_queues(&cfg, queues.max(1))
+        .map_err(|e| HostError::new(format!("creating TAP {name}"), e))?;
     if offloads {
         let all = Offloads {
             csum: true,
@@ -162,8 +166,10 @@ pub async fn open_tap(vni: u32, mtu: u32, offloads: bool) -> Result<Tap> {
             tso6: true,
             tso_ecn: true,
         };
-        tap.set_offloads(all)
-            .map_err(|e| HostError::new(format!("enabling offloads on {name}"), e))?;
+        for t in &taps {
+            t.set_offloads(all)
+                .map_err(|e| HostError::new(format!("enabling offloads on {name}"), e))?;
+        }
     }
     link::set_mtu(&name, mtu)
         .map_err(|e| HostError::new(format!("setting the MTU of {name}"), e))?;
@@ -174,7 +180,7 @@ pub async fn open_tap(vni: u32, mtu: u32, offloads: bool) -> Result<Tap> {
         &["link", "set", &name, "master", &bridge_name(vni), "up"],
     )
     .await?;
-    Ok(tap)
+    Ok(taps)
 }
 
 /// What a container gets on connect.

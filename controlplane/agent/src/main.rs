@@ -51,6 +51,11 @@ struct Args {
     /// and kernels that lack them).
     #[arg(long)]
     no_offloads: bool,
+    /// Worker threads per direction: TAP queues per network (one send thread each) and
+    /// receive sockets on the VXLAN port (one receive thread each). Default: the number of
+    /// CPUs, at most 4.
+    #[arg(long)]
+    queues: Option<usize>,
 }
 
 fn hostname() -> String {
@@ -97,9 +102,14 @@ async fn shutdown_signal() {
 async fn run(args: Args) -> Result<(), String> {
     let node = args.node.unwrap_or_else(hostname);
     let vtep = SocketAddr::new(args.vtep_ip, args.vtep_port);
+    let queues = args
+        .queues
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, 4);
     let mut dp_cfg = DataplaneConfig::new(vtep);
     dp_cfg.gso = !args.no_offloads;
     dp_cfg.gro = !args.no_offloads;
+    dp_cfg.rx_threads = queues;
     let dp = Dataplane::start(&dp_cfg).map_err(|e| e.to_string())?;
     let store = Store::connect(StoreConfig {
         endpoints: args.etcd.clone(),
@@ -118,6 +128,7 @@ async fn run(args: Args) -> Result<(), String> {
             vtep,
             lease_ttl: Duration::from_secs(args.lease_ttl.max(1)),
             offloads: !args.no_offloads,
+            queues,
         },
         store,
         dp,

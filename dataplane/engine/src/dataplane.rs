@@ -45,6 +45,10 @@ pub struct DataplaneConfig {
     pub gso: bool,
     /// Receive with UDP GRO (many datagrams per `recvmsg`).
     pub gro: bool,
+    /// Receive threads, each with its own listening socket on the VXLAN port
+    /// (`SO_REUSEPORT`). More than one lets the flows of different peers and flows use
+    /// different cores.
+    pub rx_threads: usize,
 }
 
 impl DataplaneConfig {
@@ -56,6 +60,7 @@ impl DataplaneConfig {
             ageing: DEFAULT_AGEING,
             gso: true,
             gro: true,
+            rx_threads: 1,
         }
     }
 }
@@ -115,7 +120,9 @@ pub(crate) struct Shared {
     pub(crate) learned: LearnedTable,
     pub(crate) global: Counters,
     pub(crate) tx: Vec<UnderlaySocket>,
-    pub(crate) rx: UnderlaySocket,
+    /// Listening sockets on the VXLAN port (`SO_REUSEPORT`), one per receive thread: the
+    /// kernel spreads peers' flows over them by their outer source ports.
+    pub(crate) rx: Vec<UnderlaySocket>,
     /// UDP GSO is used until a send says the kernel cannot do it.
     pub(crate) gso: AtomicBool,
 }
@@ -124,7 +131,7 @@ impl Shared {
     /// The send socket of the frame's flow: its ephemeral port is the outer source port.
     pub(crate) fn tx_socket(&self, frame: &[u8]) -> &UnderlaySocket {
         if self.tx.is_empty() {
-            return &self.rx;
+            return &self.rx[0];
         }
         let i = (flow::flow_hash(frame) as u64 * self.tx.len() as u64) >> 32;
         &self.tx[i as usize]
@@ -180,26 +187,34 @@ impl Drop for Worker {
 pub struct Dataplane {
     shared: Arc<Shared>,
     /// Serialises table writers (the control plane); readers never take it.
-    writer: Mutex<HashMap<Vni, Worker>>,
-    decap: Mutex<Option<Worker>>,
+    writer: Mutex<HashMap<Vni, Vec<Worker>>>,
+    decap: Mutex<Vec<Worker>>,
 }
 
 impl Dataplane {
     /// Binds the underlay sockets in the calling thread's network namespace and starts the
     /// receive thread. Networks are added with [`Dataplane::add_network`].
     pub fn start(cfg: &DataplaneConfig) -> Result<Dataplane, DataplaneError> {
-        let rx = UnderlaySocket::bind(&UdpConfig::new(cfg.vtep))
-            .map_err(|e| DataplaneError::Io("binding the VXLAN listening socket", e))?;
+        let mut rx = Vec::with_capacity(cfg.rx_threads.max(1));
+        for _ in 0..cfg.rx_threads.max(1) {
+            let mut c = UdpConfig::new(cfg.vtep);
+            c.reuse_port = cfg.rx_threads > 1;
+            let s = UnderlaySocket::bind(&c)
+                .map_err(|e| DataplaneError::Io("binding the VXLAN listening socket", e))?;
+            rx.push(s);
+        }
         let mut tx = Vec::with_capacity(cfg.tx_sockets);
         for _ in 0..cfg.tx_sockets {
             let s = UnderlaySocket::bind(&UdpConfig::new(SocketAddr::new(cfg.vtep.ip(), 0)))
                 .map_err(|e| DataplaneError::Io("binding a VXLAN send socket", e))?;
             tx.push(s);
         }
-        let gso = cfg.gso && tx.first().unwrap_or(&rx).probe_gso();
+        let gso = cfg.gso && tx.first().unwrap_or(&rx[0]).probe_gso();
         if cfg.gro {
-            if let Err(e) = rx.enable_gro() {
-                log::info!("UDP GRO unavailable ({e}); receiving one datagram per call");
+            for r in &rx {
+                if let Err(e) = r.enable_gro() {
+                    log::info!("UDP GRO unavailable ({e}); receiving one datagram per call");
+                }
             }
         }
         let shared = Arc::new(Shared {
@@ -210,21 +225,24 @@ impl Dataplane {
             rx,
             gso: AtomicBool::new(gso),
         });
-        let s = shared.clone();
-        let decap = Worker::spawn("ovnet-decap".into(), move |stop, waker| {
-            decap_loop(&s, &stop, &waker)
-        })?;
+        let mut decap = Vec::with_capacity(shared.rx.len());
+        for i in 0..shared.rx.len() {
+            let s = shared.clone();
+            decap.push(Worker::spawn(
+                format!("ovnet-decap-{i}"),
+                move |stop, waker| decap_loop(&s, i, &stop, &waker),
+            )?);
+        }
         Ok(Dataplane {
             shared,
             writer: Mutex::new(HashMap::new()),
-            decap: Mutex::new(Some(decap)),
+            decap: Mutex::new(decap),
         })
     }
 
     /// The bound VTEP address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.shared
-            .rx
+        self.shared.rx[0]
             .local_addr()
             .expect("a bound socket has a local address")
     }
@@ -238,33 +256,56 @@ impl Dataplane {
         mtu: u32,
         table: &NetworkTable,
     ) -> Result<(), DataplaneError> {
+        self.add_network_queues(vni, vec![tap], mtu, table)
+    }
+
+    /// [`Dataplane::add_network`] for the queues of a multi-queue TAP: one send thread per
+    /// queue (the kernel keeps each flow on one queue, so frames of a flow stay in order).
+    pub fn add_network_queues(
+        &self,
+        vni: Vni,
+        queues: Vec<Tap>,
+        mtu: u32,
+        table: &NetworkTable,
+    ) -> Result<(), DataplaneError> {
         let mut workers = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         if self.shared.networks.load().contains_key(&vni) {
             return Err(DataplaneError::NetworkExists(vni));
         }
+        let queues: Vec<Arc<Tap>> = queues.into_iter().map(Arc::new).collect();
+        let Some(first) = queues.first() else {
+            return Err(DataplaneError::Io(
+                "adding a network",
+                io::Error::new(io::ErrorKind::InvalidInput, "no TAP queue given"),
+            ));
+        };
         let net = Arc::new(Network {
             table: Table::compile(table),
-            tap: Arc::new(tap),
+            tap: first.clone(),
             counters: Arc::new(Counters::default()),
             mtu: mtu as usize,
             max_frame: mtu as usize + L2_OVERHEAD,
         });
-        let tap = net.tap.clone();
         self.publish(vni, Some(net));
-        let s = self.shared.clone();
-        let worker = Worker::spawn(format!("ovnet-encap-{vni}"), move |stop, waker| {
-            encap_loop(&s, vni, &tap, &stop, &waker)
-        });
-        match worker {
-            Ok(w) => {
-                workers.insert(vni, w);
-                Ok(())
-            }
-            Err(e) => {
-                self.publish(vni, None);
-                Err(e)
+        let mut started = Vec::with_capacity(queues.len());
+        for (i, tap) in queues.into_iter().enumerate() {
+            let s = self.shared.clone();
+            let worker = Worker::spawn(format!("ovnet-encap-{vni}-{i}"), move |stop, waker| {
+                encap_loop(&s, vni, &tap, &stop, &waker)
+            });
+            match worker {
+                Ok(w) => started.push(w),
+                Err(e) => {
+                    self.publish(vni, None);
+                    for mut w in started {
+                        w.stop();
+                    }
+                    return Err(e);
+                }
             }
         }
+        workers.insert(vni, started);
+        Ok(())
     }
 
     /// Replaces the forwarding table of `vni` while traffic flows.
@@ -295,7 +336,7 @@ impl Dataplane {
             return Err(DataplaneError::NoSuchNetwork(vni));
         }
         self.publish(vni, None);
-        if let Some(mut w) = workers.remove(&vni) {
+        for mut w in workers.remove(&vni).unwrap_or_default() {
             w.stop();
         }
         self.shared.learned.forget_vni(vni);
@@ -346,10 +387,17 @@ impl Dataplane {
 impl Drop for Dataplane {
     fn drop(&mut self) {
         let mut workers = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        for (_, mut w) in workers.drain() {
-            w.stop();
+        for (_, ws) in workers.drain() {
+            for mut w in ws {
+                w.stop();
+            }
         }
-        if let Some(mut d) = self.decap.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        for mut d in self
+            .decap
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
             d.stop();
         }
     }

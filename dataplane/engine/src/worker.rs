@@ -79,7 +79,8 @@ fn deliver(net: &Network, frame: &[u8], log: &mut RateLimitedLog) {
     }
 }
 
-pub(crate) fn decap_loop(s: &Shared, stop: &AtomicBool, waker: &Waker) {
+pub(crate) fn decap_loop(s: &Shared, index: usize, stop: &AtomicBool, waker: &Waker) {
+    let rx = &s.rx[index];
     let mut d = Decapper {
         s,
         scratch: vec![0u8; BUF_LEN],
@@ -93,11 +94,11 @@ pub(crate) fn decap_loop(s: &Shared, stop: &AtomicBool, waker: &Waker) {
     let mut buf = vec![0u8; BUF_LEN];
     let mut rx_log = RateLimitedLog::new(Duration::from_secs(5));
     let mut last_sweep = 0;
-    while wait(s.rx.as_raw_fd(), stop, waker) {
+    while wait(rx.as_raw_fd(), stop, waker) {
         let now = s.learned.now_ms();
         for _ in 0..BATCH {
             let networks = s.networks.load();
-            let (n, from, segment) = match s.rx.recv_gro(&mut buf) {
+            let (n, from, segment) = match rx.recv_gro(&mut buf) {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {

@@ -52,26 +52,31 @@ enum Mode {
 /// Starts ovnet's data plane on host `h` serving VNI 42 on a TAP bridged to `br0`.
 fn start_ovnet(tb: &Testbed, h: &Host, table: &NetworkTable, mode: Mode) -> Dataplane {
     let (dp, tap) = netns::with(&h.ns, || {
+        let fast = mode == Mode::Offloads;
         let mut cfg = DataplaneConfig::new(vtep(h));
-        cfg.gso = mode == Mode::Offloads;
-        cfg.gro = mode == Mode::Offloads;
+        cfg.gso = fast;
+        cfg.gro = fast;
+        // The production setup on two cores: two TAP queues, two receive sockets.
+        cfg.rx_threads = if fast { 2 } else { 1 };
         let dp = Dataplane::start(&cfg).unwrap();
-        let tap = Tap::open(&TapConfig {
-            vnet_hdr: mode == Mode::Offloads,
+        let tap_cfg = TapConfig {
+            vnet_hdr: fast,
             ..TapConfig::new("ovtap42")
-        })
-        .unwrap();
-        if mode == Mode::Offloads {
-            tap.set_offloads(Offloads {
-                csum: true,
-                tso4: true,
-                tso6: true,
-                tso_ecn: false,
-            })
-            .unwrap();
+        };
+        let taps = Tap::open_queues(&tap_cfg, if fast { 2 } else { 1 }).unwrap();
+        if fast {
+            for tap in &taps {
+                tap.set_offloads(Offloads {
+                    csum: true,
+                    tso4: true,
+                    tso6: true,
+                    tso_ecn: false,
+                })
+                .unwrap();
+            }
         }
         link::set_mtu("ovtap42", MTU).unwrap();
-        (dp, tap)
+        (dp, taps)
     })
     .unwrap();
     tb.exec(
@@ -79,7 +84,7 @@ fn start_ovnet(tb: &Testbed, h: &Host, table: &NetworkTable, mode: Mode) -> Data
         &["ip", "link", "set", "ovtap42", "master", "br0", "up"],
     )
     .unwrap();
-    dp.add_network(vni42(), tap, MTU, table).unwrap();
+    dp.add_network_queues(vni42(), tap, MTU, table).unwrap();
     dp
 }
 

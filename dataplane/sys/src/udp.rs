@@ -21,6 +21,9 @@ pub struct UdpConfig {
     pub recv_buffer: usize,
     /// Send buffer in bytes.
     pub send_buffer: usize,
+    /// Share the port with other sockets that set it too (`SO_REUSEPORT`): the kernel spreads
+    /// incoming flows over them by a hash of their addresses and ports.
+    pub reuse_port: bool,
 }
 
 impl UdpConfig {
@@ -30,6 +33,7 @@ impl UdpConfig {
             bind,
             recv_buffer: 4 << 20,
             send_buffer: 4 << 20,
+            reuse_port: false,
         }
     }
 }
@@ -90,6 +94,9 @@ impl UnderlaySocket {
             )?;
         }
         sock.set_nonblocking(true)?;
+        if cfg.reuse_port {
+            sock.set_reuse_port(true)?;
+        }
         sock.bind(&SockAddr::from(cfg.bind)).map_err(|e| {
             let hint = if e.kind() == io::ErrorKind::AddrInUse {
                 " (is another VTEP, a kernel vxlan device or another agent, using the port?)"
