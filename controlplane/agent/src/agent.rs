@@ -253,8 +253,10 @@ impl Agent {
             .local_endpoints(&self.cfg.node)
             .cloned()
             .collect();
-        for ep in &mine {
+        let mut surviving = Vec::with_capacity(mine.len());
+        for ep in mine {
             if host::link_exists(&veth_name(&ep.id)) {
+                surviving.push(ep);
                 continue;
             }
             // Its veth is gone: the container's namespace was deleted while we were away.
@@ -277,12 +279,7 @@ impl Agent {
             keep.insert(bridge_name(*vni));
             keep.insert(tap_name(*vni));
         }
-        let mine: Vec<Endpoint> = local
-            .view
-            .local_endpoints(&self.cfg.node)
-            .cloned()
-            .collect();
-        for ep in &mine {
+        for ep in &surviving {
             let veth = veth_name(&ep.id);
             keep.insert(veth.clone());
             if let Some(n) = local.view.network_by_id(&ep.network_id) {

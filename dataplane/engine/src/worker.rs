@@ -370,48 +370,28 @@ pub(crate) fn encap_loop(s: &Shared, vni: Vni, tap: &Tap, stop: &AtomicBool, wak
 impl Encapper<'_> {
     fn frame(&mut self, net: &Network, hdr: &VnetHdr, frame: &mut [u8], now: u64) {
         let s = self.s;
-        if hdr.is_tcp_gso() {
-            // The size limit applies to the segments, not to the super-frame.
-            let limit = usize::MAX;
-            match encap::encap(
-                frame,
-                self.vni,
-                &net.table,
-                &s.learned,
-                now,
-                limit,
-                &mut self.reply,
-            ) {
-                Encap::Unicast(dst) => self.send_super(net, hdr, frame, dst),
-                Encap::Flood(list) => {
-                    net.counters.flood();
-                    for &dst in list {
-                        self.send_super(net, hdr, frame, dst);
-                    }
-                }
-                Encap::Reply { .. } | Encap::Local => {}
-                Encap::Drop(reason) => net.counters.count_drop(reason),
-            }
-            return;
-        }
-        if hdr.needs_csum() && virtio::finish_csum(frame, hdr).is_err() {
+        let gso = hdr.is_tcp_gso();
+        // A super-frame's checksums are computed per segment; a plain frame's partial one now.
+        if !gso && hdr.needs_csum() && virtio::finish_csum(frame, hdr).is_err() {
             return net.counters.count_drop(DropReason::Truncated);
         }
         let frame = &*frame;
+        // The size limit of a super-frame applies to its segments.
+        let limit = if gso { usize::MAX } else { net.max_frame };
         match encap::encap(
             frame,
             self.vni,
             &net.table,
             &s.learned,
             now,
-            net.max_frame,
+            limit,
             &mut self.reply,
         ) {
-            Encap::Unicast(dst) => self.send_one(&net.counters, frame, dst),
+            Encap::Unicast(dst) => self.send(net, hdr, frame, dst),
             Encap::Flood(list) => {
                 net.counters.flood();
                 for &dst in list {
-                    self.send_one(&net.counters, frame, dst);
+                    self.send(net, hdr, frame, dst);
                 }
             }
             Encap::Reply { len, kind } => match tap_write(&net.tap, &self.reply[..len]) {
@@ -429,6 +409,14 @@ impl Encapper<'_> {
             },
             Encap::Local => {}
             Encap::Drop(reason) => net.counters.count_drop(reason),
+        }
+    }
+
+    fn send(&mut self, net: &Network, hdr: &VnetHdr, frame: &[u8], dst: SocketAddr) {
+        if hdr.is_tcp_gso() {
+            self.send_super(net, hdr, frame, dst);
+        } else {
+            self.send_one(&net.counters, frame, dst);
         }
     }
 
