@@ -269,6 +269,93 @@ fn networks_are_isolated_even_from_spoofed_addresses() {
 
 /// (4) Connect, disconnect and reconnect leave nothing behind: no veth, no interface in the
 /// container, no records or address claims in etcd, no bridge once the host has no endpoint.
+/// A container given as a process's namespace (`--netns /proc/PID/ns/net`, no name under
+/// /var/run/netns) and a container with a requested address (`--ip`).
+#[test]
+fn connect_by_namespace_path_and_requested_address() {
+    let mut c = Cluster::start(2);
+    c.create(1, "demo", &[]);
+    let h1 = c.host(1).ns.clone();
+    // A process in a network namespace of its own, child of host 1's (unshare execs sleep, so
+    // the pid is the sleeper's).
+    let pid =
+        c.tb.spawn(&h1, &["unshare", "--net", "sleep", "300"], &[])
+            .expect("spawning a process in its own namespace");
+    let path = format!("/proc/{pid}/ns/net");
+    wait_until(
+        "the sleeper's own namespace",
+        Duration::from_secs(5),
+        || {
+            use std::os::unix::fs::MetadataExt;
+            // Until unshare has run, the process is still in host 1's namespace.
+            let own = std::fs::metadata(&path).map_err(|e| e.to_string())?.ino();
+            let host = std::fs::metadata(ovnet_testbed::ns_path(&h1))
+                .map_err(|e| e.to_string())?
+                .ino();
+            if own != host {
+                Ok(())
+            } else {
+                Err("still in host 1's namespace".to_string())
+            }
+        },
+    );
+    c.ovctl(
+        1,
+        &["network", "connect", "demo", "procbox", "--netns", &path],
+    )
+    .ok();
+    let nsenter = format!("--net={path}");
+    let addr = c.sh(
+        &h1,
+        &[
+            "nsenter", &nsenter, "ip", "-o", "-4", "addr", "show", "dev", "eth0",
+        ],
+    );
+    assert!(addr.contains("inet 10.0.0.2/24 "), "{addr}");
+
+    let web = c.netns("web");
+    c.ovctl(
+        2,
+        &[
+            "network",
+            "connect",
+            "--ip",
+            "10.0.0.50",
+            "demo",
+            "web",
+            "--netns",
+            &web,
+        ],
+    )
+    .ok();
+    assert_eth0(&c, &web, "10.0.0.50/24", "02:42:0a:00:00:32");
+    let out = c.sh(
+        &h1,
+        &[
+            "nsenter",
+            &nsenter,
+            "ping",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            "10.0.0.50",
+        ],
+    );
+    assert_eq!(ping_summary(&out), Some((3, 3)), "{out}");
+    c.assert_ping(&web, "10.0.0.2");
+
+    c.disconnect(1, "demo", "procbox");
+    let links = c.sh(&h1, &["nsenter", &nsenter, "ip", "-o", "link", "show"]);
+    assert!(
+        !links.contains("eth0"),
+        "eth0 left in the process's namespace: {links}"
+    );
+    assert!(c.links(&h1, "ovv").is_empty());
+}
+
 #[test]
 fn connect_disconnect_cycles_leave_nothing_behind() {
     let mut c = Cluster::start(2);
