@@ -4,11 +4,13 @@
 //! at most [`BATCH`] reads per wake-up. The decisions are the pure functions of [`crate::encap`]
 //! and [`crate::decap`]; this module only moves bytes:
 //! - encap reads a frame (with its `virtio_net_hdr` on an offloading TAP). A TCP super-frame is
-//!   segmented straight into a train of `[VXLAN header][segment]` datagrams and sent with one
-//!   UDP GSO `sendmsg` per up to 64 segments; a frame whose checksum the TAP left partial is
-//!   finished first.
+//!   cut into segments whose headers are written to a small buffer while payloads stay in the
+//!   read buffer, and the `[VXLAN header][headers][payload]` train leaves in one UDP GSO
+//!   `sendmsg` (gathered) per up to 64 segments; a frame whose checksum the TAP left partial
+//!   is finished first.
 //! - decap receives with UDP GRO (many datagrams per call), checks each, finishes partial
-//!   checksums, splits the kernel's unsegmented super-frames, and writes frames to the TAP.
+//!   checksums, splits the kernel's unsegmented super-frames, coalesces a run's in-order TCP
+//!   segments into one super-frame, and writes to the TAP with one `writev`.
 
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;

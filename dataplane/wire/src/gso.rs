@@ -116,49 +116,17 @@ pub fn segment_tcp(
     Ok(s.chunks)
 }
 
-/// A run of segments laid out back to back by [`segment_tcp_train`].
+/// A run of segments as [`segment_tcp_headers`] lays them out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Train {
     /// Number of segments.
     pub count: usize,
-    /// Bytes from one segment's prefix to the next: every segment but the last is exactly this
-    /// long (with its prefix); the last may be shorter. This is the `UDP_SEGMENT` size.
+    /// Bytes from one segment's prefix to the next once gathered: every segment but the last
+    /// is exactly this long (with its prefix); the last may be shorter. This is the
+    /// `UDP_SEGMENT` size.
     pub stride: usize,
-    /// Bytes written in all.
+    /// Bytes of all segments with their prefixes.
     pub len: usize,
-}
-
-/// Splits the TCP super-frame `frame` into segments of `mss` payload bytes, each preceded by
-/// `prefix` (for example a VXLAN header), written back to back into `out`: one buffer that a
-/// single UDP GSO send turns into one datagram per segment.
-pub fn segment_tcp_train(
-    frame: &[u8],
-    mss: usize,
-    prefix: &[u8],
-    out: &mut [u8],
-) -> Result<Train, Error> {
-    let t = tcp_frame(frame).ok_or(Error::Malformed)?;
-    if mss == 0 {
-        return Err(Error::Malformed);
-    }
-    let s = Splitter::new(frame, t, mss);
-    let stride = prefix.len() + t.payload + mss;
-    let total = prefix.len() * s.chunks + t.payload * s.chunks + s.payload_len();
-    if out.len() < total {
-        return Err(Error::BufferTooSmall);
-    }
-    let mut at = 0;
-    for i in 0..s.chunks {
-        out[at..at + prefix.len()].copy_from_slice(prefix);
-        at += prefix.len();
-        at += s.write(i, &mut out[at..]);
-    }
-    debug_assert_eq!(at, total);
-    Ok(Train {
-        count: s.chunks,
-        stride,
-        len: at,
-    })
 }
 
 /// The per-segment header arithmetic shared by both forms of segmentation.
@@ -261,9 +229,10 @@ pub struct SegmentRef {
     pub payload: core::ops::Range<usize>,
 }
 
-/// Like [`segment_tcp_train`], without copying payloads: writes each segment's `prefix` and
-/// headers (checksums included) into `hdrs`, and describes where every piece lies in `segs`,
-/// so that a gathered send (one iovec pair per segment) puts the same bytes on the wire.
+/// Splits the TCP super-frame `frame` into segments of `mss` payload bytes without copying
+/// payloads: writes each segment's `prefix` (for example a VXLAN header) and headers
+/// (checksums included) into `hdrs`, and describes where every piece lies in `segs`, so that a
+/// gathered send (one iovec pair per segment) puts the segments on the wire back to back.
 /// Fails with `BufferTooSmall` if `hdrs` or `segs` is too short for every segment.
 pub fn segment_tcp_headers(
     frame: &[u8],
@@ -393,51 +362,35 @@ mod tests {
     }
 
     #[test]
-    fn a_train_matches_the_one_by_one_segments_with_prefixes() {
-        let f = super_frame_v4(10_000, true);
+    fn gathered_segments_equal_the_one_by_one_segments_with_prefixes() {
+        let f = super_frame_v4(20_000, true);
         let mut scratch = vec![0; 1500];
-        let mut segs = Vec::new();
-        segment_tcp(&f, 1450, &mut scratch, |s| segs.push(s.to_vec())).unwrap();
-        let mut out = vec![0xa5; 20_000];
-        let t = segment_tcp_train(&f, 1450 - 40, b"VXLANHDR", &mut out).unwrap();
-        assert_eq!(t.count, segs.len());
-        assert_eq!(t.stride, 8 + 14 + 1450);
         let mut expect = Vec::new();
-        for s in &segs {
+        let n = segment_tcp(&f, 1450, &mut scratch, |s| {
             expect.extend_from_slice(b"VXLANHDR");
             expect.extend_from_slice(s);
-        }
-        assert_eq!(&out[..t.len], &expect[..]);
-        let mut small = vec![0; 100];
-        assert_eq!(
-            segment_tcp_train(&f, 1410, b"x", &mut small),
-            Err(Error::BufferTooSmall)
-        );
-        assert_eq!(
-            segment_tcp_train(&f, 0, b"x", &mut out),
-            Err(Error::Malformed)
-        );
-    }
-
-    #[test]
-    fn gathered_segments_equal_the_copied_train() {
-        let f = super_frame_v4(20_000, true);
-        let mut out = vec![0; 40_000];
-        let train = segment_tcp_train(&f, 1410, b"VXLANHDR", &mut out).unwrap();
-        let mut hdrs = vec![0; 64 * 128];
+        })
+        .unwrap();
+        let mut hdrs = vec![0xa5; 64 * 128];
         let mut segs = vec![SegmentRef::default(); 64];
         let t = segment_tcp_headers(&f, 1410, b"VXLANHDR", &mut hdrs, &mut segs).unwrap();
-        assert_eq!(t, train);
+        assert_eq!(t.count, n);
+        assert_eq!(t.stride, 8 + 14 + 1450);
+        assert_eq!(t.len, expect.len());
         let mut gathered = Vec::new();
         for s in &segs[..t.count] {
             gathered.extend_from_slice(&hdrs[s.header.clone()]);
             gathered.extend_from_slice(&f[s.payload.clone()]);
         }
-        assert_eq!(&gathered[..], &out[..train.len]);
+        assert_eq!(gathered, expect);
         let mut few = vec![SegmentRef::default(); 3];
         assert_eq!(
             segment_tcp_headers(&f, 1410, b"x", &mut hdrs, &mut few),
             Err(Error::BufferTooSmall)
+        );
+        assert_eq!(
+            segment_tcp_headers(&f, 0, b"x", &mut hdrs, &mut segs),
+            Err(Error::Malformed)
         );
     }
 
