@@ -4,4 +4,4 @@
 # etcd, protoc, iproute2, iperf3 installed (.ci/run installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec cargo test --workspace --all-targets "$@"
+exec cargo test --workspace --all-targets --no-fail-fast "$@"

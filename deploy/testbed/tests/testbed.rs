@@ -269,11 +269,17 @@ fn panic_still_cleans_up() {
 }
 
 /// A pid that is not running now (so a name embedding it looks like a SIGKILLed run's).
+/// A pid no process can have: above the kernel's `pid_max`. (A pid that is merely free now
+/// can be handed to a new process before the sweep looks, as happened under CI load.)
 fn dead_pid() -> u32 {
-    (30_000..32_000)
-        .rev()
-        .find(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
-        .expect("some free pid")
+    let max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .expect("reading pid_max")
+        .trim()
+        .parse()
+        .expect("pid_max is a number");
+    let pid = max + 1;
+    assert!(pid < 36u32.pow(5), "the name scheme holds 5 base-36 digits");
+    pid
 }
 
 fn base36(mut v: u32) -> String {
