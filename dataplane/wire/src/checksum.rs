@@ -135,16 +135,6 @@ pub fn complete_partial(frame: &mut [u8]) -> L4Checksum {
     L4Checksum::Completed
 }
 
-/// Offset and ethertype of the L3 header, skipping one 802.1Q tag.
-fn l3_of(frame: &[u8]) -> Option<(usize, u16)> {
-    let et = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
-    if et == 0x8100 {
-        let inner = u16::from_be_bytes([*frame.get(16)?, *frame.get(17)?]);
-        return Some((18, inner));
-    }
-    Some((14, et))
-}
-
 /// Where a frame's transport segment is, and its pseudo-header sum.
 struct Segment {
     start: usize,
@@ -155,7 +145,7 @@ struct Segment {
 }
 
 fn l4_of(frame: &[u8]) -> Option<Segment> {
-    let (l3, et) = l3_of(frame)?;
+    let (l3, et) = crate::ethernet::l3_offset(frame)?;
     let ip = frame.get(l3..)?;
     match et {
         0x0800 => {

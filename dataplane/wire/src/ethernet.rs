@@ -27,6 +27,17 @@ pub mod ethertype {
 /// Length of the Ethernet II header: two MACs and the ethertype.
 pub const HEADER_LEN: usize = 14;
 
+/// Offset and ethertype of the network-layer header of `frame`, looking through one 802.1Q
+/// tag. `None` if the frame is too short to say.
+pub fn l3_offset(frame: &[u8]) -> Option<(usize, u16)> {
+    let et = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+    if et == ethertype::VLAN {
+        let inner = u16::from_be_bytes([*frame.get(16)?, *frame.get(17)?]);
+        return Some((HEADER_LEN + 4, inner));
+    }
+    Some((HEADER_LEN, et))
+}
+
 /// A 48-bit IEEE 802 MAC address.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct MacAddr(pub [u8; 6]);
@@ -428,5 +439,16 @@ mod tests {
             DST.ipv6_link_local(),
             "fe80::42:aff:fe00:2".parse::<Ipv6Addr>().unwrap()
         );
+    }
+
+    #[test]
+    fn l3_offset_looks_through_one_tag() {
+        let mut f = [0u8; 18];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        assert_eq!(l3_offset(&f), Some((14, 0x0800)));
+        f[12..18].copy_from_slice(&[0x81, 0x00, 0, 42, 0x86, 0xdd]);
+        assert_eq!(l3_offset(&f), Some((18, 0x86dd)));
+        assert_eq!(l3_offset(&f[..17]), None);
+        assert_eq!(l3_offset(&f[..13]), None);
     }
 }

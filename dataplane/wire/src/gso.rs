@@ -35,12 +35,7 @@ pub struct TcpFrame {
 /// Locates the headers of an Ethernet + IPv4/IPv6 + TCP frame (IPv6 without extension
 /// headers, IPv4 not fragmented). `None` for anything else.
 pub fn tcp_frame(frame: &[u8]) -> Option<TcpFrame> {
-    let et = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
-    let (l3, et) = if et == 0x8100 {
-        (18, u16::from_be_bytes([*frame.get(16)?, *frame.get(17)?]))
-    } else {
-        (14, et)
-    };
+    let (l3, et) = crate::ethernet::l3_offset(frame)?;
     let ip = frame.get(l3..)?;
     let (l4, end, v4) = match et {
         0x0800 => {
