@@ -51,11 +51,14 @@ struct Args {
     /// and kernels that lack them).
     #[arg(long)]
     no_offloads: bool,
-    /// Worker threads per direction: TAP queues per network (one send thread each) and
-    /// receive sockets on the VXLAN port (one receive thread each). Default: the number of
-    /// CPUs, at most 4.
+    /// Data-plane worker threads, each carrying traffic both ways: as many TAP queues per
+    /// network and receive sockets on the VXLAN port. Default: the number of CPUs, at most 4.
     #[arg(long)]
     queues: Option<usize>,
+    /// Microseconds a worker keeps polling after its last packet before it sleeps: lower
+    /// latency for CPU. 0 sleeps at once.
+    #[arg(long, env = "OVNET_BUSY_POLL_US", default_value_t = 0)]
+    busy_poll_us: u64,
 }
 
 fn hostname() -> String {
@@ -109,7 +112,8 @@ async fn run(args: Args) -> Result<(), String> {
     let mut dp_cfg = DataplaneConfig::new(vtep);
     dp_cfg.gso = !args.no_offloads;
     dp_cfg.gro = !args.no_offloads;
-    dp_cfg.rx_threads = queues;
+    dp_cfg.workers = queues;
+    dp_cfg.busy_poll = Duration::from_micros(args.busy_poll_us);
     let dp = Dataplane::start(&dp_cfg).map_err(|e| e.to_string())?;
     let store = Store::connect(StoreConfig {
         endpoints: args.etcd.clone(),

@@ -100,6 +100,7 @@ pub struct Counters {
     segmented: AtomicU64,
     super_frames: AtomicU64,
     coalesced: AtomicU64,
+    trains: AtomicU64,
 }
 
 impl Counters {
@@ -165,6 +166,11 @@ impl Counters {
         self.super_frames.fetch_add(1, Relaxed);
     }
 
+    /// Counts several small frames sent together in one UDP GSO send.
+    pub fn train(&self) {
+        self.trains.fetch_add(1, Relaxed);
+    }
+
     /// Counts received segments written to the TAP as one coalesced super-frame.
     pub fn coalesced(&self) {
         self.coalesced.fetch_add(1, Relaxed);
@@ -197,6 +203,7 @@ impl Counters {
             segmented: self.segmented.load(Relaxed),
             super_frames: self.super_frames.load(Relaxed),
             coalesced: self.coalesced.load(Relaxed),
+            trains: self.trains.load(Relaxed),
         }
     }
 }
@@ -229,6 +236,8 @@ pub struct CounterSnapshot {
     pub super_frames: u64,
     /// Super-frames written to the TAP, each coalesced from several received segments.
     pub coalesced: u64,
+    /// UDP GSO sends that carried several small frames read from the TAP one by one.
+    pub trains: u64,
 }
 
 impl CounterSnapshot {

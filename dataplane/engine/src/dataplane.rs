@@ -1,31 +1,32 @@
 //! The running data plane: worker threads moving frames between TAPs and the underlay, and the
 //! small typed interface the control plane drives it through.
 //!
-//! Threads: one receive (decap) thread owns the listening socket and writes to the TAP of each
-//! datagram's VNI; one send (encap) thread per network owns that network's TAP reads and sends
-//! through a pool of underlay sockets picked by inner-flow hash (the outer source port). Each
-//! thread owns its buffers; none allocates or locks per packet. They sleep in `poll` beside an
-//! eventfd, so stopping them never waits for traffic.
+//! Threads: a fixed set of workers (by default one per core), each owning one listening
+//! socket on the VXLAN port (`SO_REUSEPORT`) and one queue of every network's multi-queue TAP,
+//! carrying traffic both ways (see [`crate::worker`]). Sends go through a pool of underlay
+//! sockets picked by inner-flow hash (the outer source port). Each worker owns its buffers;
+//! none allocates or locks per packet. They sleep in `epoll` beside an eventfd, so stopping
+//! them never waits for traffic.
 //!
 //! The control plane's seam is four calls: [`Dataplane::add_network`],
 //! [`Dataplane::update_network`] (a whole [`NetworkTable`], swapped in atomically),
 //! [`Dataplane::remove_network`] and the counter reads.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use ovnet_sys::{Tap, UdpConfig, UnderlaySocket, Waker};
+use ovnet_sys::{Epoll, Tap, UdpConfig, UnderlaySocket, Waker};
 use ovnet_wire::{ethernet, flow, MacAddr, Vni};
 
 use crate::counters::{CounterSnapshot, Counters};
 use crate::fdb::{FxHashMap, LearnedTable, NetworkTable, Table, DEFAULT_AGEING};
-use crate::worker::{decap_loop, encap_loop};
+use crate::worker::{register_worker, tap_token, worker_loop};
 
 /// Room for one 802.1Q tag on top of the Ethernet header, as the kernel's bridge allows.
 const L2_OVERHEAD: usize = ethernet::HEADER_LEN + 4;
@@ -45,14 +46,19 @@ pub struct DataplaneConfig {
     pub gso: bool,
     /// Receive with UDP GRO (many datagrams per `recvmsg`).
     pub gro: bool,
-    /// Receive threads, each with its own listening socket on the VXLAN port
-    /// (`SO_REUSEPORT`). More than one lets the flows of different peers and flows use
-    /// different cores.
-    pub rx_threads: usize,
+    /// Worker threads, each with its own listening socket on the VXLAN port
+    /// (`SO_REUSEPORT`) and one queue of every network's TAP (give networks as many queues).
+    /// More than one lets different flows use different cores.
+    pub workers: usize,
+    /// How long a worker keeps polling without sleeping after its last work. Zero (the
+    /// default) sleeps at once; a few tens of microseconds trade CPU for latency when the
+    /// cores are not needed by anything else.
+    pub busy_poll: Duration,
 }
 
 impl DataplaneConfig {
-    /// Defaults: 8 send sockets, 300 s ageing, UDP GSO and GRO on.
+    /// Defaults: 8 send sockets, 300 s ageing, UDP GSO and GRO on, one worker, no busy
+    /// polling.
     pub fn new(vtep: SocketAddr) -> DataplaneConfig {
         DataplaneConfig {
             vtep,
@@ -60,7 +66,8 @@ impl DataplaneConfig {
             ageing: DEFAULT_AGEING,
             gso: true,
             gro: true,
-            rx_threads: 1,
+            workers: 1,
+            busy_poll: Duration::ZERO,
         }
     }
 }
@@ -102,8 +109,11 @@ impl std::error::Error for DataplaneError {
 /// One network as the packet path sees it: immutable, replaced whole on change.
 #[derive(Debug)]
 pub(crate) struct Network {
+    pub(crate) vni: Vni,
     pub(crate) table: Table,
-    pub(crate) tap: Arc<Tap>,
+    /// The TAP's queues: queue `j` is read by worker `j % workers`; worker `i` writes to
+    /// queue `i % queues.len()`.
+    pub(crate) queues: Vec<Arc<Tap>>,
     pub(crate) counters: Arc<Counters>,
     /// Largest IP packet (the network's MTU).
     pub(crate) mtu: usize,
@@ -113,61 +123,81 @@ pub(crate) struct Network {
 
 pub(crate) type Networks = FxHashMap<Vni, Arc<Network>>;
 
+/// What one worker sleeps on, shared so that the control plane can register TAP queues
+/// and wake it.
+#[derive(Debug)]
+pub(crate) struct WorkerSlot {
+    pub(crate) epoll: Epoll,
+    pub(crate) waker: Waker,
+    /// The worker's listening socket on the VXLAN port (`SO_REUSEPORT`): the kernel spreads
+    /// peers' flows over the workers' sockets by their outer source ports.
+    pub(crate) socket: UnderlaySocket,
+    /// The last [`Shared::generation`] the worker saw between two passes.
+    pub(crate) seen: AtomicU64,
+}
+
 /// What every worker thread shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) networks: ArcSwap<Networks>,
+    /// Bumped after every change of `networks`.
+    pub(crate) generation: AtomicU64,
     pub(crate) learned: LearnedTable,
     pub(crate) global: Counters,
     pub(crate) tx: Vec<UnderlaySocket>,
-    /// Listening sockets on the VXLAN port (`SO_REUSEPORT`), one per receive thread: the
-    /// kernel spreads peers' flows over them by their outer source ports.
-    pub(crate) rx: Vec<UnderlaySocket>,
+    pub(crate) workers: Vec<WorkerSlot>,
     /// UDP GSO is used until a send says the kernel cannot do it.
     pub(crate) gso: AtomicBool,
+    pub(crate) busy_poll: Duration,
 }
 
 impl Shared {
-    /// The send socket of the frame's flow: its ephemeral port is the outer source port.
-    pub(crate) fn tx_socket(&self, frame: &[u8]) -> &UnderlaySocket {
+    /// Index of the send socket of the frame's flow (see [`Shared::tx_at`]).
+    pub(crate) fn tx_index(&self, frame: &[u8]) -> usize {
         if self.tx.is_empty() {
-            return &self.rx[0];
+            return 0;
         }
-        let i = (flow::flow_hash(frame) as u64 * self.tx.len() as u64) >> 32;
-        &self.tx[i as usize]
+        ((flow::flow_hash(frame) as u64 * self.tx.len() as u64) >> 32) as usize
+    }
+
+    /// Send socket `i`: its ephemeral port is the outer source port of the flows hashed to it.
+    pub(crate) fn tx_at(&self, i: usize) -> &UnderlaySocket {
+        self.tx.get(i).unwrap_or(&self.workers[0].socket)
+    }
+
+    /// The send socket of the frame's flow.
+    pub(crate) fn tx_socket(&self, frame: &[u8]) -> &UnderlaySocket {
+        self.tx_at(self.tx_index(frame))
     }
 }
 
 #[derive(Debug)]
 struct Worker {
+    shared: Arc<Shared>,
+    index: usize,
     stop: Arc<AtomicBool>,
-    waker: Arc<Waker>,
     handle: Option<JoinHandle<()>>,
 }
 
 impl Worker {
-    fn spawn(
-        name: String,
-        body: impl FnOnce(Arc<AtomicBool>, Arc<Waker>) + Send + 'static,
-    ) -> Result<Worker, DataplaneError> {
+    fn spawn(shared: &Arc<Shared>, index: usize) -> Result<Worker, DataplaneError> {
         let stop = Arc::new(AtomicBool::new(false));
-        let waker =
-            Arc::new(Waker::new().map_err(|e| DataplaneError::Io("creating an eventfd", e))?);
-        let (s, w) = (stop.clone(), waker.clone());
+        let (s, st) = (shared.clone(), stop.clone());
         let handle = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || body(s, w))
+            .name(format!("ovnet-worker-{index}"))
+            .spawn(move || worker_loop(&s, index, &st))
             .map_err(|e| DataplaneError::Io("spawning a worker thread", e))?;
         Ok(Worker {
+            shared: shared.clone(),
+            index,
             stop,
-            waker,
             handle: Some(handle),
         })
     }
 
     fn stop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        let _ = self.waker.wake();
+        let _ = self.shared.workers[self.index].waker.wake();
         if let Some(h) = self.handle.take() {
             if h.join().is_err() {
                 log::error!("a data-plane worker thread panicked");
@@ -187,21 +217,35 @@ impl Drop for Worker {
 pub struct Dataplane {
     shared: Arc<Shared>,
     /// Serialises table writers (the control plane); readers never take it.
-    writer: Mutex<HashMap<Vni, Vec<Worker>>>,
-    decap: Mutex<Vec<Worker>>,
+    writer: Mutex<()>,
+    workers: Vec<Worker>,
 }
+
+/// How long `remove_network` waits for the workers to let go of a network's TAP.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Dataplane {
     /// Binds the underlay sockets in the calling thread's network namespace and starts the
-    /// receive thread. Networks are added with [`Dataplane::add_network`].
+    /// workers. Networks are added with [`Dataplane::add_network`].
     pub fn start(cfg: &DataplaneConfig) -> Result<Dataplane, DataplaneError> {
-        let mut rx = Vec::with_capacity(cfg.rx_threads.max(1));
-        for _ in 0..cfg.rx_threads.max(1) {
+        let count = cfg.workers.max(1);
+        let mut slots = Vec::with_capacity(count);
+        for _ in 0..count {
             let mut c = UdpConfig::new(cfg.vtep);
-            c.reuse_port = cfg.rx_threads > 1;
-            let s = UnderlaySocket::bind(&c)
+            c.reuse_port = count > 1;
+            let socket = UnderlaySocket::bind(&c)
                 .map_err(|e| DataplaneError::Io("binding the VXLAN listening socket", e))?;
-            rx.push(s);
+            let epoll =
+                Epoll::new().map_err(|e| DataplaneError::Io("creating a worker's epoll", e))?;
+            let waker = Waker::new().map_err(|e| DataplaneError::Io("creating an eventfd", e))?;
+            register_worker(&epoll, &waker, &socket)
+                .map_err(|e| DataplaneError::Io("registering a worker's socket with epoll", e))?;
+            slots.push(WorkerSlot {
+                epoll,
+                waker,
+                socket,
+                seen: AtomicU64::new(0),
+            });
         }
         let mut tx = Vec::with_capacity(cfg.tx_sockets);
         for _ in 0..cfg.tx_sockets {
@@ -209,40 +253,40 @@ impl Dataplane {
                 .map_err(|e| DataplaneError::Io("binding a VXLAN send socket", e))?;
             tx.push(s);
         }
-        let gso = cfg.gso && tx.first().unwrap_or(&rx[0]).probe_gso();
+        let gso = cfg.gso && tx.first().unwrap_or(&slots[0].socket).probe_gso();
         if cfg.gro {
-            for r in &rx {
-                if let Err(e) = r.enable_gro() {
+            for w in &slots {
+                if let Err(e) = w.socket.enable_gro() {
                     log::info!("UDP GRO unavailable ({e}); receiving one datagram per call");
                 }
             }
         }
         let shared = Arc::new(Shared {
             networks: ArcSwap::from_pointee(FxHashMap::default()),
+            generation: AtomicU64::new(0),
             learned: LearnedTable::new(cfg.ageing),
             global: Counters::default(),
             tx,
-            rx,
+            workers: slots,
             gso: AtomicBool::new(gso),
+            busy_poll: cfg.busy_poll,
         });
-        let mut decap = Vec::with_capacity(shared.rx.len());
-        for i in 0..shared.rx.len() {
-            let s = shared.clone();
-            decap.push(Worker::spawn(
-                format!("ovnet-decap-{i}"),
-                move |stop, waker| decap_loop(&s, i, &stop, &waker),
-            )?);
+        let mut workers = Vec::with_capacity(count);
+        for i in 0..count {
+            // On failure the workers started so far are stopped by their Drop.
+            workers.push(Worker::spawn(&shared, i)?);
         }
         Ok(Dataplane {
             shared,
-            writer: Mutex::new(HashMap::new()),
-            decap: Mutex::new(decap),
+            writer: Mutex::new(()),
+            workers,
         })
     }
 
     /// The bound VTEP address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.shared.rx[0]
+        self.shared.workers[0]
+            .socket
             .local_addr()
             .expect("a bound socket has a local address")
     }
@@ -259,8 +303,9 @@ impl Dataplane {
         self.add_network_queues(vni, vec![tap], mtu, table)
     }
 
-    /// [`Dataplane::add_network`] for the queues of a multi-queue TAP: one send thread per
-    /// queue (the kernel keeps each flow on one queue, so frames of a flow stay in order).
+    /// [`Dataplane::add_network`] for the queues of a multi-queue TAP: queue `j` is read by
+    /// worker `j % workers` (the kernel keeps each flow on one queue, so frames of a flow stay
+    /// in order).
     pub fn add_network_queues(
         &self,
         vni: Vni,
@@ -268,49 +313,44 @@ impl Dataplane {
         mtu: u32,
         table: &NetworkTable,
     ) -> Result<(), DataplaneError> {
-        let mut workers = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         if self.shared.networks.load().contains_key(&vni) {
             return Err(DataplaneError::NetworkExists(vni));
         }
-        let queues: Vec<Arc<Tap>> = queues.into_iter().map(Arc::new).collect();
-        let Some(first) = queues.first() else {
+        if queues.is_empty() {
             return Err(DataplaneError::Io(
                 "adding a network",
                 io::Error::new(io::ErrorKind::InvalidInput, "no TAP queue given"),
             ));
-        };
+        }
+        let queues: Vec<Arc<Tap>> = queues.into_iter().map(Arc::new).collect();
         let net = Arc::new(Network {
+            vni,
             table: Table::compile(table),
-            tap: first.clone(),
+            queues: queues.clone(),
             counters: Arc::new(Counters::default()),
             mtu: mtu as usize,
             max_frame: mtu as usize + L2_OVERHEAD,
         });
         self.publish(vni, Some(net));
-        let mut started = Vec::with_capacity(queues.len());
-        for (i, tap) in queues.into_iter().enumerate() {
-            let s = self.shared.clone();
-            let worker = Worker::spawn(format!("ovnet-encap-{vni}-{i}"), move |stop, waker| {
-                encap_loop(&s, vni, &tap, &stop, &waker)
-            });
-            match worker {
-                Ok(w) => started.push(w),
-                Err(e) => {
-                    self.publish(vni, None);
-                    for mut w in started {
-                        w.stop();
-                    }
-                    return Err(e);
+        let workers = &self.shared.workers;
+        for (j, tap) in queues.iter().enumerate() {
+            let w = &workers[j % workers.len()];
+            if let Err(e) = w.epoll.add(tap.as_raw_fd(), tap_token(vni, j)) {
+                for (k, t) in queues.iter().enumerate().take(j) {
+                    let _ = workers[k % workers.len()].epoll.delete(t.as_raw_fd());
                 }
+                self.publish(vni, None);
+                self.wait_released();
+                return Err(DataplaneError::Io("registering a TAP queue with epoll", e));
             }
         }
-        workers.insert(vni, started);
         Ok(())
     }
 
     /// Replaces the forwarding table of `vni` while traffic flows.
     pub fn update_network(&self, vni: Vni, table: &NetworkTable) -> Result<(), DataplaneError> {
-        let _workers = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let old = self
             .shared
             .networks
@@ -319,8 +359,9 @@ impl Dataplane {
             .cloned()
             .ok_or(DataplaneError::NoSuchNetwork(vni))?;
         let net = Arc::new(Network {
+            vni,
             table: Table::compile(table),
-            tap: old.tap.clone(),
+            queues: old.queues.clone(),
             counters: old.counters.clone(),
             mtu: old.mtu,
             max_frame: old.max_frame,
@@ -329,18 +370,46 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Stops serving `vni`; its TAP is closed once the threads let go of it.
+    /// Stops serving `vni`; returns once no worker uses its TAP any more, so the TAP is
+    /// closed (and, not being persistent, gone) unless the caller holds another queue of it.
     pub fn remove_network(&self, vni: Vni) -> Result<(), DataplaneError> {
-        let mut workers = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if !self.shared.networks.load().contains_key(&vni) {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(old) = self.shared.networks.load().get(&vni).cloned() else {
             return Err(DataplaneError::NoSuchNetwork(vni));
-        }
+        };
         self.publish(vni, None);
-        for mut w in workers.remove(&vni).unwrap_or_default() {
-            w.stop();
+        let workers = &self.shared.workers;
+        for (j, tap) in old.queues.iter().enumerate() {
+            if let Err(e) = workers[j % workers.len()].epoll.delete(tap.as_raw_fd()) {
+                log::warn!("removing TAP {} from a worker's epoll: {e}", tap.name());
+            }
         }
+        drop(old);
+        self.wait_released();
         self.shared.learned.forget_vni(vni);
         Ok(())
+    }
+
+    /// Waits until every worker has been between two passes since the last `publish`, and so
+    /// holds nothing of what that change removed.
+    fn wait_released(&self) {
+        let target = self.shared.generation.load(Ordering::Acquire);
+        for w in &self.shared.workers {
+            let _ = w.waker.wake();
+        }
+        let started = Instant::now();
+        for w in &self.shared.workers {
+            while w.seen.load(Ordering::Acquire) < target {
+                if started.elapsed() > RELEASE_TIMEOUT {
+                    log::warn!(
+                        "a data-plane worker is still busy after {RELEASE_TIMEOUT:?}; \
+                         the removed network's TAP closes when it finishes"
+                    );
+                    return;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
     }
 
     /// The VNIs served, sorted.
@@ -381,24 +450,14 @@ impl Dataplane {
             None => next.remove(&vni),
         };
         self.shared.networks.store(Arc::new(next));
+        self.shared.generation.fetch_add(1, Ordering::AcqRel);
     }
 }
 
 impl Drop for Dataplane {
     fn drop(&mut self) {
-        let mut workers = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        for (_, ws) in workers.drain() {
-            for mut w in ws {
-                w.stop();
-            }
-        }
-        for mut d in self
-            .decap
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
-            d.stop();
+        for w in &mut self.workers {
+            w.stop();
         }
     }
 }

@@ -1,45 +1,59 @@
-//! The worker threads' loops: encap (TAP → underlay) and decap (underlay → TAP).
+//! The worker threads' loop: each worker moves frames both ways for its share of the traffic.
 //!
-//! Each loop owns its buffers (allocated once), sleeps in `poll` beside its eventfd, and handles
-//! at most [`BATCH`] reads per wake-up. The decisions are the pure functions of [`crate::encap`]
-//! and [`crate::decap`]; this module only moves bytes:
+//! Worker `i` owns listening socket `i` (`SO_REUSEPORT`: the kernel spreads peers' flows over
+//! the sockets by outer source port) and queue `j` of every network's TAP for `j % workers ==
+//! i` (the kernel keeps a flow on one TAP queue), and sleeps in one `epoll` over them and its
+//! waker. One thread for both directions is what makes a request and its answer meet a worker
+//! that is already awake: a TCP sender's data and the ACKs that clock it, a ping and its
+//! reply, cost one wake-up instead of two. Each descriptor is drained in bounded batches
+//! ([`BATCH`]) so neither direction starves the other.
+//!
+//! The decisions are the pure functions of [`crate::encap`] and [`crate::decap`]; this module
+//! only moves bytes, with buffers allocated once:
 //! - encap reads a frame (with its `virtio_net_hdr` on an offloading TAP). A TCP super-frame is
 //!   cut into segments whose headers are written to a small buffer while payloads stay in the
 //!   read buffer, and the `[VXLAN header][headers][payload]` train leaves in one UDP GSO
-//!   `sendmsg` (gathered) per up to 64 segments; a frame whose checksum the TAP left partial
-//!   is finished first.
+//!   `sendmsg` (gathered) per up to 64 segments. Small frames for one VTEP and flow socket are
+//!   read into consecutive slots of an arena and leave together the same way, so a burst of
+//!   64-byte packets costs one send, not one per packet.
 //! - decap receives with UDP GRO (many datagrams per call), checks each, finishes partial
 //!   checksums, splits the kernel's unsegmented super-frames, coalesces a run's in-order TCP
 //!   segments into one super-frame, and writes to the TAP with one `writev`.
 
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ovnet_sys::udp::{MAX_GSO_PAYLOAD, MAX_GSO_SEGMENTS};
-use ovnet_sys::{poll_readable, Tap, UnderlaySocket, Waker};
+use ovnet_sys::{Epoll, Tap, UnderlaySocket, Waker};
 use ovnet_wire::checksum::{self, L4Checksum};
 use ovnet_wire::virtio::{self, VnetHdr};
 use ovnet_wire::{gro, gso, vxlan, Vni};
 
-use crate::counters::{Counters, DropReason, RateLimitedLog};
+use crate::counters::{DropReason, RateLimitedLog};
 use crate::dataplane::{Network, Networks, Shared};
 use crate::decap::{self, Admitted};
 use crate::encap::{self, Encap, ReplyKind, REPLY_BUF_LEN};
 
-/// Reads handled per wake-up before a thread checks for shutdown and reloads the tables.
-/// 64 keeps a wake-up under ~100 µs at 1500-byte frames, bounding how long a stale table or a
-/// stop request can wait, while amortising the `poll` over many packets.
+/// Reads from one descriptor per pass before the worker turns to the others, checks for
+/// shutdown and reloads the tables. 64 keeps a pass under ~100 µs at 1500-byte frames while
+/// amortising the `epoll_wait` over many packets.
 const BATCH: usize = 64;
 
-/// How long a thread sleeps in `poll` without traffic; only bounds the ageing sweep's delay
-/// (wake-ups for shutdown and changes come through the eventfd).
-const IDLE_POLL_MS: i32 = 1000;
+/// How long a worker sleeps without traffic; only bounds the ageing sweep's delay (wake-ups
+/// for shutdown and changes come through the waker).
+const IDLE_WAIT_MS: i32 = 1000;
 
 /// Largest datagram, GRO run or TAP super-frame a worker reads (with its `virtio_net_hdr`).
 const BUF_LEN: usize = 65_536 + virtio::HEADER_LEN;
+
+/// The encap arena: room for a full train of small frames plus one more read of any size.
+const ARENA_LEN: usize = 2 * BUF_LEN + MAX_GSO_SEGMENTS * SLOT_ALIGN;
+
+/// Small frames waiting in the arena start on this alignment.
+const SLOT_ALIGN: usize = 64;
 
 /// Most segments a super-frame is cut into: 64 KB at an MSS no smaller than 536 (RFC 879).
 const MAX_SEGMENTS: usize = 65_536 / 536 + 1;
@@ -51,14 +65,30 @@ const SEGMENT_HEADERS_LEN: usize = vxlan::HEADER_LEN + 18 + 60 + 60;
 /// The `virtio_net_hdr` of a frame that needs nothing from the kernel.
 const PLAIN_VNET_HDR: [u8; virtio::HEADER_LEN] = [0; virtio::HEADER_LEN];
 
-/// Sleeps until `fd` or the waker is readable; false when the thread must stop.
-fn wait(fd: i32, stop: &AtomicBool, waker: &Waker) -> bool {
-    let mut ready = [false; 2];
-    if let Err(e) = poll_readable(&[fd, waker.as_raw_fd()], &mut ready, IDLE_POLL_MS) {
-        log::error!("poll failed in a data-plane worker: {e}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    !stop.load(Ordering::Acquire)
+/// Epoll token of the worker's waker.
+const TOKEN_WAKER: u64 = 0;
+/// Epoll token of the worker's listening socket.
+const TOKEN_SOCKET: u64 = 1;
+/// Epoll tokens of TAP queues start here: `TOKEN_TAP + (vni << 16 | queue)`.
+const TOKEN_TAP: u64 = 2;
+
+/// The epoll token of queue `queue` of network `vni`.
+pub(crate) fn tap_token(vni: Vni, queue: usize) -> u64 {
+    TOKEN_TAP + ((u64::from(vni.get()) << 16) | (queue as u64 & 0xffff))
+}
+
+/// The network and queue of a TAP token.
+fn tap_of_token(token: u64) -> Option<(Vni, usize)> {
+    let t = token.checked_sub(TOKEN_TAP)?;
+    let vni = Vni::new(u32::try_from(t >> 16).ok()?)?;
+    Some((vni, (t & 0xffff) as usize))
+}
+
+/// Registers a worker's own descriptors (waker and socket) with its epoll.
+pub(crate) fn register_worker(ep: &Epoll, waker: &Waker, sock: &UnderlaySocket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    ep.add(waker.as_raw_fd(), TOKEN_WAKER)?;
+    ep.add(sock.as_raw_fd(), TOKEN_SOCKET)
 }
 
 /// Writes one frame to a TAP, prefixed with an empty `virtio_net_hdr` if the TAP wants one.
@@ -70,21 +100,23 @@ fn tap_write(tap: &Tap, frame: &[u8]) -> io::Result<usize> {
     }
 }
 
-/// Writes one frame to the network's TAP, counting it.
-fn deliver(net: &Network, frame: &[u8], log: &mut RateLimitedLog) {
-    match tap_write(&net.tap, frame) {
+/// Writes one frame to `tap` of network `net`, counting it.
+fn deliver(net: &Network, tap: &Tap, frame: &[u8], log: &mut RateLimitedLog) {
+    match tap_write(tap, frame) {
         Ok(_) => net.counters.rx(frame.len()),
         Err(e) => {
             net.counters.count_drop(DropReason::TapWriteError);
-            log.warn(format_args!("writing to TAP {}: {e}", net.tap.name()));
+            log.warn(format_args!("writing to TAP {}: {e}", tap.name()));
         }
     }
 }
 
-pub(crate) fn decap_loop(s: &Shared, index: usize, stop: &AtomicBool, waker: &Waker) {
-    let rx = &s.rx[index];
+/// Runs worker `index` until `stop` is set.
+pub(crate) fn worker_loop(s: &Shared, index: usize, stop: &AtomicBool) {
+    let w = &s.workers[index];
     let mut d = Decapper {
         s,
+        index,
         scratch: vec![0u8; BUF_LEN],
         header: [0u8; SUPER_HEADER_LEN],
         run: Run {
@@ -92,34 +124,75 @@ pub(crate) fn decap_loop(s: &Shared, index: usize, stop: &AtomicBool, waker: &Wa
             ..Run::default()
         },
         tap_log: RateLimitedLog::new(Duration::from_secs(5)),
+        rx_log: RateLimitedLog::new(Duration::from_secs(5)),
     };
-    let mut buf = vec![0u8; BUF_LEN];
-    let mut rx_log = RateLimitedLog::new(Duration::from_secs(5));
+    let mut rx_buf = vec![0u8; BUF_LEN];
+    let mut e = Encapper {
+        s,
+        reply: [0u8; REPLY_BUF_LEN],
+        hdrs: vec![0u8; MAX_SEGMENTS * SEGMENT_HEADERS_LEN],
+        segs: vec![gso::SegmentRef::default(); MAX_SEGMENTS],
+        train: Train {
+            frames: Vec::with_capacity(MAX_GSO_SEGMENTS),
+            ..Train::default()
+        },
+        at: 0,
+        send_log: RateLimitedLog::new(Duration::from_secs(5)),
+        tap_log: RateLimitedLog::new(Duration::from_secs(5)),
+    };
+    let mut arena = vec![0u8; ARENA_LEN];
+    let mut tokens = [0u64; 64];
     let mut last_sweep = 0;
-    while wait(rx.as_raw_fd(), stop, waker) {
-        let now = s.learned.now_ms();
-        for _ in 0..BATCH {
-            let networks = s.networks.load();
-            let (n, from, segment) = match rx.recv_gro(&mut buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here (ECONNREFUSED and friends).
-                    rx_log.warn(format_args!("receiving on the VXLAN socket: {e}"));
-                    continue;
-                }
-            };
-            // With GRO, one read may hold a run of datagrams of `segment` bytes each.
-            let step = segment.unwrap_or(n).max(1);
-            let mut at = 0;
-            while at < n {
-                let end = n.min(at + step);
-                d.datagram(&networks, &mut buf, at, end, from, now);
-                at = end;
+    let mut last_work = Instant::now();
+    let mut timeout = IDLE_WAIT_MS;
+    loop {
+        // Between passes the worker holds no network: acknowledging the generation here is
+        // what lets `remove_network` know the TAPs it dropped are no longer in use.
+        w.seen
+            .store(s.generation.load(Ordering::Acquire), Ordering::Release);
+        let n = match w.epoll.wait(&mut tokens, timeout) {
+            Ok(n) => n,
+            Err(err) => {
+                log::error!("epoll_wait failed in data-plane worker {index}: {err}");
+                std::thread::sleep(Duration::from_millis(10));
+                0
             }
-            d.flush(&networks, &buf);
+        };
+        if stop.load(Ordering::Acquire) {
+            break;
         }
-        if now.saturating_sub(last_sweep) >= 10_000 {
+        let now = s.learned.now_ms();
+        let mut more = false;
+        for &token in &tokens[..n] {
+            match token {
+                TOKEN_WAKER => w.waker.clear(),
+                TOKEN_SOCKET => more |= d.receive(&w.socket, &mut rx_buf, now),
+                t => {
+                    let Some((vni, queue)) = tap_of_token(t) else {
+                        continue;
+                    };
+                    let networks = s.networks.load();
+                    let Some(tap) = networks.get(&vni).and_then(|n| n.queues.get(queue)) else {
+                        // Removed while the event was pending.
+                        continue;
+                    };
+                    let tap = tap.clone();
+                    drop(networks);
+                    more |= e.drain(vni, &tap, &mut arena, now);
+                }
+            }
+        }
+        // Level-triggered epoll: whatever a bounded batch left behind is reported again at
+        // once; after the last work, keep polling without sleeping for `busy_poll`.
+        if n > 0 {
+            last_work = Instant::now();
+        }
+        timeout = if more || last_work.elapsed() < s.busy_poll {
+            0
+        } else {
+            IDLE_WAIT_MS
+        };
+        if index == 0 && now.saturating_sub(last_sweep) >= 10_000 {
             s.learned.expire(now);
             last_sweep = now;
         }
@@ -160,16 +233,51 @@ impl Run {
     }
 }
 
-/// The decap thread's buffers and logs.
+/// The receive side of a worker: its buffers and logs.
 struct Decapper<'s> {
     s: &'s Shared,
+    /// The worker's index, which picks the TAP queue it writes to.
+    index: usize,
     scratch: Vec<u8>,
     header: [u8; SUPER_HEADER_LEN],
     run: Run,
     tap_log: RateLimitedLog,
+    rx_log: RateLimitedLog,
 }
 
 impl Decapper<'_> {
+    /// Receives up to [`BATCH`] reads from `sock`; true if it may have more.
+    fn receive(&mut self, sock: &UnderlaySocket, buf: &mut [u8], now: u64) -> bool {
+        for _ in 0..BATCH {
+            let networks = self.s.networks.load();
+            let (n, from, segment) = match sock.recv_gro(buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here (ECONNREFUSED and friends).
+                    self.rx_log
+                        .warn(format_args!("receiving on the VXLAN socket: {e}"));
+                    continue;
+                }
+            };
+            // With GRO, one read may hold a run of datagrams of `segment` bytes each.
+            let step = segment.unwrap_or(n).max(1);
+            let mut at = 0;
+            while at < n {
+                let end = n.min(at + step);
+                self.datagram(&networks, buf, at, end, from, now);
+                at = end;
+            }
+            self.flush(&networks, buf);
+        }
+        true
+    }
+
+    /// The TAP queue this worker writes network `net`'s frames to.
+    fn tap<'n>(&self, net: &'n Network) -> &'n Tap {
+        &net.queues[self.index % net.queues.len()]
+    }
+
     /// Checks the datagram at `buf[at..end]`: drops it, delivers it, or adds it to the run.
     fn datagram(
         &mut self,
@@ -195,6 +303,7 @@ impl Decapper<'_> {
             Ok(Admitted::Deliver) => {}
             Err(reason) => return net.counters.count_drop(reason),
         }
+        let tap = self.tap(net);
         if frame.len() > net.max_frame {
             // A TCP super-frame (admit let only those through): split it to the network's
             // MTU; each segment gets full checksums.
@@ -202,7 +311,7 @@ impl Decapper<'_> {
             let frame = &buf[at + vxlan::HEADER_LEN..end];
             let log = &mut self.tap_log;
             let split = gso::segment_tcp(frame, net.mtu, &mut self.scratch, |seg| {
-                deliver(net, seg, log)
+                deliver(net, tap, seg, log)
             });
             match split {
                 Ok(_) => net.counters.segmented(),
@@ -216,14 +325,14 @@ impl Decapper<'_> {
             L4Checksum::Valid | L4Checksum::NotApplicable => {}
         }
         let start = at + vxlan::HEADER_LEN;
-        let seg = if net.tap.has_vnet_hdr() {
+        let seg = if tap.has_vnet_hdr() {
             gro::candidate(&buf[start..end])
         } else {
             None
         };
         let Some(seg) = seg else {
             self.flush(networks, buf);
-            return deliver(net, &buf[start..end], &mut self.tap_log);
+            return deliver(net, tap, &buf[start..end], &mut self.tap_log);
         };
         if !self.extends(vni, buf, start, end, &seg) {
             self.flush(networks, buf);
@@ -263,9 +372,10 @@ impl Decapper<'_> {
         let r = &self.run;
         if let (Some(vni), Some((fs, first)), Some((_, last))) = (r.vni, r.first, r.last) {
             if let Some(net) = networks.get(&vni) {
+                let tap = self.tap(net);
                 let frame = &buf[fs..fs + first.t.end];
                 if r.payloads.len() == 1 {
-                    deliver(net, frame, &mut self.tap_log);
+                    deliver(net, tap, frame, &mut self.tap_log);
                 } else {
                     let n = r.payloads.len();
                     match gro::super_header(
@@ -282,7 +392,7 @@ impl Decapper<'_> {
                             for (slot, &(a, b)) in iov[1..].iter_mut().zip(&r.payloads) {
                                 *slot = IoSlice::new(&buf[a..b]);
                             }
-                            match net.tap.write_vectored(&iov[..n + 1]) {
+                            match tap.write_vectored(&iov[..n + 1]) {
                                 Ok(_) => {
                                     net.counters.rx_many(n as u64, r.frame_bytes as u64);
                                     net.counters.coalesced();
@@ -291,7 +401,7 @@ impl Decapper<'_> {
                                     net.counters.count_drop(DropReason::TapWriteError);
                                     self.tap_log.warn(format_args!(
                                         "writing a super-frame to TAP {}: {e}",
-                                        net.tap.name()
+                                        tap.name()
                                     ));
                                 }
                             }
@@ -305,53 +415,80 @@ impl Decapper<'_> {
     }
 }
 
-/// The encap thread's buffers and logs.
+/// Small frames for one VTEP through one send socket, waiting in the arena to leave as one
+/// UDP GSO send: every datagram `stride` bytes but the last, which may be shorter and closes
+/// the train.
+#[derive(Debug, Default)]
+struct Train {
+    net: Option<Arc<Network>>,
+    header: [u8; vxlan::HEADER_LEN],
+    dst: Option<SocketAddr>,
+    sock: usize,
+    /// Datagram size (VXLAN header + frame) of every member but possibly the last.
+    stride: usize,
+    /// A shorter datagram was added: nothing may follow it.
+    closed: bool,
+    /// Datagram bytes so far.
+    bytes: usize,
+    /// (start, end) of each frame in the arena.
+    frames: Vec<(usize, usize)>,
+}
+
+impl Train {
+    /// Whether a datagram of `len` bytes to `dst` through socket `sock` may join.
+    fn takes(&self, dst: SocketAddr, sock: usize, len: usize) -> bool {
+        self.dst == Some(dst)
+            && self.sock == sock
+            && !self.closed
+            && len <= self.stride
+            && self.frames.len() < MAX_GSO_SEGMENTS
+            && self.bytes + len <= MAX_GSO_PAYLOAD
+    }
+}
+
+/// The send side of a worker: its buffers and logs.
 struct Encapper<'s> {
     s: &'s Shared,
-    vni: Vni,
-    header: [u8; vxlan::HEADER_LEN],
     reply: [u8; REPLY_BUF_LEN],
     /// Per-segment headers of the super-frame being sent.
     hdrs: Vec<u8>,
     /// Where each segment's headers and payload are.
     segs: Vec<gso::SegmentRef>,
+    /// Small frames waiting to leave together.
+    train: Train,
+    /// Where the next read goes in the arena: after the train's frames.
+    at: usize,
     send_log: RateLimitedLog,
     tap_log: RateLimitedLog,
 }
 
-pub(crate) fn encap_loop(s: &Shared, vni: Vni, tap: &Tap, stop: &AtomicBool, waker: &Waker) {
-    let mut buf = vec![0u8; BUF_LEN];
-    let mut e = Encapper {
-        s,
-        vni,
-        header: vxlan::header(vni),
-        reply: [0u8; REPLY_BUF_LEN],
-        hdrs: vec![0u8; MAX_SEGMENTS * SEGMENT_HEADERS_LEN],
-        segs: vec![gso::SegmentRef::default(); MAX_SEGMENTS],
-        send_log: RateLimitedLog::new(Duration::from_secs(5)),
-        tap_log: RateLimitedLog::new(Duration::from_secs(5)),
-    };
-    let off = if tap.has_vnet_hdr() {
-        virtio::HEADER_LEN
-    } else {
-        0
-    };
-    while wait(tap.as_raw_fd(), stop, waker) {
-        let now = s.learned.now_ms();
+impl Encapper<'_> {
+    /// Reads up to [`BATCH`] frames from `tap` (a queue of network `vni`) and sends them; true
+    /// if the TAP may have more.
+    fn drain(&mut self, vni: Vni, tap: &Tap, arena: &mut [u8], now: u64) -> bool {
+        let off = if tap.has_vnet_hdr() {
+            virtio::HEADER_LEN
+        } else {
+            0
+        };
+        let mut more = true;
         for _ in 0..BATCH {
             // Loaded per read (a few atomic operations), so a table swapped in by the control
             // plane applies to the very next frame.
-            let networks = s.networks.load();
+            let networks = self.s.networks.load();
             let Some(net) = networks.get(&vni) else {
-                // Removed; remove_network stops us right after.
+                more = false;
                 break;
             };
-            let n = match tap.read(&mut buf) {
+            let at = self.at;
+            let n = match tap.read(&mut arena[at..at + BUF_LEN]) {
                 Ok(n) => n,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) => {
-                    e.tap_log
-                        .warn(format_args!("reading TAP {}: {err}", tap.name()));
+                    if err.kind() != io::ErrorKind::WouldBlock {
+                        self.tap_log
+                            .warn(format_args!("reading TAP {}: {err}", tap.name()));
+                    }
+                    more = false;
                     break;
                 }
             };
@@ -360,53 +497,71 @@ pub(crate) fn encap_loop(s: &Shared, vni: Vni, tap: &Tap, stop: &AtomicBool, wak
                 continue;
             }
             let hdr = if off > 0 {
-                VnetHdr::parse(&buf[..off]).unwrap_or_default()
+                VnetHdr::parse(&arena[at..at + off]).unwrap_or_default()
             } else {
                 VnetHdr::default()
             };
-            e.frame(net, &hdr, &mut buf[off..n], now);
+            self.frame(net, tap, &hdr, arena, at + off, at + n, now);
         }
+        self.flush(arena);
+        more
     }
-}
 
-impl Encapper<'_> {
-    fn frame(&mut self, net: &Network, hdr: &VnetHdr, frame: &mut [u8], now: u64) {
+    /// Handles the frame at `arena[start..end]`, read from `tap` of network `net`.
+    #[allow(clippy::too_many_arguments)]
+    fn frame(
+        &mut self,
+        net: &Arc<Network>,
+        tap: &Tap,
+        hdr: &VnetHdr,
+        arena: &mut [u8],
+        start: usize,
+        end: usize,
+        now: u64,
+    ) {
         let s = self.s;
         let gso = hdr.is_tcp_gso();
         // A super-frame's checksums are computed per segment; a plain frame's partial one now.
-        if !gso && hdr.needs_csum() && virtio::finish_csum(frame, hdr).is_err() {
+        if !gso && hdr.needs_csum() && virtio::finish_csum(&mut arena[start..end], hdr).is_err() {
             return net.counters.count_drop(DropReason::Truncated);
         }
-        let frame = &*frame;
+        let frame = &arena[start..end];
         // The size limit of a super-frame applies to its segments.
         let limit = if gso { usize::MAX } else { net.max_frame };
         match encap::encap(
             frame,
-            self.vni,
+            net.vni,
             &net.table,
             &s.learned,
             now,
             limit,
             &mut self.reply,
         ) {
-            Encap::Unicast(dst) => self.send(net, hdr, frame, dst),
+            Encap::Unicast(dst) if gso => {
+                self.flush(arena);
+                self.send_super(net, hdr, frame, dst);
+            }
+            Encap::Unicast(dst) => self.queue(net, arena, start, end, dst),
             Encap::Flood(list) => {
+                self.flush(arena);
                 net.counters.flood();
                 for &dst in list {
-                    self.send(net, hdr, frame, dst);
+                    if gso {
+                        self.send_super(net, hdr, frame, dst);
+                    } else {
+                        self.send_one(net, frame, dst);
+                    }
                 }
             }
-            Encap::Reply { len, kind } => match tap_write(&net.tap, &self.reply[..len]) {
+            Encap::Reply { len, kind } => match tap_write(tap, &self.reply[..len]) {
                 Ok(_) => match kind {
                     ReplyKind::Arp => net.counters.arp_reply(),
                     ReplyKind::Nd => net.counters.nd_reply(),
                 },
                 Err(err) => {
                     net.counters.count_drop(DropReason::TapWriteError);
-                    self.tap_log.warn(format_args!(
-                        "writing a reply to TAP {}: {err}",
-                        net.tap.name()
-                    ));
+                    self.tap_log
+                        .warn(format_args!("writing a reply to TAP {}: {err}", tap.name()));
                 }
             },
             Encap::Local => {}
@@ -414,22 +569,91 @@ impl Encapper<'_> {
         }
     }
 
-    fn send(&mut self, net: &Network, hdr: &VnetHdr, frame: &[u8], dst: SocketAddr) {
-        if hdr.is_tcp_gso() {
-            self.send_super(net, hdr, frame, dst);
-        } else {
-            self.send_one(&net.counters, frame, dst);
+    /// Adds the frame at `arena[start..end]` to the train for `dst`, sending the train first
+    /// if the frame cannot join it, and after if it is full.
+    fn queue(
+        &mut self,
+        net: &Arc<Network>,
+        arena: &[u8],
+        start: usize,
+        end: usize,
+        dst: SocketAddr,
+    ) {
+        let s = self.s;
+        if !s.gso.load(Ordering::Relaxed) {
+            return self.send_one(net, &arena[start..end], dst);
+        }
+        let sock = s.tx_index(&arena[start..end]);
+        let len = vxlan::HEADER_LEN + end - start;
+        if !self.train.takes(dst, sock, len) {
+            self.flush(arena);
+            let t = &mut self.train;
+            t.net = Some(net.clone());
+            t.header = vxlan::header(net.vni);
+            t.dst = Some(dst);
+            t.sock = sock;
+            t.stride = len;
+        }
+        let t = &mut self.train;
+        t.closed = len < t.stride;
+        t.bytes += len;
+        t.frames.push((start, end));
+        // The next read goes after this frame; the arena always keeps room for a full one.
+        self.at = end.next_multiple_of(SLOT_ALIGN);
+        if t.frames.len() == MAX_GSO_SEGMENTS || self.at + BUF_LEN > arena.len() {
+            self.flush(arena);
         }
     }
 
-    /// Sends one frame as one datagram: VXLAN header and frame gathered, not copied.
-    fn send_one(&mut self, counters: &Counters, frame: &[u8], dst: SocketAddr) {
-        let sock = self.s.tx_socket(frame);
-        let parts = [IoSlice::new(&self.header), IoSlice::new(frame)];
-        match send_blocking(|| sock.send_to_vectored(&parts, dst), sock) {
-            Ok(_) => counters.tx(frame.len()),
+    /// Sends the train of small frames, if any: one datagram as it is, several with one UDP
+    /// GSO `sendmsg` gathered from the arena.
+    fn flush(&mut self, arena: &[u8]) {
+        self.at = 0;
+        let t = &mut self.train;
+        let (Some(net), Some(dst)) = (t.net.take(), t.dst.take()) else {
+            return;
+        };
+        let count = t.frames.len();
+        let mut iov = [IoSlice::new(&[]); 2 * MAX_GSO_SEGMENTS];
+        for (pair, &(a, b)) in iov.chunks_exact_mut(2).zip(&t.frames) {
+            pair[0] = IoSlice::new(&t.header);
+            pair[1] = IoSlice::new(&arena[a..b]);
+        }
+        let iov = &iov[..2 * count];
+        let sock = self.s.tx_at(t.sock);
+        let sent = if count == 1 {
+            send_blocking(|| sock.send_to_vectored(iov, dst), sock)
+        } else {
+            send_train(self.s, sock, iov, t.stride, dst)
+        };
+        match sent {
+            Ok(_) => {
+                net.counters
+                    .tx_many(count as u64, (t.bytes - count * vxlan::HEADER_LEN) as u64);
+                if count > 1 {
+                    net.counters.train();
+                }
+            }
             Err(e) => {
-                counters.count_drop(DropReason::SendError);
+                net.counters.count_drop(DropReason::SendError);
+                self.send_log
+                    .warn(format_args!("sending to VTEP {dst}: {e}"));
+            }
+        }
+        t.frames.clear();
+        t.bytes = 0;
+        t.closed = false;
+    }
+
+    /// Sends one frame as one datagram: VXLAN header and frame gathered, not copied.
+    fn send_one(&mut self, net: &Network, frame: &[u8], dst: SocketAddr) {
+        let sock = self.s.tx_socket(frame);
+        let header = vxlan::header(net.vni);
+        let parts = [IoSlice::new(&header), IoSlice::new(frame)];
+        match send_blocking(|| sock.send_to_vectored(&parts, dst), sock) {
+            Ok(_) => net.counters.tx(frame.len()),
+            Err(e) => {
+                net.counters.count_drop(DropReason::SendError);
                 self.send_log
                     .warn(format_args!("sending to VTEP {dst}: {e}"));
             }
@@ -448,16 +672,12 @@ impl Encapper<'_> {
             0 => fit,
             m => m.min(fit),
         };
-        let train = match gso::segment_tcp_headers(
-            frame,
-            mss,
-            &self.header,
-            &mut self.hdrs,
-            &mut self.segs,
-        ) {
-            Ok(t) => t,
-            Err(_) => return net.counters.count_drop(DropReason::Oversized),
-        };
+        let header = vxlan::header(net.vni);
+        let train =
+            match gso::segment_tcp_headers(frame, mss, &header, &mut self.hdrs, &mut self.segs) {
+                Ok(t) => t,
+                Err(_) => return net.counters.count_drop(DropReason::Oversized),
+            };
         net.counters.super_frame();
         let sock = self.s.tx_socket(frame);
         let per_send = (MAX_GSO_PAYLOAD / train.stride).clamp(1, MAX_GSO_SEGMENTS);
@@ -470,23 +690,10 @@ impl Encapper<'_> {
                 bytes += seg.header.len() + seg.payload.len();
             }
             let iov = &iov[..2 * batch.len()];
-            let gso = self.s.gso.load(Ordering::Relaxed) && batch.len() > 1;
-            let sent = if gso {
-                match send_blocking(
-                    || sock.send_gso_vectored(iov, train.stride as u16, dst),
-                    sock,
-                ) {
-                    Err(e) if is_gso_refusal(&e) => {
-                        self.s.gso.store(false, Ordering::Relaxed);
-                        log::warn!(
-                            "UDP GSO refused ({e}); sending one datagram per segment from now on"
-                        );
-                        send_each(sock, iov, dst)
-                    }
-                    r => r,
-                }
+            let sent = if batch.len() > 1 {
+                send_train(self.s, sock, iov, train.stride, dst)
             } else {
-                send_each(sock, iov, dst)
+                send_blocking(|| sock.send_to_vectored(iov, dst), sock)
             };
             match sent {
                 Ok(_) => net.counters.tx_many(
@@ -500,6 +707,29 @@ impl Encapper<'_> {
                 }
             }
         }
+    }
+}
+
+/// Sends the (header, payload) pairs of `iov`, each pair one datagram of `stride` bytes (the
+/// last may be shorter), with one UDP GSO `sendmsg`; on a kernel or route that refuses GSO,
+/// turns it off for good and sends one datagram per pair.
+fn send_train(
+    s: &Shared,
+    sock: &UnderlaySocket,
+    iov: &[IoSlice<'_>],
+    stride: usize,
+    dst: SocketAddr,
+) -> io::Result<usize> {
+    if !s.gso.load(Ordering::Relaxed) {
+        return send_each(sock, iov, dst);
+    }
+    match send_blocking(|| sock.send_gso_vectored(iov, stride as u16, dst), sock) {
+        Err(e) if is_gso_refusal(&e) => {
+            s.gso.store(false, Ordering::Relaxed);
+            log::warn!("UDP GSO refused ({e}); sending one datagram per segment from now on");
+            send_each(sock, iov, dst)
+        }
+        r => r,
     }
 }
 
@@ -526,6 +756,7 @@ fn send_blocking(
     mut send: impl FnMut() -> io::Result<usize>,
     sock: &UnderlaySocket,
 ) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
     loop {
         match send() {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -536,5 +767,49 @@ fn send_blocking(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             r => return r,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tap_tokens_round_trip_and_never_collide_with_the_fixed_ones() {
+        for (v, q) in [(1u32, 0usize), (42, 3), (0xff_ffff, 0xffff)] {
+            let vni = Vni::new(v).unwrap();
+            let t = tap_token(vni, q);
+            assert!(t >= TOKEN_TAP);
+            assert_eq!(tap_of_token(t), Some((vni, q)));
+        }
+        assert_eq!(tap_of_token(TOKEN_WAKER), None);
+        assert_eq!(tap_of_token(TOKEN_SOCKET), None);
+    }
+
+    #[test]
+    fn a_train_takes_equal_datagrams_then_one_shorter_and_nothing_after() {
+        let dst: SocketAddr = "192.0.2.1:4789".parse().unwrap();
+        let other: SocketAddr = "192.0.2.2:4789".parse().unwrap();
+        let mut t = Train {
+            dst: Some(dst),
+            sock: 3,
+            stride: 100,
+            bytes: 100,
+            frames: vec![(0, 92)],
+            ..Train::default()
+        };
+        assert!(t.takes(dst, 3, 100));
+        assert!(t.takes(dst, 3, 60), "a shorter one may end the train");
+        assert!(!t.takes(dst, 3, 101), "a longer one may not");
+        assert!(!t.takes(other, 3, 100), "another VTEP");
+        assert!(!t.takes(dst, 4, 100), "another flow socket");
+        t.closed = true;
+        assert!(!t.takes(dst, 3, 100), "nothing after the short one");
+        t.closed = false;
+        t.frames = vec![(0, 0); MAX_GSO_SEGMENTS];
+        assert!(!t.takes(dst, 3, 100), "at most 64 segments");
+        t.frames.truncate(1);
+        t.bytes = MAX_GSO_PAYLOAD - 50;
+        assert!(!t.takes(dst, 3, 100), "at most one GSO payload");
     }
 }

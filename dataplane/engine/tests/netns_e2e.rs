@@ -57,7 +57,7 @@ fn start_ovnet(tb: &Testbed, h: &Host, table: &NetworkTable, mode: Mode) -> Data
         cfg.gso = fast;
         cfg.gro = fast;
         // The production setup on two cores: two TAP queues, two receive sockets.
-        cfg.rx_threads = if fast { 2 } else { 1 };
+        cfg.workers = if fast { 2 } else { 1 };
         let dp = Dataplane::start(&cfg).unwrap();
         let tap_cfg = TapConfig {
             vnet_hdr: fast,

@@ -13,7 +13,7 @@ pub mod packet;
 pub mod tap;
 pub mod udp;
 
-pub use event::{poll_readable, poll_writable, Waker};
+pub use event::{poll_readable, poll_writable, Epoll, Waker};
 pub use tap::{Offloads, Tap, TapConfig, TapError};
 pub use udp::{UdpConfig, UnderlaySocket};
 
