@@ -53,12 +53,8 @@ struct Args {
     no_offloads: bool,
     /// Data-plane worker threads, each carrying traffic both ways: as many TAP queues per
     /// network and receive sockets on the VXLAN port. Default: the number of CPUs, at most 4.
-    #[arg(long)]
+    #[arg(long, env = "OVNET_QUEUES")]
     queues: Option<usize>,
-    /// Microseconds a worker keeps polling after its last packet before it sleeps: lower
-    /// latency for CPU. 0 sleeps at once.
-    #[arg(long, env = "OVNET_BUSY_POLL_US", default_value_t = 0)]
-    busy_poll_us: u64,
 }
 
 fn hostname() -> String {
@@ -113,7 +109,6 @@ async fn run(args: Args) -> Result<(), String> {
     dp_cfg.gso = !args.no_offloads;
     dp_cfg.gro = !args.no_offloads;
     dp_cfg.workers = queues;
-    dp_cfg.busy_poll = Duration::from_micros(args.busy_poll_us);
     let dp = Dataplane::start(&dp_cfg).map_err(|e| e.to_string())?;
     let store = Store::connect(StoreConfig {
         endpoints: args.etcd.clone(),

@@ -50,15 +50,10 @@ pub struct DataplaneConfig {
     /// (`SO_REUSEPORT`) and one queue of every network's TAP (give networks as many queues).
     /// More than one lets different flows use different cores.
     pub workers: usize,
-    /// How long a worker keeps polling without sleeping after its last work. Zero (the
-    /// default) sleeps at once; a few tens of microseconds trade CPU for latency when the
-    /// cores are not needed by anything else.
-    pub busy_poll: Duration,
 }
 
 impl DataplaneConfig {
-    /// Defaults: 8 send sockets, 300 s ageing, UDP GSO and GRO on, one worker, no busy
-    /// polling.
+    /// Defaults: 8 send sockets, 300 s ageing, UDP GSO and GRO on, one worker.
     pub fn new(vtep: SocketAddr) -> DataplaneConfig {
         DataplaneConfig {
             vtep,
@@ -67,7 +62,6 @@ impl DataplaneConfig {
             gso: true,
             gro: true,
             workers: 1,
-            busy_poll: Duration::ZERO,
         }
     }
 }
@@ -148,7 +142,9 @@ pub(crate) struct Shared {
     pub(crate) workers: Vec<WorkerSlot>,
     /// UDP GSO is used until a send says the kernel cannot do it.
     pub(crate) gso: AtomicBool,
-    pub(crate) busy_poll: Duration,
+    /// Received UDP datagrams are coalesced into `GSO_UDP_L4` TAP writes until a TAP refuses
+    /// one (kernels before 6.2).
+    pub(crate) udp_coalesce: AtomicBool,
 }
 
 impl Shared {
@@ -269,7 +265,7 @@ impl Dataplane {
             tx,
             workers: slots,
             gso: AtomicBool::new(gso),
-            busy_poll: cfg.busy_poll,
+            udp_coalesce: AtomicBool::new(true),
         });
         let mut workers = Vec::with_capacity(count);
         for i in 0..count {

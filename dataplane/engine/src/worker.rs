@@ -24,7 +24,7 @@ use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ovnet_sys::udp::{MAX_GSO_PAYLOAD, MAX_GSO_SEGMENTS};
 use ovnet_sys::{Epoll, Tap, UnderlaySocket, Waker};
@@ -143,7 +143,6 @@ pub(crate) fn worker_loop(s: &Shared, index: usize, stop: &AtomicBool) {
     let mut arena = vec![0u8; ARENA_LEN];
     let mut tokens = [0u64; 64];
     let mut last_sweep = 0;
-    let mut last_work = Instant::now();
     let mut timeout = IDLE_WAIT_MS;
     loop {
         // Between passes the worker holds no network: acknowledging the generation here is
@@ -183,15 +182,8 @@ pub(crate) fn worker_loop(s: &Shared, index: usize, stop: &AtomicBool) {
             }
         }
         // Level-triggered epoll: whatever a bounded batch left behind is reported again at
-        // once; after the last work, keep polling without sleeping for `busy_poll`.
-        if n > 0 {
-            last_work = Instant::now();
-        }
-        timeout = if more || last_work.elapsed() < s.busy_poll {
-            0
-        } else {
-            IDLE_WAIT_MS
-        };
+        // once.
+        timeout = if more { 0 } else { IDLE_WAIT_MS };
         if index == 0 && now.saturating_sub(last_sweep) >= 10_000 {
             s.learned.expire(now);
             last_sweep = now;
@@ -326,7 +318,10 @@ impl Decapper<'_> {
         }
         let start = at + vxlan::HEADER_LEN;
         let seg = if tap.has_vnet_hdr() {
-            gro::candidate(&buf[start..end])
+            gro::candidate(&buf[start..end]).filter(|seg| {
+                matches!(seg.proto, gro::Proto::Tcp { .. })
+                    || s.udp_coalesce.load(Ordering::Relaxed)
+            })
         } else {
             None
         };
@@ -396,6 +391,23 @@ impl Decapper<'_> {
                                 Ok(_) => {
                                     net.counters.rx_many(n as u64, r.frame_bytes as u64);
                                     net.counters.coalesced();
+                                }
+                                Err(e)
+                                    if is_udp_gso_refusal(&e, &first)
+                                        && self.s.udp_coalesce.swap(false, Ordering::Relaxed) =>
+                                {
+                                    // A kernel before 6.2 knows no GSO_UDP_L4: deliver this
+                                    // run one datagram at a time and stop coalescing UDP.
+                                    log::warn!(
+                                        "TAP {} refuses UDP super-frames ({e}); delivering UDP \
+                                         datagrams one by one from now on",
+                                        tap.name()
+                                    );
+                                    // Every member has the first one's header layout.
+                                    for &(p0, p1) in &r.payloads {
+                                        let frame = &buf[p0 - first.t.payload..p1];
+                                        deliver(net, tap, frame, &mut self.tap_log);
+                                    }
                                 }
                                 Err(e) => {
                                     net.counters.count_drop(DropReason::TapWriteError);
@@ -731,6 +743,12 @@ fn send_train(
         }
         r => r,
     }
+}
+
+/// Whether a TAP write of a UDP super-frame failed because the kernel cannot take one.
+fn is_udp_gso_refusal(e: &io::Error, first: &gro::Segment) -> bool {
+    const EINVAL: i32 = 22;
+    matches!(first.proto, gro::Proto::Udp { .. }) && e.raw_os_error() == Some(EINVAL)
 }
 
 /// `EIO` (the device cannot checksum) and `EINVAL` (no GSO support) mean "do not use GSO";

@@ -1,9 +1,17 @@
-//! TCP receive coalescing (GRO): which consecutive TCP segments may become one super-frame,
-//! and the headers of that super-frame. The rules are the kernel's `tcp_gro_receive()`: same
-//! flow, headers identical except IP length, identification and checksum and the TCP sequence
-//! number and checksum; in-order sequence numbers; every segment but the last of the same
-//! payload size; only ACK (and PSH, which ends a run) set. The payloads are not copied here:
-//! the caller writes the returned header and then each segment's payload with one `writev`.
+//! Receive coalescing (GRO): which consecutive TCP segments or UDP datagrams may become one
+//! super-frame, and the headers of that super-frame. The payloads are not copied here: the
+//! caller writes the returned header and then each segment's payload with one `writev`.
+//!
+//! - TCP follows the kernel's `tcp_gro_receive()`: same flow, headers identical except IP
+//!   length, identification and checksum and the TCP sequence number and checksum; in-order
+//!   sequence numbers; every segment but the last of the same payload size; only ACK (and
+//!   PSH, which ends a run) set. The result is a `GSO_TCPV4`/`GSO_TCPV6` frame.
+//! - UDP follows `udp_gro_receive()` for a flow of equal-sized datagrams: same flow and IP
+//!   header but for length, checksum and an identification that counts up by one (exactly
+//!   what segmenting the super-frame gives back), every datagram but the last of the same
+//!   size, each with a checksum (an IPv4 datagram without one would get one on the way out, so
+//!   it is left alone). The result is a `GSO_UDP_L4` frame: the receiving kernel splits it back
+//!   at the socket, or hands it whole to a socket that asked for `UDP_GRO`.
 
 use core::net::{Ipv4Addr, Ipv6Addr};
 
@@ -13,37 +21,117 @@ use crate::virtio::{self, VnetHdr};
 
 const TCP_ACK: u8 = 0x10;
 const TCP_PSH: u8 = 0x08;
+const UDP_HEADER_LEN: usize = 8;
 
 /// Largest IP packet a super-frame may become.
 pub const MAX_SUPER_IP_LEN: usize = 65_535;
 
-/// A TCP segment that may take part in coalescing.
+/// Which transport a [`Segment`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// A TCP segment; `seq` is its sequence number.
+    Tcp {
+        /// Sequence number.
+        seq: u32,
+    },
+    /// A UDP datagram; `id` is the IPv4 identification (0 for IPv6).
+    Udp {
+        /// IPv4 identification.
+        id: u16,
+    },
+}
+
+/// A TCP segment or UDP datagram that may take part in coalescing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
-    /// Header offsets.
+    /// Header offsets (for UDP, `payload` is just past the 8-byte UDP header).
     pub t: TcpFrame,
-    /// Sequence number.
-    pub seq: u32,
+    /// TCP or UDP, with what orders segments.
+    pub proto: Proto,
     /// Payload bytes.
     pub payload_len: usize,
-    /// PSH is set: nothing may follow it in a super-frame.
+    /// TCP PSH is set: nothing may follow it in a super-frame.
     pub push: bool,
 }
 
-/// `Some` if `frame` is a TCP segment with payload whose only flags are ACK and maybe PSH.
+/// `Some` if `frame` is a TCP segment with payload whose only flags are ACK and maybe PSH, or
+/// a UDP datagram with payload, a checksum and a length that matches the IP packet's.
 pub fn candidate(frame: &[u8]) -> Option<Segment> {
-    let t = tcp_frame(frame)?;
-    let flags = frame[t.l4 + 13];
-    if flags & !TCP_PSH != TCP_ACK || t.end <= t.payload {
+    if let Some(t) = tcp_frame(frame) {
+        let flags = frame[t.l4 + 13];
+        if flags & !TCP_PSH != TCP_ACK || t.end <= t.payload {
+            return None;
+        }
+        let s = &frame[t.l4 + 4..t.l4 + 8];
+        return Some(Segment {
+            t,
+            proto: Proto::Tcp {
+                seq: u32::from_be_bytes([s[0], s[1], s[2], s[3]]),
+            },
+            payload_len: t.end - t.payload,
+            push: flags & TCP_PSH != 0,
+        });
+    }
+    let (t, id) = udp_frame(frame)?;
+    let u = &frame[t.l4..t.payload];
+    let udp_len = usize::from(u16::from_be_bytes([u[4], u[5]]));
+    let check = u16::from_be_bytes([u[6], u[7]]);
+    if udp_len != t.end - t.l4 || t.end <= t.payload || (t.v4 && check == 0) {
         return None;
     }
-    let s = &frame[t.l4 + 4..t.l4 + 8];
     Some(Segment {
         t,
-        seq: u32::from_be_bytes([s[0], s[1], s[2], s[3]]),
+        proto: Proto::Udp { id },
         payload_len: t.end - t.payload,
-        push: flags & TCP_PSH != 0,
+        push: false,
     })
+}
+
+/// Locates the headers of an Ethernet + IPv4/IPv6 + UDP frame (IPv6 without extension
+/// headers, IPv4 not fragmented); also returns the IPv4 identification.
+fn udp_frame(frame: &[u8]) -> Option<(TcpFrame, u16)> {
+    let (l3, et) = crate::ethernet::l3_offset(frame)?;
+    let ip = frame.get(l3..)?;
+    let (ihl, total, v4, id) = match et {
+        0x0800 => {
+            if ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != 17 {
+                return None;
+            }
+            let frag = u16::from_be_bytes([ip[6], ip[7]]);
+            if frag & 0x3fff != 0 {
+                return None;
+            }
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+            (ihl, total, true, u16::from_be_bytes([ip[4], ip[5]]))
+        }
+        0x86dd => {
+            if ip.len() < 40 || ip[0] >> 4 != 6 || ip[6] != 17 {
+                return None;
+            }
+            (
+                40,
+                40 + usize::from(u16::from_be_bytes([ip[4], ip[5]])),
+                false,
+                0,
+            )
+        }
+        _ => return None,
+    };
+    if ihl < 20 || total > ip.len() || total < ihl + UDP_HEADER_LEN {
+        return None;
+    }
+    let l4 = l3 + ihl;
+    Some((
+        TcpFrame {
+            l3,
+            l4,
+            payload: l4 + UDP_HEADER_LEN,
+            end: l3 + total,
+            v4,
+        },
+        id,
+    ))
 }
 
 /// Whether segment `b` (frame `fb`) continues the run that ended with segment `a` (frame
@@ -56,7 +144,15 @@ pub fn continues(
     gso_size: usize,
     ip_len: usize,
 ) -> bool {
+    let in_order = match (a.proto, b.proto) {
+        (Proto::Tcp { seq: sa }, Proto::Tcp { seq: sb }) => {
+            sb == sa.wrapping_add(a.payload_len as u32)
+        }
+        (Proto::Udp { id: ia }, Proto::Udp { id: ib }) => !a.t.v4 || ib == ia.wrapping_add(1),
+        _ => false,
+    };
     if a.push
+        || !in_order
         || a.t
             != (TcpFrame {
                 end: a.t.end,
@@ -64,7 +160,6 @@ pub fn continues(
             })
         || a.payload_len != gso_size
         || b.payload_len > gso_size
-        || b.seq != a.seq.wrapping_add(a.payload_len as u32)
         || ip_len + b.payload_len > MAX_SUPER_IP_LEN
     {
         return false;
@@ -83,6 +178,10 @@ pub fn continues(
         ia[..4] == ib[..4] && ia[6..] == ib[6..]
     };
     let (ta, tb) = (&fa[t.l4..t.payload], &fb[t.l4..t.payload]);
+    if let Proto::Udp { .. } = a.proto {
+        // Ports; the lengths and checksums differ with the payloads.
+        return ip_same && ta[..4] == tb[..4];
+    }
     // Ports, ack, data offset, window, urgent pointer and options (timestamps included, as
     // the kernel does) must match; the flag bytes differ at most by PSH, which `a` lacks.
     ip_same
@@ -94,9 +193,9 @@ pub fn continues(
 
 /// Writes into `out` the `virtio_net_hdr` and the headers of the super-frame made of `count`
 /// segments starting with `first` (frame `f`) and carrying `payload` bytes in all, the last
-/// segment with PSH if `push`. Returns the bytes written (virtio header + frame headers).
-/// The TCP checksum field holds the pseudo-header sum and the virtio header says
-/// `NEEDS_CSUM`, as for any GSO frame handed to the kernel.
+/// TCP segment with PSH if `push`. Returns the bytes written (virtio header + frame headers).
+/// The TCP or UDP checksum field holds the pseudo-header sum (over the super-frame's length)
+/// and the virtio header says `NEEDS_CSUM`, as for any GSO frame handed to the kernel.
 pub fn super_header(
     f: &[u8],
     first: &Segment,
@@ -109,10 +208,11 @@ pub fn super_header(
     let hlen = t.payload;
     let total = virtio::HEADER_LEN + hlen;
     let out = out.get_mut(..total)?;
-    let gso_type = if t.v4 {
-        virtio::GSO_TCPV4
-    } else {
-        virtio::GSO_TCPV6
+    let udp = matches!(first.proto, Proto::Udp { .. });
+    let (gso_type, proto, csum_offset) = match (udp, t.v4) {
+        (true, _) => (virtio::GSO_UDP_L4, 17, 6),
+        (false, true) => (virtio::GSO_TCPV4, 6, 16),
+        (false, false) => (virtio::GSO_TCPV6, 6, 16),
     };
     let vh = VnetHdr {
         flags: virtio::F_NEEDS_CSUM,
@@ -128,13 +228,13 @@ pub fn super_header(
             0
         },
         csum_start: t.l4 as u16,
-        csum_offset: 16,
+        csum_offset,
     };
     out[..virtio::HEADER_LEN].copy_from_slice(&vh.to_bytes());
     let h = &mut out[virtio::HEADER_LEN..];
     h.copy_from_slice(&f[..hlen]);
     let ip_len = hlen - t.l3 + payload;
-    let tcp_len = hlen - t.l4 + payload;
+    let l4_len = hlen - t.l4 + payload;
     let ip = &mut h[t.l3..t.l4];
     let pseudo = if t.v4 {
         ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
@@ -143,20 +243,23 @@ pub fn super_header(
         ip[10..12].copy_from_slice(&c.to_be_bytes());
         let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
         let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-        pseudo_header_v4(src, dst, 6, tcp_len as u16)
+        pseudo_header_v4(src, dst, proto, l4_len as u16)
     } else {
         ip[4..6].copy_from_slice(&((ip_len - 40) as u16).to_be_bytes());
         let mut a = [0u8; 16];
         a.copy_from_slice(&ip[8..24]);
         let mut b = [0u8; 16];
         b.copy_from_slice(&ip[24..40]);
-        pseudo_header_v6(Ipv6Addr::from(a), Ipv6Addr::from(b), 6, tcp_len as u32)
+        pseudo_header_v6(Ipv6Addr::from(a), Ipv6Addr::from(b), proto, l4_len as u32)
     };
-    let tcp = &mut h[t.l4..];
-    if push {
-        tcp[13] |= TCP_PSH;
+    let l4 = &mut h[t.l4..];
+    if udp {
+        l4[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+    } else if push {
+        l4[13] |= TCP_PSH;
     }
-    tcp[16..18].copy_from_slice(&(!fold(pseudo)).to_be_bytes());
+    l4[csum_offset as usize..csum_offset as usize + 2]
+        .copy_from_slice(&(!fold(pseudo)).to_be_bytes());
     Some(total)
 }
 
@@ -232,6 +335,155 @@ mod tests {
             assert_eq!(a[20..24], b[20..24]);
             assert_eq!(a[26..], b[26..]);
         }
+    }
+
+    /// Equal-sized UDP datagrams of one flow (the last `last` bytes), IPv4 identification
+    /// counting up from 0x1234, with real checksums.
+    fn udp_datagrams(n: usize, size: usize, last: usize) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| {
+                let len = if i + 1 == n { last } else { size };
+                let payload: Vec<u8> = (0..len).map(|k| (k * 3 + i) as u8).collect();
+                let mut f = Vec::new();
+                PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+                    .ipv4([10, 0, 0, 2], [10, 0, 0, 3], 64)
+                    .udp(40000, 5201)
+                    .write(&mut f, &payload)
+                    .unwrap();
+                let id = 0x1234u16.wrapping_add(i as u16);
+                f[18..20].copy_from_slice(&id.to_be_bytes());
+                f[24..26].fill(0);
+                let c = fold(ones_complement_sum(&f[14..34], 0));
+                f[24..26].copy_from_slice(&c.to_be_bytes());
+                f
+            })
+            .collect()
+    }
+
+    /// What the kernel's UDP segmentation makes of a `GSO_UDP_L4` super-frame: per datagram
+    /// the IP length, an identification counting up and the UDP length and checksum.
+    fn segment_udp(whole: &[u8], vh: &VnetHdr) -> Vec<Vec<u8>> {
+        let hlen = usize::from(vh.hdr_len);
+        let id0 = u16::from_be_bytes([whole[18], whole[19]]);
+        whole[hlen..]
+            .chunks(usize::from(vh.gso_size))
+            .enumerate()
+            .map(|(i, chunk)| {
+                let mut f = whole[..hlen].to_vec();
+                f.extend_from_slice(chunk);
+                let ip_len = (f.len() - 14) as u16;
+                f[16..18].copy_from_slice(&ip_len.to_be_bytes());
+                f[18..20].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
+                f[24..26].fill(0);
+                let c = fold(ones_complement_sum(&f[14..34], 0));
+                f[24..26].copy_from_slice(&c.to_be_bytes());
+                let udp_len = (f.len() - 34) as u16;
+                f[38..40].copy_from_slice(&udp_len.to_be_bytes());
+                f[40..42].fill(0);
+                let src = Ipv4Addr::new(f[26], f[27], f[28], f[29]);
+                let dst = Ipv4Addr::new(f[30], f[31], f[32], f[33]);
+                let sum = ones_complement_sum(&f[34..], pseudo_header_v4(src, dst, 17, udp_len));
+                f[40..42].copy_from_slice(&fold(sum).to_be_bytes());
+                f
+            })
+            .collect()
+    }
+
+    #[test]
+    fn udp_datagrams_coalesce_and_split_back_byte_for_byte() {
+        let dgrams = udp_datagrams(6, 64, 20);
+        let cands: Vec<Segment> = dgrams.iter().map(|d| candidate(d).unwrap()).collect();
+        assert!(matches!(cands[0].proto, Proto::Udp { id: 0x1234 }));
+        let size = cands[0].payload_len;
+        let mut ip_len = cands[0].t.end - cands[0].t.l3;
+        for i in 1..dgrams.len() {
+            assert!(
+                continues(
+                    &dgrams[i - 1],
+                    &cands[i - 1],
+                    &dgrams[i],
+                    &cands[i],
+                    size,
+                    ip_len
+                ),
+                "datagram {i}"
+            );
+            ip_len += cands[i].payload_len;
+        }
+        let total: usize = cands.iter().map(|c| c.payload_len).sum();
+        let mut out = [0u8; 200];
+        let n = super_header(&dgrams[0], &cands[0], dgrams.len(), total, false, &mut out).unwrap();
+        let vh = VnetHdr::parse(&out).unwrap();
+        assert_eq!(vh.gso_type, virtio::GSO_UDP_L4);
+        assert_eq!(
+            (vh.gso_size, vh.hdr_len, vh.csum_start, vh.csum_offset),
+            (64, 42, 34, 6)
+        );
+        assert!(vh.needs_csum());
+        let mut whole = out[virtio::HEADER_LEN..n].to_vec();
+        for (d, c) in dgrams.iter().zip(&cands) {
+            whole.extend_from_slice(&d[c.t.payload..c.t.end]);
+        }
+        // The super-frame's own headers are consistent: lengths cover everything and its UDP
+        // checksum, once finished, verifies.
+        assert_eq!(
+            usize::from(u16::from_be_bytes([whole[16], whole[17]])),
+            whole.len() - 14
+        );
+        assert_eq!(
+            usize::from(u16::from_be_bytes([whole[38], whole[39]])),
+            whole.len() - 34
+        );
+        let mut finished = whole.clone();
+        virtio::finish_csum(&mut finished, &vh).unwrap();
+        assert_eq!(
+            crate::checksum::complete_partial(&mut finished),
+            crate::checksum::L4Checksum::Valid
+        );
+        assert_eq!(segment_udp(&whole, &vh), dgrams);
+    }
+
+    #[test]
+    fn what_udp_may_not_coalesce() {
+        let d = udp_datagrams(3, 64, 64);
+        let c: Vec<Segment> = d.iter().map(|f| candidate(f).unwrap()).collect();
+        let ok = |a: &[u8], ca: &Segment, b: &[u8], cb: &Segment| continues(a, ca, b, cb, 64, 100);
+        assert!(ok(&d[0], &c[0], &d[1], &c[1]));
+        // Identification not counting up by one (a gap, or the same twice).
+        assert!(!ok(&d[0], &c[0], &d[2], &c[2]));
+        assert!(!ok(&d[1], &c[1], &d[0], &c[0]));
+        // Another port, another TTL.
+        for at in [34, 22] {
+            let mut other = d[1].clone();
+            other[at] ^= 1;
+            let oc = candidate(&other).unwrap();
+            assert!(!ok(&d[0], &c[0], &other, &oc), "byte {at}");
+        }
+        // Larger than the first, or anything after a shorter one.
+        let big = udp_datagrams(2, 64, 100);
+        let bc: Vec<Segment> = big.iter().map(|f| candidate(f).unwrap()).collect();
+        assert!(!ok(&big[0], &bc[0], &big[1], &bc[1]));
+        let short = udp_datagrams(3, 64, 10);
+        let sc: Vec<Segment> = short.iter().map(|f| candidate(f).unwrap()).collect();
+        assert!(!continues(&short[2], &sc[2], &d[0], &c[0], 64, 100));
+        // TCP never continues a UDP run.
+        let tcp = segments(3000, false);
+        let tc = candidate(&tcp[1]).unwrap();
+        assert!(!ok(&d[0], &c[0], &tcp[1], &tc));
+        // No checksum (IPv4 allows it), a UDP length that disagrees, an empty payload, a
+        // fragment: not candidates.
+        let mut nocsum = d[0].clone();
+        nocsum[40..42].fill(0);
+        assert!(candidate(&nocsum).is_none());
+        let mut badlen = d[0].clone();
+        badlen[39] ^= 1;
+        assert!(candidate(&badlen).is_none());
+        let empty = udp_datagrams(1, 0, 0);
+        assert!(candidate(&empty[0]).is_none());
+        let mut frag = d[0].clone();
+        frag[20] |= 0x20;
+        assert!(candidate(&frag).is_none());
+        assert!(candidate(&d[0][..40]).is_none());
     }
 
     #[test]

@@ -36,4 +36,4 @@ pub use bed::{
 pub use cmd::{in_netns, ns_path, run, NETNS_DIR};
 pub use etcd::{ETCD_CLIENT_PORT, ETCD_PEER_PORT};
 pub use names::sweep_stale;
-pub use traffic::{ping, tcp_transfer_verified, PingStats};
+pub use traffic::{ping, tcp_transfer_verified, udp_burst_verified, PingStats, UdpBurst};

@@ -1,8 +1,9 @@
-//! Traffic checks between namespaces of a test bed: `ping` with parsed statistics and a
-//! verified TCP transfer. Both bound their waits so a broken network fails instead of hanging.
+//! Traffic checks between namespaces of a test bed: `ping` with parsed statistics, a verified
+//! TCP transfer and a verified burst of UDP datagrams. All bound their waits so a broken
+//! network fails instead of hanging.
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -282,6 +283,106 @@ pub fn tcp_transfer_verified(
             ));
         }
         Ok(())
+    })
+}
+
+/// What a [`udp_burst_verified`] receiver saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpBurst {
+    /// Datagrams sent.
+    pub sent: u32,
+    /// Distinct datagrams received, each with exactly the bytes sent.
+    pub received: u32,
+    /// Received datagrams that came after one with a higher sequence number.
+    pub reordered: u32,
+}
+
+/// The payload of datagram `seq` of a burst: its sequence number, then bytes derived from it.
+fn burst_payload(seq: u32, size: usize, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&seq.to_be_bytes());
+    let mut p = Prng(u64::from(seq) + 1);
+    out.resize(size.max(4), 0);
+    p.fill(&mut out[4..]);
+}
+
+/// Sends `count` UDP datagrams of `size` bytes (at least 4) from `client_ns` to a socket
+/// bound to `server_ip` in `server_ns`, in back-to-back groups of `group` with a short pause
+/// between groups so that no queue overflows, and checks every datagram that arrives
+/// byte for byte. Duplicates and corrupt datagrams are errors; losses and reordering are
+/// reported for the caller to judge.
+pub fn udp_burst_verified(
+    tb: &Testbed,
+    server_ns: &str,
+    server_ip: &str,
+    client_ns: &str,
+    count: u32,
+    size: usize,
+    group: u32,
+) -> io::Result<UdpBurst> {
+    tb.check_owned(server_ns)?;
+    tb.check_owned(client_ns)?;
+    let ip: Ipv4Addr = server_ip.parse().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad server IPv4 {server_ip:?}"),
+        )
+    })?;
+    let what = format!("UDP {client_ns} -> {server_ns} ({server_ip})");
+    let server = in_netns(server_ns, || UdpSocket::bind((ip, 0)))?
+        .map_err(|e| io::Error::new(e.kind(), format!("{what}: bind: {e}")))?;
+    let to = server.local_addr()?;
+    server.set_read_timeout(Some(Duration::from_millis(500)))?;
+    std::thread::scope(|s| {
+        let receiver = s.spawn(|| -> io::Result<UdpBurst> {
+            let mut seen = vec![false; count as usize];
+            let (mut received, mut reordered, mut highest) = (0u32, 0u32, None::<u32>);
+            let mut buf = vec![0u8; size + 100];
+            let mut want = Vec::new();
+            while received < count {
+                let n = match server.recv(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => break,
+                    Err(e) => return Err(e),
+                };
+                let seq = buf.get(..4).map_or(u32::MAX, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                if seq >= count {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{what}: datagram with sequence {seq} of {count}")));
+                }
+                burst_payload(seq, size, &mut want);
+                if buf[..n] != want[..] {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{what}: datagram {seq} arrived with {n} bytes that differ from the {} sent", want.len())));
+                }
+                if std::mem::replace(&mut seen[seq as usize], true) {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{what}: datagram {seq} arrived twice")));
+                }
+                if highest.is_some_and(|h| seq < h) {
+                    reordered += 1;
+                }
+                highest = highest.max(Some(seq));
+                received += 1;
+            }
+            Ok(UdpBurst { sent: count, received, reordered })
+        });
+        let sent = in_netns(client_ns, || -> io::Result<()> {
+            let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+            sock.connect(to)?;
+            let mut payload = Vec::new();
+            for seq in 0..count {
+                burst_payload(seq, size, &mut payload);
+                sock.send(&payload)?;
+                if group > 0 && (seq + 1) % group == 0 {
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+            }
+            Ok(())
+        })
+        .and_then(|r| r);
+        let got = receiver
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        sent.map_err(|e| io::Error::new(e.kind(), format!("{what}: sending: {e}")))?;
+        got
     })
 }
 
