@@ -138,6 +138,10 @@ const BURST_GROUP: u32 = 32;
 /// Sends a paced burst of small UDP datagrams from `from` to `to` and asserts that every one
 /// arrived intact (the test bed checks the bytes).
 fn assert_udp_burst(tb: &Testbed, from: &Container, to: &Container, size: usize) {
+    let drops = |ns: &str| {
+        tb.exec(ns, &["nstat", "-az", "UdpRcvbufErrors", "UdpInErrors"])
+            .unwrap_or_default()
+    };
     let b = udp_burst_verified(
         tb,
         &to.ns,
@@ -149,9 +153,12 @@ fn assert_udp_burst(tb: &Testbed, from: &Container, to: &Container, size: usize)
     )
     .unwrap();
     assert_eq!(
-        b.received, b.sent,
-        "UDP {} -> {} lost datagrams: {b:?}",
-        from.ip, to.ip
+        b.received,
+        b.sent,
+        "UDP {} -> {} lost datagrams: {b:?}; receiver: {}",
+        from.ip,
+        to.ip,
+        drops(&to.ns)
     );
     eprintln!("UDP {} -> {}: {b:?}", from.ip, to.ip);
 }

@@ -1,5 +1,5 @@
-//! The only module with `unsafe`: `setns(2)` into a named network namespace and `kill(2)`.
-//! Everything else in the crate is safe code built on these two wrappers.
+//! The only module with `unsafe`: `setns(2)` into a named network namespace, `kill(2)` and a
+//! socket buffer size. Everything else in the crate is safe code built on these wrappers.
 
 use std::fs::File;
 use std::io;
@@ -21,6 +21,26 @@ pub(crate) fn setns_net(path: &Path) -> io::Result<()> {
             e.kind(),
             format!("setns({}, CLONE_NEWNET): {e}", path.display()),
         ));
+    }
+    Ok(())
+}
+
+/// Sets a socket's receive buffer to `bytes` with `SO_RCVBUFFORCE` (root is not capped by
+/// `net.core.rmem_max`).
+pub(crate) fn force_recv_buffer(fd: &impl AsRawFd, bytes: i32) -> io::Result<()> {
+    // SAFETY: passes a pointer to a live c_int and its exact size, as setsockopt(2) expects
+    // for integer options; the descriptor is an open socket owned by the caller.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&bytes as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

@@ -331,6 +331,11 @@ pub fn udp_burst_verified(
     let what = format!("UDP {client_ns} -> {server_ns} ({server_ip})");
     let server = in_netns(server_ns, || UdpSocket::bind((ip, 0)))?
         .map_err(|e| io::Error::new(e.kind(), format!("{what}: bind: {e}")))?;
+    // Room for the whole burst, so that a receiving thread starved of CPU (a loaded CI
+    // machine) does not turn into losses that say nothing about the network.
+    let room = (count as usize).saturating_mul(size + 1024).min(64 << 20);
+    crate::sys::force_recv_buffer(&server, room as i32)
+        .map_err(|e| io::Error::new(e.kind(), format!("{what}: SO_RCVBUFFORCE: {e}")))?;
     let to = server.local_addr()?;
     server.set_read_timeout(Some(Duration::from_millis(500)))?;
     std::thread::scope(|s| {
