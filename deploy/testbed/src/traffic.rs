@@ -220,14 +220,7 @@ pub fn tcp_transfer_verified(
     client_ns: &str,
     bytes: usize,
 ) -> io::Result<()> {
-    tb.check_owned(server_ns)?;
-    tb.check_owned(client_ns)?;
-    let ip: Ipv4Addr = server_ip.parse().map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("bad server IPv4 {server_ip:?}"),
-        )
-    })?;
+    let ip = check_pair(tb, server_ns, server_ip, client_ns)?;
     let abort = AtomicBool::new(false);
     let (port_tx, port_rx) = mpsc::channel();
     std::thread::scope(|s| {
@@ -286,6 +279,23 @@ pub fn tcp_transfer_verified(
     })
 }
 
+/// Checks that both namespaces belong to `tb` and parses the server's address.
+fn check_pair(
+    tb: &Testbed,
+    server_ns: &str,
+    server_ip: &str,
+    client_ns: &str,
+) -> io::Result<Ipv4Addr> {
+    tb.check_owned(server_ns)?;
+    tb.check_owned(client_ns)?;
+    server_ip.parse().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad server IPv4 {server_ip:?}"),
+        )
+    })
+}
+
 /// What a [`udp_burst_verified`] receiver saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UdpBurst {
@@ -320,14 +330,7 @@ pub fn udp_burst_verified(
     size: usize,
     group: u32,
 ) -> io::Result<UdpBurst> {
-    tb.check_owned(server_ns)?;
-    tb.check_owned(client_ns)?;
-    let ip: Ipv4Addr = server_ip.parse().map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("bad server IPv4 {server_ip:?}"),
-        )
-    })?;
+    let ip = check_pair(tb, server_ns, server_ip, client_ns)?;
     let what = format!("UDP {client_ns} -> {server_ns} ({server_ip})");
     let server = in_netns(server_ns, || UdpSocket::bind((ip, 0)))?
         .map_err(|e| io::Error::new(e.kind(), format!("{what}: bind: {e}")))?;
