@@ -22,6 +22,7 @@
 
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,7 +87,6 @@ fn tap_of_token(token: u64) -> Option<(Vni, usize)> {
 
 /// Registers a worker's own descriptors (waker and socket) with its epoll.
 pub(crate) fn register_worker(ep: &Epoll, waker: &Waker, sock: &UnderlaySocket) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     ep.add(waker.as_raw_fd(), TOKEN_WAKER)?;
     ep.add(sock.as_raw_fd(), TOKEN_SOCKET)
 }
@@ -774,7 +774,6 @@ fn send_blocking(
     mut send: impl FnMut() -> io::Result<usize>,
     sock: &UnderlaySocket,
 ) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
     loop {
         match send() {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

@@ -106,6 +106,7 @@ pub enum L4Checksum {
 /// complemented. A frame is never made longer or shorter.
 pub fn complete_partial(frame: &mut [u8]) -> L4Checksum {
     let Some(Segment {
+        l3: _,
         start: l4_start,
         len: l4_len,
         proto,
@@ -142,15 +143,22 @@ pub fn complete_partial(frame: &mut [u8]) -> L4Checksum {
 }
 
 /// Where a frame's transport segment is, and its pseudo-header sum.
-struct Segment {
-    start: usize,
-    len: usize,
-    proto: u8,
-    pseudo: u32,
-    v4: bool,
+pub(crate) struct Segment {
+    /// Offset of the IP header.
+    pub(crate) l3: usize,
+    /// Offset of the transport header.
+    pub(crate) start: usize,
+    /// Bytes of transport header and payload (from the IP length, not the buffer).
+    pub(crate) len: usize,
+    pub(crate) proto: u8,
+    pub(crate) pseudo: u32,
+    pub(crate) v4: bool,
 }
 
-fn l4_of(frame: &[u8]) -> Option<Segment> {
+/// Locates the transport segment of an Ethernet + IPv4/IPv6 frame (at most one 802.1Q tag,
+/// IPv4 not fragmented, IPv6 without extension headers): `None` for anything else, or for
+/// an IP length the buffer does not hold.
+pub(crate) fn l4_of(frame: &[u8]) -> Option<Segment> {
     let (l3, et) = crate::ethernet::l3_offset(frame)?;
     let ip = frame.get(l3..)?;
     match et {
@@ -170,6 +178,7 @@ fn l4_of(frame: &[u8]) -> Option<Segment> {
             let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
             let len = total - ihl;
             Some(Segment {
+                l3,
                 start: l3 + ihl,
                 len,
                 proto,
@@ -192,6 +201,7 @@ fn l4_of(frame: &[u8]) -> Option<Segment> {
             a.copy_from_slice(&ip[24..40]);
             let dst = Ipv6Addr::from(a);
             Some(Segment {
+                l3,
                 start: l3 + 40,
                 len,
                 proto,

@@ -90,45 +90,22 @@ pub fn candidate(frame: &[u8]) -> Option<Segment> {
 /// Locates the headers of an Ethernet + IPv4/IPv6 + UDP frame (IPv6 without extension
 /// headers, IPv4 not fragmented); also returns the IPv4 identification.
 fn udp_frame(frame: &[u8]) -> Option<(TcpFrame, u16)> {
-    let (l3, et) = crate::ethernet::l3_offset(frame)?;
-    let ip = frame.get(l3..)?;
-    let (ihl, total, v4, id) = match et {
-        0x0800 => {
-            if ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != 17 {
-                return None;
-            }
-            let frag = u16::from_be_bytes([ip[6], ip[7]]);
-            if frag & 0x3fff != 0 {
-                return None;
-            }
-            let ihl = usize::from(ip[0] & 0x0f) * 4;
-            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-            (ihl, total, true, u16::from_be_bytes([ip[4], ip[5]]))
-        }
-        0x86dd => {
-            if ip.len() < 40 || ip[0] >> 4 != 6 || ip[6] != 17 {
-                return None;
-            }
-            (
-                40,
-                40 + usize::from(u16::from_be_bytes([ip[4], ip[5]])),
-                false,
-                0,
-            )
-        }
-        _ => return None,
-    };
-    if ihl < 20 || total > ip.len() || total < ihl + UDP_HEADER_LEN {
+    let s = crate::checksum::l4_of(frame)?;
+    if s.proto != 17 || s.len < UDP_HEADER_LEN {
         return None;
     }
-    let l4 = l3 + ihl;
+    let id = if s.v4 {
+        u16::from_be_bytes([frame[s.l3 + 4], frame[s.l3 + 5]])
+    } else {
+        0
+    };
     Some((
         TcpFrame {
-            l3,
-            l4,
-            payload: l4 + UDP_HEADER_LEN,
-            end: l3 + total,
-            v4,
+            l3: s.l3,
+            l4: s.start,
+            payload: s.start + UDP_HEADER_LEN,
+            end: s.start + s.len,
+            v4: s.v4,
         },
         id,
     ))
@@ -286,36 +263,48 @@ mod tests {
         segs
     }
 
-    #[test]
-    fn a_split_train_coalesces_back_into_the_original() {
-        let segs = segments(10_000, true);
-        let cands: Vec<Segment> = segs.iter().map(|s| candidate(s).unwrap()).collect();
-        let gso_size = cands[0].payload_len;
+    /// Asserts that every frame continues the run of the ones before it, and returns their
+    /// candidates, the super-frame's virtio header and the super-frame (headers, then every
+    /// payload), with PSH on the last TCP segment if `push`.
+    fn coalesce_all(frames: &[Vec<u8>], push: bool) -> (Vec<Segment>, VnetHdr, Vec<u8>) {
+        let cands: Vec<Segment> = frames.iter().map(|f| candidate(f).unwrap()).collect();
+        let size = cands[0].payload_len;
         let mut ip_len = cands[0].t.end - cands[0].t.l3;
-        for i in 1..segs.len() {
-            assert!(continues(
-                &segs[i - 1],
-                &cands[i - 1],
-                &segs[i],
-                &cands[i],
-                gso_size,
-                ip_len
-            ));
+        for i in 1..frames.len() {
+            assert!(
+                continues(
+                    &frames[i - 1],
+                    &cands[i - 1],
+                    &frames[i],
+                    &cands[i],
+                    size,
+                    ip_len
+                ),
+                "frame {i}"
+            );
             ip_len += cands[i].payload_len;
         }
         let total: usize = cands.iter().map(|c| c.payload_len).sum();
         let mut out = [0u8; 200];
-        let n = super_header(&segs[0], &cands[0], segs.len(), total, true, &mut out).unwrap();
+        let n = super_header(&frames[0], &cands[0], frames.len(), total, push, &mut out).unwrap();
         let vh = VnetHdr::parse(&out).unwrap();
+        let mut whole = out[virtio::HEADER_LEN..n].to_vec();
+        for (f, c) in frames.iter().zip(&cands) {
+            whole.extend_from_slice(&f[c.t.payload..c.t.end]);
+        }
+        (cands, vh, whole)
+    }
+
+    #[test]
+    fn a_split_train_coalesces_back_into_the_original() {
+        let segs = segments(10_000, true);
+        let (cands, vh, mut whole) = coalesce_all(&segs, true);
+        let gso_size = cands[0].payload_len;
         assert_eq!(vh.gso_type, virtio::GSO_TCPV4);
         assert_eq!(usize::from(vh.gso_size), gso_size);
         assert_eq!(usize::from(vh.hdr_len), 54);
         assert!(vh.needs_csum());
-        // Reassemble and finish the checksum as the kernel would: the original frame.
-        let mut whole = out[virtio::HEADER_LEN..n].to_vec();
-        for (s, c) in segs.iter().zip(&cands) {
-            whole.extend_from_slice(&s[c.t.payload..c.t.end]);
-        }
+        // Finish the checksum as the kernel would: the original frame.
         virtio::finish_csum(&mut whole, &vh).unwrap();
         let ip = &whole[14..34];
         assert_eq!(fold(ones_complement_sum(ip, 0)), 0, "IPv4 header checksum");
@@ -392,38 +381,14 @@ mod tests {
     #[test]
     fn udp_datagrams_coalesce_and_split_back_byte_for_byte() {
         let dgrams = udp_datagrams(6, 64, 20);
-        let cands: Vec<Segment> = dgrams.iter().map(|d| candidate(d).unwrap()).collect();
+        let (cands, vh, whole) = coalesce_all(&dgrams, false);
         assert!(matches!(cands[0].proto, Proto::Udp { id: 0x1234 }));
-        let size = cands[0].payload_len;
-        let mut ip_len = cands[0].t.end - cands[0].t.l3;
-        for i in 1..dgrams.len() {
-            assert!(
-                continues(
-                    &dgrams[i - 1],
-                    &cands[i - 1],
-                    &dgrams[i],
-                    &cands[i],
-                    size,
-                    ip_len
-                ),
-                "datagram {i}"
-            );
-            ip_len += cands[i].payload_len;
-        }
-        let total: usize = cands.iter().map(|c| c.payload_len).sum();
-        let mut out = [0u8; 200];
-        let n = super_header(&dgrams[0], &cands[0], dgrams.len(), total, false, &mut out).unwrap();
-        let vh = VnetHdr::parse(&out).unwrap();
         assert_eq!(vh.gso_type, virtio::GSO_UDP_L4);
         assert_eq!(
             (vh.gso_size, vh.hdr_len, vh.csum_start, vh.csum_offset),
             (64, 42, 34, 6)
         );
         assert!(vh.needs_csum());
-        let mut whole = out[virtio::HEADER_LEN..n].to_vec();
-        for (d, c) in dgrams.iter().zip(&cands) {
-            whole.extend_from_slice(&d[c.t.payload..c.t.end]);
-        }
         // The super-frame's own headers are consistent: lengths cover everything and its UDP
         // checksum, once finished, verifies.
         assert_eq!(
