@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ovnet_sys::udp::{MAX_GSO_PAYLOAD, MAX_GSO_SEGMENTS};
 use ovnet_sys::{Epoll, Tap, UnderlaySocket, Waker};
@@ -144,6 +144,7 @@ pub(crate) fn worker_loop(s: &Shared, index: usize, stop: &AtomicBool) {
     let mut tokens = [0u64; 64];
     let mut last_sweep = 0;
     let mut timeout = IDLE_WAIT_MS;
+    let mut last_event = Instant::now();
     loop {
         // Between passes the worker holds no network: acknowledging the generation here is
         // what lets `remove_network` know the TAPs it dropped are no longer in use.
@@ -159,6 +160,9 @@ pub(crate) fn worker_loop(s: &Shared, index: usize, stop: &AtomicBool) {
         };
         if stop.load(Ordering::Acquire) {
             break;
+        }
+        if n > 0 {
+            last_event = Instant::now();
         }
         let now = s.learned.now_ms();
         let mut more = false;
@@ -182,8 +186,15 @@ pub(crate) fn worker_loop(s: &Shared, index: usize, stop: &AtomicBool) {
             }
         }
         // Level-triggered epoll: whatever a bounded batch left behind is reported again at
-        // once.
-        timeout = if more { 0 } else { IDLE_WAIT_MS };
+        // once. Idle, poll until the window since the last event closes, then sleep.
+        timeout = if more {
+            0
+        } else if last_event.elapsed() < s.poll {
+            std::thread::yield_now();
+            0
+        } else {
+            IDLE_WAIT_MS
+        };
         if index == 0 && now.saturating_sub(last_sweep) >= 10_000 {
             s.learned.expire(now);
             last_sweep = now;

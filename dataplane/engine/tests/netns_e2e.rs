@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use ovnet_dataplane::{
     Dataplane, DataplaneConfig, DropReason, FloodEntry, MacAddr, NetworkTable, Vni,
@@ -56,8 +57,12 @@ fn start_ovnet(tb: &Testbed, h: &Host, table: &NetworkTable, mode: Mode) -> Data
         let mut cfg = DataplaneConfig::new(vtep(h));
         cfg.gso = fast;
         cfg.gro = fast;
-        // The production setup on two cores: two TAP queues, two receive sockets.
+        // The production setup on two cores: two TAP queues, two receive sockets, polling
+        // workers. The plain mode covers workers that sleep as soon as they are idle.
         cfg.workers = if fast { 2 } else { 1 };
+        if !fast {
+            cfg.poll = Duration::ZERO;
+        }
         let dp = Dataplane::start(&cfg).unwrap();
         let tap_cfg = TapConfig {
             vnet_hdr: fast,

@@ -1,0 +1,81 @@
+//! Workers poll after traffic only for their bounded window (`DataplaneConfig::poll`), then
+//! sleep: an idle data plane burns no CPU. Its own test binary, so that no other test's
+//! workers share the process whose threads are measured.
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use ovnet_dataplane::{Dataplane, DataplaneConfig, DropReason, Vni};
+use ovnet_sys::{link, netns};
+use ovnet_wire::vxlan;
+
+/// CPU time (user + system) of this process's data-plane worker threads.
+fn worker_cpu() -> Duration {
+    // /proc counts in USER_HZ, which the kernel ABI fixes at 100 on every architecture
+    // Linux runs ovnet on (x86, arm64).
+    const USER_HZ: u64 = 100;
+    let mut ticks = 0;
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !comm.starts_with("ovnet-worker") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name; utime and stime are the 14th and 15th fields.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        ticks += f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    }
+    Duration::from_millis(ticks * 1000 / USER_HZ)
+}
+
+#[test]
+fn workers_poll_only_for_their_window_after_traffic_then_sleep() {
+    std::thread::spawn(|| {
+        netns::unshare().unwrap();
+        link::set_up("lo").unwrap();
+        let vtep = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 4789);
+        let mut cfg = DataplaneConfig::new(vtep);
+        cfg.workers = 2;
+        // Far longer than the default, so that a worker that never stopped polling would
+        // show up clearly, and still short next to the measurement.
+        cfg.poll = Duration::from_millis(20);
+        let dp = Dataplane::start(&cfg).unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // Datagrams for a VNI nobody serves: each one wakes a worker, which drops and counts
+        // it, then polls.
+        let mut d = vxlan::header(Vni::new(7).unwrap()).to_vec();
+        d.extend_from_slice(&[0u8; 60]);
+        let sent = 200;
+        for _ in 0..sent {
+            peer.send_to(&d, vtep).unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while dp.global_counters().dropped(DropReason::UnknownVni) < sent {
+            assert!(
+                Instant::now() < deadline,
+                "the datagrams were not all received"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Traffic stopped: after the window, the workers must sleep.
+        std::thread::sleep(Duration::from_millis(100));
+        let before = worker_cpu();
+        std::thread::sleep(Duration::from_secs(1));
+        let idle = worker_cpu() - before;
+        // Two spinning workers would use ~2 s here; sleeping ones use nothing (one clock
+        // tick of slack per worker).
+        assert!(
+            idle <= Duration::from_millis(40),
+            "idle workers used {idle:?} of CPU in 1 s: polling did not stop"
+        );
+        drop(dp);
+    })
+    .join()
+    .unwrap();
+}
