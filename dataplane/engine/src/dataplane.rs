@@ -75,7 +75,7 @@ impl DataplaneConfig {
 
 /// How long a worker polls after its last packet by default: longer than the gap between
 /// a TCP sender's bursts under load, short enough that an idle host costs nothing measurable.
-pub const DEFAULT_POLL: Duration = Duration::from_micros(50);
+pub const DEFAULT_POLL: Duration = Duration::from_micros(100);
 
 /// What the control plane did wrong, or what the OS refused.
 #[derive(Debug)]
