@@ -55,9 +55,9 @@ struct Args {
     /// network and receive sockets on the VXLAN port. Default: the number of CPUs, at most 4.
     #[arg(long, env = "OVNET_QUEUES")]
     queues: Option<usize>,
-    /// Microseconds a data-plane worker keeps polling (yielding the CPU between polls) after
-    /// its last packet before it sleeps; saves a wake-up per burst under load. 0: sleep at
-    /// once (least CPU on a host with sparse traffic).
+    /// Longest time, in microseconds, a data-plane worker keeps polling (yielding the CPU
+    /// between polls) after its last packet before it sleeps; saves a wake-up per burst under
+    /// load, and shrinks by itself when traffic is sparse. 0: always sleep at once.
     #[arg(long, env = "OVNET_POLL_US", default_value_t = DEFAULT_POLL.as_micros() as u64)]
     poll_us: u64,
 }

@@ -50,10 +50,11 @@ pub struct DataplaneConfig {
     /// (`SO_REUSEPORT`) and one queue of every network's TAP (give networks as many queues).
     /// More than one lets different flows use different cores.
     pub workers: usize,
-    /// How long a worker keeps polling after its last packet before it sleeps, yielding the
-    /// CPU between polls. While traffic flows this saves the sleep and the wake-up per burst
-    /// (a cross-CPU wake-up costs several microseconds on a virtual machine); without traffic
-    /// a worker sleeps. Zero sleeps at once.
+    /// The longest a worker keeps polling after its last packet before it sleeps, yielding
+    /// the CPU between polls. While traffic flows this saves the sleep and the wake-up per
+    /// burst (a cross-CPU wake-up costs several microseconds on a virtual machine); the window
+    /// shrinks when traffic is too sparse for polling to pay, and without traffic a worker
+    /// sleeps. Zero sleeps at once.
     pub poll: Duration,
 }
 
@@ -73,8 +74,8 @@ impl DataplaneConfig {
     }
 }
 
-/// How long a worker polls after its last packet by default: longer than the gap between
-/// a TCP sender's bursts under load, short enough that an idle host costs nothing measurable.
+/// The default longest poll after a worker's last packet: longer than the gap between a TCP
+/// sender's bursts under load (measured best of 20, 50, 100 and 200 µs on 2 cores).
 pub const DEFAULT_POLL: Duration = Duration::from_micros(100);
 
 /// What the control plane did wrong, or what the OS refused.
