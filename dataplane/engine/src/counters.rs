@@ -98,6 +98,7 @@ pub struct Counters {
     learned: AtomicU64,
     csum_completed: AtomicU64,
     segmented: AtomicU64,
+    super_frames_in: AtomicU64,
     super_frames: AtomicU64,
     coalesced: AtomicU64,
     trains: AtomicU64,
@@ -161,6 +162,11 @@ impl Counters {
         self.segmented.fetch_add(1, Relaxed);
     }
 
+    /// Counts a received TCP super-frame written to the TAP whole, as a GSO frame.
+    pub fn super_frame_in(&self) {
+        self.super_frames_in.fetch_add(1, Relaxed);
+    }
+
     /// Counts a TCP super-frame read from the TAP (TSO) and sent as a GSO train.
     pub fn super_frame(&self) {
         self.super_frames.fetch_add(1, Relaxed);
@@ -201,6 +207,7 @@ impl Counters {
             learned: self.learned.load(Relaxed),
             csum_completed: self.csum_completed.load(Relaxed),
             segmented: self.segmented.load(Relaxed),
+            super_frames_in: self.super_frames_in.load(Relaxed),
             super_frames: self.super_frames.load(Relaxed),
             coalesced: self.coalesced.load(Relaxed),
             trains: self.trains.load(Relaxed),
@@ -230,8 +237,11 @@ pub struct CounterSnapshot {
     pub learned: u64,
     /// Inner TCP/UDP checksums that arrived partial and were finished.
     pub csum_completed: u64,
-    /// Received TCP super-frames split in software.
+    /// Received TCP super-frames split in software (the TAP takes no GSO frames, or the
+    /// frame is not a plain data segment).
     pub segmented: u64,
+    /// Received TCP super-frames written to the TAP whole, as GSO frames.
+    pub super_frames_in: u64,
     /// TCP super-frames read from the TAP and sent as segment trains.
     pub super_frames: u64,
     /// Super-frames written to the TAP, each coalesced from several received segments.

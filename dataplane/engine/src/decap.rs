@@ -49,7 +49,7 @@ pub fn admit(
     max_frame: usize,
 ) -> Result<Admitted, DropReason> {
     // A TCP frame larger than the MTU is a super-frame (over a veth underlay the kernel's
-    // vxlan delivers its TSO packets unsegmented): the caller segments it. Anything else that
+    // vxlan delivers its TSO packets unsegmented): the caller passes it on. Anything else that
     // large is dropped.
     if frame.len() > max_frame && gso::tcp_frame(frame).is_none() {
         return Err(DropReason::Oversized);

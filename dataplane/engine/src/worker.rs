@@ -17,8 +17,9 @@
 //!   read into consecutive slots of an arena and leave together the same way, so a burst of
 //!   64-byte packets costs one send, not one per packet.
 //! - decap receives with UDP GRO (many datagrams per call), checks each, finishes partial
-//!   checksums, splits the kernel's unsegmented super-frames, coalesces a run's in-order TCP
-//!   segments into one super-frame, and writes to the TAP with one `writev`.
+//!   checksums, passes a kernel peer's unsegmented super-frames on whole (or splits them),
+//!   coalesces a run's in-order TCP segments into one super-frame, and writes to the TAP with
+//!   one `writev`.
 //!
 //! A worker with nothing left to do polls a little longer (at most [`Shared::poll`], 100 µs
 //! by default, adapted by [`PollWindow`]) before it sleeps, yielding the CPU between polls so
@@ -361,10 +362,14 @@ impl Decapper<'_> {
         }
         let tap = self.tap(net);
         if frame.len() > net.max_frame {
-            // A TCP super-frame (admit let only those through): split it to the network's
-            // MTU; each segment gets full checksums.
+            // A TCP super-frame (admit let only those through; a kernel vxlan peer sends its
+            // TSO packets unsegmented over a virtual underlay).
             self.flush(networks, buf);
             let frame = &buf[at + vxlan::HEADER_LEN..end];
+            if tap.has_vnet_hdr() && self.pass_super(net, tap, frame) {
+                return;
+            }
+            // Split it to the network's MTU; each segment gets full checksums.
             let log = &mut self.tap_log;
             let split = gso::segment_tcp(frame, net.mtu, &mut self.scratch, |seg| {
                 deliver(net, tap, seg, log)
@@ -405,6 +410,55 @@ impl Decapper<'_> {
         r.payload += seg.payload_len;
         r.ip_len += seg.payload_len;
         r.frame_bytes += end - start;
+    }
+
+    /// Writes a received TCP super-frame to an offloading TAP whole, as the GSO frame it is:
+    /// its headers (IP length and checksum, TCP checksum field) are rebuilt here, so nothing of
+    /// the sender's checksum state is trusted, and the receiving kernel segments it to the
+    /// network's MTU if it must. False if the frame is not a plain data segment (SYN, FIN,
+    /// RST, URG...), which is then split in software.
+    fn pass_super(&mut self, net: &Network, tap: &Tap, frame: &[u8]) -> bool {
+        let Some(seg) = gro::candidate(frame) else {
+            return false;
+        };
+        if !matches!(seg.proto, gro::Proto::Tcp { .. }) {
+            return false;
+        }
+        let headers = seg.t.payload - seg.t.l3;
+        let Some(mss) = net.mtu.checked_sub(headers).filter(|&m| m > 0) else {
+            return false;
+        };
+        let count = seg.payload_len.div_ceil(mss);
+        let shape = gro::Segment {
+            payload_len: mss.min(seg.payload_len),
+            ..seg
+        };
+        let Some(hlen) = gro::super_header(
+            frame,
+            &shape,
+            count,
+            seg.payload_len,
+            false,
+            &mut self.header,
+        ) else {
+            return false;
+        };
+        let parts = [
+            IoSlice::new(&self.header[..hlen]),
+            IoSlice::new(&frame[seg.t.payload..seg.t.end]),
+        ];
+        match tap.write_vectored(&parts) {
+            Ok(_) => {
+                net.counters.rx(seg.t.end);
+                net.counters.super_frame_in();
+            }
+            Err(e) => {
+                net.counters.count_drop(DropReason::TapWriteError);
+                self.tap_log
+                    .warn(format_args!("writing to TAP {}: {e}", tap.name()));
+            }
+        }
+        true
     }
 
     /// Whether the segment at `buf[start..end]` continues the current run.
