@@ -47,8 +47,8 @@ struct Args {
     /// TTL of the node's liveness lease, in seconds.
     #[arg(long, default_value_t = 10)]
     lease_ttl: u64,
-    /// Turn off the fast path: plain TAP reads and writes, no UDP GSO/GRO (for comparisons
-    /// and kernels that lack them).
+    /// Turn off the fast path: plain TAP reads and writes, no UDP GSO/GRO, small frames
+    /// batched with sendmmsg (for comparisons and kernels that lack the offloads).
     #[arg(long)]
     no_offloads: bool,
     /// Data-plane worker threads, each carrying traffic both ways: as many TAP queues per

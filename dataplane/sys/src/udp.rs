@@ -233,6 +233,49 @@ impl UnderlaySocket {
         Ok(rc as usize)
     }
 
+    /// Sends consecutive groups of `per` slices of `parts` as one datagram each, all to `dst`,
+    /// with one `sendmmsg`: the batch that stands in for UDP GSO where the kernel or route
+    /// refuses it. Sends at most [`MAX_GSO_SEGMENTS`] datagrams per call and returns how many
+    /// left (at least one); `WouldBlock` if the socket buffer took none. The caller resumes
+    /// after the ones sent.
+    pub fn send_many(
+        &self,
+        parts: &[IoSlice<'_>],
+        per: usize,
+        dst: SocketAddr,
+    ) -> io::Result<usize> {
+        if per == 0 || parts.is_empty() {
+            return Ok(0);
+        }
+        let addr = sockaddr_of(dst);
+        // SAFETY: an all-zero mmsghdr is a valid empty header.
+        let mut msgs: [libc::mmsghdr; MAX_GSO_SEGMENTS] = unsafe { std::mem::zeroed() };
+        let mut count = 0;
+        for (m, group) in msgs.iter_mut().zip(parts.chunks(per)) {
+            m.msg_hdr.msg_name = addr.as_ptr() as *mut libc::c_void;
+            m.msg_hdr.msg_namelen = addr.len();
+            // IoSlice is guaranteed ABI-compatible with struct iovec on Unix; sendmmsg only
+            // reads it.
+            m.msg_hdr.msg_iov = group.as_ptr() as *mut libc::iovec;
+            m.msg_hdr.msg_iovlen = group.len() as _;
+            count += 1;
+        }
+        // SAFETY: the first `count` headers are initialised and point at `addr` and slices of
+        // `parts`, all live for the call; the kernel writes only their msg_len fields.
+        let rc = unsafe {
+            libc::sendmmsg(
+                self.sock.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                count as libc::c_uint,
+                0,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(rc as usize)
+    }
+
     /// Asks the kernel to coalesce received datagrams of one flow (`UDP_GRO`, Linux 5.0):
     /// [`UnderlaySocket::recv_gro`] then returns several equal-sized datagrams at once.
     pub fn enable_gro(&self) -> io::Result<()> {
@@ -357,6 +400,46 @@ mod tests {
             got += n;
         }
         assert_eq!(got, 460);
+    }
+
+    #[test]
+    fn send_many_sends_each_group_as_one_datagram_in_order() {
+        let rx = UnderlaySocket::bind(&UdpConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
+        let tx = UnderlaySocket::bind(&UdpConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
+        let dst = rx.local_addr().unwrap();
+        let header = [0x08u8, 0, 0, 0, 0, 0, 42, 0];
+        let payloads: Vec<Vec<u8>> = (0..70u8).map(|i| vec![i; 1 + usize::from(i) * 7]).collect();
+        let mut parts = Vec::new();
+        for p in &payloads {
+            parts.push(IoSlice::new(&header));
+            parts.push(IoSlice::new(p));
+        }
+        // 70 datagrams: the first call takes at most 64, the caller resumes after them.
+        let mut sent = 0;
+        while sent < payloads.len() {
+            let n = tx.send_many(&parts[2 * sent..], 2, dst).unwrap();
+            assert!((1..=MAX_GSO_SEGMENTS).contains(&n), "{n}");
+            sent += n;
+        }
+        let mut buf = [0u8; 2048];
+        for p in &payloads {
+            let mut n = 0;
+            for _ in 0..200 {
+                match rx.recv_from(&mut buf) {
+                    Ok((len, _)) => {
+                        n = len;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(std::time::Duration::from_millis(5))
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert_eq!(&buf[..8], &header);
+            assert_eq!(&buf[8..n], &p[..]);
+        }
+        assert_eq!(tx.send_many(&[], 2, dst).unwrap(), 0);
     }
 
     #[test]
