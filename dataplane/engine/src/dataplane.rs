@@ -302,6 +302,12 @@ impl Dataplane {
             .expect("a bound socket has a local address")
     }
 
+    /// Whether sends still use UDP GSO: false if it was configured off, or since the kernel
+    /// refused it (the data plane then sends trains with `sendmmsg`).
+    pub fn udp_gso(&self) -> bool {
+        self.shared.gso.load(Ordering::Relaxed)
+    }
+
     /// Starts serving VNI `vni` on `tap` (already created, in whatever namespace), with frames
     /// up to `mtu` bytes of payload, forwarding as `table` says.
     pub fn add_network(

@@ -956,6 +956,30 @@ mod tests {
     }
 
     #[test]
+    fn only_eio_and_einval_turn_udp_gso_off() {
+        for (errno, refusal) in [
+            (libc_errno::EIO, true),
+            (libc_errno::EINVAL, true),
+            (libc_errno::EAGAIN, false),
+            (libc_errno::ENOBUFS, false),
+            (libc_errno::EMSGSIZE, false),
+        ] {
+            let e = io::Error::from_raw_os_error(errno);
+            assert_eq!(is_gso_refusal(&e), refusal, "{e}");
+        }
+        assert!(!is_gso_refusal(&io::Error::other("not an OS error")));
+    }
+
+    /// The few errno values the tests need (the engine does not depend on libc).
+    mod libc_errno {
+        pub const EIO: i32 = 5;
+        pub const EAGAIN: i32 = 11;
+        pub const EINVAL: i32 = 22;
+        pub const EMSGSIZE: i32 = 90;
+        pub const ENOBUFS: i32 = 105;
+    }
+
+    #[test]
     fn a_zero_poll_window_always_sleeps() {
         let t0 = Instant::now();
         let mut p = PollWindow::new(Duration::ZERO, t0);
