@@ -150,6 +150,19 @@ fn sockaddr_of(dst: SocketAddr) -> SockAddr {
     SockAddr::from(dst)
 }
 
+/// A `msghdr` that sends the bytes gathered from `parts` to `addr`, without control data.
+/// It points into `addr` and `parts`: use it only while both are alive.
+fn msghdr_to(addr: &SockAddr, parts: &[IoSlice<'_>]) -> libc::msghdr {
+    // SAFETY: an all-zero msghdr is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = addr.as_ptr() as *mut libc::c_void;
+    msg.msg_namelen = addr.len();
+    // IoSlice is guaranteed ABI-compatible with struct iovec on Unix; sends only read it.
+    msg.msg_iov = parts.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = parts.len() as _;
+    msg
+}
+
 /// The IP socket address in a `sockaddr_storage` filled by the kernel.
 fn socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(ss.ss_family) {
@@ -205,14 +218,8 @@ impl UnderlaySocket {
         // SAFETY: CMSG_SPACE is a pure size computation.
         let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
         debug_assert!(space <= std::mem::size_of_val(&control));
-        // SAFETY: an all-zero msghdr is a valid empty header; every pointer set below refers to
-        // data (addr, parts, control) that outlives the sendmsg call.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_name = addr.as_ptr() as *mut libc::c_void;
-        msg.msg_namelen = addr.len();
-        // IoSlice is guaranteed ABI-compatible with struct iovec on Unix; sendmsg only reads it.
-        msg.msg_iov = parts.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = parts.len() as _;
+        // Every pointer in `msg` refers to data (addr, parts, control) that outlives the call.
+        let mut msg = msghdr_to(&addr, parts);
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = space as _;
         // SAFETY: msg_control points at `space` bytes, enough for the first header, so
@@ -252,12 +259,7 @@ impl UnderlaySocket {
         let mut msgs: [libc::mmsghdr; MAX_GSO_SEGMENTS] = unsafe { std::mem::zeroed() };
         let mut count = 0;
         for (m, group) in msgs.iter_mut().zip(parts.chunks(per)) {
-            m.msg_hdr.msg_name = addr.as_ptr() as *mut libc::c_void;
-            m.msg_hdr.msg_namelen = addr.len();
-            // IoSlice is guaranteed ABI-compatible with struct iovec on Unix; sendmmsg only
-            // reads it.
-            m.msg_hdr.msg_iov = group.as_ptr() as *mut libc::iovec;
-            m.msg_hdr.msg_iovlen = group.len() as _;
+            m.msg_hdr = msghdr_to(&addr, group);
             count += 1;
         }
         // SAFETY: the first `count` headers are initialised and point at `addr` and slices of
@@ -422,20 +424,10 @@ mod tests {
             sent += n;
         }
         let mut buf = [0u8; 2048];
+        let mut ready = [false];
         for p in &payloads {
-            let mut n = 0;
-            for _ in 0..200 {
-                match rx.recv_from(&mut buf) {
-                    Ok((len, _)) => {
-                        n = len;
-                        break;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(std::time::Duration::from_millis(5))
-                    }
-                    Err(e) => panic!("{e}"),
-                }
-            }
+            crate::poll_readable(&[rx.as_raw_fd()], &mut ready, 2000).unwrap();
+            let (n, _) = rx.recv_from(&mut buf).unwrap();
             assert_eq!(&buf[..8], &header);
             assert_eq!(&buf[8..n], &p[..]);
         }
