@@ -288,7 +288,7 @@ fn start_dataplane(tb: &Testbed, h: &Host, table: &NetworkTable) -> Result<Datap
             csum: true,
             tso4: true,
             tso6: true,
-            tso_ecn: false,
+            ..Offloads::default()
         })?;
         link::set_mtu(tap_name, MTU)?;
         Ok((dp, tap))

@@ -165,6 +165,7 @@ pub async fn open_tap(vni: u32, mtu: u32, offloads: bool, queues: usize) -> Resu
             tso4: true,
             tso6: true,
             tso_ecn: true,
+            udp_tunnel: false,
         };
         for t in &taps {
             t.set_offloads(all)

@@ -60,6 +60,11 @@ struct Args {
     /// load, and shrinks by itself when traffic is sparse. 0: always sleep at once.
     #[arg(long, env = "OVNET_POLL_US", default_value_t = DEFAULT_POLL.as_micros() as u64)]
     poll_us: u64,
+    /// Segment TCP super-frames here and send them from the UDP sockets, instead of sending
+    /// them whole through the uplink TAP for the kernel to segment (UDP tunnel GSO, used where
+    /// Linux 6.17+ and the host's settings allow it; see the README).
+    #[arg(long, env = "OVNET_NO_TUNNEL_GSO", value_parser = clap::builder::FalseyValueParser::new())]
+    no_tunnel_gso: bool,
 }
 
 fn hostname() -> String {
@@ -113,6 +118,7 @@ async fn run(args: Args) -> Result<(), String> {
     let mut dp_cfg = DataplaneConfig::new(vtep);
     dp_cfg.gso = !args.no_offloads;
     dp_cfg.gro = !args.no_offloads;
+    dp_cfg.tunnel_gso = !args.no_tunnel_gso;
     dp_cfg.workers = queues;
     dp_cfg.poll = Duration::from_micros(args.poll_us);
     let dp = Dataplane::start(&dp_cfg).map_err(|e| e.to_string())?;

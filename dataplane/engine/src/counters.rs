@@ -100,6 +100,7 @@ pub struct Counters {
     segmented: AtomicU64,
     super_frames_in: AtomicU64,
     super_frames: AtomicU64,
+    tunnel_frames: AtomicU64,
     coalesced: AtomicU64,
     trains: AtomicU64,
 }
@@ -172,6 +173,12 @@ impl Counters {
         self.super_frames.fetch_add(1, Relaxed);
     }
 
+    /// Counts a TCP super-frame sent whole through the uplink, for the kernel to segment
+    /// (UDP tunnel GSO); also counted by [`Counters::super_frame`].
+    pub fn tunnel_frame(&self) {
+        self.tunnel_frames.fetch_add(1, Relaxed);
+    }
+
     /// Counts several small frames sent together in one UDP GSO send.
     pub fn train(&self) {
         self.trains.fetch_add(1, Relaxed);
@@ -209,6 +216,7 @@ impl Counters {
             segmented: self.segmented.load(Relaxed),
             super_frames_in: self.super_frames_in.load(Relaxed),
             super_frames: self.super_frames.load(Relaxed),
+            tunnel_frames: self.tunnel_frames.load(Relaxed),
             coalesced: self.coalesced.load(Relaxed),
             trains: self.trains.load(Relaxed),
         }
@@ -242,8 +250,11 @@ pub struct CounterSnapshot {
     pub segmented: u64,
     /// Received TCP super-frames written to the TAP whole, as GSO frames.
     pub super_frames_in: u64,
-    /// TCP super-frames read from the TAP and sent as segment trains.
+    /// TCP super-frames read from the TAP and sent, as segment trains or whole.
     pub super_frames: u64,
+    /// Of those, the ones sent whole through the uplink (UDP tunnel GSO): the kernel segments
+    /// them where the underlay needs it.
+    pub tunnel_frames: u64,
     /// Super-frames written to the TAP, each coalesced from several received segments.
     pub coalesced: u64,
     /// UDP GSO sends that carried several small frames read from the TAP one by one.

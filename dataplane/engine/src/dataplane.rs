@@ -13,7 +13,7 @@
 //! [`Dataplane::remove_network`] and the counter reads.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use ovnet_sys::{Epoll, Tap, UdpConfig, UnderlaySocket, Waker};
+use ovnet_sys::{Epoll, Tap, UdpConfig, UnderlaySocket, Uplink, Waker};
 use ovnet_wire::{ethernet, flow, MacAddr, Vni};
 
 use crate::counters::{CounterSnapshot, Counters};
@@ -46,6 +46,11 @@ pub struct DataplaneConfig {
     pub gso: bool,
     /// Receive with UDP GRO (many datagrams per `recvmsg`).
     pub gro: bool,
+    /// With `gso`, send TCP super-frames to IPv4 VTEPs whole through an uplink TAP, for the
+    /// kernel to segment where the underlay needs it (UDP tunnel GSO, Linux 6.17+), instead of
+    /// segmenting them here. Falls back to segmenting where the kernel or the host's settings
+    /// refuse it (see [`ovnet_sys::uplink`]).
+    pub tunnel_gso: bool,
     /// Worker threads, each with its own listening socket on the VXLAN port
     /// (`SO_REUSEPORT`) and one queue of every network's TAP (give networks as many queues).
     /// More than one lets different flows use different cores.
@@ -59,7 +64,8 @@ pub struct DataplaneConfig {
 }
 
 impl DataplaneConfig {
-    /// Defaults: 8 send sockets, 300 s ageing, UDP GSO and GRO on, one worker, polling for
+    /// Defaults: 8 send sockets, 300 s ageing, UDP GSO, GRO and tunnel GSO on, one worker,
+    /// polling for
     /// [`DEFAULT_POLL`].
     pub fn new(vtep: SocketAddr) -> DataplaneConfig {
         DataplaneConfig {
@@ -68,6 +74,7 @@ impl DataplaneConfig {
             ageing: DEFAULT_AGEING,
             gso: true,
             gro: true,
+            tunnel_gso: true,
             workers: 1,
             poll: DEFAULT_POLL,
         }
@@ -142,6 +149,53 @@ pub(crate) struct WorkerSlot {
     pub(crate) seen: AtomicU64,
 }
 
+/// The uplink TAP through which super-frames leave whole (UDP tunnel GSO).
+#[derive(Debug)]
+pub(crate) struct UplinkPath {
+    /// Worker `i` writes to queue `i % queues.len()`.
+    pub(crate) queues: Vec<Tap>,
+    /// The uplink's MAC, the destination of every frame written to it.
+    pub(crate) mac: MacAddr,
+    /// The local VTEP address, the outer source.
+    pub(crate) src: Ipv4Addr,
+    /// Cleared for good when the kernel refuses a frame or the host does not forward them.
+    pub(crate) on: AtomicBool,
+    /// Super-frames written, checked against what the host forwarded.
+    pub(crate) written: AtomicU64,
+}
+
+impl UplinkPath {
+    /// Opens the uplink for a data plane bound to `vtep` with `workers` workers, if the VTEP
+    /// is a routable IPv4 address and the kernel and host allow it; why not is logged.
+    fn open(vtep: SocketAddr, workers: usize) -> Option<UplinkPath> {
+        let SocketAddr::V4(v4) = vtep else {
+            log::info!("UDP tunnel GSO is used with IPv4 underlays only; segmenting super-frames");
+            return None;
+        };
+        let src = *v4.ip();
+        if src.is_loopback() || src.is_unspecified() {
+            return None;
+        }
+        let name = format!("ovu{}", vtep.port());
+        match Uplink::open(&name, workers) {
+            Ok(up) => {
+                log::info!("sending TCP super-frames whole through uplink {name} (UDP tunnel GSO)");
+                Some(UplinkPath {
+                    queues: up.queues,
+                    mac: MacAddr(up.mac),
+                    src,
+                    on: AtomicBool::new(true),
+                    written: AtomicU64::new(0),
+                })
+            }
+            Err(e) => {
+                log::info!("not using UDP tunnel GSO ({e}); segmenting super-frames");
+                None
+            }
+        }
+    }
+}
+
 /// What every worker thread shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -151,7 +205,11 @@ pub(crate) struct Shared {
     pub(crate) learned: LearnedTable,
     pub(crate) global: Counters,
     pub(crate) tx: Vec<UnderlaySocket>,
+    /// The local port of each of `tx` (of the listening socket if there are none).
+    pub(crate) tx_ports: Vec<u16>,
     pub(crate) workers: Vec<WorkerSlot>,
+    /// Where super-frames leave whole, if the kernel and host allow it.
+    pub(crate) uplink: Option<UplinkPath>,
     /// UDP GSO is used until a send says the kernel cannot do it.
     pub(crate) gso: AtomicBool,
     /// Received UDP datagrams are coalesced into `GSO_UDP_L4` TAP writes until a TAP refuses
@@ -162,6 +220,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The outer source port of the frame's flow: that of its send socket.
+    pub(crate) fn tx_port(&self, frame: &[u8]) -> u16 {
+        self.tx_ports[self.tx_index(frame).min(self.tx_ports.len() - 1)]
+    }
+
     /// Index of the send socket of the frame's flow (see [`Shared::tx_at`]).
     pub(crate) fn tx_index(&self, frame: &[u8]) -> usize {
         if self.tx.is_empty() {
@@ -264,6 +327,25 @@ impl Dataplane {
             tx.push(s);
         }
         let gso = cfg.gso && tx.first().unwrap_or(&slots[0].socket).probe_gso();
+        let ports: io::Result<Vec<u16>> = if tx.is_empty() {
+            vec![&slots[0].socket]
+        } else {
+            tx.iter().collect()
+        }
+        .into_iter()
+        .map(|s| s.local_addr().map(|a| a.port()))
+        .collect();
+        let tx_ports =
+            ports.map_err(|e| DataplaneError::Io("reading a send socket's address", e))?;
+        let bound = slots[0]
+            .socket
+            .local_addr()
+            .map_err(|e| DataplaneError::Io("reading the VXLAN socket's address", e))?;
+        let uplink = if gso && cfg.tunnel_gso {
+            UplinkPath::open(bound, count)
+        } else {
+            None
+        };
         if cfg.gro {
             for w in &slots {
                 if let Err(e) = w.socket.enable_gro() {
@@ -277,7 +359,9 @@ impl Dataplane {
             learned: LearnedTable::new(cfg.ageing),
             global: Counters::default(),
             tx,
+            tx_ports,
             workers: slots,
+            uplink,
             gso: AtomicBool::new(gso),
             udp_coalesce: AtomicBool::new(true),
             poll: cfg.poll,
@@ -306,6 +390,16 @@ impl Dataplane {
     /// refused it (the data plane then sends trains with `sendmmsg`).
     pub fn udp_gso(&self) -> bool {
         self.shared.gso.load(Ordering::Relaxed)
+    }
+
+    /// Whether TCP super-frames leave whole through the uplink (UDP tunnel GSO): false if it
+    /// was configured off, could not be set up, or since the kernel refused a frame or the
+    /// host stopped forwarding them.
+    pub fn tunnel_gso(&self) -> bool {
+        self.shared
+            .uplink
+            .as_ref()
+            .is_some_and(|u| u.on.load(Ordering::Relaxed))
     }
 
     /// Starts serving VNI `vni` on `tap` (already created, in whatever namespace), with frames

@@ -40,11 +40,12 @@ use std::time::{Duration, Instant};
 use ovnet_sys::udp::{MAX_GSO_PAYLOAD, MAX_GSO_SEGMENTS};
 use ovnet_sys::{Epoll, Tap, UnderlaySocket, Waker};
 use ovnet_wire::checksum::{self, L4Checksum};
+use ovnet_wire::tunnel::{self, OuterV4};
 use ovnet_wire::virtio::{self, VnetHdr};
-use ovnet_wire::{gro, gso, vxlan, Vni};
+use ovnet_wire::{gro, gso, vxlan, MacAddr, Vni};
 
 use crate::counters::{DropReason, RateLimitedLog};
-use crate::dataplane::{Network, Networks, Shared};
+use crate::dataplane::{Network, Networks, Shared, UplinkPath};
 use crate::decap::{self, Admitted};
 use crate::encap::{self, Encap, ReplyKind, REPLY_BUF_LEN};
 
@@ -139,7 +140,10 @@ pub(crate) fn worker_loop(s: &Shared, index: usize, stop: &AtomicBool) {
     let mut rx_buf = vec![0u8; BUF_LEN];
     let mut e = Encapper {
         s,
+        index,
         reply: [0u8; REPLY_BUF_LEN],
+        tunnel_hdr: [0u8; tunnel::HEADER_ROOM],
+        ip_id: (index as u16).wrapping_mul(0x4000),
         hdrs: vec![0u8; MAX_SEGMENTS * SEGMENT_HEADERS_LEN],
         segs: vec![gso::SegmentRef::default(); MAX_SEGMENTS],
         train: Train {
@@ -155,6 +159,7 @@ pub(crate) fn worker_loop(s: &Shared, index: usize, stop: &AtomicBool) {
     let mut last_sweep = 0;
     let mut timeout = IDLE_WAIT_MS;
     let mut poll = PollWindow::new(s.poll, Instant::now());
+    let mut forwarding = ForwardingCheck::new(s.learned.now_ms());
     loop {
         // Between passes the worker holds no network: acknowledging the generation here is
         // what lets `remove_network` know the TAPs it dropped are no longer in use.
@@ -208,6 +213,9 @@ pub(crate) fn worker_loop(s: &Shared, index: usize, stop: &AtomicBool) {
         if index == 0 && now.saturating_sub(last_sweep) >= 10_000 {
             s.learned.expire(now);
             last_sweep = now;
+        }
+        if let (0, Some(up)) = (index, &s.uplink) {
+            forwarding.check(up, now);
         }
     }
 }
@@ -580,7 +588,13 @@ impl Train {
 /// The send side of a worker: its buffers and logs.
 struct Encapper<'s> {
     s: &'s Shared,
+    /// The worker's index, which picks the uplink queue it writes to.
+    index: usize,
     reply: [u8; REPLY_BUF_LEN],
+    /// Virtio, outer and inner headers of a super-frame sent whole through the uplink.
+    tunnel_hdr: [u8; tunnel::HEADER_ROOM],
+    /// Outer IPv4 identification of the next super-frame sent through the uplink.
+    ip_id: u16,
     /// Per-segment headers of the super-frame being sent.
     hdrs: Vec<u8>,
     /// Where each segment's headers and payload are.
@@ -801,6 +815,11 @@ impl Encapper<'_> {
             0 => fit,
             m => m.min(fit),
         };
+        if let Some(up) = uplink_on(self.s) {
+            if self.send_whole(up, net, hdr, frame, &t, mss, dst) {
+                return;
+            }
+        }
         let header = vxlan::header(net.vni);
         let train =
             match gso::segment_tcp_headers(frame, mss, &header, &mut self.hdrs, &mut self.segs) {
@@ -839,6 +858,146 @@ impl Encapper<'_> {
     }
 }
 
+/// The uplink, if super-frames still leave through it.
+fn uplink_on(s: &Shared) -> Option<&UplinkPath> {
+    s.uplink.as_ref().filter(|u| u.on.load(Ordering::Relaxed))
+}
+
+impl Encapper<'_> {
+    /// Sends the super-frame `frame` (headers at `t`) to `dst` whole through the uplink, for
+    /// the kernel to cut into `mss`-byte segments where the underlay needs it. False if it
+    /// cannot go that way (IPv6 VTEP, too long, refused), and is then to be segmented here; a
+    /// refusal by the kernel turns the uplink off for good.
+    #[allow(clippy::too_many_arguments)]
+    fn send_whole(
+        &mut self,
+        up: &UplinkPath,
+        net: &Network,
+        hdr: &VnetHdr,
+        frame: &[u8],
+        t: &gso::TcpFrame,
+        mss: usize,
+        dst: SocketAddr,
+    ) -> bool {
+        let SocketAddr::V4(to) = dst else {
+            return false;
+        };
+        let Ok(mss16) = u16::try_from(mss) else {
+            return false;
+        };
+        let outer = OuterV4 {
+            dst_mac: up.mac,
+            src_mac: UPLINK_SRC_MAC,
+            src: up.src,
+            dst: *to.ip(),
+            src_port: self.s.tx_port(frame),
+            dst_port: to.port(),
+            id: self.ip_id,
+            ttl: 64,
+            vni: net.vni,
+        };
+        let ecn = hdr.gso_type & virtio::GSO_ECN != 0;
+        let Some(n) = tunnel::super_frame_v4(frame, t, mss16, ecn, &outer, &mut self.tunnel_hdr)
+        else {
+            return false;
+        };
+        let payload = t.end - t.payload;
+        let segments = payload.div_ceil(mss);
+        let parts = [
+            IoSlice::new(&self.tunnel_hdr[..n]),
+            IoSlice::new(&frame[t.payload..t.end]),
+        ];
+        let queue = &up.queues[self.index % up.queues.len()];
+        match queue.write_vectored(&parts) {
+            Ok(_) => {
+                self.ip_id = self.ip_id.wrapping_add(segments as u16);
+                up.written.fetch_add(1, Ordering::Relaxed);
+                net.counters.super_frame();
+                net.counters.tunnel_frame();
+                net.counters
+                    .tx_many(segments as u64, (segments * t.payload + payload) as u64);
+                true
+            }
+            Err(e) => {
+                if e.raw_os_error() == Some(EINVAL) {
+                    up.on.store(false, Ordering::Relaxed);
+                    log::warn!(
+                        "uplink {} refused a UDP tunnel GSO frame ({e}); segmenting super-frames \
+                         from now on",
+                        queue.name()
+                    );
+                } else {
+                    self.send_log
+                        .warn(format_args!("writing to uplink {}: {e}", queue.name()));
+                }
+                false
+            }
+        }
+    }
+}
+
+/// Source MAC of frames written to the uplink (the host does not look at it).
+const UPLINK_SRC_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
+
+const EINVAL: i32 = 22;
+
+/// Watches that the host forwards what is written to the uplink: a firewall's FORWARD chain
+/// may drop it (Docker sets the chain's policy to DROP). Once a second, if at least
+/// [`ForwardingCheck::MIN_WRITTEN`] super-frames were written but the host's forwarded-packet
+/// count grew by less than half as many, the uplink is turned off and super-frames are
+/// segmented and sent from the UDP sockets again; TCP retransmits what was lost.
+#[derive(Debug)]
+struct ForwardingCheck {
+    at: u64,
+    written: u64,
+    forwarded: Option<u64>,
+}
+
+impl ForwardingCheck {
+    const MIN_WRITTEN: u64 = 8;
+
+    fn new(now: u64) -> ForwardingCheck {
+        ForwardingCheck {
+            at: now,
+            written: 0,
+            forwarded: ovnet_sys::uplink::forwarded_datagrams().ok(),
+        }
+    }
+
+    fn check(&mut self, up: &UplinkPath, now: u64) {
+        if now.saturating_sub(self.at) < 1000 || !up.on.load(Ordering::Relaxed) {
+            return;
+        }
+        self.at = now;
+        let written = up.written.load(Ordering::Relaxed);
+        if written == self.written {
+            return;
+        }
+        let Ok(forwarded) = ovnet_sys::uplink::forwarded_datagrams() else {
+            return;
+        };
+        let last = self.forwarded.replace(forwarded);
+        let wrote = written - std::mem::replace(&mut self.written, written);
+        if let Some(last) = last {
+            if forwarding_blocked(wrote, forwarded.saturating_sub(last)) {
+                up.on.store(false, Ordering::Relaxed);
+                log::warn!(
+                    "the host forwarded {} of {wrote} super-frames written to the uplink \
+                     (a firewall FORWARD rule dropping them?); segmenting super-frames from now \
+                     on. Allow forwarding from interface {} to use UDP tunnel GSO",
+                    forwarded.saturating_sub(last),
+                    up.queues[0].name()
+                );
+            }
+        }
+    }
+}
+
+/// Whether the host forwarded too few of the super-frames written to the uplink.
+fn forwarding_blocked(written: u64, forwarded: u64) -> bool {
+    written >= ForwardingCheck::MIN_WRITTEN && forwarded < written / 2
+}
+
 /// Sends the (header, payload) pairs of `iov`, each pair one datagram of `stride` bytes (the
 /// last may be shorter), with one UDP GSO `sendmsg`; on a kernel or route that refuses GSO,
 /// turns it off for good and sends one datagram per pair.
@@ -864,7 +1023,6 @@ fn send_train(
 
 /// Whether a TAP write of a UDP super-frame failed because the kernel cannot take one.
 fn is_udp_gso_refusal(e: &io::Error, first: &gro::Segment) -> bool {
-    const EINVAL: i32 = 22;
     matches!(first.proto, gro::Proto::Udp { .. }) && e.raw_os_error() == Some(EINVAL)
 }
 
@@ -872,7 +1030,6 @@ fn is_udp_gso_refusal(e: &io::Error, first: &gro::Segment) -> bool {
 /// quinn-udp treats them the same way.
 fn is_gso_refusal(e: &io::Error) -> bool {
     const EIO: i32 = 5;
-    const EINVAL: i32 = 22;
     matches!(e.raw_os_error(), Some(EIO | EINVAL))
 }
 
@@ -978,6 +1135,17 @@ mod tests {
         pub const EINVAL: i32 = 22;
         pub const EMSGSIZE: i32 = 90;
         pub const ENOBUFS: i32 = 105;
+    }
+
+    #[test]
+    fn the_uplink_is_given_up_only_when_most_super_frames_were_not_forwarded() {
+        // Too few written to judge.
+        assert!(!forwarding_blocked(7, 0));
+        assert!(forwarding_blocked(8, 0));
+        assert!(forwarding_blocked(100, 49));
+        // Other forwarded traffic only adds to the count.
+        assert!(!forwarding_blocked(100, 50));
+        assert!(!forwarding_blocked(100, 5000));
     }
 
     #[test]

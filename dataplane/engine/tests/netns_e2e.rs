@@ -51,6 +51,9 @@ enum Mode {
     /// The TAP's offloads and UDP GRO, but no UDP GSO: what a data plane runs with once the
     /// kernel has refused a GSO send.
     NoGso,
+    /// Offloads, but super-frames segmented in userspace and sent with UDP GSO rather than
+    /// whole through the uplink: kernels before 6.17, or `--no-tunnel-gso`.
+    SegmentHere,
 }
 
 /// Starts ovnet's data plane on host `h` serving VNI 42 on a TAP bridged to `br0`.
@@ -58,7 +61,8 @@ fn start_ovnet(tb: &Testbed, h: &Host, table: &NetworkTable, mode: Mode) -> Data
     let (dp, tap) = netns::with(&h.ns, || {
         let fast = mode != Mode::Plain;
         let mut cfg = DataplaneConfig::new(vtep(h));
-        cfg.gso = mode == Mode::Offloads;
+        cfg.gso = matches!(mode, Mode::Offloads | Mode::SegmentHere);
+        cfg.tunnel_gso = mode == Mode::Offloads;
         cfg.gro = fast;
         // The production setup on two cores: two TAP queues, two receive sockets, polling
         // workers. The plain mode covers workers that sleep as soon as they are idle.
@@ -78,7 +82,7 @@ fn start_ovnet(tb: &Testbed, h: &Host, table: &NetworkTable, mode: Mode) -> Data
                     csum: true,
                     tso4: true,
                     tso6: true,
-                    tso_ecn: false,
+                    ..Offloads::default()
                 })
                 .unwrap();
             }
@@ -196,18 +200,31 @@ fn two_ovnet_hosts(mode: Mode) {
     let c1 = dp1.counters(vni42()).unwrap();
     eprintln!("trains of small frames sent: {}", c1.trains);
     assert!(c1.trains > 0, "small frames never left together: {c1:?}");
-    if mode == Mode::Offloads {
+    let offloads = matches!(mode, Mode::Offloads | Mode::SegmentHere);
+    if offloads {
         let c2 = dp2.counters(vni42()).unwrap();
         assert!(c2.coalesced > before, "UDP was never coalesced: {c2:?}");
     }
 
     for dp in [&dp1, &dp2] {
         let c = dp.counters(vni42()).unwrap();
+        eprintln!("{c:?}");
         assert!(c.tx_bytes > TRANSFER as u64, "{c:?}");
         assert!(c.rx_bytes > TRANSFER as u64, "{c:?}");
         assert_eq!(c.total_dropped(), 0, "{c:?}");
+        assert_eq!(dp.tunnel_gso(), mode == Mode::Offloads);
         if mode == Mode::Offloads {
+            // Super-frames left whole through the uplink and arrived whole: the kernel
+            // segmented nothing over the veth underlay, and neither did the data plane.
+            assert!(c.tunnel_frames > 0, "no super-frame left whole: {c:?}");
+            assert!(c.super_frames_in > 0, "no super-frame arrived whole: {c:?}");
+        } else {
+            assert_eq!(c.tunnel_frames, 0, "{c:?}");
+        }
+        if offloads {
             assert!(c.super_frames > 0, "the TSO path was not used: {c:?}");
+        }
+        if mode == Mode::SegmentHere {
             assert!(
                 c.coalesced > 0,
                 "received segments were never coalesced: {c:?}"
@@ -224,6 +241,39 @@ fn two_ovnet_hosts_ping_and_transfer_50mb_with_offloads() {
 #[test]
 fn two_ovnet_hosts_ping_and_transfer_50mb_without_offloads() {
     two_ovnet_hosts(Mode::Plain);
+}
+
+#[test]
+fn two_ovnet_hosts_segmenting_super_frames_in_userspace() {
+    two_ovnet_hosts(Mode::SegmentHere);
+}
+
+/// A host that does not forward what is written to the uplink (here: forwarding turned off on
+/// it; in the field, a firewall's FORWARD chain) loses the first super-frames, then the data
+/// plane notices and segments them itself: the transfer completes byte for byte.
+#[test]
+fn a_host_that_stops_forwarding_the_uplink_turns_tunnel_gso_off() {
+    let mut tb = Testbed::new().unwrap();
+    let (h1, c1) = host_with_container(&mut tb, 1, "10.0.0.2");
+    let (h2, c2) = host_with_container(&mut tb, 2, "10.0.0.3");
+    let dp1 = start_ovnet(&tb, &h1, &table_for(&[&c1], &[(&c2, &h2)]), Mode::Offloads);
+    let dp2 = start_ovnet(&tb, &h2, &table_for(&[&c2], &[(&c1, &h1)]), Mode::Offloads);
+    assert!(dp1.tunnel_gso());
+    tb.exec(
+        &h1.ns,
+        &["sysctl", "-qw", "net.ipv4.conf.ovu4789.forwarding=0"],
+    )
+    .unwrap();
+    tcp_transfer_verified(&tb, &c2.ns, &c2.ip.to_string(), &c1.ns, TRANSFER).unwrap();
+    let c = dp1.counters(vni42()).unwrap();
+    eprintln!("{c:?}");
+    assert!(!dp1.tunnel_gso(), "tunnel GSO still on: {c:?}");
+    assert!(dp2.tunnel_gso());
+    assert!(c.tunnel_frames > 0, "{c:?}");
+    assert!(
+        c.super_frames > c.tunnel_frames,
+        "nothing was segmented after: {c:?}"
+    );
 }
 
 fn interop(mode: Mode, peer_offloads: bool) {
@@ -255,6 +305,8 @@ fn interop(mode: Mode, peer_offloads: bool) {
     r.unwrap_or_else(|e| panic!("{e}: {c:?} {:?}", dp1.global_counters()));
     assert!(c.rx_bytes > TRANSFER as u64, "{c:?}");
     assert_eq!(c.total_dropped(), 0, "{c:?}");
+    // The kernel peer took our super-frames whole, as it takes its own kind's.
+    assert_eq!(c.tunnel_frames > 0, mode == Mode::Offloads, "{c:?}");
     // Over a veth underlay the kernel's small TCP segments arrive with their checksum left
     // partial (CHECKSUM_PARTIAL crosses veth), and its TSO packets unsegmented; the data plane
     // finished the first and passed the second on whole (split them, without offloads).

@@ -12,10 +12,12 @@ pub mod netns;
 pub mod packet;
 pub mod tap;
 pub mod udp;
+pub mod uplink;
 
 pub use event::{poll_readable, poll_writable, Epoll, Waker};
 pub use tap::{Offloads, Tap, TapConfig, TapError};
 pub use udp::{UdpConfig, UnderlaySocket};
+pub use uplink::Uplink;
 
 /// Interface names are limited to `IFNAMSIZ - 1` bytes by the kernel (`include/uapi/linux/if.h`).
 pub const IFNAMSIZ: usize = 16;

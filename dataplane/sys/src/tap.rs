@@ -25,10 +25,16 @@ const TUN_F_CSUM: libc::c_uint = 0x01;
 const TUN_F_TSO4: libc::c_uint = 0x02;
 const TUN_F_TSO6: libc::c_uint = 0x04;
 const TUN_F_TSO_ECN: libc::c_uint = 0x08;
+const TUN_F_UDP_TUNNEL_GSO: libc::c_uint = 0x080;
 
 /// Size of `struct virtio_net_hdr` (without `num_buffers`), the prefix of every frame read from
 /// or written to a TAP opened with [`TapConfig::vnet_hdr`].
 pub const VNET_HDR_LEN: usize = 10;
+
+/// Size of `struct virtio_net_hdr_v1_hash_tunnel`: the prefix of every frame on a TAP opened
+/// with [`TapConfig::tunnel_hdr`]. A TAP takes UDP tunnel GSO frames only with a header this
+/// long (Linux 6.17+).
+pub const VNET_TUNNEL_HDR_LEN: usize = 24;
 
 /// How to open a TAP queue.
 #[derive(Debug, Clone)]
@@ -37,6 +43,9 @@ pub struct TapConfig {
     pub name: String,
     /// Prefix every frame with a `virtio_net_hdr` (`IFF_VNET_HDR`), required for offloads.
     pub vnet_hdr: bool,
+    /// With `vnet_hdr`: use the 24-byte tunnel header ([`VNET_TUNNEL_HDR_LEN`]) instead of the
+    /// 10-byte one.
+    pub tunnel_hdr: bool,
     /// Open one of several queues of a multi-queue TAP (`IFF_MULTI_QUEUE`).
     pub multi_queue: bool,
     /// Open the descriptor non-blocking (what the worker threads want).
@@ -49,6 +58,7 @@ impl TapConfig {
         TapConfig {
             name: name.into(),
             vnet_hdr: false,
+            tunnel_hdr: false,
             multi_queue: false,
             nonblocking: true,
         }
@@ -66,6 +76,9 @@ pub struct Offloads {
     pub tso6: bool,
     /// TSO with ECN (CWR) handling.
     pub tso_ecn: bool,
+    /// TSO inside a UDP tunnel (`TUN_F_UDP_TUNNEL_GSO`, Linux 6.17+; the kernel refuses the
+    /// bit with `EINVAL` before that, which makes setting it a probe).
+    pub udp_tunnel: bool,
 }
 
 impl Offloads {
@@ -82,6 +95,9 @@ impl Offloads {
         }
         if self.tso_ecn {
             bits |= TUN_F_TSO_ECN;
+        }
+        if self.udp_tunnel {
+            bits |= TUN_F_UDP_TUNNEL_GSO;
         }
         bits
     }
@@ -180,7 +196,11 @@ impl Tap {
             vnet_hdr: cfg.vnet_hdr,
         };
         if cfg.vnet_hdr {
-            tap.set_vnet_hdr_len(VNET_HDR_LEN)?;
+            tap.set_vnet_hdr_len(if cfg.tunnel_hdr {
+                VNET_TUNNEL_HDR_LEN
+            } else {
+                VNET_HDR_LEN
+            })?;
         }
         Ok(tap)
     }
@@ -335,7 +355,7 @@ mod tests {
                     csum: true,
                     tso4: true,
                     tso6: true,
-                    tso_ecn: false,
+                    ..Offloads::default()
                 })
                 .unwrap();
             }
@@ -352,8 +372,9 @@ mod tests {
             tso4: true,
             tso6: true,
             tso_ecn: true,
+            udp_tunnel: true,
         };
-        assert_eq!(all.bits(), 0x0f);
+        assert_eq!(all.bits(), 0x8f);
         assert_eq!(Offloads::default().bits(), 0);
     }
 }

@@ -186,10 +186,10 @@ pub fn super_header(
     let total = virtio::HEADER_LEN + hlen;
     let out = out.get_mut(..total)?;
     let udp = matches!(first.proto, Proto::Udp { .. });
-    let (gso_type, proto, csum_offset) = match (udp, t.v4) {
-        (true, _) => (virtio::GSO_UDP_L4, 17, 6),
-        (false, true) => (virtio::GSO_TCPV4, 6, 16),
-        (false, false) => (virtio::GSO_TCPV6, 6, 16),
+    let (gso_type, csum_offset) = match (udp, t.v4) {
+        (true, _) => (virtio::GSO_UDP_L4, 6),
+        (false, true) => (virtio::GSO_TCPV4, 16),
+        (false, false) => (virtio::GSO_TCPV6, 16),
     };
     let vh = VnetHdr {
         flags: virtio::F_NEEDS_CSUM,
@@ -210,6 +210,20 @@ pub fn super_header(
     out[..virtio::HEADER_LEN].copy_from_slice(&vh.to_bytes());
     let h = &mut out[virtio::HEADER_LEN..];
     h.copy_from_slice(&f[..hlen]);
+    rebuild_headers(h, t, udp, payload);
+    if push && !udp {
+        h[t.l4 + 13] |= TCP_PSH;
+    }
+    Some(total)
+}
+
+/// Rewrites the copied headers `h` (`h[..t.payload]` of a TCP or UDP frame) for a super-frame
+/// carrying `payload` bytes: IP length (and IPv4 header checksum), UDP length, and the L4
+/// checksum field set to the pseudo-header sum over the super-frame's L4 length, which is what
+/// the kernel expects of a `NEEDS_CSUM` GSO frame. Nothing of the sender's values is kept.
+pub(crate) fn rebuild_headers(h: &mut [u8], t: &TcpFrame, udp: bool, payload: usize) {
+    let hlen = t.payload;
+    let (proto, csum_offset) = if udp { (17, 6) } else { (6, 16) };
     let ip_len = hlen - t.l3 + payload;
     let l4_len = hlen - t.l4 + payload;
     let ip = &mut h[t.l3..t.l4];
@@ -229,15 +243,11 @@ pub fn super_header(
         b.copy_from_slice(&ip[24..40]);
         pseudo_header_v6(Ipv6Addr::from(a), Ipv6Addr::from(b), proto, l4_len as u32)
     };
-    let l4 = &mut h[t.l4..];
+    let l4 = &mut h[t.l4..hlen];
     if udp {
         l4[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
-    } else if push {
-        l4[13] |= TCP_PSH;
     }
-    l4[csum_offset as usize..csum_offset as usize + 2]
-        .copy_from_slice(&(!fold(pseudo)).to_be_bytes());
-    Some(total)
+    l4[csum_offset..csum_offset + 2].copy_from_slice(&(!fold(pseudo)).to_be_bytes());
 }
 
 #[cfg(test)]

@@ -15,6 +15,9 @@
 //! - [`checksum`]: the ones' complement Internet checksum and pseudo-headers.
 //! - [`flow`]: the inner-flow hash and its mapping to a UDP source port.
 //! - [`ip`]: the sender IP of a frame, for anti-spoofing checks.
+//! - [`gso`], [`gro`], [`virtio`] and [`tunnel`]: segmentation and coalescing of TCP super-frames,
+//!   the `virtio_net_hdr` that describes them, and the headers of a whole VXLAN super-frame for
+//!   the kernel to segment (UDP tunnel GSO).
 //!
 //! # Panic contract
 //!
@@ -36,6 +39,7 @@ pub mod gro;
 pub mod gso;
 pub mod ip;
 pub mod nd;
+pub mod tunnel;
 pub mod virtio;
 pub mod vxlan;
 
