@@ -26,6 +26,7 @@ use ovnet_wire::{ethernet, flow, MacAddr, Vni};
 
 use crate::counters::{CounterSnapshot, Counters};
 use crate::fdb::{FxHashMap, LearnedTable, NetworkTable, Table, DEFAULT_AGEING};
+use crate::steer::FlowSteering;
 use crate::worker::{register_worker, tap_token, worker_loop};
 
 /// Room for one 802.1Q tag on top of the Ethernet header, as the kernel's bridge allows.
@@ -149,6 +150,50 @@ pub(crate) struct WorkerSlot {
     pub(crate) seen: AtomicU64,
 }
 
+/// Sets up flow steering for `workers` workers: the kernel gives a datagram to the listening
+/// socket of `source port % workers` (see [`crate::steer`]), and `tx` gets more send sockets
+/// until each residue has one. `None` (flows spread by hash, as without steering) if the
+/// kernel refuses the program or no ports can be found; why is logged.
+fn steering(
+    listener: &UnderlaySocket,
+    tx: &mut Vec<UnderlaySocket>,
+    workers: usize,
+    vtep: SocketAddr,
+) -> Option<(FlowSteering, Vec<Vec<usize>>)> {
+    if let Err(e) = listener.steer_by_source_port(workers as u32) {
+        log::info!("flows spread over workers by hash: steering by source port failed ({e})");
+        return None;
+    }
+    let mut by_worker = vec![Vec::new(); workers];
+    let mut i = 0;
+    // Ephemeral ports are random: a few more binds cover every residue.
+    while by_worker.iter().any(Vec::is_empty) && i < tx.len() + 16 * workers {
+        if i == tx.len() {
+            match UnderlaySocket::bind(&UdpConfig::new(SocketAddr::new(vtep.ip(), 0))) {
+                Ok(s) => tx.push(s),
+                Err(e) => {
+                    log::info!("flows spread over workers by hash: binding a send socket: {e}");
+                    break;
+                }
+            }
+        }
+        if let Ok(a) = tx[i].local_addr() {
+            by_worker[usize::from(a.port()) % workers].push(i);
+        }
+        i += 1;
+    }
+    // The sockets not looked at yet (all residues were covered before them).
+    for (j, s) in tx.iter().enumerate().skip(i) {
+        if let Ok(a) = s.local_addr() {
+            by_worker[usize::from(a.port()) % workers].push(j);
+        }
+    }
+    if by_worker.iter().any(Vec::is_empty) {
+        return None;
+    }
+    Some((FlowSteering::new(workers), by_worker))
+}
+
 /// The uplink TAP through which super-frames leave whole (UDP tunnel GSO).
 #[derive(Debug)]
 pub(crate) struct UplinkPath {
@@ -207,6 +252,9 @@ pub(crate) struct Shared {
     pub(crate) tx: Vec<UnderlaySocket>,
     /// The local port of each of `tx` (of the listening socket if there are none).
     pub(crate) tx_ports: Vec<u16>,
+    /// With several workers: which peer worker each flow goes to, and the send sockets whose
+    /// port sends a datagram there (`port % workers`), by worker.
+    pub(crate) steer: Option<(FlowSteering, Vec<Vec<usize>>)>,
     pub(crate) workers: Vec<WorkerSlot>,
     /// Where super-frames leave whole, if the kernel and host allow it.
     pub(crate) uplink: Option<UplinkPath>,
@@ -230,7 +278,16 @@ impl Shared {
         if self.tx.is_empty() {
             return 0;
         }
-        ((flow::flow_hash(frame) as u64 * self.tx.len() as u64) >> 32) as usize
+        let hash = flow::flow_hash(frame);
+        let pick = |n: usize| ((u64::from(hash) * n as u64) >> 32) as usize;
+        match &self.steer {
+            Some((flows, by_worker)) => {
+                let w = flows.worker(hash, self.learned.now_ms() / 1000);
+                let socks = &by_worker[w as usize];
+                socks[pick(socks.len())]
+            }
+            None => pick(self.tx.len()),
+        }
     }
 
     /// Send socket `i`: its ephemeral port is the outer source port of the flows hashed to it.
@@ -326,6 +383,11 @@ impl Dataplane {
                 .map_err(|e| DataplaneError::Io("binding a VXLAN send socket", e))?;
             tx.push(s);
         }
+        let steer = if count > 1 && !tx.is_empty() {
+            steering(&slots[0].socket, &mut tx, count, cfg.vtep)
+        } else {
+            None
+        };
         let gso = cfg.gso && tx.first().unwrap_or(&slots[0].socket).probe_gso();
         let ports: io::Result<Vec<u16>> = if tx.is_empty() {
             vec![&slots[0].socket]
@@ -360,6 +422,7 @@ impl Dataplane {
             global: Counters::default(),
             tx,
             tx_ports,
+            steer,
             workers: slots,
             uplink,
             gso: AtomicBool::new(gso),

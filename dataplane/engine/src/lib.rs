@@ -17,6 +17,7 @@ pub mod dataplane;
 pub mod decap;
 pub mod encap;
 pub mod fdb;
+mod steer;
 mod worker;
 
 #[cfg(test)]

@@ -278,6 +278,57 @@ impl UnderlaySocket {
         Ok(rc as usize)
     }
 
+    /// Makes the kernel pick, for each datagram to this socket's `SO_REUSEPORT` group, socket
+    /// number `source port % sockets` (in the order they were bound) instead of one by a hash
+    /// of the addresses: a sender that chooses its source ports then chooses which of the
+    /// receiving workers gets each flow. A classic BPF program (`SO_ATTACH_REUSEPORT_CBPF`,
+    /// Linux 4.5) that reads the outer UDP source port behind an IPv4 header without options,
+    /// or an IPv6 header without extensions; the group keeps it when this socket closes.
+    pub fn steer_by_source_port(&self, sockets: u32) -> io::Result<()> {
+        const BPF_LD_H_ABS: u16 = 0x28;
+        const BPF_ALU_MOD_K: u16 = 0x94;
+        const BPF_RET_A: u16 = 0x16;
+        // SKF_NET_OFF: offsets from the network header (the program starts at the payload).
+        const SKF_NET_OFF: i32 = -0x10_0000;
+        if sockets == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no sockets to steer to",
+            ));
+        }
+        let ip_len = if self.local_addr()?.is_ipv4() { 20 } else { 40 };
+        let insn = |code, k| libc::sock_filter {
+            code,
+            jt: 0,
+            jf: 0,
+            k,
+        };
+        let mut prog = [
+            insn(BPF_LD_H_ABS, (SKF_NET_OFF + ip_len) as u32),
+            insn(BPF_ALU_MOD_K, sockets),
+            insn(BPF_RET_A, 0),
+        ];
+        let fprog = libc::sock_fprog {
+            len: prog.len() as u16,
+            filter: prog.as_mut_ptr(),
+        };
+        // SAFETY: `fprog` points at `prog`, a valid classic BPF program of `len` instructions;
+        // both live across the call, which copies the program into the kernel.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_REUSEPORT_CBPF,
+                (&fprog as *const libc::sock_fprog).cast(),
+                std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Asks the kernel to coalesce received datagrams of one flow (`UDP_GRO`, Linux 5.0):
     /// [`UnderlaySocket::recv_gro`] then returns several equal-sized datagrams at once.
     pub fn enable_gro(&self) -> io::Result<()> {
@@ -432,6 +483,34 @@ mod tests {
             assert_eq!(&buf[8..n], &p[..]);
         }
         assert_eq!(tx.send_many(&[], 2, dst).unwrap(), 0);
+    }
+
+    #[test]
+    fn steering_by_source_port_picks_the_socket_of_the_ports_residue() {
+        let mut cfg = UdpConfig::new("127.0.0.1:0".parse().unwrap());
+        cfg.reuse_port = true;
+        let first = UnderlaySocket::bind(&cfg).unwrap();
+        cfg.bind = first.local_addr().unwrap();
+        let second = UnderlaySocket::bind(&cfg).unwrap();
+        first.steer_by_source_port(2).unwrap();
+        assert!(first.steer_by_source_port(0).is_err());
+        let group = [first, second];
+        let mut seen = [0usize; 2];
+        let mut buf = [0u8; 64];
+        for _ in 0..16 {
+            let tx = UnderlaySocket::bind(&UdpConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
+            let port = tx.local_addr().unwrap().port();
+            tx.send_to(&port.to_be_bytes(), cfg.bind).unwrap();
+            let want = usize::from(port % 2);
+            let mut ready = [false; 2];
+            let fds = [group[0].as_raw_fd(), group[1].as_raw_fd()];
+            crate::poll_readable(&fds, &mut ready, 2000).unwrap();
+            assert_eq!(ready, [want == 0, want == 1], "source port {port}");
+            let (n, from) = group[want].recv_from(&mut buf).unwrap();
+            assert_eq!((&buf[..n], from.port()), (&port.to_be_bytes()[..], port));
+            seen[want] += 1;
+        }
+        assert_eq!(seen.iter().sum::<usize>(), 16);
     }
 
     #[test]
