@@ -4,9 +4,12 @@
 //! Threads: a fixed set of workers (by default one per core), each owning one listening
 //! socket on the VXLAN port (`SO_REUSEPORT`) and one queue of every network's multi-queue TAP,
 //! carrying traffic both ways (see [`crate::worker`]). Sends go through a pool of underlay
-//! sockets picked by inner-flow hash (the outer source port). Each worker owns its buffers;
-//! none allocates or locks per packet. They sleep in `epoll` beside an eventfd, so stopping
-//! them never waits for traffic.
+//! sockets whose ports are the outer source ports; with several workers a flow's socket is
+//! the one that steers it to the peer worker it was given ([`crate::steer`]), otherwise one
+//! picked by inner-flow hash. TCP super-frames leave whole through an uplink TAP where the
+//! kernel allows it ([`ovnet_sys::uplink`]). Each worker owns its buffers; none allocates or
+//! locks per packet. They sleep in `epoll` beside an eventfd, so stopping them never waits
+//! for traffic.
 //!
 //! The control plane's seam is four calls: [`Dataplane::add_network`],
 //! [`Dataplane::update_network`] (a whole [`NetworkTable`], swapped in atomically),
@@ -66,8 +69,7 @@ pub struct DataplaneConfig {
 
 impl DataplaneConfig {
     /// Defaults: 8 send sockets, 300 s ageing, UDP GSO, GRO and tunnel GSO on, one worker,
-    /// polling for
-    /// [`DEFAULT_POLL`].
+    /// polling for [`DEFAULT_POLL`].
     pub fn new(vtep: SocketAddr) -> DataplaneConfig {
         DataplaneConfig {
             vtep,

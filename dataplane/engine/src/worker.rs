@@ -10,10 +10,12 @@
 //!
 //! The decisions are the pure functions of [`crate::encap`] and [`crate::decap`]; this module
 //! only moves bytes, with buffers allocated once:
-//! - encap reads a frame (with its `virtio_net_hdr` on an offloading TAP). A TCP super-frame is
-//!   cut into segments whose headers are written to a small buffer while payloads stay in the
-//!   read buffer, and the `[VXLAN header][headers][payload]` train leaves in one UDP GSO
-//!   `sendmsg` (gathered) per up to 64 segments. Small frames for one VTEP and flow socket are
+//! - encap reads a frame (with its `virtio_net_hdr` on an offloading TAP). A TCP super-frame
+//!   goes whole, with its outer headers, to the uplink TAP for the kernel to segment (UDP
+//!   tunnel GSO) where that is on; otherwise it is cut into segments whose headers are
+//!   written to a small buffer while payloads stay in the read buffer, and the `[VXLAN
+//!   header][headers][payload]` train leaves in one UDP GSO `sendmsg` (gathered) per up to 64
+//!   segments. Small frames for one VTEP and flow socket are
 //!   read into consecutive slots of an arena and leave together the same way, so a burst of
 //!   64-byte packets costs one send, not one per packet.
 //! - decap receives with UDP GRO (many datagrams per call), checks each, finishes partial
