@@ -376,7 +376,7 @@ fn connect_disconnect_cycles_leave_nothing_behind() {
         assert!(
             c.links(&h1, "ovbr").is_empty() && c.links(&h1, "ovtap").is_empty(),
             "cycle {cycle}: host1 has no endpoint but still {:?}",
-            c.links(&h1, "ov")
+            c.network_links(&h1)
         );
         assert_eq!(
             endpoint_keys(&c, &id),
@@ -397,7 +397,7 @@ fn connect_disconnect_cycles_leave_nothing_behind() {
     assert!(c.etcd_keys("/ovnet/ips/").is_empty());
     assert!(containers(&c.inspect(1, "demo")).is_empty());
     for h in [&h1, &h2] {
-        assert!(c.links(h, "ov").is_empty(), "{h}: {:?}", c.links(h, "ov"));
+        assert!(c.network_links(h).is_empty(), "{h}: {:?}", c.links(h, "ov"));
     }
     // With no endpoint left the network can go, and with it every claim.
     c.ovctl(2, &["network", "rm", "demo"]).ok();
@@ -409,6 +409,11 @@ fn connect_disconnect_cycles_leave_nothing_behind() {
     let st = c.stop_agent(1);
     assert!(st.success(), "agent of host1 on SIGTERM: {st}");
     assert!(!c.sock(1).exists(), "host1's API socket left behind");
+    assert!(
+        c.links(&h1, "ov").is_empty(),
+        "host1's agent left devices behind: {:?}",
+        c.links(&h1, "ov")
+    );
     assert_eq!(
         c.etcd_keys("/ovnet/alive/"),
         set(&["/ovnet/alive/host2"]),
@@ -549,6 +554,12 @@ fn agent_restart_after_sigkill_adopts_its_containers() {
     c.connect(2, "demo", "b", &b); // 10.0.0.4
     c.assert_ping(&a1, "10.0.0.4");
     let before = containers(&c.inspect(2, "demo"));
+    let h1 = c.host(1).ns.clone();
+    let uplink_before = c.uplink(&h1);
+    assert!(
+        uplink_before.is_empty() || uplink_before == set(&["ovu4789"]),
+        "uplink of host1: {uplink_before:?}"
+    );
 
     c.kill_agent(1, SIGKILL);
     c.start_agent(1);
@@ -575,13 +586,13 @@ fn agent_restart_after_sigkill_adopts_its_containers() {
     assert_eq!(ips.len(), unique.len(), "duplicate addresses: {ips:?}");
     assert_eq!(ip_keys(&c, &id).len(), 3);
 
-    // Exactly the devices the records explain.
-    let h1 = c.host(1).ns.clone();
+    // Exactly the devices the records explain, and the agent's uplink as before, once.
     let mut want = set(&["ovbr256", "ovtap256"]);
     for name in ["a1", "a2"] {
         let ep = s(&after[name], "EndpointID");
         want.insert(format!("ovv{}", &ep[..11]));
     }
+    want.extend(uplink_before);
     assert_eq!(
         c.links(&h1, "ov"),
         want,

@@ -381,6 +381,22 @@ impl Cluster {
             .collect()
     }
 
+    /// The agent's own device in `ns`: the uplink TAP `ovu<port>` that carries TCP super-frames
+    /// whole (UDP tunnel GSO), there for as long as the agent runs where the kernel has the
+    /// feature, and never per network. Empty where the agent runs without it.
+    pub fn uplink(&self, ns: &str) -> BTreeSet<String> {
+        self.links(ns, "ovu")
+    }
+
+    /// The devices the agent made for networks and endpoints in `ns` (`ovbr*`, `ovtap*`,
+    /// `ovv*`): every `ov` device but the agent's uplink.
+    pub fn network_links(&self, ns: &str) -> BTreeSet<String> {
+        let uplink = self.uplink(ns);
+        let mut links = self.links(ns, "ov");
+        links.retain(|l| !uplink.contains(l));
+        links
+    }
+
     /// Received replies of `ping -c count -i 0.2 -W 1 to` from `ns`; 0 when ping cannot even
     /// send (no route), which for these tests is the same as "not reachable".
     pub fn ping_received(&self, ns: &str, to: &str, count: u32) -> u32 {
