@@ -1,5 +1,5 @@
 //! The harness' command line:
-//! `ovnet-bench [--repeat N] [--duration SECONDS] [--json PATH] [--variants LIST]`.
+//! `ovnet-bench [--repeat N] [--duration SECONDS] [--json PATH] [--variants LIST] [--tests LIST]`.
 
 use std::path::PathBuf;
 
@@ -9,7 +9,7 @@ use crate::report::Variant;
 
 /// Usage text for `--help` and errors.
 pub const USAGE: &str = "\
-usage: ovnet-bench [--repeat N] [--duration SECONDS] [--json PATH] [--variants LIST]
+usage: ovnet-bench [--repeat N] [--duration SECONDS] [--json PATH] [--variants LIST] [--tests LIST]
 
 Builds two hosts (network namespaces on a veth underlay) with one container each on a bridge
 (MTU 1450), once per variant, and measures iperf3 TCP (1 and 2 streams), iperf3 UDP with
@@ -23,6 +23,7 @@ options:
   --json PATH         where to write the results (default bench/results/latest.json)
   --variants LIST     comma-separated, in order: kernel, ovnet, direct (ovnet's data plane
                       linked into the harness, without agents or etcd) (default kernel,ovnet)
+  --tests LIST        comma-separated, any of: tcp1, tcp2, udp, ping (default all four)
   -h, --help          this text";
 
 /// Parsed options.
@@ -36,6 +37,66 @@ pub struct Args {
     pub json: PathBuf,
     /// Variants to run, in order, without duplicates.
     pub variants: Vec<Variant>,
+    /// Measurements to take in each run.
+    pub tests: Tests,
+}
+
+/// Which measurements a run takes (all by default; fewer for quick comparisons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tests {
+    /// iperf3 TCP, one stream.
+    pub tcp1: bool,
+    /// iperf3 TCP, two streams.
+    pub tcp2: bool,
+    /// iperf3 UDP, 64-byte datagrams.
+    pub udp: bool,
+    /// ping round trips.
+    pub ping: bool,
+}
+
+impl Tests {
+    /// Every measurement.
+    pub const ALL: Tests = Tests {
+        tcp1: true,
+        tcp2: true,
+        udp: true,
+        ping: true,
+    };
+
+    /// The keys of the selected measurements, in run order.
+    pub fn keys(&self) -> Vec<&'static str> {
+        [
+            (self.tcp1, "tcp1"),
+            (self.tcp2, "tcp2"),
+            (self.udp, "udp"),
+            (self.ping, "ping"),
+        ]
+        .into_iter()
+        .filter_map(|(on, k)| on.then_some(k))
+        .collect()
+    }
+}
+
+fn tests(list: &str) -> Result<Tests> {
+    let mut out = Tests {
+        tcp1: false,
+        tcp2: false,
+        udp: false,
+        ping: false,
+    };
+    for key in list.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+        match key {
+            "tcp1" => out.tcp1 = true,
+            "tcp2" => out.tcp2 = true,
+            "udp" => out.udp = true,
+            "ping" => out.ping = true,
+            _ => bail!("unknown test {key:?}: use tcp1, tcp2, udp or ping"),
+        }
+    }
+    if out.keys().is_empty() {
+        bail!("--tests needs at least one of tcp1, tcp2, udp, ping");
+    }
+    Ok(out)
 }
 
 /// What the command line asks for.
@@ -90,6 +151,7 @@ where
         duration: 10,
         json: default_json_path(),
         variants: vec![Variant::Kernel, Variant::Ovnet],
+        tests: Tests::ALL,
     };
     let mut it = args.into_iter().map(Into::into);
     while let Some(arg) = it.next() {
@@ -100,7 +162,7 @@ where
         if name == "-h" || name == "--help" {
             return Ok(Command::Help);
         }
-        if !["--repeat", "--duration", "--json", "--variants"].contains(&name.as_str()) {
+        if !["--repeat", "--duration", "--json", "--variants", "--tests"].contains(&name.as_str()) {
             bail!("unknown argument {arg:?}\n\n{USAGE}");
         }
         let value = match inline {
@@ -114,6 +176,7 @@ where
             "--duration" => out.duration = positive("--duration", &value, 3600)?,
             "--json" if value.is_empty() => bail!("--json needs a path"),
             "--json" => out.json = PathBuf::from(value),
+            "--tests" => out.tests = tests(&value)?,
             _ => out.variants = variants(&value)?,
         }
     }
@@ -141,6 +204,15 @@ mod tests {
             a.json
         );
         assert_eq!(a.variants, vec![Variant::Kernel, Variant::Ovnet]);
+        assert_eq!(a.tests, Tests::ALL);
+    }
+
+    #[test]
+    fn a_subset_of_tests() {
+        let a = run(&["--tests", "ping,tcp2"]);
+        assert_eq!(a.tests.keys(), vec!["tcp2", "ping"]);
+        let a = run(&["--tests=udp"]);
+        assert_eq!(a.tests.keys(), vec!["udp"]);
     }
 
     #[test]
@@ -164,6 +236,8 @@ mod tests {
             &["--json="],
             &["--variants", "kernel,bpf"],
             &["--variants", ","],
+            &["--tests", "tcp3"],
+            &["--tests", ""],
             &["--fast"],
             &["extra"],
         ] {

@@ -119,7 +119,7 @@ fn run_variant(
         v,
         &format!("ready after {:.1} s", t0.elapsed().as_secs_f64()),
     );
-    measure::run(&mut bed, args.repeat, args.duration, out)?;
+    measure::run(&mut bed, args.repeat, args.duration, args.tests, out)?;
     out.notes.extend(bed.final_notes());
     progress(v, "tearing down");
     drop(bed);
@@ -141,6 +141,7 @@ fn run(args: &Args) -> Result<bool> {
             "repeat": args.repeat,
             "duration_s": args.duration,
             "variants": args.variants.iter().map(|v| v.key()).collect::<Vec<_>>(),
+            "tests": args.tests.keys(),
             "mtu": topology::MTU,
             "udp_payload_bytes": measure::UDP_PAYLOAD.parse::<u32>().unwrap_or(64),
             "ping_count": measure::PING_COUNT,

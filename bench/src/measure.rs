@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use ovnet_testbed::Pid;
 
+use crate::args::Tests;
 use crate::interrupt;
 use crate::iperf;
 use crate::ping::{self, PingRun};
@@ -41,8 +42,14 @@ struct IperfRun {
     cpu_ticks: Option<u64>,
 }
 
-/// Runs every measurement `repeat` times on `bed`, adding samples to `out`.
-pub fn run(bed: &mut Bed, repeat: u32, duration: u32, out: &mut VariantResult) -> Result<()> {
+/// Runs the selected measurements `repeat` times on `bed`, adding samples to `out`.
+pub fn run(
+    bed: &mut Bed,
+    repeat: u32,
+    duration: u32,
+    tests: Tests,
+    out: &mut VariantResult,
+) -> Result<()> {
     let mut m = Measurer {
         bed,
         duration,
@@ -50,10 +57,13 @@ pub fn run(bed: &mut Bed, repeat: u32, duration: u32, out: &mut VariantResult) -
     };
     for r in 1..=repeat {
         let at = format!("run {r}/{repeat}");
-        for (streams, metric, cpu_metric) in [
-            (1, Metric::Tcp1, Metric::CpuTcp1),
-            (2, Metric::Tcp2, Metric::CpuTcp2),
+        for (on, streams, metric, cpu_metric) in [
+            (tests.tcp1, 1, Metric::Tcp1, Metric::CpuTcp1),
+            (tests.tcp2, 2, Metric::Tcp2, Metric::CpuTcp2),
         ] {
+            if !on {
+                continue;
+            }
             let what = format!("TCP {streams} stream{}", if streams > 1 { "s" } else { "" });
             m.say(&format!("{at}: {what} for {duration} s"));
             let run = m.iperf(&["-P", &streams.to_string()])?;
@@ -68,31 +78,35 @@ pub fn run(bed: &mut Bed, repeat: u32, duration: u32, out: &mut VariantResult) -
                     .unwrap_or_default()
             ));
         }
-        m.say(&format!("{at}: UDP {UDP_PAYLOAD} B for {duration} s"));
-        let run = m.iperf(&["-u", "-l", UDP_PAYLOAD, "-b", "0"])?;
-        let udp = iperf::parse_udp(&run.json).with_context(|| format!("UDP, {at}"))?;
-        out.push(Metric::Udp64Kpps, udp.received_per_second() / 1000.0);
-        out.push(Metric::Udp64Loss, udp.loss_percent());
-        let cpu = m.record_cpu(out, Metric::CpuUdp64, &run);
-        m.say(&format!(
-            "{at}: UDP {UDP_PAYLOAD} B: {:.1} kpps received, {:.2} % lost{cpu}",
-            udp.received_per_second() / 1000.0,
-            udp.loss_percent()
-        ));
-        // Let the queues the UDP flood filled drain before timing round trips.
-        std::thread::sleep(Duration::from_millis(500));
-        m.say(&format!("{at}: ping x{PING_COUNT}"));
-        let p = m.ping()?;
-        let (avg, p99) = (
-            p.avg_ms().expect("ping() checked there were replies"),
-            p.p99_ms().expect("ping() checked there were replies"),
-        );
-        out.push(Metric::PingAvg, avg);
-        out.push(Metric::PingP99, p99);
-        m.say(&format!(
-            "{at}: ping: avg {avg:.3} ms, p99 {p99:.3} ms, {:.1} % lost",
-            p.loss_percent()
-        ));
+        if tests.udp {
+            m.say(&format!("{at}: UDP {UDP_PAYLOAD} B for {duration} s"));
+            let run = m.iperf(&["-u", "-l", UDP_PAYLOAD, "-b", "0"])?;
+            let udp = iperf::parse_udp(&run.json).with_context(|| format!("UDP, {at}"))?;
+            out.push(Metric::Udp64Kpps, udp.received_per_second() / 1000.0);
+            out.push(Metric::Udp64Loss, udp.loss_percent());
+            let cpu = m.record_cpu(out, Metric::CpuUdp64, &run);
+            m.say(&format!(
+                "{at}: UDP {UDP_PAYLOAD} B: {:.1} kpps received, {:.2} % lost{cpu}",
+                udp.received_per_second() / 1000.0,
+                udp.loss_percent()
+            ));
+            // Let the queues the UDP flood filled drain before timing round trips.
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        if tests.ping {
+            m.say(&format!("{at}: ping x{PING_COUNT}"));
+            let p = m.ping()?;
+            let (avg, p99) = (
+                p.avg_ms().expect("ping() checked there were replies"),
+                p.p99_ms().expect("ping() checked there were replies"),
+            );
+            out.push(Metric::PingAvg, avg);
+            out.push(Metric::PingP99, p99);
+            m.say(&format!(
+                "{at}: ping: avg {avg:.3} ms, p99 {p99:.3} ms, {:.1} % lost",
+                p.loss_percent()
+            ));
+        }
     }
     Ok(())
 }
