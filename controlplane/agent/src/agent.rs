@@ -358,6 +358,7 @@ impl Agent {
                 mac: &ep.mac,
                 cidr: &format!("{}/{prefix}", ep.ipv4),
                 mtu: net.mtu,
+                whole: self.dp.tunnel_gso(),
             })
             .await
             .map_err(|e| e.to_string())

@@ -201,17 +201,37 @@ pub struct ContainerLink<'a> {
     pub cidr: &'a str,
     /// MTU of both ends.
     pub mtu: u32,
+    /// Whether the data plane sends TCP super-frames whole through its uplink (UDP tunnel
+    /// GSO); see [`tso_segments`].
+    pub whole: bool,
 }
 
-/// Most TCP segments the container's stack may put in one TSO super-frame: as many as the
-/// data plane can send in a single UDP GSO `sendmsg`, whose payload is capped at 65507 bytes
-/// (the IPv4 limit) and whose datagrams are VXLAN header + Ethernet header + MTU each. Bigger
-/// super-frames would cost a second send, receive and TAP write for a handful of segments.
-pub fn tso_segments(mtu: u32) -> u32 {
-    const MAX_GSO_PAYLOAD: u32 = 65_535 - 20 - 8;
+/// Most TCP segments the container's stack may put in one TSO super-frame.
+///
+/// - Sent `whole` through the uplink, a super-frame becomes one outer IPv4 datagram (at most
+///   65535 bytes): outer IPv4, UDP and VXLAN headers (36 bytes), the inner Ethernet header and
+///   inner IP and TCP headers with options (at most 134 bytes), and segments of at most
+///   MTU - 40 payload bytes each. At MTU 1450 that is 46, what the TCP stack builds within its
+///   64 KB GSO limit anyway: as large as the kernel's vxlan sends, and 6 % more TCP throughput
+///   with two streams than with 44 (bench, same run).
+/// - Otherwise as many as the data plane can send in a single UDP GSO `sendmsg`, whose payload
+///   is capped at 65507 bytes (the IPv4 limit) and whose datagrams are VXLAN header + Ethernet
+///   header + MTU each. Bigger super-frames would cost a second send, receive and TAP write
+///   for a handful of segments. (Where the uplink is given up later, larger super-frames
+///   still go, in two sends.)
+pub fn tso_segments(mtu: u32, whole: bool) -> u32 {
+    const MAX_DATAGRAM: u32 = 65_535;
+    const MAX_GSO_PAYLOAD: u32 = MAX_DATAGRAM - 20 - 8;
     const MAX_GSO_SEGMENTS: u32 = 64;
-    let datagram = 8 + 14 + mtu.max(68);
-    (MAX_GSO_PAYLOAD / datagram).clamp(1, MAX_GSO_SEGMENTS)
+    let mtu = mtu.max(68);
+    let segments = if whole {
+        const OUTER: u32 = 20 + 8 + 8;
+        const INNER_HEADERS: u32 = 14 + 60 + 60;
+        (MAX_DATAGRAM - OUTER - INNER_HEADERS) / (mtu - 40)
+    } else {
+        MAX_GSO_PAYLOAD / (8 + 14 + mtu)
+    };
+    segments.clamp(1, MAX_GSO_SEGMENTS)
 }
 
 /// The first `ethN` name free in the container's namespace.
@@ -238,7 +258,7 @@ pub async fn free_ifname(netns_path: &str) -> Result<String> {
 pub async fn connect_container(l: &ContainerLink<'_>) -> Result<()> {
     let ifname = l.ifname;
     let mtu = l.mtu.to_string();
-    let segs = tso_segments(l.mtu).to_string();
+    let segs = tso_segments(l.mtu, l.whole).to_string();
     let agent_pid = std::process::id().to_string();
     // Created from inside the container's namespace with the peer placed in ours: works for
     // named namespaces and /proc/PID/ns/net paths alike.
@@ -343,10 +363,26 @@ mod tests {
 
     #[test]
     fn super_frames_fit_one_gso_send() {
-        assert_eq!(tso_segments(1450), 44);
-        assert!(tso_segments(1450) * (8 + 14 + 1450) <= 65_507);
-        assert_eq!(tso_segments(9000), 7);
-        assert_eq!(tso_segments(68), 64);
+        assert_eq!(tso_segments(1450, false), 44);
+        assert!(tso_segments(1450, false) * (8 + 14 + 1450) <= 65_507);
+        assert_eq!(tso_segments(9000, false), 7);
+        assert_eq!(tso_segments(68, false), 64);
+    }
+
+    #[test]
+    fn super_frames_sent_whole_fit_one_outer_datagram() {
+        assert_eq!(tso_segments(1450, true), 46);
+        for mtu in [68, 576, 1280, 1400, 1450, 1500, 4000, 9000] {
+            let n = tso_segments(mtu, true);
+            // Worst case: inner Ethernet + IPv4 and TCP with full options, segments of the
+            // largest payload the MTU allows, inside outer IPv4 + UDP + VXLAN.
+            let outer = 36 + 14 + 60 + 60 + n * (mtu - 40);
+            assert!(
+                outer <= 65_535,
+                "MTU {mtu}: {n} segments make {outer} bytes"
+            );
+            assert!(n >= tso_segments(mtu, false), "MTU {mtu}");
+        }
     }
 
     #[test]

@@ -98,6 +98,18 @@ fn users_story_three_hosts() {
 
     c.connect(1, "demo", "web1", &web1);
     assert_eth0(&c, &web1, "10.0.0.2/24", "02:42:0a:00:00:02");
+    // TSO super-frames as large as the data plane sends in one go: whole through the uplink
+    // (46 segments at MTU 1450 fit one outer datagram) or in one UDP GSO send (44).
+    let segs = if c.uplink(&c.host(1).ns).is_empty() {
+        44
+    } else {
+        46
+    };
+    let link = c.sh(&web1, &["ip", "-d", "-o", "link", "show", "eth0"]);
+    assert!(
+        link.contains(&format!(" gso_max_segs {segs} ")),
+        "want gso_max_segs {segs}: {link}"
+    );
     c.connect(2, "demo", "web2", &web2);
     assert_eth0(&c, &web2, "10.0.0.3/24", "02:42:0a:00:00:03");
 
