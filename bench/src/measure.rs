@@ -1,6 +1,7 @@
 //! The measurements, run in the containers of a [`Bed`]: iperf3 TCP with one and two streams,
 //! iperf3 UDP with 64-byte datagrams at unlimited rate, and ping; each `--repeat` times, with
-//! the VXLAN path's CPU time read around every iperf3 test.
+//! the VXLAN path's CPU time and the whole machine's busy time read around every iperf3 test
+//! (the latter per GB moved for TCP: what a byte costs, whatever runs where).
 //!
 //! iperf3's server (`-s -1`, one test then exit) runs in the server container and the client
 //! in the client container, both started through the test bed so that they die with it. Their
@@ -36,10 +37,12 @@ const IPERF_SLACK: Duration = Duration::from_secs(30);
 /// How long the server gets to listen, and to exit after its client.
 const SERVER_WAIT: Duration = Duration::from_secs(10);
 
-/// One iperf3 test's outcome: its JSON report and the VXLAN path's CPU ticks during it.
+/// One iperf3 test's outcome: its JSON report, the VXLAN path's CPU ticks during it and the
+/// whole machine's busy ticks.
 struct IperfRun {
     json: String,
     cpu_ticks: Option<u64>,
+    machine_ticks: Option<u64>,
 }
 
 /// Runs the selected measurements `repeat` times on `bed`, adding samples to `out`.
@@ -57,9 +60,21 @@ pub fn run(
     };
     for r in 1..=repeat {
         let at = format!("run {r}/{repeat}");
-        for (on, streams, metric, cpu_metric) in [
-            (tests.tcp1, 1, Metric::Tcp1, Metric::CpuTcp1),
-            (tests.tcp2, 2, Metric::Tcp2, Metric::CpuTcp2),
+        for (on, streams, metric, cpu_metric, machine_metric) in [
+            (
+                tests.tcp1,
+                1,
+                Metric::Tcp1,
+                Metric::CpuTcp1,
+                Metric::MachineCpuTcp1,
+            ),
+            (
+                tests.tcp2,
+                2,
+                Metric::Tcp2,
+                Metric::CpuTcp2,
+                Metric::MachineCpuTcp2,
+            ),
         ] {
             if !on {
                 continue;
@@ -70,8 +85,17 @@ pub fn run(
             let tcp = iperf::parse_tcp(&run.json).with_context(|| format!("{what}, {at}"))?;
             out.push(metric, tcp.gbit_per_second());
             let cpu = m.record_cpu(out, cpu_metric, &run);
+            let gb = tcp.gbit_per_second() * f64::from(duration) / 8.0;
+            let per_gb = match run.machine_ticks {
+                Some(t) if gb > 0.0 => {
+                    let s = procstat::seconds(t) / gb;
+                    out.push(machine_metric, s);
+                    format!(", machine CPU {s:.3} s/GB")
+                }
+                _ => String::new(),
+            };
             m.say(&format!(
-                "{at}: {what}: {:.2} Gbit/s{}{cpu}",
+                "{at}: {what}: {:.2} Gbit/s{}{cpu}{per_gb}",
                 tcp.gbit_per_second(),
                 tcp.retransmits
                     .map(|n| format!(", {n} retransmits"))
@@ -188,6 +212,7 @@ impl Measurer<'_> {
         ];
         args.extend_from_slice(extra);
         let before = self.bed.cpu_ticks()?;
+        let machine_before = procstat::machine_busy().ok();
         let client = self
             .bed
             .tb
@@ -196,6 +221,7 @@ impl Measurer<'_> {
         let limit = Duration::from_secs(u64::from(self.duration)) + IPERF_SLACK;
         let status = self.wait_exit(client, limit, "iperf3 client")?;
         let after = self.bed.cpu_ticks()?;
+        let machine_after = procstat::machine_busy().ok();
         if self
             .wait_exit(server, SERVER_WAIT, "iperf3 server")
             .is_err()
@@ -210,7 +236,14 @@ impl Measurer<'_> {
             )
         })?;
         let cpu_ticks = before.zip(after).map(|(b, a)| a.saturating_sub(b));
-        Ok(IperfRun { json, cpu_ticks })
+        let machine_ticks = machine_before
+            .zip(machine_after)
+            .map(|(b, a)| a.saturating_sub(b));
+        Ok(IperfRun {
+            json,
+            cpu_ticks,
+            machine_ticks,
+        })
     }
 
     /// Waits until iperf3's control port listens in `ns`.

@@ -49,6 +49,34 @@ pub fn read(pid: &str) -> io::Result<CpuTicks> {
     })
 }
 
+/// Busy time of the whole machine from the first line of `/proc/stat` (proc(5)), in clock
+/// ticks: user, nice, system, irq and softirq, over all CPUs. Idle, iowait and steal (time the
+/// hypervisor gave to others) are not work done here; guest time is already inside user.
+pub fn parse_machine_busy(stat: &str) -> Option<u64> {
+    let line = stat.lines().next()?;
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let v: Vec<u64> = fields
+        .take(7)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq
+    (v.len() == 7).then(|| v[0] + v[1] + v[2] + v[5] + v[6])
+}
+
+/// The machine's busy clock ticks so far (see [`parse_machine_busy`]).
+pub fn machine_busy() -> io::Result<u64> {
+    let text = std::fs::read_to_string("/proc/stat")?;
+    parse_machine_busy(&text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "unexpected first line in /proc/stat",
+        )
+    })
+}
+
 /// The command name (`/proc/PID/comm`) of process `pid`.
 pub fn comm(pid: &str) -> io::Result<String> {
     Ok(std::fs::read_to_string(format!("/proc/{pid}/comm"))?
@@ -109,6 +137,17 @@ mod tests {
         };
         assert_eq!(b.since(&a), 8);
         assert_eq!(a.since(&b), 0);
+    }
+
+    #[test]
+    fn machine_busy_counts_work_not_idle_or_steal() {
+        let stat = "cpu  100 2 30 5000 7 4 60 900 0 0\ncpu0 50 1 15 2500 3 2 30 450 0 0\n";
+        assert_eq!(parse_machine_busy(stat), Some(100 + 2 + 30 + 4 + 60));
+        assert_eq!(parse_machine_busy("cpu0 1 2 3 4 5 6 7\n"), None);
+        assert_eq!(parse_machine_busy("cpu 1 2 3\n"), None);
+        assert_eq!(parse_machine_busy("cpu 1 x 3 4 5 6 7\n"), None);
+        assert_eq!(parse_machine_busy(""), None);
+        assert!(machine_busy().unwrap() > 0);
     }
 
     #[test]

@@ -84,11 +84,16 @@ pub enum Metric {
     CpuTcp2,
     /// The same during the UDP tests only.
     CpuUdp64,
+    /// Busy CPU time of the whole machine (every process and interrupt: iperf3, containers'
+    /// and hosts' stacks, agents) per GB of goodput, TCP one stream: the cost of a byte.
+    MachineCpuTcp1,
+    /// The same for two streams.
+    MachineCpuTcp2,
 }
 
 impl Metric {
     /// The rows of the table, in order.
-    pub const TABLE: [Metric; 7] = [
+    pub const TABLE: [Metric; 9] = [
         Metric::Tcp1,
         Metric::Tcp2,
         Metric::Udp64Kpps,
@@ -96,10 +101,12 @@ impl Metric {
         Metric::PingAvg,
         Metric::PingP99,
         Metric::Cpu,
+        Metric::MachineCpuTcp1,
+        Metric::MachineCpuTcp2,
     ];
 
     /// Every metric, in JSON order.
-    pub const ALL: [Metric; 10] = [
+    pub const ALL: [Metric; 12] = [
         Metric::Tcp1,
         Metric::Tcp2,
         Metric::Udp64Kpps,
@@ -110,6 +117,8 @@ impl Metric {
         Metric::CpuTcp1,
         Metric::CpuTcp2,
         Metric::CpuUdp64,
+        Metric::MachineCpuTcp1,
+        Metric::MachineCpuTcp2,
     ];
 
     /// Row label, with its unit.
@@ -125,6 +134,8 @@ impl Metric {
             Metric::CpuTcp1 => "agent CPU, TCP 1 stream (s)",
             Metric::CpuTcp2 => "agent CPU, TCP 2 streams (s)",
             Metric::CpuUdp64 => "agent CPU, UDP 64 B (s)",
+            Metric::MachineCpuTcp1 => "machine CPU s/GB, TCP 1",
+            Metric::MachineCpuTcp2 => "machine CPU s/GB, TCP 2",
         }
     }
 
@@ -141,6 +152,8 @@ impl Metric {
             Metric::CpuTcp1 => "cpu_tcp_1_stream",
             Metric::CpuTcp2 => "cpu_tcp_2_streams",
             Metric::CpuUdp64 => "cpu_udp_64b",
+            Metric::MachineCpuTcp1 => "machine_cpu_per_gb_tcp_1_stream",
+            Metric::MachineCpuTcp2 => "machine_cpu_per_gb_tcp_2_streams",
         }
     }
 
@@ -152,6 +165,7 @@ impl Metric {
             Metric::Udp64Loss => "%",
             Metric::PingAvg | Metric::PingP99 => "ms",
             Metric::Cpu | Metric::CpuTcp1 | Metric::CpuTcp2 | Metric::CpuUdp64 => "s",
+            Metric::MachineCpuTcp1 | Metric::MachineCpuTcp2 => "s/GB",
         }
     }
 
@@ -159,7 +173,9 @@ impl Metric {
     fn decimals(self) -> usize {
         match self {
             Metric::Udp64Kpps => 1,
-            Metric::PingAvg | Metric::PingP99 => 3,
+            Metric::PingAvg | Metric::PingP99 | Metric::MachineCpuTcp1 | Metric::MachineCpuTcp2 => {
+                3
+            }
             _ => 2,
         }
     }
@@ -437,6 +453,7 @@ mod tests {
             (Metric::Udp64Loss, [0.0, 0.0, 0.0], [1.0, 2.0, 3.0]),
             (Metric::PingAvg, [0.05, 0.06, 0.07], [0.1, 0.11, 0.12]),
             (Metric::PingP99, [0.08, 0.09, 0.1], [0.2, 0.21, 0.22]),
+            (Metric::MachineCpuTcp2, [0.7, 0.8, 0.9], [1.6, 1.7, 1.8]),
         ] {
             for (a, b) in ks.into_iter().zip(os) {
                 k.push(m, a);
@@ -486,9 +503,18 @@ mod tests {
             lines[7],
             "agent CPU (s per test)      n/a              9.50      n/a"
         );
-        assert_eq!(lines[8], "hardware: AMD EPYC, 2 cores, Linux 6.8.0");
-        assert_eq!(lines[9], "note: kernel CPU is n/a");
-        assert_eq!(lines[10], "note (ovnet): an ovnet note");
+        assert!(
+            lines[8].starts_with("machine CPU s/GB, TCP 1     n/a"),
+            "{}",
+            lines[8]
+        );
+        assert_eq!(
+            lines[9],
+            "machine CPU s/GB, TCP 2     0.800            1.700     2.12"
+        );
+        assert_eq!(lines[10], "hardware: AMD EPYC, 2 cores, Linux 6.8.0");
+        assert_eq!(lines[11], "note: kernel CPU is n/a");
+        assert_eq!(lines[12], "note (ovnet): an ovnet note");
     }
 
     #[test]
