@@ -85,7 +85,8 @@ pub enum Metric {
     /// The same during the UDP tests only.
     CpuUdp64,
     /// Busy CPU time of the whole machine (every process and interrupt: iperf3, containers'
-    /// and hosts' stacks, agents) per GB of goodput, TCP one stream: the cost of a byte.
+    /// and hosts' stacks, agents), from the iperf3 client's start to its exit, per GB of
+    /// goodput (the test's rate times its duration), TCP one stream: the cost of a byte.
     MachineCpuTcp1,
     /// The same for two streams.
     MachineCpuTcp2,
