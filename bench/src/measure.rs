@@ -45,6 +45,19 @@ struct IperfRun {
     machine_ticks: Option<u64>,
 }
 
+/// Adds the machine's busy CPU seconds per GB of the `gb` the run moved to `metric`; returns
+/// a progress suffix (empty if `/proc/stat` could not be read or nothing moved).
+fn record_machine_cpu(out: &mut VariantResult, metric: Metric, run: &IperfRun, gb: f64) -> String {
+    match run.machine_ticks {
+        Some(t) if gb > 0.0 => {
+            let s = procstat::seconds(t) / gb;
+            out.push(metric, s);
+            format!(", machine CPU {s:.3} s/GB")
+        }
+        _ => String::new(),
+    }
+}
+
 /// Runs the selected measurements `repeat` times on `bed`, adding samples to `out`.
 pub fn run(
     bed: &mut Bed,
@@ -86,14 +99,7 @@ pub fn run(
             out.push(metric, tcp.gbit_per_second());
             let cpu = m.record_cpu(out, cpu_metric, &run);
             let gb = tcp.gbit_per_second() * f64::from(duration) / 8.0;
-            let per_gb = match run.machine_ticks {
-                Some(t) if gb > 0.0 => {
-                    let s = procstat::seconds(t) / gb;
-                    out.push(machine_metric, s);
-                    format!(", machine CPU {s:.3} s/GB")
-                }
-                _ => String::new(),
-            };
+            let per_gb = record_machine_cpu(out, machine_metric, &run, gb);
             m.say(&format!(
                 "{at}: {what}: {:.2} Gbit/s{}{cpu}{per_gb}",
                 tcp.gbit_per_second(),

@@ -18,6 +18,8 @@ use serde_json::Value;
 pub const AGENT_READY: Duration = Duration::from_secs(10);
 /// Upper bound on one `ovctl` run (a hung CLI fails the test instead of blocking CI).
 const OVCTL_TIMEOUT: &str = "30";
+/// Name prefix of the agent's uplink TAP, `ovu<port>` (the only `ov` device not per network).
+const UPLINK_PREFIX: &str = "ovu";
 
 /// Path of a binary built by the workspace next to `ovnet-agent`.
 fn sibling_binary(name: &str) -> PathBuf {
@@ -385,14 +387,14 @@ impl Cluster {
     /// whole (UDP tunnel GSO), there for as long as the agent runs where the kernel has the
     /// feature, and never per network. Empty where the agent runs without it.
     pub fn uplink(&self, ns: &str) -> BTreeSet<String> {
-        self.links(ns, "ovu")
+        self.links(ns, UPLINK_PREFIX)
     }
 
     /// The devices the agent made for networks and endpoints in `ns` (`ovbr*`, `ovtap*`,
     /// `ovv*`): every `ov` device but the agent's uplink.
     pub fn network_links(&self, ns: &str) -> BTreeSet<String> {
         let mut links = self.links(ns, "ov");
-        links.retain(|l| !l.starts_with("ovu"));
+        links.retain(|l| !l.starts_with(UPLINK_PREFIX));
         links
     }
 
