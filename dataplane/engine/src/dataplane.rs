@@ -193,7 +193,7 @@ fn steering(
     if by_worker.iter().any(Vec::is_empty) {
         return None;
     }
-    Some((FlowSteering::new(workers), by_worker))
+    Some((FlowSteering::new(workers, vtep), by_worker))
 }
 
 /// The uplink TAP through which super-frames leave whole (UDP tunnel GSO).
@@ -271,12 +271,15 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// The outer source port of the frame's flow: that of its send socket.
-    pub(crate) fn tx_port(&self, frame: &[u8]) -> u16 {
-        self.tx_ports[self.tx_index(frame).min(self.tx_ports.len() - 1)]
+    pub(crate) fn tx_port(&self, frame: &[u8], worker: usize, dst: &SocketAddr) -> u16 {
+        self.tx_ports[self
+            .tx_index(frame, worker, dst)
+            .min(self.tx_ports.len() - 1)]
     }
 
-    /// Index of the send socket of the frame's flow (see [`Shared::tx_at`]).
-    pub(crate) fn tx_index(&self, frame: &[u8]) -> usize {
+    /// Index of the send socket of the frame's flow (see [`Shared::tx_at`]), which local
+    /// `worker` sends to `dst`.
+    pub(crate) fn tx_index(&self, frame: &[u8], worker: usize, dst: &SocketAddr) -> usize {
         if self.tx.is_empty() {
             return 0;
         }
@@ -284,7 +287,7 @@ impl Shared {
         let pick = |n: usize| ((u64::from(hash) * n as u64) >> 32) as usize;
         match &self.steer {
             Some((flows, by_worker)) => {
-                let w = flows.worker(hash, self.learned.now_ms() / 1000);
+                let w = flows.peer_worker(hash, worker, dst, self.learned.now_ms());
                 let socks = &by_worker[w as usize];
                 socks[pick(socks.len())]
             }
@@ -298,8 +301,13 @@ impl Shared {
     }
 
     /// The send socket of the frame's flow.
-    pub(crate) fn tx_socket(&self, frame: &[u8]) -> &UnderlaySocket {
-        self.tx_at(self.tx_index(frame))
+    pub(crate) fn tx_socket(
+        &self,
+        frame: &[u8],
+        worker: usize,
+        dst: &SocketAddr,
+    ) -> &UnderlaySocket {
+        self.tx_at(self.tx_index(frame, worker, dst))
     }
 }
 

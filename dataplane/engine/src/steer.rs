@@ -3,17 +3,30 @@
 //! Every data plane with several workers asks its kernel to hand a datagram to worker
 //! `outer source port % workers` (`UnderlaySocket::steer_by_source_port`). The sender picks
 //! the source port, so the sender decides where each flow lands on the peer, and it can do
-//! better than a hash, which puts two flows on one worker half the time on two workers: it
-//! gives each new flow the next worker in turn, and remembers the choice while the flow
-//! lives. The receiving worker also writes the flow's frames to its own TAP queue, which is
-//! where the kernel then queues the flow's frames in the other direction, so a flow's two
-//! directions meet on one worker on each host.
+//! better than a hash. The receiving worker also writes the flow's frames to its own TAP
+//! queue, which is where the kernel then queues the flow's frames in the other direction, so
+//! a flow's two directions meet on one worker on each host.
+//!
+//! Of two VTEPs, the one with the lower address decides where their flows go, on both hosts:
+//! it sends each flow to the peer worker of its choice, and the peer sends the flow's other
+//! direction back to the worker with the index the flow arrived on, which is also where the
+//! flow is read from its TAP. So a flow is on worker `i` on both hosts, and a worker's own
+//! load is a fair estimate of its peer twin's.
+//!
+//! Flows are packed, not spread: a new flow goes to the first worker with headroom, and a
+//! flow moves to another worker only when its worker is saturated with more than one flow
+//! (at most one move per host per [`MOVE_EVERY_MS`]). Spreading flows that one worker could carry costs more than
+//! it gains on a host with few cores: each extra worker is one more thread the containers'
+//! traffic is handed through and one more poller competing for the cores (two paced BBR
+//! streams on 2 cores: 6 to 10 % more on one worker); flows that saturate a worker (CUBIC's
+//! bursts) gain from spreading about as much (18 %).
 //!
 //! The table is a fixed array of atomic slots indexed by flow hash: no lock and no allocation
 //! per packet, a write only when a flow is new or a second has passed. A slot held by another
 //! live flow (a hash collision) sends the newcomer by hash instead, so neither flow moves.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Slots in the table (a power of two).
 const SLOTS: usize = 4096;
@@ -21,39 +34,167 @@ const SLOTS: usize = 4096;
 /// A flow not seen for this long gives its slot up, in seconds.
 const IDLE_S: u32 = 30;
 
+/// A worker whose load is at least this (per mille of its time busy) is saturated: its flows
+/// may move away if it has more than one.
+pub(crate) const SATURATED: u32 = 700;
+
+/// A worker below this load has headroom: new flows and moved ones go to the first such.
+pub(crate) const HEADROOM: u32 = 500;
+
+/// At most one flow moves per this many milliseconds, so that the loads the next decision
+/// reads already show the last move.
+pub(crate) const MOVE_EVERY_MS: u64 = 1000;
+
+/// A load not published for this long is of an idle worker (one that sleeps publishes
+/// nothing).
+const LOAD_STALE_MS: u64 = 250;
+
 /// The assignment of flows to the peer's workers.
 #[derive(Debug)]
 pub(crate) struct FlowSteering {
     /// `hash << 32 | last seen (seconds, 24 bits) << 8 | worker + 1`; 0 is empty.
     slots: Box<[AtomicU64]>,
-    next: AtomicU32,
+    /// Each local worker's load: `published at (ms) << 16 | per mille busy`.
+    loads: Box<[AtomicU64]>,
+    /// Flows each worker carried lately: `second (24 bits) << 40 | flows that second (20
+    /// bits) << 20 | flows the second before (20 bits)`, counted as their slots refresh.
+    active: Box<[AtomicU64]>,
+    /// When a flow last moved, in ms (0: never).
+    last_move: AtomicU64,
     workers: u32,
+    /// The local VTEP: it decides for peers with higher addresses.
+    vtep: SocketAddr,
 }
 
 impl FlowSteering {
-    /// A table for peers with `workers` workers (at least 1, at most 255).
-    pub(crate) fn new(workers: usize) -> FlowSteering {
+    /// A table for the VTEP `vtep` and peers with `workers` workers (at least 1, at most 255).
+    pub(crate) fn new(workers: usize, vtep: SocketAddr) -> FlowSteering {
+        let workers = workers.clamp(1, 255);
         FlowSteering {
             slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
-            next: AtomicU32::new(0),
-            workers: workers.clamp(1, 255) as u32,
+            loads: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            active: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            last_move: AtomicU64::new(0),
+            workers: workers as u32,
+            vtep,
         }
     }
 
-    /// The peer worker for the flow with `hash`, at `now_s` seconds.
-    pub(crate) fn worker(&self, hash: u32, now_s: u64) -> u32 {
-        let now = (now_s & 0xff_ffff) as u32;
+    /// The worker of `peer` for the flow with `hash` that local worker `local` sends, at
+    /// `now_ms`: the one this VTEP chooses if it decides for `peer`, else `local`'s twin.
+    pub(crate) fn peer_worker(
+        &self,
+        hash: u32,
+        local: usize,
+        peer: &SocketAddr,
+        now_ms: u64,
+    ) -> u32 {
+        if *peer < self.vtep {
+            return local as u32 % self.workers;
+        }
+        self.worker(hash, now_ms)
+    }
+
+    /// Local worker `worker` was busy `per_mille` of its time in the window ending `now_ms`.
+    pub(crate) fn publish_load(&self, worker: usize, now_ms: u64, per_mille: u32) {
+        if let Some(l) = self.loads.get(worker) {
+            // Smoothed over the last few windows: one busy window moves nothing.
+            let old = self.load(worker as u32, now_ms);
+            let new = (3 * old + per_mille.min(1000)) / 4;
+            l.store((now_ms << 16) | u64::from(new), Relaxed);
+        }
+    }
+
+    /// Counts a flow of worker `w` as active in second `now_s` (its slot refreshed).
+    fn note_active(&self, w: u32, now_s: u32) {
+        let a = &self.active[w as usize];
+        let v = a.load(Relaxed);
+        let second = (v >> 40) as u32;
+        if second == now_s {
+            a.fetch_add(1 << 20, Relaxed);
+        } else {
+            let prev = if second.wrapping_add(1) & 0xff_ffff == now_s {
+                (v >> 20) & 0xf_ffff
+            } else {
+                0
+            };
+            // Racing workers may lose a count here; the figure is a hint.
+            a.store((u64::from(now_s) << 40) | (1 << 20) | prev, Relaxed);
+        }
+    }
+
+    /// How many flows worker `w` carried in second `now_s` or the one before, whichever
+    /// counted more.
+    fn flows_on(&self, w: u32, now_s: u32) -> u64 {
+        let v = self.active[w as usize].load(Relaxed);
+        let (second, cur, prev) = ((v >> 40) as u32, (v >> 20) & 0xf_ffff, v & 0xf_ffff);
+        if second == now_s {
+            cur.max(prev)
+        } else if second.wrapping_add(1) & 0xff_ffff == now_s {
+            cur
+        } else {
+            0
+        }
+    }
+
+    /// The load of worker `w` at `now_ms` (0 if it published nothing lately).
+    fn load(&self, w: u32, now_ms: u64) -> u32 {
+        let l = self.loads[w as usize].load(Relaxed);
+        if now_ms.saturating_sub(l >> 16) > LOAD_STALE_MS {
+            0
+        } else {
+            (l & 0xffff) as u32
+        }
+    }
+
+    /// Where a flow goes: the first worker with headroom, else the least loaded.
+    fn place(&self, now_ms: u64) -> u32 {
+        let mut least = (u32::MAX, 0);
+        for w in 0..self.workers {
+            let load = self.load(w, now_ms);
+            if load < HEADROOM {
+                return w;
+            }
+            least = least.min((load, w));
+        }
+        least.1
+    }
+
+    /// Where a flow on saturated worker `w` goes instead, if anywhere now.
+    fn relieve(&self, w: u32, now_ms: u64, now_s: u32) -> Option<u32> {
+        if self.load(w, now_ms) < SATURATED || self.flows_on(w, now_s) < 2 {
+            return None;
+        }
+        let to = self.place(now_ms);
+        if to == w || self.load(to, now_ms) >= HEADROOM {
+            return None;
+        }
+        let last = self.last_move.load(Relaxed);
+        if last != 0 && now_ms.saturating_sub(last) < MOVE_EVERY_MS {
+            return None;
+        }
+        self.last_move
+            .compare_exchange(last, now_ms.max(1), Relaxed, Relaxed)
+            .ok()
+            .map(|_| to)
+    }
+
+    /// The peer worker for the flow with `hash`, at `now_ms`, where this VTEP decides.
+    fn worker(&self, hash: u32, now_ms: u64) -> u32 {
+        let now = ((now_ms / 1000) & 0xff_ffff) as u32;
         let slot = &self.slots[hash as usize & (SLOTS - 1)];
         let e = slot.load(Relaxed);
         if e != 0 && (e >> 32) as u32 == hash {
-            let w = (e & 0xff) as u32 - 1;
+            let mut w = (e & 0xff) as u32 - 1;
             if seen(e) != now {
+                self.note_active(w, now);
+                w = self.relieve(w, now_ms, now).unwrap_or(w);
                 slot.store(pack(hash, now, w), Relaxed);
             }
             return w;
         }
         if e == 0 || now.wrapping_sub(seen(e)) & 0xff_ffff > IDLE_S {
-            let w = self.next.fetch_add(1, Relaxed) % self.workers;
+            let w = self.place(now_ms);
             slot.store(pack(hash, now, w), Relaxed);
             return w;
         }
@@ -73,40 +214,111 @@ fn seen(e: u64) -> u32 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn new_flows_take_the_workers_in_turn_and_keep_them() {
-        let s = FlowSteering::new(2);
-        let (a, b, c) = (0x1000_0001, 0x2000_0002, 0x3000_0003);
-        assert_eq!(s.worker(a, 5), 0);
-        assert_eq!(s.worker(b, 5), 1);
-        assert_eq!(s.worker(c, 5), 0);
-        for now in 5..40 {
-            assert_eq!(s.worker(b, now), 1);
-            assert_eq!(s.worker(a, now), 0);
+    fn steering(workers: usize) -> FlowSteering {
+        FlowSteering::new(workers, "10.0.0.1:4789".parse().unwrap())
+    }
+
+    /// Worker `w`'s load is `per_mille`, published often enough for the smoothing to settle.
+    fn settle(s: &FlowSteering, w: usize, now_ms: u64, per_mille: u32) {
+        for _ in 0..20 {
+            s.publish_load(w, now_ms, per_mille);
         }
+    }
+
+    #[test]
+    fn new_flows_pack_onto_the_first_worker_with_headroom_and_keep_it() {
+        let s = steering(2);
+        let (a, b) = (0x1000_0001, 0x2000_0002);
+        assert_eq!(s.worker(a, 5_000), 0);
+        assert_eq!(s.worker(b, 5_000), 0);
+        settle(&s, 0, 5_100, 650); // busy, but not saturated: nothing moves
+        for t in (5_200..40_000).step_by(700) {
+            assert_eq!(s.worker(a, t), 0);
+            assert_eq!(s.worker(b, t), 0);
+            s.publish_load(0, t, 650);
+        }
+        settle(&s, 0, 40_000, 800);
+        assert_eq!(s.worker(0x3000_0003, 40_000), 1, "no headroom on 0");
+        settle(&s, 1, 40_000, 900);
+        assert_eq!(s.worker(0x4000_0004, 40_000), 0, "the least loaded");
+    }
+
+    #[test]
+    fn a_saturated_worker_sheds_one_flow_at_a_time_and_never_its_only_one() {
+        let s = steering(2);
+        let (a, b) = (0x1000_0001, 0x2000_0002);
+        assert_eq!(s.worker(a, 1_000), 0);
+        // Alone on a saturated worker, a flow stays: moving it would not help.
+        for t in [2_000, 3_000, 4_000] {
+            settle(&s, 0, t, 950);
+            assert_eq!(s.worker(a, t), 0);
+        }
+        assert_eq!(s.worker(b, 4_000), 1, "no headroom on 0 for a new flow");
+        let c = 0x3000_0003;
+        s.slots[c as usize & (SLOTS - 1)].store(pack(c, 4, 0), Relaxed);
+        // Next second: `a` and `c` share saturated worker 0, so one moves to idle worker 1...
+        settle(&s, 0, 5_000, 950);
+        let moved = [s.worker(a, 5_000), s.worker(c, 5_010)];
+        assert_eq!(moved.iter().filter(|&&w| w == 1).count(), 1, "{moved:?}");
+        // ... and no other within MOVE_EVERY_MS, though 0 still reads as saturated.
+        settle(&s, 0, 5_900, 950);
+        assert_eq!([s.worker(a, 6_000), s.worker(c, 6_000)], moved);
+        // Nor to a worker without headroom.
+        settle(&s, 1, 7_000, 600);
+        settle(&s, 0, 7_000, 950);
+        assert_eq!([s.worker(a, 7_000), s.worker(c, 7_000)], moved);
+    }
+
+    #[test]
+    fn one_busy_window_moves_nothing_and_a_silent_worker_counts_as_idle() {
+        let s = steering(2);
+        s.publish_load(0, 1_000, 1_000);
+        assert!(s.load(0, 1_000) < SATURATED);
+        settle(&s, 1, 1_000, 990);
+        assert!(s.load(1, 1_000) >= SATURATED);
+        assert_eq!(s.load(1, 1_000 + LOAD_STALE_MS + 1), 0);
+    }
+
+    #[test]
+    fn the_lower_vtep_decides_and_the_higher_answers_on_the_flows_worker() {
+        let s = steering(2); // 10.0.0.1:4789
+        let higher: SocketAddr = "10.0.0.2:4789".parse().unwrap();
+        let lower: SocketAddr = "10.0.0.0:4789".parse().unwrap();
+        settle(&s, 0, 1_000, 900);
+        // For a higher peer this VTEP decides: worker 0 has no headroom.
+        assert_eq!(s.peer_worker(7, 0, &higher, 1_000), 1);
+        // For a lower one it answers on the twin of the worker the flow is on here.
+        assert_eq!(s.peer_worker(7, 0, &lower, 1_000), 0);
+        assert_eq!(s.peer_worker(8, 1, &lower, 1_000), 1);
+        assert_eq!(
+            s.peer_worker(8, 3, &lower, 1_000),
+            1,
+            "peers with fewer workers"
+        );
     }
 
     #[test]
     fn a_colliding_live_flow_goes_by_hash_and_moves_nobody() {
-        let s = FlowSteering::new(2);
+        let s = steering(2);
         let a = 7;
         let b = 7 + SLOTS as u32 * 3; // same slot, odd: hash says worker 1
-        assert_eq!(s.worker(a, 100), 0);
-        assert_eq!(s.worker(b, 100), 1);
-        assert_eq!(s.worker(a, 101), 0);
-        // Idle long enough, the slot goes to the newcomer in turn.
-        assert_eq!(s.worker(b, 100 + u64::from(IDLE_S) + 1), 1);
-        assert_eq!(s.worker(b, 200), 1);
+        assert_eq!(s.worker(a, 100_000), 0);
+        assert_eq!(s.worker(b, 100_000), 1);
+        assert_eq!(s.worker(a, 101_000), 0);
+        // Idle long enough, the slot goes to the newcomer.
+        let later = 101_000 + (u64::from(IDLE_S) + 1) * 1000;
+        assert_eq!(s.worker(b, later), 0);
+        assert_eq!(s.worker(b, 200_000), 0);
     }
 
     #[test]
     fn one_worker_takes_everything_and_the_clock_may_wrap() {
-        let s = FlowSteering::new(1);
+        let s = steering(1);
         for h in 0..100 {
-            assert_eq!(s.worker(h * 31, 1 << 24), 0);
+            assert_eq!(s.worker(h * 31, (1 << 24) * 1000), 0);
         }
-        let s = FlowSteering::new(3);
-        let w = s.worker(9, 0xff_fffe);
-        assert_eq!(s.worker(9, 0x100_0003), w);
+        let s = steering(3);
+        let w = s.worker(9, 0xff_fffe * 1000);
+        assert_eq!(s.worker(9, 0x100_0003 * 1000), w);
     }
 }

@@ -124,9 +124,20 @@ fn deliver(net: &Network, tap: &Tap, frame: &[u8], log: &mut RateLimitedLog) {
     }
 }
 
+/// The time slice a worker asks the scheduler for ([`ovnet_sys::sched`]): the kernel's
+/// shortest, against 0.7 to 3 ms by default. Measured on 2 cores with one worker per agent,
+/// interleaved runs: TCP 2 streams +3 to 4 % under BBR, +5 % under CUBIC with two workers; one
+/// stream unchanged.
+const WORKER_SLICE: Duration = Duration::from_micros(100);
+
 /// Runs worker `index` until `stop` is set.
 pub(crate) fn worker_loop(s: &Shared, index: usize, stop: &AtomicBool) {
     let w = &s.workers[index];
+    match ovnet_sys::sched::set_own_slice(WORKER_SLICE) {
+        Ok(true) => {}
+        Ok(false) => log::info!("data-plane worker {index} keeps its real-time or idle policy"),
+        Err(e) => log::info!("data-plane worker {index} runs with the default time slice: {e}"),
+    }
     let mut d = Decapper {
         s,
         index,
@@ -162,6 +173,7 @@ pub(crate) fn worker_loop(s: &Shared, index: usize, stop: &AtomicBool) {
     let mut timeout = IDLE_WAIT_MS;
     let mut poll = PollWindow::new(s.poll, Instant::now());
     let mut forwarding = ForwardingCheck::new(s.learned.now_ms());
+    let mut load = LoadMeter::new(Instant::now());
     loop {
         // Between passes the worker holds no network: acknowledging the generation here is
         // what lets `remove_network` know the TAPs it dropped are no longer in use.
@@ -178,8 +190,9 @@ pub(crate) fn worker_loop(s: &Shared, index: usize, stop: &AtomicBool) {
         if stop.load(Ordering::Acquire) {
             break;
         }
+        let woke = Instant::now();
         if n > 0 {
-            poll.event(Instant::now());
+            poll.event(woke);
         }
         let now = s.learned.now_ms();
         let mut more = false;
@@ -202,6 +215,12 @@ pub(crate) fn worker_loop(s: &Shared, index: usize, stop: &AtomicBool) {
                 }
             }
         }
+        if n > 0 {
+            if let (Some(per_mille), Some((flows, _))) = (load.busy(woke, Instant::now()), &s.steer)
+            {
+                flows.publish_load(index, now, per_mille);
+            }
+        }
         // Level-triggered epoll: whatever a bounded batch left behind is reported again at
         // once. Idle, poll until the window since the last event closes, then sleep.
         timeout = if more {
@@ -219,6 +238,38 @@ pub(crate) fn worker_loop(s: &Shared, index: usize, stop: &AtomicBool) {
         if let (0, Some(up)) = (index, &s.uplink) {
             forwarding.check(up, now);
         }
+    }
+}
+
+/// How often a worker publishes its load for flow steering ([`crate::steer`]).
+const LOAD_WINDOW: Duration = Duration::from_millis(50);
+
+/// A worker's share of time spent moving frames (from `epoll_wait` returning events to the
+/// end of the pass), per [`LOAD_WINDOW`]: polling and sleeping are not busy.
+#[derive(Debug, Clone, Copy)]
+struct LoadMeter {
+    start: Instant,
+    busy: Duration,
+}
+
+impl LoadMeter {
+    fn new(now: Instant) -> LoadMeter {
+        LoadMeter {
+            start: now,
+            busy: Duration::ZERO,
+        }
+    }
+
+    /// The worker was busy from `from` to `to`; at the end of a window, its load in per mille.
+    fn busy(&mut self, from: Instant, to: Instant) -> Option<u32> {
+        self.busy += to.saturating_duration_since(from);
+        let window = to.saturating_duration_since(self.start);
+        if window < LOAD_WINDOW {
+            return None;
+        }
+        let per_mille = (self.busy.as_micros() * 1000 / window.as_micros().max(1)).min(1000);
+        *self = LoadMeter::new(to);
+        Some(per_mille as u32)
     }
 }
 
@@ -728,7 +779,7 @@ impl Encapper<'_> {
     ) {
         let s = self.s;
         // Without UDP GSO the train still leaves in one system call, through `sendmmsg`.
-        let sock = s.tx_index(&arena[start..end]);
+        let sock = s.tx_index(&arena[start..end], self.index, &dst);
         let len = vxlan::HEADER_LEN + end - start;
         if !self.train.takes(dst, sock, len) {
             self.flush(arena);
@@ -792,7 +843,7 @@ impl Encapper<'_> {
 
     /// Sends one frame as one datagram: VXLAN header and frame gathered, not copied.
     fn send_one(&mut self, net: &Network, frame: &[u8], dst: SocketAddr) {
-        let sock = self.s.tx_socket(frame);
+        let sock = self.s.tx_socket(frame, self.index, &dst);
         let header = vxlan::header(net.vni);
         let parts = [IoSlice::new(&header), IoSlice::new(frame)];
         match send_blocking(|| sock.send_to_vectored(&parts, dst), sock) {
@@ -829,7 +880,7 @@ impl Encapper<'_> {
                 Err(_) => return net.counters.count_drop(DropReason::Oversized),
             };
         net.counters.super_frame();
-        let sock = self.s.tx_socket(frame);
+        let sock = self.s.tx_socket(frame, self.index, &dst);
         let per_send = (MAX_GSO_PAYLOAD / train.stride).clamp(1, MAX_GSO_SEGMENTS);
         for batch in self.segs[..train.count].chunks(per_send) {
             let mut iov = [IoSlice::new(&[]); 2 * MAX_GSO_SEGMENTS];
@@ -892,7 +943,7 @@ impl Encapper<'_> {
             src_mac: UPLINK_SRC_MAC,
             src: up.src,
             dst: *to.ip(),
-            src_port: self.s.tx_port(frame),
+            src_port: self.s.tx_port(frame, self.index, &dst),
             dst_port: to.port(),
             id: self.ip_id,
             ttl: 64,
@@ -1148,6 +1199,22 @@ mod tests {
         // Other forwarded traffic only adds to the count.
         assert!(!forwarding_blocked(100, 50));
         assert!(!forwarding_blocked(100, 5000));
+    }
+
+    #[test]
+    fn the_load_is_the_busy_share_of_each_window() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut l = LoadMeter::new(t0);
+        // Busy 10 ms of every 20 for two windows; only a pass ending a window reports.
+        assert_eq!(l.busy(ms(0), ms(10)), None);
+        assert_eq!(l.busy(ms(20), ms(30)), None);
+        assert_eq!(l.busy(ms(40), ms(50)), Some(600));
+        assert_eq!(l.busy(ms(60), ms(70)), None);
+        // A pass after a long sleep: the window includes the sleep.
+        assert_eq!(l.busy(ms(1_050), ms(1_051)), Some(10));
+        // Busy throughout.
+        assert_eq!(l.busy(ms(1_051), ms(1_200)), Some(1000));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod event;
 pub mod link;
 pub mod netns;
 pub mod packet;
+pub mod sched;
 pub mod tap;
 pub mod udp;
 pub mod uplink;
