@@ -18,8 +18,10 @@
 //! (at most one move per host per [`MOVE_EVERY_MS`]). Spreading flows that one worker could carry costs more than
 //! it gains on a host with few cores: each extra worker is one more thread the containers'
 //! traffic is handed through and one more poller competing for the cores (two paced BBR
-//! streams on 2 cores: 6 to 10 % more on one worker); flows that saturate a worker (CUBIC's
-//! bursts) gain from spreading about as much (18 %).
+//! streams on 2 cores: 8 to 11 % more on one worker); flows that saturate a worker (CUBIC's
+//! bursts) gain more from spreading (20 %). Saturated means busy throughout a whole second:
+//! BBR's probing lifts a packed worker's load for a few hundred milliseconds at a time,
+//! which must not spread its flows for good.
 //!
 //! The table is a fixed array of atomic slots indexed by flow hash: no lock and no allocation
 //! per packet, a write only when a flow is new or a second has passed. A slot held by another
@@ -34,8 +36,8 @@ const SLOTS: usize = 4096;
 /// A flow not seen for this long gives its slot up, in seconds.
 const IDLE_S: u32 = 30;
 
-/// A worker whose load is at least this (per mille of its time busy) is saturated: its flows
-/// may move away if it has more than one.
+/// A worker whose load stayed at least this (per mille of its time busy) for a whole second
+/// is saturated: its flows may move away if it has more than one.
 pub(crate) const SATURATED: u32 = 700;
 
 /// A worker below this load has headroom: new flows and moved ones go to the first such.
@@ -56,9 +58,11 @@ pub(crate) struct FlowSteering {
     slots: Box<[AtomicU64]>,
     /// Each local worker's load: `published at (ms) << 16 | per mille busy`.
     loads: Box<[AtomicU64]>,
-    /// Flows each worker carried lately: `second (24 bits) << 40 | flows that second (20
-    /// bits) << 20 | flows the second before (20 bits)`, counted as their slots refresh.
-    active: Box<[AtomicU64]>,
+    /// Each local worker's lowest load in this second and the one before.
+    floors: Box<[PerSecond]>,
+    /// How many flows each worker carried this second and the one before, counted as their
+    /// slots refresh.
+    active: Box<[PerSecond]>,
     /// When a flow last moved, in ms (0: never).
     last_move: AtomicU64,
     workers: u32,
@@ -73,7 +77,8 @@ impl FlowSteering {
         FlowSteering {
             slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
             loads: (0..workers).map(|_| AtomicU64::new(0)).collect(),
-            active: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            floors: (0..workers).map(|_| PerSecond::default()).collect(),
+            active: (0..workers).map(|_| PerSecond::default()).collect(),
             last_move: AtomicU64::new(0),
             workers: workers as u32,
             vtep,
@@ -102,38 +107,7 @@ impl FlowSteering {
             let old = self.load(worker as u32, now_ms);
             let new = (3 * old + per_mille.min(1000)) / 4;
             l.store((now_ms << 16) | u64::from(new), Relaxed);
-        }
-    }
-
-    /// Counts a flow of worker `w` as active in second `now_s` (its slot refreshed).
-    fn note_active(&self, w: u32, now_s: u32) {
-        let a = &self.active[w as usize];
-        let v = a.load(Relaxed);
-        let second = (v >> 40) as u32;
-        if second == now_s {
-            a.fetch_add(1 << 20, Relaxed);
-        } else {
-            let prev = if second.wrapping_add(1) & 0xff_ffff == now_s {
-                (v >> 20) & 0xf_ffff
-            } else {
-                0
-            };
-            // Racing workers may lose a count here; the figure is a hint.
-            a.store((u64::from(now_s) << 40) | (1 << 20) | prev, Relaxed);
-        }
-    }
-
-    /// How many flows worker `w` carried in second `now_s` or the one before, whichever
-    /// counted more.
-    fn flows_on(&self, w: u32, now_s: u32) -> u64 {
-        let v = self.active[w as usize].load(Relaxed);
-        let (second, cur, prev) = ((v >> 40) as u32, (v >> 20) & 0xf_ffff, v & 0xf_ffff);
-        if second == now_s {
-            cur.max(prev)
-        } else if second.wrapping_add(1) & 0xff_ffff == now_s {
-            cur
-        } else {
-            0
+            self.floors[worker].record(second(now_ms), u64::from(new), u64::min);
         }
     }
 
@@ -160,9 +134,13 @@ impl FlowSteering {
         least.1
     }
 
-    /// Where a flow on saturated worker `w` goes instead, if anywhere now.
-    fn relieve(&self, w: u32, now_ms: u64, now_s: u32) -> Option<u32> {
-        if self.load(w, now_ms) < SATURATED || self.flows_on(w, now_s) < 2 {
+    /// Where a flow on worker `w` goes instead, if `w` is saturated with more than one flow
+    /// and another worker has headroom; at most one flow per [`MOVE_EVERY_MS`].
+    fn relieve(&self, w: u32, now_ms: u64) -> Option<u32> {
+        let now_s = second(now_ms);
+        let (_, lowest_before) = self.floors[w as usize].get(now_s);
+        let (flows_now, flows_before) = self.active[w as usize].get(now_s);
+        if lowest_before < u64::from(SATURATED) || flows_now.max(flows_before) < 2 {
             return None;
         }
         let to = self.place(now_ms);
@@ -181,14 +159,14 @@ impl FlowSteering {
 
     /// The peer worker for the flow with `hash`, at `now_ms`, where this VTEP decides.
     fn worker(&self, hash: u32, now_ms: u64) -> u32 {
-        let now = ((now_ms / 1000) & 0xff_ffff) as u32;
+        let now = second(now_ms);
         let slot = &self.slots[hash as usize & (SLOTS - 1)];
         let e = slot.load(Relaxed);
         if e != 0 && (e >> 32) as u32 == hash {
             let mut w = (e & 0xff) as u32 - 1;
             if seen(e) != now {
-                self.note_active(w, now);
-                w = self.relieve(w, now_ms, now).unwrap_or(w);
+                self.active[w as usize].record(now, 1, |n, one| n + one);
+                w = self.relieve(w, now_ms).unwrap_or(w);
                 slot.store(pack(hash, now, w), Relaxed);
             }
             return w;
@@ -200,6 +178,64 @@ impl FlowSteering {
         }
         hash % self.workers
     }
+}
+
+/// The second of `now_ms`, in the 24 bits the slots keep.
+fn second(now_ms: u64) -> u32 {
+    ((now_ms / 1000) & 0xff_ffff) as u32
+}
+
+/// A figure of this second and of the second before, in one atomic: `second (24 bits) << 40 |
+/// this second's (20 bits) << 20 | the second before's (20 bits)`. Racing writers may lose a
+/// value: the figures steer flows, they count nothing.
+#[derive(Debug, Default)]
+struct PerSecond(AtomicU64);
+
+/// The largest figure a [`PerSecond`] holds.
+const PER_SECOND_MAX: u64 = 0xf_ffff;
+
+impl PerSecond {
+    /// Folds `value` into second `now_s`'s figure with `fold`; the first value of a second
+    /// starts it.
+    fn record(&self, now_s: u32, value: u64, fold: impl Fn(u64, u64) -> u64) {
+        let v = self.0.load(Relaxed);
+        let (at, this, _) = (
+            (v >> 40) as u32,
+            (v >> 20) & PER_SECOND_MAX,
+            v & PER_SECOND_MAX,
+        );
+        let (this, before) = if at == now_s {
+            (fold(this, value), v & PER_SECOND_MAX)
+        } else if next_second(at) == now_s {
+            (value, this)
+        } else {
+            (value, 0)
+        };
+        let this = this.min(PER_SECOND_MAX);
+        self.0
+            .store((u64::from(now_s) << 40) | (this << 20) | before, Relaxed);
+    }
+
+    /// (this second's figure so far, the second before's) at second `now_s`.
+    fn get(&self, now_s: u32) -> (u64, u64) {
+        let v = self.0.load(Relaxed);
+        let (at, this, before) = (
+            (v >> 40) as u32,
+            (v >> 20) & PER_SECOND_MAX,
+            v & PER_SECOND_MAX,
+        );
+        if at == now_s {
+            (this, before)
+        } else if next_second(at) == now_s {
+            (0, this)
+        } else {
+            (0, 0)
+        }
+    }
+}
+
+fn next_second(s: u32) -> u32 {
+    s.wrapping_add(1) & 0xff_ffff
 }
 
 fn pack(hash: u32, now: u32, worker: u32) -> u64 {
@@ -218,10 +254,10 @@ mod tests {
         FlowSteering::new(workers, "10.0.0.1:4789".parse().unwrap())
     }
 
-    /// Worker `w`'s load is `per_mille`, published often enough for the smoothing to settle.
-    fn settle(s: &FlowSteering, w: usize, now_ms: u64, per_mille: u32) {
-        for _ in 0..20 {
-            s.publish_load(w, now_ms, per_mille);
+    /// Worker `w` reports `per_mille` every 50 ms from `from_ms` to `to_ms`, as it would.
+    fn busy(s: &FlowSteering, w: usize, from_ms: u64, to_ms: u64, per_mille: u32) {
+        for t in (from_ms..=to_ms).step_by(50) {
+            s.publish_load(w, t, per_mille);
         }
     }
 
@@ -231,42 +267,56 @@ mod tests {
         let (a, b) = (0x1000_0001, 0x2000_0002);
         assert_eq!(s.worker(a, 5_000), 0);
         assert_eq!(s.worker(b, 5_000), 0);
-        settle(&s, 0, 5_100, 650); // busy, but not saturated: nothing moves
-        for t in (5_200..40_000).step_by(700) {
+        // Busy, but not saturated: nothing moves.
+        for t in (5_500..40_000).step_by(500) {
+            busy(&s, 0, t - 450, t, 650);
             assert_eq!(s.worker(a, t), 0);
             assert_eq!(s.worker(b, t), 0);
-            s.publish_load(0, t, 650);
         }
-        settle(&s, 0, 40_000, 800);
-        assert_eq!(s.worker(0x3000_0003, 40_000), 1, "no headroom on 0");
-        settle(&s, 1, 40_000, 900);
-        assert_eq!(s.worker(0x4000_0004, 40_000), 0, "the least loaded");
+        busy(&s, 0, 40_000, 41_000, 800);
+        assert_eq!(s.worker(0x3000_0003, 41_000), 1, "no headroom on 0");
+        busy(&s, 1, 40_000, 41_000, 900);
+        assert_eq!(s.worker(0x4000_0004, 41_000), 0, "the least loaded");
     }
 
     #[test]
-    fn a_saturated_worker_sheds_one_flow_at_a_time_and_never_its_only_one() {
+    fn a_worker_saturated_for_a_second_sheds_one_flow_at_a_time_and_never_its_only_one() {
         let s = steering(2);
-        let (a, b) = (0x1000_0001, 0x2000_0002);
+        let (a, b, c) = (0x1000_0001, 0x2000_0002, 0x3000_0003);
         assert_eq!(s.worker(a, 1_000), 0);
+        busy(&s, 0, 1_000, 4_000, 950);
         // Alone on a saturated worker, a flow stays: moving it would not help.
         for t in [2_000, 3_000, 4_000] {
-            settle(&s, 0, t, 950);
             assert_eq!(s.worker(a, t), 0);
         }
         assert_eq!(s.worker(b, 4_000), 1, "no headroom on 0 for a new flow");
-        let c = 0x3000_0003;
         s.slots[c as usize & (SLOTS - 1)].store(pack(c, 4, 0), Relaxed);
-        // Next second: `a` and `c` share saturated worker 0, so one moves to idle worker 1...
-        settle(&s, 0, 5_000, 950);
+        // Next second `a` and `c` share saturated worker 0: one moves to idle worker 1...
+        busy(&s, 0, 4_050, 5_000, 950);
         let moved = [s.worker(a, 5_000), s.worker(c, 5_010)];
         assert_eq!(moved.iter().filter(|&&w| w == 1).count(), 1, "{moved:?}");
         // ... and no other within MOVE_EVERY_MS, though 0 still reads as saturated.
-        settle(&s, 0, 5_900, 950);
-        assert_eq!([s.worker(a, 6_000), s.worker(c, 6_000)], moved);
+        busy(&s, 0, 5_050, 5_950, 950);
+        assert_eq!([s.worker(a, 5_950), s.worker(c, 5_950)], moved);
         // Nor to a worker without headroom.
-        settle(&s, 1, 7_000, 600);
-        settle(&s, 0, 7_000, 950);
+        busy(&s, 0, 6_000, 7_000, 950);
+        busy(&s, 1, 6_000, 7_000, 600);
         assert_eq!([s.worker(a, 7_000), s.worker(c, 7_000)], moved);
+    }
+
+    #[test]
+    fn a_load_peak_shorter_than_a_second_moves_nothing() {
+        let s = steering(2);
+        let (a, b) = (0x1000_0001, 0x2000_0002);
+        assert_eq!(s.worker(a, 1_000), 0);
+        assert_eq!(s.worker(b, 1_000), 0);
+        for second in 1..10u64 {
+            let t = second * 1000;
+            busy(&s, 0, t, t + 600, 600);
+            busy(&s, 0, t + 650, t + 950, 1000); // 300 ms at full load
+            assert!(s.load(0, t + 950) >= SATURATED);
+            assert_eq!([s.worker(a, t + 1000), s.worker(b, t + 1000)], [0, 0]);
+        }
     }
 
     #[test]
@@ -274,9 +324,9 @@ mod tests {
         let s = steering(2);
         s.publish_load(0, 1_000, 1_000);
         assert!(s.load(0, 1_000) < SATURATED);
-        settle(&s, 1, 1_000, 990);
-        assert!(s.load(1, 1_000) >= SATURATED);
-        assert_eq!(s.load(1, 1_000 + LOAD_STALE_MS + 1), 0);
+        busy(&s, 1, 1_000, 1_500, 990);
+        assert!(s.load(1, 1_500) >= SATURATED);
+        assert_eq!(s.load(1, 1_500 + LOAD_STALE_MS + 1), 0);
     }
 
     #[test]
@@ -284,7 +334,7 @@ mod tests {
         let s = steering(2); // 10.0.0.1:4789
         let higher: SocketAddr = "10.0.0.2:4789".parse().unwrap();
         let lower: SocketAddr = "10.0.0.0:4789".parse().unwrap();
-        settle(&s, 0, 1_000, 900);
+        busy(&s, 0, 500, 1_000, 900);
         // For a higher peer this VTEP decides: worker 0 has no headroom.
         assert_eq!(s.peer_worker(7, 0, &higher, 1_000), 1);
         // For a lower one it answers on the twin of the worker the flow is on here.
@@ -295,6 +345,21 @@ mod tests {
             1,
             "peers with fewer workers"
         );
+    }
+
+    #[test]
+    fn per_second_figures_roll_over_and_age_out() {
+        let p = PerSecond::default();
+        p.record(7, 5, u64::min);
+        p.record(7, 3, u64::min);
+        assert_eq!(p.get(7), (3, 0));
+        p.record(8, 9, u64::min);
+        assert_eq!(p.get(8), (9, 3));
+        assert_eq!(p.get(9), (0, 9));
+        assert_eq!(p.get(10), (0, 0));
+        p.record(0xff_ffff, 1, |n, one| n + one);
+        p.record(0xff_ffff, 1, |n, one| n + one);
+        assert_eq!(p.get(0), (0, 2), "the second wraps");
     }
 
     #[test]
