@@ -195,17 +195,22 @@ struct PerSecond(AtomicU64);
 const PER_SECOND_MAX: u64 = 0xf_ffff;
 
 impl PerSecond {
-    /// Folds `value` into second `now_s`'s figure with `fold`; the first value of a second
-    /// starts it.
-    fn record(&self, now_s: u32, value: u64, fold: impl Fn(u64, u64) -> u64) {
+    /// (second, this second's figure, the second before's).
+    fn load(&self) -> (u32, u64, u64) {
         let v = self.0.load(Relaxed);
-        let (at, this, _) = (
+        (
             (v >> 40) as u32,
             (v >> 20) & PER_SECOND_MAX,
             v & PER_SECOND_MAX,
-        );
+        )
+    }
+
+    /// Folds `value` into second `now_s`'s figure with `fold`; the first value of a second
+    /// starts it.
+    fn record(&self, now_s: u32, value: u64, fold: impl Fn(u64, u64) -> u64) {
+        let (at, this, before) = self.load();
         let (this, before) = if at == now_s {
-            (fold(this, value), v & PER_SECOND_MAX)
+            (fold(this, value), before)
         } else if next_second(at) == now_s {
             (value, this)
         } else {
@@ -218,12 +223,7 @@ impl PerSecond {
 
     /// (this second's figure so far, the second before's) at second `now_s`.
     fn get(&self, now_s: u32) -> (u64, u64) {
-        let v = self.0.load(Relaxed);
-        let (at, this, before) = (
-            (v >> 40) as u32,
-            (v >> 20) & PER_SECOND_MAX,
-            v & PER_SECOND_MAX,
-        );
+        let (at, this, before) = self.load();
         if at == now_s {
             (this, before)
         } else if next_second(at) == now_s {

@@ -190,9 +190,10 @@ pub(crate) fn worker_loop(s: &Shared, index: usize, stop: &AtomicBool) {
         if stop.load(Ordering::Acquire) {
             break;
         }
-        let woke = Instant::now();
-        if n > 0 {
-            poll.event(woke);
+        // Only a pass with events reads the clock: it starts the busy time and the poll window.
+        let woke = (n > 0).then(Instant::now);
+        if let Some(t) = woke {
+            poll.event(t);
         }
         let now = s.learned.now_ms();
         let mut more = false;
@@ -215,9 +216,8 @@ pub(crate) fn worker_loop(s: &Shared, index: usize, stop: &AtomicBool) {
                 }
             }
         }
-        if n > 0 {
-            if let (Some(per_mille), Some((flows, _))) = (load.busy(woke, Instant::now()), &s.steer)
-            {
+        if let Some(t) = woke {
+            if let (Some(per_mille), Some((flows, _))) = (load.busy(t, Instant::now()), &s.steer) {
                 flows.publish_load(index, now, per_mille);
             }
         }

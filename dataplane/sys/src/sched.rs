@@ -34,10 +34,8 @@ struct SchedAttr {
 /// `sched_getattr` may report and that `sched_setattr` would take as a request.
 const UTIL_CLAMP_FLAGS: u64 = 0x20 | 0x40;
 
-/// Asks the scheduler for a `slice` for the calling thread, keeping its policy and nice
-/// value. Returns whether the slice was set: false if the thread is not under `SCHED_OTHER`
-/// or `SCHED_BATCH` (an operator's real-time or idle policy is left as it is).
-pub fn set_own_slice(slice: Duration) -> io::Result<bool> {
+/// The calling thread's `struct sched_attr`.
+fn own_attr() -> io::Result<SchedAttr> {
     let mut attr = SchedAttr::default();
     let size = std::mem::size_of::<SchedAttr>() as u32;
     // SAFETY: `attr` is a writable `struct sched_attr` of `size` bytes; pid 0 is this thread.
@@ -53,10 +51,18 @@ pub fn set_own_slice(slice: Duration) -> io::Result<bool> {
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
+    attr.size = size;
+    Ok(attr)
+}
+
+/// Asks the scheduler for a `slice` for the calling thread, keeping its policy and nice
+/// value. Returns whether the slice was set: false if the thread is not under `SCHED_OTHER`
+/// or `SCHED_BATCH` (an operator's real-time or idle policy is left as it is).
+pub fn set_own_slice(slice: Duration) -> io::Result<bool> {
+    let mut attr = own_attr()?;
     if attr.policy != libc::SCHED_OTHER as u32 && attr.policy != libc::SCHED_BATCH as u32 {
         return Ok(false);
     }
-    attr.size = size;
     attr.flags &= !UTIL_CLAMP_FLAGS;
     attr.runtime = u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX);
     // SAFETY: `attr` is an initialised `struct sched_attr` whose `size` field says its size;
@@ -71,22 +77,7 @@ pub fn set_own_slice(slice: Duration) -> io::Result<bool> {
 /// The calling thread's slice as the kernel reports it (`sched_runtime`; 0 before Linux
 /// 6.12, which has no custom slices).
 pub fn own_slice() -> io::Result<Duration> {
-    let mut attr = SchedAttr::default();
-    let size = std::mem::size_of::<SchedAttr>() as u32;
-    // SAFETY: as in `set_own_slice`.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_sched_getattr,
-            0,
-            &mut attr as *mut SchedAttr,
-            size,
-            0,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(Duration::from_nanos(attr.runtime))
+    Ok(Duration::from_nanos(own_attr()?.runtime))
 }
 
 #[cfg(test)]
