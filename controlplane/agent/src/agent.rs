@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
-use ovnet_dataplane::{CounterSnapshot, Dataplane, NetworkTable, Vni};
+use ovnet_dataplane::{CounterSnapshot, Dataplane, NetworkTable, Vni, WorkerReport};
 use ovnet_proto::{Endpoint, Network, Node};
 use tokio::sync::Mutex;
 use tonic::Status;
@@ -421,6 +421,11 @@ impl Agent {
         self.reconcile(&mut local).await;
         log::info!("disconnected {container} from {network}");
         Ok(())
+    }
+
+    /// The data plane's workers and the offloads it uses: (workers, UDP GSO, tunnel GSO).
+    pub fn dataplane(&self) -> (WorkerReport, bool, bool) {
+        (self.dp.workers(), self.dp.udp_gso(), self.dp.tunnel_gso())
     }
 
     /// Data-plane counters of each network programmed on this host, by name; plus the drops

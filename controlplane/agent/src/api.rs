@@ -10,11 +10,12 @@ use std::sync::Arc;
 
 use ovnet_dataplane::CounterSnapshot;
 use ovnet_proto::v1::{
-    AddVtepRequest, ConnectRequest, CreateNetworkRequest, DisconnectRequest, DisconnectResponse,
-    Endpoint, ExternalVtep, InspectNetworkRequest, ListNetworksRequest, ListNetworksResponse,
-    ListNodesRequest, ListNodesResponse, ListVtepsRequest, ListVtepsResponse, Network,
-    NetworkDetail, NetworkStats, NodeStatus, Peer, RemoveNetworkRequest, RemoveNetworkResponse,
-    RemoveVtepRequest, RemoveVtepResponse, StatsRequest, StatsResponse,
+    AddVtepRequest, ConnectRequest, CreateNetworkRequest, DataplaneRequest, DataplaneStatus,
+    DisconnectRequest, DisconnectResponse, Endpoint, ExternalVtep, InspectNetworkRequest,
+    ListNetworksRequest, ListNetworksResponse, ListNodesRequest, ListNodesResponse,
+    ListVtepsRequest, ListVtepsResponse, Network, NetworkDetail, NetworkStats, NodeStatus, Peer,
+    RemoveNetworkRequest, RemoveNetworkResponse, RemoveVtepRequest, RemoveVtepResponse,
+    StatsRequest, StatsResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -217,5 +218,20 @@ impl ovnet_proto::Agent for Api {
             networks.push(network_stats("(no network)", 0, &global));
         }
         Ok(Response::new(StatsResponse { networks }))
+    }
+
+    async fn dataplane(
+        &self,
+        _req: Request<DataplaneRequest>,
+    ) -> Result<Response<DataplaneStatus>, Status> {
+        let (w, udp_gso, tunnel_gso) = self.agent.dataplane();
+        Ok(Response::new(DataplaneStatus {
+            worker_busy_per_mille: w.busy_per_mille,
+            steering: w.steering,
+            flows_moved: w.flows_moved,
+            poll_us: u32::try_from(w.poll.as_micros()).unwrap_or(u32::MAX),
+            udp_gso,
+            tunnel_gso,
+        }))
     }
 }

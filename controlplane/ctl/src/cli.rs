@@ -43,6 +43,8 @@ pub enum Command {
     Node(NodeCmd),
     /// Show this host's data-plane counters, per network.
     Stats(StatsArgs),
+    /// Show this host's data-plane workers (load, flow steering) and offloads.
+    Dataplane(DataplaneArgs),
 }
 
 /// `ovctl network ...`
@@ -173,6 +175,14 @@ pub enum NodeCmd {
 pub struct StatsArgs {
     /// Only this network (name or ID).
     pub network: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ovctl dataplane`
+#[derive(Debug, Args)]
+pub struct DataplaneArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

@@ -7,9 +7,9 @@
 use std::io::Write;
 
 use ovnet_proto::{
-    AddVtepRequest, ConnectRequest, CreateNetworkRequest, DisconnectRequest, InspectNetworkRequest,
-    ListNetworksRequest, ListNodesRequest, ListVtepsRequest, RemoveNetworkRequest,
-    RemoveVtepRequest, StatsRequest,
+    AddVtepRequest, ConnectRequest, CreateNetworkRequest, DataplaneRequest, DisconnectRequest,
+    InspectNetworkRequest, ListNetworksRequest, ListNodesRequest, ListVtepsRequest,
+    RemoveNetworkRequest, RemoveVtepRequest, StatsRequest,
 };
 use tonic::Code;
 
@@ -62,6 +62,18 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 out(&format::stats_json(&resp.networks));
             } else {
                 out(&format::stats(&resp.networks));
+            }
+            Ok(())
+        }
+        Command::Dataplane(args) => {
+            let agent = Agent::connect(&path).await?;
+            let resp = agent
+                .call(agent.client().dataplane(DataplaneRequest {}))
+                .await?;
+            if args.json {
+                out(&format::dataplane_json(&resp));
+            } else {
+                out(&format::dataplane(&resp));
             }
             Ok(())
         }

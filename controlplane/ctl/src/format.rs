@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use ovnet_proto::{Endpoint, ExternalVtep, Network, NetworkDetail, NetworkStats, NodeStatus};
+use ovnet_proto::{
+    DataplaneStatus, Endpoint, ExternalVtep, Network, NetworkDetail, NetworkStats, NodeStatus,
+};
 use serde::Serialize;
 
 /// Length of the IDs `ls` shows, as docker does without `--no-trunc`.
@@ -370,6 +372,65 @@ pub fn stats_json(networks: &[NetworkStats]) -> String {
     pretty(&v)
 }
 
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+/// `ovctl dataplane`: the workers' load, flow steering and the offloads in use:
+///
+/// ```text
+/// workers: 2, flows steered by load, 1 moved
+///   worker 0: 62.5 % busy
+///   worker 1: 0.0 % busy
+/// poll window: 100 us
+/// UDP GSO: on
+/// UDP tunnel GSO: on
+/// ```
+pub fn dataplane(d: &DataplaneStatus) -> String {
+    let steering = if d.steering {
+        format!("flows steered by load, {} moved", d.flows_moved)
+    } else {
+        "flows spread by hash".to_string()
+    };
+    let mut out = format!("workers: {}, {steering}\n", d.worker_busy_per_mille.len());
+    for (i, b) in d.worker_busy_per_mille.iter().enumerate() {
+        out += &format!("  worker {i}: {}.{} % busy\n", b / 10, b % 10);
+    }
+    out += &format!(
+        "poll window: {} us\nUDP GSO: {}\nUDP tunnel GSO: {}\n",
+        d.poll_us,
+        on_off(d.udp_gso),
+        on_off(d.tunnel_gso)
+    );
+    out
+}
+
+#[derive(Debug, Serialize)]
+struct DataplaneJson<'a> {
+    worker_busy_per_mille: &'a [u32],
+    steering: bool,
+    flows_moved: u64,
+    poll_us: u32,
+    udp_gso: bool,
+    tunnel_gso: bool,
+}
+
+/// `ovctl dataplane --json`: the fields of the proto's `DataplaneStatus`.
+pub fn dataplane_json(d: &DataplaneStatus) -> String {
+    pretty(&DataplaneJson {
+        worker_busy_per_mille: &d.worker_busy_per_mille,
+        steering: d.steering,
+        flows_moved: d.flows_moved,
+        poll_us: d.poll_us,
+        udp_gso: d.udp_gso,
+        tunnel_gso: d.tunnel_gso,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -638,6 +699,49 @@ mod tests {
              (no network)\n  tx: 0 packets, 0 bytes\n  rx: 0 packets, 0 bytes\n  drops: bad_flags=2\n"
         );
         assert_eq!(stats(&[]), "");
+    }
+
+    fn sample_dataplane() -> DataplaneStatus {
+        DataplaneStatus {
+            worker_busy_per_mille: vec![625, 0],
+            steering: true,
+            flows_moved: 1,
+            poll_us: 100,
+            udp_gso: true,
+            tunnel_gso: false,
+        }
+    }
+
+    #[test]
+    fn dataplane_text() {
+        assert_eq!(
+            dataplane(&sample_dataplane()),
+            "workers: 2, flows steered by load, 1 moved\n  worker 0: 62.5 % busy\n  \
+             worker 1: 0.0 % busy\npoll window: 100 us\nUDP GSO: on\nUDP tunnel GSO: off\n"
+        );
+        let one = DataplaneStatus {
+            worker_busy_per_mille: vec![7],
+            steering: false,
+            ..sample_dataplane()
+        };
+        assert!(
+            dataplane(&one)
+                .starts_with("workers: 1, flows spread by hash\n  worker 0: 0.7 % busy\n"),
+            "{}",
+            dataplane(&one)
+        );
+    }
+
+    #[test]
+    fn dataplane_as_json() {
+        let v: serde_json::Value =
+            serde_json::from_str(&dataplane_json(&sample_dataplane())).unwrap();
+        assert_eq!(v["worker_busy_per_mille"], serde_json::json!([625, 0]));
+        assert_eq!(v["steering"], true);
+        assert_eq!(v["flows_moved"], 1);
+        assert_eq!(v["poll_us"], 100);
+        assert_eq!(v["udp_gso"], true);
+        assert_eq!(v["tunnel_gso"], false);
     }
 
     #[test]

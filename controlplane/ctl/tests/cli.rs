@@ -14,11 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ovnet_proto::{
-    AddVtepRequest, AgentServer, ConnectRequest, CreateNetworkRequest, DisconnectRequest,
-    DisconnectResponse, Endpoint, ExternalVtep, InspectNetworkRequest, ListNetworksRequest,
-    ListNetworksResponse, ListNodesRequest, ListNodesResponse, ListVtepsRequest, ListVtepsResponse,
-    Network, NetworkDetail, NetworkStats, Node, NodeStatus, Peer, RemoveNetworkRequest,
-    RemoveNetworkResponse, RemoveVtepRequest, RemoveVtepResponse, StatsRequest, StatsResponse,
+    AddVtepRequest, AgentServer, ConnectRequest, CreateNetworkRequest, DataplaneRequest,
+    DataplaneStatus, DisconnectRequest, DisconnectResponse, Endpoint, ExternalVtep,
+    InspectNetworkRequest, ListNetworksRequest, ListNetworksResponse, ListNodesRequest,
+    ListNodesResponse, ListVtepsRequest, ListVtepsResponse, Network, NetworkDetail, NetworkStats,
+    Node, NodeStatus, Peer, RemoveNetworkRequest, RemoveNetworkResponse, RemoveVtepRequest,
+    RemoveVtepResponse, StatsRequest, StatsResponse,
 };
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -306,6 +307,20 @@ impl ovnet_proto::Agent for Fake {
             }
         };
         Ok(Response::new(StatsResponse { networks }))
+    }
+
+    async fn dataplane(
+        &self,
+        _req: Request<DataplaneRequest>,
+    ) -> Result<Response<DataplaneStatus>, Status> {
+        Ok(Response::new(DataplaneStatus {
+            worker_busy_per_mille: vec![412, 3],
+            steering: true,
+            flows_moved: 2,
+            poll_us: 100,
+            udp_gso: true,
+            tunnel_gso: true,
+        }))
     }
 }
 
@@ -759,6 +774,21 @@ async fn vteps_nodes_and_stats() {
     assert_eq!(v[0]["drops"]["no_route"], 1);
     let r = h.ovctl(&["stats", "nope"]).await;
     failed(&r, "Error: network nope not found\n");
+
+    let r = h.ovctl(&["dataplane"]).await;
+    ok(&r);
+    assert_eq!(
+        r.stdout,
+        "workers: 2, flows steered by load, 2 moved\n  worker 0: 41.2 % busy\n  \
+         worker 1: 0.3 % busy\npoll window: 100 us\nUDP GSO: on\nUDP tunnel GSO: on\n"
+    );
+    let r = h.ovctl(&["dataplane", "--json"]).await;
+    ok(&r);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["worker_busy_per_mille"], serde_json::json!([412, 3]));
+    assert_eq!(v["flows_moved"], 2);
+    let r = h.ovctl(&["dataplane", "extra"]).await;
+    assert_eq!(r.code, Some(2), "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -154,14 +154,15 @@ pub(crate) struct WorkerSlot {
 
 /// Sets up flow steering for `workers` workers: the kernel gives a datagram to the listening
 /// socket of `source port % workers` (see [`crate::steer`]), and `tx` gets more send sockets
-/// until each residue has one. `None` (flows spread by hash, as without steering) if the
-/// kernel refuses the program or no ports can be found; why is logged.
+/// until each residue has one. Returns the send sockets of each residue, or `None` (flows
+/// spread by hash, as without steering) if the kernel refuses the program or no ports can be
+/// found; why is logged.
 fn steering(
     listener: &UnderlaySocket,
     tx: &mut Vec<UnderlaySocket>,
     workers: usize,
     vtep: SocketAddr,
-) -> Option<(FlowSteering, Vec<Vec<usize>>)> {
+) -> Option<Vec<Vec<usize>>> {
     if let Err(e) = listener.steer_by_source_port(workers as u32) {
         log::info!("flows spread over workers by hash: steering by source port failed ({e})");
         return None;
@@ -193,7 +194,22 @@ fn steering(
     if by_worker.iter().any(Vec::is_empty) {
         return None;
     }
-    Some((FlowSteering::new(workers, vtep), by_worker))
+    Some(by_worker)
+}
+
+/// What the workers are doing, for operators ([`Dataplane::workers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Each worker's share of time spent moving frames, per mille, smoothed over the last few
+    /// 50 ms windows; 0 for a worker that sleeps.
+    pub busy_per_mille: Vec<u32>,
+    /// Whether this host steers flows to the peers' workers by load (several workers, and the
+    /// kernel took the steering program).
+    pub steering: bool,
+    /// Flows this host moved off a saturated worker since it started.
+    pub flows_moved: u64,
+    /// How long an idle worker polls at most before it sleeps.
+    pub poll: Duration,
 }
 
 /// The uplink TAP through which super-frames leave whole (UDP tunnel GSO).
@@ -254,9 +270,11 @@ pub(crate) struct Shared {
     pub(crate) tx: Vec<UnderlaySocket>,
     /// The local port of each of `tx` (of the listening socket if there are none).
     pub(crate) tx_ports: Vec<u16>,
-    /// With several workers: which peer worker each flow goes to, and the send sockets whose
-    /// port sends a datagram there (`port % workers`), by worker.
-    pub(crate) steer: Option<(FlowSteering, Vec<Vec<usize>>)>,
+    /// The workers' loads and, where this VTEP decides, which peer worker each flow goes to.
+    pub(crate) flows: FlowSteering,
+    /// With several workers and steering on: the send sockets whose port sends a datagram to
+    /// each peer worker (`port % workers`), by worker.
+    pub(crate) steer: Option<Vec<Vec<usize>>>,
     pub(crate) workers: Vec<WorkerSlot>,
     /// Where super-frames leave whole, if the kernel and host allow it.
     pub(crate) uplink: Option<UplinkPath>,
@@ -286,8 +304,10 @@ impl Shared {
         let hash = flow::flow_hash(frame);
         let pick = |n: usize| ((u64::from(hash) * n as u64) >> 32) as usize;
         match &self.steer {
-            Some((flows, by_worker)) => {
-                let w = flows.peer_worker(hash, worker, dst, self.learned.now_ms());
+            Some(by_worker) => {
+                let w = self
+                    .flows
+                    .peer_worker(hash, worker, dst, self.learned.now_ms());
                 let socks = &by_worker[w as usize];
                 socks[pick(socks.len())]
             }
@@ -432,6 +452,7 @@ impl Dataplane {
             global: Counters::default(),
             tx,
             tx_ports,
+            flows: FlowSteering::new(count, cfg.vtep),
             steer,
             workers: slots,
             uplink,
@@ -473,6 +494,17 @@ impl Dataplane {
             .uplink
             .as_ref()
             .is_some_and(|u| u.on.load(Ordering::Relaxed))
+    }
+
+    /// Each worker's load, flow steering and the poll window.
+    pub fn workers(&self) -> WorkerReport {
+        let s = &self.shared;
+        WorkerReport {
+            busy_per_mille: s.flows.loads(s.learned.now_ms()),
+            steering: s.steer.is_some(),
+            flows_moved: s.flows.moves(),
+            poll: s.poll,
+        }
     }
 
     /// Starts serving VNI `vni` on `tap` (already created, in whatever namespace), with frames

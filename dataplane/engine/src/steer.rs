@@ -65,6 +65,8 @@ pub(crate) struct FlowSteering {
     active: Box<[PerSecond]>,
     /// When a flow last moved, in ms (0: never).
     last_move: AtomicU64,
+    /// Flows moved off a saturated worker so far.
+    moves: AtomicU64,
     workers: u32,
     /// The local VTEP: it decides for peers with higher addresses.
     vtep: SocketAddr,
@@ -80,6 +82,7 @@ impl FlowSteering {
             floors: (0..workers).map(|_| PerSecond::default()).collect(),
             active: (0..workers).map(|_| PerSecond::default()).collect(),
             last_move: AtomicU64::new(0),
+            moves: AtomicU64::new(0),
             workers: workers as u32,
             vtep,
         }
@@ -109,6 +112,16 @@ impl FlowSteering {
             l.store((now_ms << 16) | u64::from(new), Relaxed);
             self.floors[worker].record(second(now_ms), u64::from(new), u64::min);
         }
+    }
+
+    /// Each local worker's smoothed load at `now_ms`, per mille.
+    pub(crate) fn loads(&self, now_ms: u64) -> Vec<u32> {
+        (0..self.workers).map(|w| self.load(w, now_ms)).collect()
+    }
+
+    /// How many flows this VTEP moved off a saturated worker so far.
+    pub(crate) fn moves(&self) -> u64 {
+        self.moves.load(Relaxed)
     }
 
     /// The load of worker `w` at `now_ms` (0 if it published nothing lately).
@@ -153,8 +166,9 @@ impl FlowSteering {
         }
         self.last_move
             .compare_exchange(last, now_ms.max(1), Relaxed, Relaxed)
-            .ok()
-            .map(|_| to)
+            .ok()?;
+        self.moves.fetch_add(1, Relaxed);
+        Some(to)
     }
 
     /// The peer worker for the flow with `hash`, at `now_ms`, where this VTEP decides.
@@ -293,8 +307,12 @@ mod tests {
         s.slots[c as usize & (SLOTS - 1)].store(pack(c, 4, 0), Relaxed);
         // Next second `a` and `c` share saturated worker 0: one moves to idle worker 1...
         busy(&s, 0, 4_050, 5_000, 950);
+        assert_eq!(s.moves(), 0);
         let moved = [s.worker(a, 5_000), s.worker(c, 5_010)];
         assert_eq!(moved.iter().filter(|&&w| w == 1).count(), 1, "{moved:?}");
+        assert_eq!(s.moves(), 1, "the move is counted for operators");
+        assert_eq!(s.loads(5_000)[1], 0, "worker 1 published nothing");
+        assert!(s.loads(5_000)[0] >= SATURATED, "{:?}", s.loads(5_000));
         // ... and no other within MOVE_EVERY_MS, though 0 still reads as saturated.
         busy(&s, 0, 5_050, 5_950, 950);
         assert_eq!([s.worker(a, 5_950), s.worker(c, 5_950)], moved);
@@ -302,6 +320,9 @@ mod tests {
         busy(&s, 0, 6_000, 7_000, 950);
         busy(&s, 1, 6_000, 7_000, 600);
         assert_eq!([s.worker(a, 7_000), s.worker(c, 7_000)], moved);
+        assert_eq!(s.moves(), 1);
+        // Loads go stale: a worker that stopped publishing reads as idle.
+        assert_eq!(s.loads(7_000 + LOAD_STALE_MS + 1), vec![0, 0]);
     }
 
     #[test]

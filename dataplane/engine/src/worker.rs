@@ -217,8 +217,8 @@ pub(crate) fn worker_loop(s: &Shared, index: usize, stop: &AtomicBool) {
             }
         }
         if let Some(t) = woke {
-            if let (Some(per_mille), Some((flows, _))) = (load.busy(t, Instant::now()), &s.steer) {
-                flows.publish_load(index, now, per_mille);
+            if let Some(per_mille) = load.busy(t, Instant::now()) {
+                s.flows.publish_load(index, now, per_mille);
             }
         }
         // Level-triggered epoll: whatever a bounded batch left behind is reported again at
@@ -241,7 +241,7 @@ pub(crate) fn worker_loop(s: &Shared, index: usize, stop: &AtomicBool) {
     }
 }
 
-/// How often a worker publishes its load for flow steering ([`crate::steer`]).
+/// How often a worker publishes its load, for flow steering ([`crate::steer`]) and operators.
 const LOAD_WINDOW: Duration = Duration::from_millis(50);
 
 /// A worker's share of time spent moving frames (from `epoll_wait` returning events to the
