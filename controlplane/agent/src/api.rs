@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ovnet_dataplane::CounterSnapshot;
 use ovnet_proto::v1::{
@@ -33,6 +34,10 @@ impl Api {
     pub fn new(agent: Arc<Agent>) -> Api {
         Api { agent }
     }
+}
+
+fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
 fn network_stats(name: &str, vni: u32, c: &CounterSnapshot) -> NetworkStats {
@@ -229,9 +234,10 @@ impl ovnet_proto::Agent for Api {
             worker_busy_per_mille: w.busy_per_mille,
             steering: w.steering,
             flows_moved: w.flows_moved,
-            poll_us: u32::try_from(w.poll.as_micros()).unwrap_or(u32::MAX),
+            poll_us: micros(w.poll),
             udp_gso,
             tunnel_gso,
+            slice_us: w.slice.map_or(0, micros),
         }))
     }
 }

@@ -225,6 +225,7 @@ fn every_pair_of_three_hosts_pings_and_tcp_is_intact() {
                 .unwrap_or_default();
             assert!(!busy.is_empty(), "no workers: {v}");
             assert!(v["poll_us"].as_u64().unwrap_or(0) > 0, "{v}");
+            assert_eq!(v["slice_us"], Value::from(100), "the default slice: {v}");
             assert_eq!(v["udp_gso"], Value::Bool(true), "{v}");
             for b in &busy {
                 let b = b.as_u64().unwrap_or(u64::MAX);

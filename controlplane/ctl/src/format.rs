@@ -387,6 +387,7 @@ fn on_off(b: bool) -> &'static str {
 ///   worker 0: 62.5 % busy
 ///   worker 1: 0.0 % busy
 /// poll window: 100 us
+/// time slice: 100 us
 /// UDP GSO: on
 /// UDP tunnel GSO: on
 /// ```
@@ -400,8 +401,13 @@ pub fn dataplane(d: &DataplaneStatus) -> String {
     for (i, b) in d.worker_busy_per_mille.iter().enumerate() {
         out += &format!("  worker {i}: {}.{} % busy\n", b / 10, b % 10);
     }
+    let slice = if d.slice_us == 0 {
+        "the kernel's default".to_string()
+    } else {
+        format!("{} us", d.slice_us)
+    };
     out += &format!(
-        "poll window: {} us\nUDP GSO: {}\nUDP tunnel GSO: {}\n",
+        "poll window: {} us\ntime slice: {slice}\nUDP GSO: {}\nUDP tunnel GSO: {}\n",
         d.poll_us,
         on_off(d.udp_gso),
         on_off(d.tunnel_gso)
@@ -415,6 +421,7 @@ struct DataplaneJson<'a> {
     steering: bool,
     flows_moved: u64,
     poll_us: u32,
+    slice_us: u32,
     udp_gso: bool,
     tunnel_gso: bool,
 }
@@ -426,6 +433,7 @@ pub fn dataplane_json(d: &DataplaneStatus) -> String {
         steering: d.steering,
         flows_moved: d.flows_moved,
         poll_us: d.poll_us,
+        slice_us: d.slice_us,
         udp_gso: d.udp_gso,
         tunnel_gso: d.tunnel_gso,
     })
@@ -709,6 +717,7 @@ mod tests {
             poll_us: 100,
             udp_gso: true,
             tunnel_gso: false,
+            slice_us: 100,
         }
     }
 
@@ -717,16 +726,23 @@ mod tests {
         assert_eq!(
             dataplane(&sample_dataplane()),
             "workers: 2, flows steered by load, 1 moved\n  worker 0: 62.5 % busy\n  \
-             worker 1: 0.0 % busy\npoll window: 100 us\nUDP GSO: on\nUDP tunnel GSO: off\n"
+             worker 1: 0.0 % busy\npoll window: 100 us\ntime slice: 100 us\nUDP GSO: on\n\
+             UDP tunnel GSO: off\n"
         );
         let one = DataplaneStatus {
             worker_busy_per_mille: vec![7],
             steering: false,
+            slice_us: 0,
             ..sample_dataplane()
         };
         assert!(
             dataplane(&one)
                 .starts_with("workers: 1, flows spread by hash\n  worker 0: 0.7 % busy\n"),
+            "{}",
+            dataplane(&one)
+        );
+        assert!(
+            dataplane(&one).contains("\ntime slice: the kernel's default\n"),
             "{}",
             dataplane(&one)
         );
@@ -740,6 +756,7 @@ mod tests {
         assert_eq!(v["steering"], true);
         assert_eq!(v["flows_moved"], 1);
         assert_eq!(v["poll_us"], 100);
+        assert_eq!(v["slice_us"], 100);
         assert_eq!(v["udp_gso"], true);
         assert_eq!(v["tunnel_gso"], false);
     }

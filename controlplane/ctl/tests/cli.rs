@@ -320,6 +320,7 @@ impl ovnet_proto::Agent for Fake {
             poll_us: 100,
             udp_gso: true,
             tunnel_gso: true,
+            slice_us: 100,
         }))
     }
 }
@@ -780,7 +781,8 @@ async fn vteps_nodes_and_stats() {
     assert_eq!(
         r.stdout,
         "workers: 2, flows steered by load, 2 moved\n  worker 0: 41.2 % busy\n  \
-         worker 1: 0.3 % busy\npoll window: 100 us\nUDP GSO: on\nUDP tunnel GSO: on\n"
+         worker 1: 0.3 % busy\npoll window: 100 us\ntime slice: 100 us\nUDP GSO: on\n\
+         UDP tunnel GSO: on\n"
     );
     let r = h.ovctl(&["dataplane", "--json"]).await;
     ok(&r);

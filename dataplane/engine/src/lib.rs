@@ -24,6 +24,8 @@ mod worker;
 mod testutil;
 
 pub use counters::{CounterSnapshot, DropReason};
-pub use dataplane::{Dataplane, DataplaneConfig, DataplaneError, WorkerReport, DEFAULT_POLL};
+pub use dataplane::{
+    Dataplane, DataplaneConfig, DataplaneError, WorkerReport, DEFAULT_POLL, DEFAULT_SLICE,
+};
 pub use fdb::{FloodEntry, NetworkTable};
 pub use ovnet_wire::{MacAddr, Vni};

@@ -124,19 +124,15 @@ fn deliver(net: &Network, tap: &Tap, frame: &[u8], log: &mut RateLimitedLog) {
     }
 }
 
-/// The time slice a worker asks the scheduler for ([`ovnet_sys::sched`]): the kernel's
-/// shortest, against 0.7 to 3 ms by default. Measured on 2 cores with one worker per agent,
-/// interleaved runs: TCP 2 streams +3 to 4 % under BBR, +5 % under CUBIC with two workers; one
-/// stream unchanged.
-const WORKER_SLICE: Duration = Duration::from_micros(100);
-
 /// Runs worker `index` until `stop` is set.
 pub(crate) fn worker_loop(s: &Shared, index: usize, stop: &AtomicBool) {
     let w = &s.workers[index];
-    match ovnet_sys::sched::set_own_slice(WORKER_SLICE) {
-        Ok(true) => {}
-        Ok(false) => log::info!("data-plane worker {index} keeps its real-time or idle policy"),
-        Err(e) => log::info!("data-plane worker {index} runs with the default time slice: {e}"),
+    if let Some(slice) = s.slice {
+        match ovnet_sys::sched::set_own_slice(slice) {
+            Ok(true) => {}
+            Ok(false) => log::info!("data-plane worker {index} keeps its real-time or idle policy"),
+            Err(e) => log::info!("data-plane worker {index} runs with the default time slice: {e}"),
+        }
     }
     let mut d = Decapper {
         s,

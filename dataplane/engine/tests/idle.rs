@@ -1,6 +1,7 @@
 //! Workers poll after traffic only for their bounded window (`DataplaneConfig::poll`), then
-//! sleep: an idle data plane burns no CPU. Its own test binary, so that no other test's
-//! workers share the process whose threads are measured.
+//! sleep: an idle data plane burns no CPU; and they take the time slice they are given. Its
+//! own test binary, so that no other test's workers share the process whose threads are
+//! measured.
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -9,18 +10,24 @@ use ovnet_dataplane::{Dataplane, DataplaneConfig, DropReason, Vni};
 use ovnet_sys::{link, netns};
 use ovnet_wire::vxlan;
 
+/// The task directories of this process's data-plane worker threads.
+fn worker_tasks() -> Vec<std::path::PathBuf> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .map(|t| t.unwrap().path())
+        .filter(|dir| {
+            std::fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.starts_with("ovnet-worker"))
+        })
+        .collect()
+}
+
 /// CPU time (user + system) of this process's data-plane worker threads.
 fn worker_cpu() -> Duration {
     // /proc counts in USER_HZ, which the kernel ABI fixes at 100 on every architecture
     // Linux runs ovnet on (x86, arm64).
     const USER_HZ: u64 = 100;
     let mut ticks = 0;
-    for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        let dir = task.unwrap().path();
-        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if !comm.starts_with("ovnet-worker") {
-            continue;
-        }
+    for dir in worker_tasks() {
         let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
         // Fields after the parenthesised name; utime and stime are the 14th and 15th fields.
         let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
@@ -63,12 +70,61 @@ fn traffic(poll: Duration, gap: Duration, count: u64) -> (Dataplane, Duration) {
     (dp, used)
 }
 
-/// One test, so that the two data planes' workers are never measured together.
+/// The time slice of each worker thread of this process.
+fn worker_slices() -> Vec<Duration> {
+    worker_tasks()
+        .iter()
+        .map(|dir| {
+            let tid = dir.file_name().unwrap().to_str().unwrap().parse().unwrap();
+            ovnet_sys::sched::slice_of(tid).unwrap()
+        })
+        .collect()
+}
+
+/// Starts a data plane with 2 workers and time slice `slice` on 127.0.0.1:4789 and returns
+/// the slices its workers run with, once both have started.
+fn slices(slice: Option<Duration>) -> Vec<Duration> {
+    let mut cfg = DataplaneConfig::new(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 4789));
+    cfg.workers = 2;
+    cfg.slice = slice;
+    let dp = Dataplane::start(&cfg).unwrap();
+    let want = Duration::from_micros(300);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // A worker names itself and sets its slice as it starts: wait until both did (or could
+    // not have).
+    let mut got = worker_slices();
+    while (got.len() < 2 || slice.is_some() && got.iter().any(|s| *s != want))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+        got = worker_slices();
+    }
+    drop(dp);
+    got
+}
+
+/// One test, so that the data planes' workers are never measured together.
 #[test]
 fn workers_poll_only_while_traffic_is_dense_and_sleep_when_idle() {
     std::thread::spawn(|| {
         netns::unshare().unwrap();
         link::set_up("lo").unwrap();
+
+        // The slice asked for, and the kernel's own when none is (Linux 6.12+; earlier
+        // kernels report 0 either way).
+        let asked = slices(Some(Duration::from_micros(300)));
+        assert_eq!(asked.len(), 2, "{asked:?}");
+        assert!(
+            asked.iter().all(|s| *s == Duration::from_micros(300))
+                || asked.iter().all(|s| s.is_zero()),
+            "workers' slices {asked:?}, want 300 µs"
+        );
+        let default = slices(None);
+        assert_eq!(default.len(), 2, "{default:?}");
+        assert!(
+            default.iter().all(|s| *s != Duration::from_micros(300)),
+            "{default:?}"
+        );
 
         // A window far longer than the default, so that a worker that never stopped polling
         // would show up clearly, and still short next to the measurement.

@@ -34,15 +34,16 @@ struct SchedAttr {
 /// `sched_getattr` may report and that `sched_setattr` would take as a request.
 const UTIL_CLAMP_FLAGS: u64 = 0x20 | 0x40;
 
-/// The calling thread's `struct sched_attr`.
-fn own_attr() -> io::Result<SchedAttr> {
+/// The `struct sched_attr` of thread `tid` (0: the calling thread).
+fn attr_of(tid: libc::pid_t) -> io::Result<SchedAttr> {
     let mut attr = SchedAttr::default();
     let size = std::mem::size_of::<SchedAttr>() as u32;
-    // SAFETY: `attr` is a writable `struct sched_attr` of `size` bytes; pid 0 is this thread.
+    // SAFETY: `attr` is a writable `struct sched_attr` of `size` bytes; the kernel checks
+    // `tid` (0 is this thread).
     let r = unsafe {
         libc::syscall(
             libc::SYS_sched_getattr,
-            0,
+            tid,
             &mut attr as *mut SchedAttr,
             size,
             0,
@@ -59,7 +60,7 @@ fn own_attr() -> io::Result<SchedAttr> {
 /// value. Returns whether the slice was set: false if the thread is not under `SCHED_OTHER`
 /// or `SCHED_BATCH` (an operator's real-time or idle policy is left as it is).
 pub fn set_own_slice(slice: Duration) -> io::Result<bool> {
-    let mut attr = own_attr()?;
+    let mut attr = attr_of(0)?;
     if attr.policy != libc::SCHED_OTHER as u32 && attr.policy != libc::SCHED_BATCH as u32 {
         return Ok(false);
     }
@@ -74,10 +75,10 @@ pub fn set_own_slice(slice: Duration) -> io::Result<bool> {
     Ok(true)
 }
 
-/// The calling thread's slice as the kernel reports it (`sched_runtime`; 0 before Linux
-/// 6.12, which has no custom slices).
-pub fn own_slice() -> io::Result<Duration> {
-    Ok(Duration::from_nanos(own_attr()?.runtime))
+/// The slice of thread `tid` (0: the calling thread) as the kernel reports it
+/// (`sched_runtime`; 0 before Linux 6.12, which has no custom slices).
+pub fn slice_of(tid: libc::pid_t) -> io::Result<Duration> {
+    Ok(Duration::from_nanos(attr_of(tid)?.runtime))
 }
 
 #[cfg(test)]
@@ -94,7 +95,7 @@ mod tests {
             assert!(set_own_slice(Duration::from_micros(300)).unwrap());
             // SAFETY: as above.
             assert_eq!(unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) }, 3);
-            let got = own_slice().unwrap();
+            let got = slice_of(0).unwrap();
             // Linux 6.12+ reports the slice (clamped to 0.1..100 ms); earlier kernels 0.
             assert!(
                 got == Duration::from_micros(300) || got.is_zero(),
