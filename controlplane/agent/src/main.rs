@@ -63,13 +63,29 @@ struct Args {
     /// Time slice, in microseconds, each data-plane worker asks the CPU scheduler for
     /// (Linux 6.12+, which takes 100 to 100000): a shorter one runs a worker sooner when
     /// traffic makes it runnable. 0: the kernel's default.
-    #[arg(long, env = "OVNET_SLICE_US", default_value_t = DEFAULT_SLICE.as_micros() as u64)]
+    #[arg(long, env = "OVNET_SLICE_US", default_value_t = DEFAULT_SLICE.as_micros() as u64,
+          value_parser = parse_slice_us)]
     slice_us: u64,
     /// Segment TCP super-frames here and send them from the UDP sockets, instead of sending
     /// them whole through the uplink TAP for the kernel to segment (UDP tunnel GSO, used where
     /// Linux 6.17+ and the host's settings allow it; see the README).
     #[arg(long, env = "OVNET_NO_TUNNEL_GSO", value_parser = clap::builder::FalseyValueParser::new())]
     no_tunnel_gso: bool,
+}
+
+/// `--slice-us`: 0, or what the kernel takes (100 µs to 100 ms).
+fn parse_slice_us(s: &str) -> Result<u64, String> {
+    let us: u64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of microseconds"))?;
+    if us == 0 || (100..=100_000).contains(&us) {
+        Ok(us)
+    } else {
+        Err(format!(
+            "{us} µs is outside what the scheduler takes: give 100 to 100000, or 0 for the \
+             kernel's default"
+        ))
+    }
 }
 
 fn hostname() -> String {
@@ -196,5 +212,24 @@ fn main() -> ExitCode {
             eprintln!("ovnet-agent: error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_slice_is_zero_or_what_the_kernel_takes() {
+        assert_eq!(parse_slice_us("0"), Ok(0));
+        assert_eq!(parse_slice_us("100"), Ok(100));
+        assert_eq!(parse_slice_us("100000"), Ok(100_000));
+        for bad in ["50", "100001", "-1", "fast"] {
+            assert!(parse_slice_us(bad).is_err(), "{bad}");
+        }
+        let e = Args::try_parse_from(["ovnet-agent", "--vtep-ip", "10.9.9.1", "--slice-us", "50"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("100 to 100000"), "{e}");
     }
 }
