@@ -392,12 +392,15 @@ fn on_off(b: bool) -> &'static str {
 /// UDP tunnel GSO: on
 /// ```
 pub fn dataplane(d: &DataplaneStatus) -> String {
+    let workers = d.worker_busy_per_mille.len();
     let steering = if d.steering {
-        format!("flows steered by load, {} moved", d.flows_moved)
+        format!(", flows steered by load, {} moved", d.flows_moved)
+    } else if workers > 1 {
+        ", flows spread by hash".to_string()
     } else {
-        "flows spread by hash".to_string()
+        String::new()
     };
-    let mut out = format!("workers: {}, {steering}\n", d.worker_busy_per_mille.len());
+    let mut out = format!("workers: {workers}{steering}\n");
     for (i, b) in d.worker_busy_per_mille.iter().enumerate() {
         out += &format!("  worker {i}: {}.{} % busy\n", b / 10, b % 10);
     }
@@ -736,8 +739,7 @@ mod tests {
             ..sample_dataplane()
         };
         assert!(
-            dataplane(&one)
-                .starts_with("workers: 1, flows spread by hash\n  worker 0: 0.7 % busy\n"),
+            dataplane(&one).starts_with("workers: 1\n  worker 0: 0.7 % busy\n"),
             "{}",
             dataplane(&one)
         );
@@ -745,6 +747,15 @@ mod tests {
             dataplane(&one).contains("\ntime slice: the kernel's default\n"),
             "{}",
             dataplane(&one)
+        );
+        let hashed = DataplaneStatus {
+            steering: false,
+            ..sample_dataplane()
+        };
+        assert!(
+            dataplane(&hashed).starts_with("workers: 2, flows spread by hash\n"),
+            "{}",
+            dataplane(&hashed)
         );
     }
 
