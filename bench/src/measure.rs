@@ -1,7 +1,8 @@
 //! The measurements, run in the containers of a [`Bed`]: iperf3 TCP with one and two streams,
 //! iperf3 UDP with 64-byte datagrams at unlimited rate, and ping; each `--repeat` times, with
-//! the VXLAN path's CPU time and the whole machine's busy time read around every iperf3 test
-//! (the latter per GB moved for TCP: what a byte costs, whatever runs where).
+//! the VXLAN path's CPU time, the whole machine's busy time and the pages its allocator handed
+//! out read around every iperf3 test (the latter two per byte moved for TCP: what a byte
+//! costs, whatever runs where, and how many fresh buffers it went through).
 //!
 //! iperf3's server (`-s -1`, one test then exit) runs in the server container and the client
 //! in the client container, both started through the test bed so that they die with it. Their
@@ -43,6 +44,8 @@ struct IperfRun {
     json: String,
     cpu_ticks: Option<u64>,
     machine_ticks: Option<u64>,
+    /// Pages the machine allocated meanwhile (`/proc/vmstat`).
+    pages_allocated: Option<u64>,
 }
 
 /// Adds the machine's busy CPU seconds per GB of the `gb` the run moved to `metric`; returns
@@ -55,6 +58,21 @@ fn record_machine_cpu(out: &mut VariantResult, metric: Metric, run: &IperfRun, g
             format!(", machine CPU {s:.3} s/GB")
         }
         _ => String::new(),
+    }
+}
+
+/// Adds the pages the machine allocated per page of the `gb` the run moved to `metric`;
+/// returns a progress suffix (empty if `/proc/vmstat` could not be read or nothing moved).
+fn record_pages(out: &mut VariantResult, metric: Metric, run: &IperfRun, gb: f64) -> String {
+    match run
+        .pages_allocated
+        .and_then(|p| procstat::pages_per_page_moved(p, gb * 1e9))
+    {
+        Some(r) => {
+            out.push(metric, r);
+            format!(", {r:.2} pages allocated per page moved")
+        }
+        None => String::new(),
     }
 }
 
@@ -73,13 +91,14 @@ pub fn run(
     };
     for r in 1..=repeat {
         let at = format!("run {r}/{repeat}");
-        for (on, streams, metric, cpu_metric, machine_metric) in [
+        for (on, streams, metric, cpu_metric, machine_metric, pages_metric) in [
             (
                 tests.tcp1,
                 1,
                 Metric::Tcp1,
                 Metric::CpuTcp1,
                 Metric::MachineCpuTcp1,
+                Metric::PagesTcp1,
             ),
             (
                 tests.tcp2,
@@ -87,6 +106,7 @@ pub fn run(
                 Metric::Tcp2,
                 Metric::CpuTcp2,
                 Metric::MachineCpuTcp2,
+                Metric::PagesTcp2,
             ),
         ] {
             if !on {
@@ -100,8 +120,9 @@ pub fn run(
             let cpu = m.record_cpu(out, cpu_metric, &run);
             let gb = tcp.gbit_per_second() * f64::from(duration) / 8.0;
             let per_gb = record_machine_cpu(out, machine_metric, &run, gb);
+            let pages = record_pages(out, pages_metric, &run, gb);
             m.say(&format!(
-                "{at}: {what}: {:.2} Gbit/s{}{cpu}{per_gb}",
+                "{at}: {what}: {:.2} Gbit/s{}{cpu}{per_gb}{pages}",
                 tcp.gbit_per_second(),
                 tcp.retransmits
                     .map(|n| format!(", {n} retransmits"))
@@ -219,6 +240,7 @@ impl Measurer<'_> {
         args.extend_from_slice(extra);
         let before = self.bed.cpu_ticks()?;
         let machine_before = procstat::machine_busy().ok();
+        let pages_before = procstat::pages_allocated().ok();
         let client = self
             .bed
             .tb
@@ -228,6 +250,7 @@ impl Measurer<'_> {
         let status = self.wait_exit(client, limit, "iperf3 client")?;
         let after = self.bed.cpu_ticks()?;
         let machine_after = procstat::machine_busy().ok();
+        let pages_after = procstat::pages_allocated().ok();
         if self
             .wait_exit(server, SERVER_WAIT, "iperf3 server")
             .is_err()
@@ -245,10 +268,14 @@ impl Measurer<'_> {
         let machine_ticks = machine_before
             .zip(machine_after)
             .map(|(b, a)| a.saturating_sub(b));
+        let pages_allocated = pages_before
+            .zip(pages_after)
+            .map(|(b, a)| a.saturating_sub(b));
         Ok(IperfRun {
             json,
             cpu_ticks,
             machine_ticks,
+            pages_allocated,
         })
     }
 

@@ -66,15 +66,49 @@ pub fn parse_machine_busy(stat: &str) -> Option<u64> {
     (v.len() == 7).then(|| v[0] + v[1] + v[2] + v[5] + v[6])
 }
 
+/// Reads the machine-wide counter that `parse` finds in the file at `path`; `missing` says
+/// what was not there.
+fn read_counter(path: &str, parse: fn(&str) -> Option<u64>, missing: &str) -> io::Result<u64> {
+    let text = std::fs::read_to_string(path)?;
+    parse(&text)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("{missing} in {path}")))
+}
+
 /// The machine's busy clock ticks so far (see [`parse_machine_busy`]).
 pub fn machine_busy() -> io::Result<u64> {
-    let text = std::fs::read_to_string("/proc/stat")?;
-    parse_machine_busy(&text).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            "unexpected first line in /proc/stat",
-        )
-    })
+    read_counter("/proc/stat", parse_machine_busy, "unexpected first line")
+}
+
+/// Pages the whole machine's page allocator has handed out so far, from `/proc/vmstat`: the
+/// sum of the `pgalloc_<zone>` counters, in base pages (an order-3 allocation counts 8).
+/// Every skb's data pages come from there, so the difference around a test says how much
+/// memory the path went through per byte it moved.
+pub fn parse_pages_allocated(vmstat: &str) -> Option<u64> {
+    let mut total = None;
+    for line in vmstat.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(name), Some(value)) = (f.next(), f.next()) else {
+            continue;
+        };
+        if name.starts_with("pgalloc_") {
+            total = Some(total.unwrap_or(0) + value.parse::<u64>().ok()?);
+        }
+    }
+    total
+}
+
+/// How many pages the allocator handed out per page of `bytes` moved.
+pub fn pages_per_page_moved(pages: u64, bytes: f64) -> Option<f64> {
+    (bytes > 0.0).then(|| pages as f64 * crate::sys::page_size() as f64 / bytes)
+}
+
+/// The machine's pages allocated so far (see [`parse_pages_allocated`]).
+pub fn pages_allocated() -> io::Result<u64> {
+    read_counter(
+        "/proc/vmstat",
+        parse_pages_allocated,
+        "no readable pgalloc_* counters",
+    )
 }
 
 /// The command name (`/proc/PID/comm`) of process `pid`.
@@ -148,6 +182,22 @@ mod tests {
         assert_eq!(parse_machine_busy("cpu 1 x 3 4 5 6 7\n"), None);
         assert_eq!(parse_machine_busy(""), None);
         assert!(machine_busy().unwrap() > 0);
+    }
+
+    #[test]
+    fn pages_allocated_sums_every_zone_and_nothing_else() {
+        let vmstat = "nr_free_pages 5\npgalloc_dma 1\npgalloc_dma32 20\npgalloc_normal 300\n\
+                      pgalloc_movable 4000\npgfree 99999\nallocstall_normal 7\n";
+        assert_eq!(parse_pages_allocated(vmstat), Some(4321));
+        assert_eq!(parse_pages_allocated("pgfree 3\nnr_free_pages 1\n"), None);
+        assert_eq!(parse_pages_allocated("pgalloc_normal x\n"), None);
+        assert_eq!(parse_pages_allocated(""), None);
+        let page = crate::sys::page_size() as f64;
+        assert_eq!(pages_per_page_moved(30, 10.0 * page), Some(3.0));
+        assert_eq!(pages_per_page_moved(30, 0.0), None);
+        let a = pages_allocated().unwrap();
+        drop(vec![1u8; 1 << 22]);
+        assert!(pages_allocated().unwrap() >= a);
     }
 
     #[test]

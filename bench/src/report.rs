@@ -90,11 +90,17 @@ pub enum Metric {
     MachineCpuTcp1,
     /// The same for two streams.
     MachineCpuTcp2,
+    /// Pages the machine's page allocator handed out (`/proc/vmstat` `pgalloc_*`) during the
+    /// TCP one-stream test, per page of goodput: every copy of the payload into a fresh skb
+    /// (the sender's socket buffer, a TAP's, the uplink's) allocates its pages.
+    PagesTcp1,
+    /// The same for two streams.
+    PagesTcp2,
 }
 
 impl Metric {
     /// The rows of the table, in order.
-    pub const TABLE: [Metric; 9] = [
+    pub const TABLE: [Metric; 11] = [
         Metric::Tcp1,
         Metric::Tcp2,
         Metric::Udp64Kpps,
@@ -104,10 +110,12 @@ impl Metric {
         Metric::Cpu,
         Metric::MachineCpuTcp1,
         Metric::MachineCpuTcp2,
+        Metric::PagesTcp1,
+        Metric::PagesTcp2,
     ];
 
     /// Every metric, in JSON order.
-    pub const ALL: [Metric; 12] = [
+    pub const ALL: [Metric; 14] = [
         Metric::Tcp1,
         Metric::Tcp2,
         Metric::Udp64Kpps,
@@ -120,6 +128,8 @@ impl Metric {
         Metric::CpuUdp64,
         Metric::MachineCpuTcp1,
         Metric::MachineCpuTcp2,
+        Metric::PagesTcp1,
+        Metric::PagesTcp2,
     ];
 
     /// Row label, with its unit.
@@ -137,6 +147,8 @@ impl Metric {
             Metric::CpuUdp64 => "agent CPU, UDP 64 B (s)",
             Metric::MachineCpuTcp1 => "machine CPU s/GB, TCP 1",
             Metric::MachineCpuTcp2 => "machine CPU s/GB, TCP 2",
+            Metric::PagesTcp1 => "pages alloc/moved, TCP 1",
+            Metric::PagesTcp2 => "pages alloc/moved, TCP 2",
         }
     }
 
@@ -155,6 +167,8 @@ impl Metric {
             Metric::CpuUdp64 => "cpu_udp_64b",
             Metric::MachineCpuTcp1 => "machine_cpu_per_gb_tcp_1_stream",
             Metric::MachineCpuTcp2 => "machine_cpu_per_gb_tcp_2_streams",
+            Metric::PagesTcp1 => "pages_allocated_per_page_moved_tcp_1_stream",
+            Metric::PagesTcp2 => "pages_allocated_per_page_moved_tcp_2_streams",
         }
     }
 
@@ -167,6 +181,7 @@ impl Metric {
             Metric::PingAvg | Metric::PingP99 => "ms",
             Metric::Cpu | Metric::CpuTcp1 | Metric::CpuTcp2 | Metric::CpuUdp64 => "s",
             Metric::MachineCpuTcp1 | Metric::MachineCpuTcp2 => "s/GB",
+            Metric::PagesTcp1 | Metric::PagesTcp2 => "pages/page",
         }
     }
 
@@ -455,6 +470,7 @@ mod tests {
             (Metric::PingAvg, [0.05, 0.06, 0.07], [0.1, 0.11, 0.12]),
             (Metric::PingP99, [0.08, 0.09, 0.1], [0.2, 0.21, 0.22]),
             (Metric::MachineCpuTcp2, [0.7, 0.8, 0.9], [1.6, 1.7, 1.8]),
+            (Metric::PagesTcp2, [1.0, 1.1, 0.9], [2.9, 3.0, 2.8]),
         ] {
             for (a, b) in ks.into_iter().zip(os) {
                 k.push(m, a);
@@ -513,9 +529,18 @@ mod tests {
             lines[9],
             "machine CPU s/GB, TCP 2     0.800            1.700     2.12"
         );
-        assert_eq!(lines[10], "hardware: AMD EPYC, 2 cores, Linux 6.8.0");
-        assert_eq!(lines[11], "note: kernel CPU is n/a");
-        assert_eq!(lines[12], "note (ovnet): an ovnet note");
+        assert!(
+            lines[10].starts_with("pages alloc/moved, TCP 1    n/a"),
+            "{}",
+            lines[10]
+        );
+        assert_eq!(
+            lines[11],
+            "pages alloc/moved, TCP 2    1.00             2.90      2.90"
+        );
+        assert_eq!(lines[12], "hardware: AMD EPYC, 2 cores, Linux 6.8.0");
+        assert_eq!(lines[13], "note: kernel CPU is n/a");
+        assert_eq!(lines[14], "note (ovnet): an ovnet note");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The crate's only `unsafe`: installing a signal handler with `sigaction(2)` and reading
-//! `sysconf(_SC_CLK_TCK)`. Everything else is safe code built on these two wrappers.
+//! `sysconf(_SC_CLK_TCK)` and `sysconf(_SC_PAGESIZE)`. Everything else is safe code built on these two wrappers.
 
 use std::io;
 
@@ -35,4 +35,12 @@ pub(crate) fn clock_ticks_per_second() -> u64 {
     // SAFETY: sysconf(3) takes an integer, touches no memory of ours and is thread-safe.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     u64::try_from(t).ok().filter(|&t| t > 0).unwrap_or(100)
+}
+
+/// The size of a base page in bytes, the unit of `/proc/vmstat`'s `pgalloc_*`
+/// (`sysconf(_SC_PAGESIZE)`; 4096 as the fallback).
+pub(crate) fn page_size() -> u64 {
+    // SAFETY: as for clock_ticks_per_second.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(p).ok().filter(|&p| p > 0).unwrap_or(4096)
 }
