@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
-use ovnet_dataplane::{CounterSnapshot, Dataplane, NetworkTable, Vni, WorkerReport};
+use ovnet_dataplane::{CounterSnapshot, Dataplane, DataplaneReport, NetworkTable, Vni};
 use ovnet_proto::{Endpoint, Network, Node};
 use tokio::sync::Mutex;
 use tonic::Status;
@@ -423,9 +423,9 @@ impl Agent {
         Ok(())
     }
 
-    /// The data plane's workers and the offloads it uses: (workers, UDP GSO, tunnel GSO).
-    pub fn dataplane(&self) -> (WorkerReport, bool, bool) {
-        (self.dp.workers(), self.dp.udp_gso(), self.dp.tunnel_gso())
+    /// The data plane's workers and the offloads it uses.
+    pub fn dataplane(&self) -> DataplaneReport {
+        self.dp.report()
     }
 
     /// Data-plane counters of each network programmed on this host, by name; plus the drops

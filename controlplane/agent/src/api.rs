@@ -229,15 +229,15 @@ impl ovnet_proto::Agent for Api {
         &self,
         _req: Request<DataplaneRequest>,
     ) -> Result<Response<DataplaneStatus>, Status> {
-        let (w, udp_gso, tunnel_gso) = self.agent.dataplane();
+        let r = self.agent.dataplane();
         Ok(Response::new(DataplaneStatus {
-            worker_busy_per_mille: w.busy_per_mille,
-            steering: w.steering,
-            flows_moved: w.flows_moved,
-            poll_us: micros(w.poll),
-            udp_gso,
-            tunnel_gso,
-            slice_us: w.slice.map_or(0, micros),
+            worker_busy_per_mille: r.busy_per_mille,
+            steering: r.steering,
+            flows_moved: r.flows_moved,
+            poll_us: micros(r.poll),
+            udp_gso: r.udp_gso,
+            tunnel_gso: r.tunnel_gso,
+            slice_us: r.slice.map_or(0, micros),
         }))
     }
 }

@@ -207,9 +207,9 @@ fn steering(
     Some(by_worker)
 }
 
-/// What the workers are doing, for operators ([`Dataplane::workers`]).
+/// What the workers are doing and the offloads in use, for operators ([`Dataplane::report`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkerReport {
+pub struct DataplaneReport {
     /// Each worker's share of time spent moving frames, per mille, smoothed over the last few
     /// 50 ms windows; 0 for a worker that sleeps.
     pub busy_per_mille: Vec<u32>,
@@ -222,6 +222,10 @@ pub struct WorkerReport {
     pub poll: Duration,
     /// The time slice the workers asked for; `None`: the kernel's default.
     pub slice: Option<Duration>,
+    /// Whether frame trains leave with UDP GSO ([`Dataplane::udp_gso`]).
+    pub udp_gso: bool,
+    /// Whether TCP super-frames leave whole through the uplink ([`Dataplane::tunnel_gso`]).
+    pub tunnel_gso: bool,
 }
 
 /// The uplink TAP through which super-frames leave whole (UDP tunnel GSO).
@@ -511,15 +515,17 @@ impl Dataplane {
             .is_some_and(|u| u.on.load(Ordering::Relaxed))
     }
 
-    /// Each worker's load, flow steering and the poll window.
-    pub fn workers(&self) -> WorkerReport {
+    /// Each worker's load, flow steering, the poll window, the slice and the offloads in use.
+    pub fn report(&self) -> DataplaneReport {
         let s = &self.shared;
-        WorkerReport {
+        DataplaneReport {
             busy_per_mille: s.flows.loads(s.learned.now_ms()),
             steering: s.steer.is_some(),
             flows_moved: s.flows.moves(),
             poll: s.poll,
             slice: s.slice,
+            udp_gso: self.udp_gso(),
+            tunnel_gso: self.tunnel_gso(),
         }
     }
 

@@ -25,7 +25,7 @@ mod testutil;
 
 pub use counters::{CounterSnapshot, DropReason};
 pub use dataplane::{
-    Dataplane, DataplaneConfig, DataplaneError, WorkerReport, DEFAULT_POLL, DEFAULT_SLICE,
+    Dataplane, DataplaneConfig, DataplaneError, DataplaneReport, DEFAULT_POLL, DEFAULT_SLICE,
 };
 pub use fdb::{FloodEntry, NetworkTable};
 pub use ovnet_wire::{MacAddr, Vni};
