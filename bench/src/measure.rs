@@ -48,32 +48,19 @@ struct IperfRun {
     pages_allocated: Option<u64>,
 }
 
-/// Adds the machine's busy CPU seconds per GB of the `gb` the run moved to `metric`; returns
-/// a progress suffix (empty if `/proc/stat` could not be read or nothing moved).
-fn record_machine_cpu(out: &mut VariantResult, metric: Metric, run: &IperfRun, gb: f64) -> String {
-    match run.machine_ticks {
-        Some(t) if gb > 0.0 => {
-            let s = procstat::seconds(t) / gb;
-            out.push(metric, s);
-            format!(", machine CPU {s:.3} s/GB")
-        }
-        _ => String::new(),
-    }
-}
-
-/// Adds the pages the machine allocated per page of the `gb` the run moved to `metric`;
-/// returns a progress suffix (empty if `/proc/vmstat` could not be read or nothing moved).
-fn record_pages(out: &mut VariantResult, metric: Metric, run: &IperfRun, gb: f64) -> String {
-    match run
-        .pages_allocated
-        .and_then(|p| procstat::pages_per_page_moved(p, gb * 1e9))
-    {
-        Some(r) => {
-            out.push(metric, r);
-            format!(", {r:.2} pages allocated per page moved")
-        }
-        None => String::new(),
-    }
+/// Adds `value` (a per-byte figure of one run; `None` if its counters could not be read or
+/// nothing moved) to `metric` and returns the progress suffix `say` makes of it (empty for
+/// `None`).
+fn record(
+    out: &mut VariantResult,
+    metric: Metric,
+    value: Option<f64>,
+    say: fn(f64) -> String,
+) -> String {
+    value.map_or_else(String::new, |v| {
+        out.push(metric, v);
+        say(v)
+    })
 }
 
 /// Runs the selected measurements `repeat` times on `bed`, adding samples to `out`.
@@ -119,8 +106,21 @@ pub fn run(
             out.push(metric, tcp.gbit_per_second());
             let cpu = m.record_cpu(out, cpu_metric, &run);
             let gb = tcp.gbit_per_second() * f64::from(duration) / 8.0;
-            let per_gb = record_machine_cpu(out, machine_metric, &run, gb);
-            let pages = record_pages(out, pages_metric, &run, gb);
+            let per_gb = record(
+                out,
+                machine_metric,
+                run.machine_ticks
+                    .filter(|_| gb > 0.0)
+                    .map(|t| procstat::seconds(t) / gb),
+                |s| format!(", machine CPU {s:.3} s/GB"),
+            );
+            let pages = record(
+                out,
+                pages_metric,
+                run.pages_allocated
+                    .and_then(|p| procstat::pages_per_page_moved(p, gb * 1e9)),
+                |r| format!(", {r:.2} pages allocated per page moved"),
+            );
             m.say(&format!(
                 "{at}: {what}: {:.2} Gbit/s{}{cpu}{per_gb}{pages}",
                 tcp.gbit_per_second(),

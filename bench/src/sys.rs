@@ -1,5 +1,6 @@
-//! The crate's only `unsafe`: installing a signal handler with `sigaction(2)` and reading
-//! `sysconf(_SC_CLK_TCK)` and `sysconf(_SC_PAGESIZE)`. Everything else is safe code built on these two wrappers.
+//! The crate's only `unsafe`: installing a signal handler with `sigaction(2)`, and reading
+//! `sysconf(_SC_CLK_TCK)` and `sysconf(_SC_PAGESIZE)`. Everything else is safe code built on
+//! these wrappers.
 
 use std::io;
 
