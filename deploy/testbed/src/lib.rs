@@ -18,7 +18,7 @@
 //! namespaces, and [`sweep_stale`] removes what a killed earlier run left behind.
 //! IPv6 is disabled in every namespace it creates, to keep captures free of ND/MLD noise.
 //!
-//! All `unsafe` (two syscalls) lives in the private `sys` module.
+//! All `unsafe` (four syscalls) lives in the private `sys` module.
 
 #![deny(unsafe_code)]
 

@@ -1,5 +1,5 @@
-//! The only module with `unsafe`: `setns(2)` into a named network namespace, `kill(2)` and a
-//! socket buffer size. Everything else in the crate is safe code built on these wrappers.
+//! The only module with `unsafe`: `setns(2)` into a named network namespace, `kill(2)`, a
+//! socket buffer size and `poll(2)` on one descriptor. Everything else in the crate is safe code built on these wrappers.
 
 use std::fs::File;
 use std::io;
@@ -66,4 +66,50 @@ pub(crate) fn kill(pid: u32, signal: i32) -> io::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Waits up to `timeout` for `fd` to become readable (for a listening socket: a connection
+/// to accept); `false` if the time ran out or a signal interrupted the wait.
+pub(crate) fn wait_readable(fd: &impl AsRawFd, timeout: std::time::Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: passes one live, initialised pollfd and a count of 1; poll(2) writes only its
+    // `revents` field. The descriptor is open for the duration of the call.
+    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::Interrupted => Ok(false),
+            _ => Err(e),
+        };
+    }
+    Ok(rc > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+
+    use super::wait_readable;
+
+    #[test]
+    fn a_listener_is_readable_only_with_a_connection_pending() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let t0 = Instant::now();
+        assert!(!wait_readable(&l, Duration::from_millis(30)).unwrap());
+        assert!(
+            t0.elapsed() >= Duration::from_millis(25),
+            "{:?}",
+            t0.elapsed()
+        );
+        let _c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        assert!(wait_readable(&l, Duration::from_secs(5)).unwrap());
+        l.accept().unwrap();
+        assert!(!wait_readable(&l, Duration::ZERO).unwrap());
+    }
 }
