@@ -13,7 +13,8 @@ usage: ovnet-bench [--repeat N] [--duration SECONDS] [--json PATH] [--variants L
 
 Builds two hosts (network namespaces on a veth underlay) with one container each on a bridge
 (MTU 1450), once per variant, and measures iperf3 TCP (1 and 2 streams), iperf3 UDP with
-64-byte datagrams, ping round trips and the CPU time of the VXLAN path. Needs root, iproute2,
+64-byte datagrams, ping round trips and the CPU time of the VXLAN path, each test on every
+variant in turn (the first variant first in odd runs, last in even ones). Needs root, iproute2,
 iperf3 and etcd; for `ovnet`, release builds of the agent and the CLI next to this binary:
     cargo build --release -p ovnet-agent -p ovctl
 
@@ -63,17 +64,47 @@ impl Tests {
         ping: true,
     };
 
-    /// The keys of the selected measurements, in run order.
-    pub fn keys(&self) -> Vec<&'static str> {
+    /// The selected measurements, in run order.
+    pub fn list(&self) -> Vec<Test> {
         [
-            (self.tcp1, "tcp1"),
-            (self.tcp2, "tcp2"),
-            (self.udp, "udp"),
-            (self.ping, "ping"),
+            (self.tcp1, Test::Tcp1),
+            (self.tcp2, Test::Tcp2),
+            (self.udp, Test::Udp),
+            (self.ping, Test::Ping),
         ]
         .into_iter()
-        .filter_map(|(on, k)| on.then_some(k))
+        .filter_map(|(on, t)| on.then_some(t))
         .collect()
+    }
+
+    /// The keys of the selected measurements, in run order.
+    pub fn keys(&self) -> Vec<&'static str> {
+        self.list().into_iter().map(Test::key).collect()
+    }
+}
+
+/// One measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Test {
+    /// iperf3 TCP, one stream.
+    Tcp1,
+    /// iperf3 TCP, two streams.
+    Tcp2,
+    /// iperf3 UDP, 64-byte datagrams.
+    Udp,
+    /// ping round trips.
+    Ping,
+}
+
+impl Test {
+    /// Its name on the command line and in the JSON.
+    pub fn key(self) -> &'static str {
+        match self {
+            Test::Tcp1 => "tcp1",
+            Test::Tcp2 => "tcp2",
+            Test::Udp => "udp",
+            Test::Ping => "ping",
+        }
     }
 }
 

@@ -1,16 +1,17 @@
 //! `ovnet-bench`: the side-by-side harness. Builds the same two-host, two-container network on
-//! the test bed once per variant (the kernel's vxlan, then ovnet as a user runs it), measures
-//! TCP and UDP throughput, ping latency and the VXLAN path's CPU time, and prints the medians as
-//! a table with ovnet/kernel ratios; the whole result also goes to a JSON file.
+//! the test bed once per variant (the kernel's vxlan and ovnet as a user runs it, side by side
+//! in separate namespaces), measures TCP and UDP throughput, ping latency and the VXLAN path's
+//! CPU time on each in turn, test by test, and prints the medians as a table with ovnet/kernel
+//! ratios; the whole result also goes to a JSON file.
 //!
 //! ```text
 //! cargo build --release -p ovnet-agent -p ovctl
 //! cargo run --release -p ovnet-bench -- [--repeat 3] [--duration 10] [--json out.json]   # as root
 //! ```
 //!
-//! Progress goes to stderr, the table to stdout. A variant that fails is reported and the next
-//! one still runs; the exit status is non-zero if any failed. Each variant's test bed is torn
-//! down before the next is built, and on error, panic or SIGINT/SIGTERM.
+//! Progress goes to stderr, the table to stdout. A variant that fails is reported and the
+//! others still run; the exit status is non-zero if any failed. The test beds are torn down at
+//! the end, a failed variant's at once, and on error, panic or SIGINT/SIGTERM.
 
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -18,7 +19,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use ovnet_bench::args::{self, Args, Command};
 use ovnet_bench::report::{Hardware, Report, Variant, VariantResult};
-use ovnet_bench::topology::{self, progress, Binaries};
+use ovnet_bench::topology::{self, progress, Bed, Binaries};
 use ovnet_bench::{interrupt, measure};
 use serde_json::json;
 
@@ -105,13 +106,8 @@ fn iperf3_version() -> String {
         .unwrap_or_default()
 }
 
-/// Builds and measures one variant; its test bed is gone when this returns.
-fn run_variant(
-    v: Variant,
-    args: &Args,
-    bins: Option<&Binaries>,
-    out: &mut VariantResult,
-) -> Result<()> {
+/// Builds `v`'s test bed and waits until its containers reach each other.
+fn build_bed(v: Variant, bins: Option<&Binaries>, out: &mut VariantResult) -> Result<Bed> {
     let t0 = Instant::now();
     let mut bed = topology::build(v, bins)?;
     out.notes.append(&mut bed.notes);
@@ -119,11 +115,67 @@ fn run_variant(
         v,
         &format!("ready after {:.1} s", t0.elapsed().as_secs_f64()),
     );
-    measure::run(&mut bed, args.repeat, args.duration, args.tests, out)?;
-    out.notes.extend(bed.final_notes());
-    progress(v, "tearing down");
-    drop(bed);
-    Ok(())
+    Ok(bed)
+}
+
+/// The order in which round `round` (from 1) visits `n` variants: as listed in odd rounds,
+/// reversed in even ones, so that neither variant always measures right after the other.
+fn round_order(n: usize, round: u32) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    if round % 2 == 0 {
+        order.reverse();
+    }
+    order
+}
+
+/// Builds every variant's test bed, then takes each measurement of each round on every bed
+/// in turn, so that the variants' samples of a figure are seconds, not most of a run, apart
+/// (a shared machine drifts by 10 to 20 % within an hour; a bed that waits its turn is idle
+/// and costs the measured one nothing that shows). A variant that fails is reported, its bed
+/// torn down, and the others go on. Returns whether none failed.
+fn measure_all(args: &Args, bins: Option<&Binaries>, results: &mut [VariantResult]) -> bool {
+    let mut beds: Vec<Option<Bed>> = Vec::new();
+    for result in results.iter_mut() {
+        let bed = if interrupt::is_set() {
+            None
+        } else {
+            build_bed(result.variant, bins, result)
+                .map_err(|e| fail(result, &e))
+                .ok()
+        };
+        beds.push(bed);
+    }
+    'rounds: for round in 1..=args.repeat {
+        for test in args.tests.list() {
+            for i in round_order(beds.len(), round) {
+                let Some(bed) = beds[i].as_mut() else {
+                    continue;
+                };
+                let result = &mut results[i];
+                let measured = measure::run(bed, test, round, args.repeat, args.duration, result);
+                if let Err(e) = measured {
+                    fail(result, &e);
+                    beds[i] = None;
+                }
+                if interrupt::is_set() {
+                    break 'rounds;
+                }
+            }
+        }
+    }
+    for (bed, result) in beds.iter_mut().zip(results.iter_mut()) {
+        if let Some(bed) = bed.take() {
+            result.notes.extend(bed.final_notes());
+            progress(result.variant, "tearing down");
+        }
+    }
+    results.iter().all(|r| r.error.is_none())
+}
+
+/// Records that `result`'s variant failed with `e`.
+fn fail(result: &mut VariantResult, e: &anyhow::Error) {
+    eprintln!("[{}] FAILED: {e:#}", result.variant.key());
+    result.error = Some(format!("{e:#}"));
 }
 
 fn run(args: &Args) -> Result<bool> {
@@ -154,19 +206,12 @@ fn run(args: &Args) -> Result<bool> {
         started_unix,
         runtime_s: 0.0,
     };
-    let mut ok = true;
-    for &v in &args.variants {
-        let mut result = VariantResult::new(v);
-        if let Err(e) = run_variant(v, args, bins.as_ref(), &mut result) {
-            eprintln!("[{}] FAILED: {e:#}", v.key());
-            result.error = Some(format!("{e:#}"));
-            ok = false;
-        }
-        report.variants.push(result);
-        if interrupt::is_set() {
-            break;
-        }
-    }
+    report.variants = args
+        .variants
+        .iter()
+        .map(|&v| VariantResult::new(v))
+        .collect();
+    let ok = measure_all(args, bins.as_ref(), &mut report.variants);
     for v in &args.variants {
         let note = match v {
             Variant::Kernel => "kernel vxlan: agent CPU is n/a: the kernel's VXLAN work runs in softirq context, charged to whatever process was running, so it cannot be attributed",
@@ -204,4 +249,18 @@ fn run(args: &Args) -> Result<bool> {
         bail!("interrupted");
     }
     Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_order;
+
+    #[test]
+    fn rounds_alternate_which_variant_goes_first() {
+        assert_eq!(round_order(2, 1), vec![0, 1]);
+        assert_eq!(round_order(2, 2), vec![1, 0]);
+        assert_eq!(round_order(2, 3), vec![0, 1]);
+        assert_eq!(round_order(3, 2), vec![2, 1, 0]);
+        assert_eq!(round_order(1, 2), vec![0]);
+    }
 }

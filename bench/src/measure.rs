@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use ovnet_testbed::Pid;
 
-use crate::args::Tests;
+use crate::args::Test;
 use crate::interrupt;
 use crate::iperf;
 use crate::ping::{self, PingRun};
@@ -63,114 +63,134 @@ fn record(
     })
 }
 
-/// Runs the selected measurements `repeat` times on `bed`, adding samples to `out`.
+/// Where one TCP test's figures go.
+struct TcpMetrics {
+    streams: u32,
+    throughput: Metric,
+    cpu: Metric,
+    machine_cpu: Metric,
+    pages: Metric,
+}
+
+const TCP1: TcpMetrics = TcpMetrics {
+    streams: 1,
+    throughput: Metric::Tcp1,
+    cpu: Metric::CpuTcp1,
+    machine_cpu: Metric::MachineCpuTcp1,
+    pages: Metric::PagesTcp1,
+};
+
+const TCP2: TcpMetrics = TcpMetrics {
+    streams: 2,
+    throughput: Metric::Tcp2,
+    cpu: Metric::CpuTcp2,
+    machine_cpu: Metric::MachineCpuTcp2,
+    pages: Metric::PagesTcp2,
+};
+
+/// Takes measurement `test` once on `bed`, as run `round` of `repeat`, adding its samples to
+/// `out`.
 pub fn run(
     bed: &mut Bed,
+    test: Test,
+    round: u32,
     repeat: u32,
     duration: u32,
-    tests: Tests,
     out: &mut VariantResult,
 ) -> Result<()> {
     let mut m = Measurer {
         bed,
         duration,
-        seq: 0,
+        name: format!("{round}-{}", test.key()),
+        at: format!("run {round}/{repeat}"),
     };
-    for r in 1..=repeat {
-        let at = format!("run {r}/{repeat}");
-        for (on, streams, metric, cpu_metric, machine_metric, pages_metric) in [
-            (
-                tests.tcp1,
-                1,
-                Metric::Tcp1,
-                Metric::CpuTcp1,
-                Metric::MachineCpuTcp1,
-                Metric::PagesTcp1,
-            ),
-            (
-                tests.tcp2,
-                2,
-                Metric::Tcp2,
-                Metric::CpuTcp2,
-                Metric::MachineCpuTcp2,
-                Metric::PagesTcp2,
-            ),
-        ] {
-            if !on {
-                continue;
-            }
-            let what = format!("TCP {streams} stream{}", if streams > 1 { "s" } else { "" });
-            m.say(&format!("{at}: {what} for {duration} s"));
-            let run = m.iperf(&["-P", &streams.to_string()])?;
-            let tcp = iperf::parse_tcp(&run.json).with_context(|| format!("{what}, {at}"))?;
-            out.push(metric, tcp.gbit_per_second());
-            let cpu = m.record_cpu(out, cpu_metric, &run);
-            let gb = tcp.gbit_per_second() * f64::from(duration) / 8.0;
-            let per_gb = record(
-                out,
-                machine_metric,
-                run.machine_ticks
-                    .filter(|_| gb > 0.0)
-                    .map(|t| procstat::seconds(t) / gb),
-                |s| format!(", machine CPU {s:.3} s/GB"),
-            );
-            let pages = record(
-                out,
-                pages_metric,
-                run.pages_allocated
-                    .and_then(|p| procstat::pages_per_page_moved(p, gb * 1e9)),
-                |r| format!(", {r:.2} pages allocated per page moved"),
-            );
-            m.say(&format!(
-                "{at}: {what}: {:.2} Gbit/s{}{cpu}{per_gb}{pages}",
-                tcp.gbit_per_second(),
-                tcp.retransmits
-                    .map(|n| format!(", {n} retransmits"))
-                    .unwrap_or_default()
-            ));
-        }
-        if tests.udp {
-            m.say(&format!("{at}: UDP {UDP_PAYLOAD} B for {duration} s"));
-            let run = m.iperf(&["-u", "-l", UDP_PAYLOAD, "-b", "0"])?;
-            let udp = iperf::parse_udp(&run.json).with_context(|| format!("UDP, {at}"))?;
-            out.push(Metric::Udp64Kpps, udp.received_per_second() / 1000.0);
-            out.push(Metric::Udp64Loss, udp.loss_percent());
-            let cpu = m.record_cpu(out, Metric::CpuUdp64, &run);
-            m.say(&format!(
-                "{at}: UDP {UDP_PAYLOAD} B: {:.1} kpps received, {:.2} % lost{cpu}",
-                udp.received_per_second() / 1000.0,
-                udp.loss_percent()
-            ));
-            // Let the queues the UDP flood filled drain before timing round trips.
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        if tests.ping {
-            m.say(&format!("{at}: ping x{PING_COUNT}"));
-            let p = m.ping()?;
-            let (avg, p99) = (
-                p.avg_ms().expect("ping() checked there were replies"),
-                p.p99_ms().expect("ping() checked there were replies"),
-            );
-            out.push(Metric::PingAvg, avg);
-            out.push(Metric::PingP99, p99);
-            m.say(&format!(
-                "{at}: ping: avg {avg:.3} ms, p99 {p99:.3} ms, {:.1} % lost",
-                p.loss_percent()
-            ));
-        }
+    match test {
+        Test::Tcp1 => m.tcp(&TCP1, out),
+        Test::Tcp2 => m.tcp(&TCP2, out),
+        Test::Udp => m.udp(out),
+        Test::Ping => m.ping(out),
     }
-    Ok(())
 }
 
 struct Measurer<'b> {
     bed: &'b mut Bed,
     duration: u32,
-    seq: u32,
+    /// Names the iperf3 logs of this measurement.
+    name: String,
+    /// Which run this is, for progress lines.
+    at: String,
 }
 
 impl Measurer<'_> {
     fn say(&self, what: &str) {
-        progress(self.bed.variant, what);
+        progress(self.bed.variant, &format!("{}: {what}", self.at));
+    }
+
+    fn tcp(&mut self, t: &TcpMetrics, out: &mut VariantResult) -> Result<()> {
+        let (streams, duration) = (t.streams, self.duration);
+        let what = format!("TCP {streams} stream{}", if streams > 1 { "s" } else { "" });
+        self.say(&format!("{what} for {duration} s"));
+        let run = self.iperf(&["-P", &streams.to_string()])?;
+        let tcp = iperf::parse_tcp(&run.json).with_context(|| format!("{what}, {}", self.at))?;
+        out.push(t.throughput, tcp.gbit_per_second());
+        let cpu = self.record_cpu(out, t.cpu, &run);
+        let gb = tcp.gbit_per_second() * f64::from(duration) / 8.0;
+        let per_gb = record(
+            out,
+            t.machine_cpu,
+            run.machine_ticks
+                .filter(|_| gb > 0.0)
+                .map(|t| procstat::seconds(t) / gb),
+            |s| format!(", machine CPU {s:.3} s/GB"),
+        );
+        let pages = record(
+            out,
+            t.pages,
+            run.pages_allocated
+                .and_then(|p| procstat::pages_per_page_moved(p, gb * 1e9)),
+            |r| format!(", {r:.2} pages allocated per page moved"),
+        );
+        self.say(&format!(
+            "{what}: {:.2} Gbit/s{}{cpu}{per_gb}{pages}",
+            tcp.gbit_per_second(),
+            tcp.retransmits
+                .map(|n| format!(", {n} retransmits"))
+                .unwrap_or_default()
+        ));
+        Ok(())
+    }
+
+    fn udp(&mut self, out: &mut VariantResult) -> Result<()> {
+        self.say(&format!("UDP {UDP_PAYLOAD} B for {} s", self.duration));
+        let run = self.iperf(&["-u", "-l", UDP_PAYLOAD, "-b", "0"])?;
+        let udp = iperf::parse_udp(&run.json).with_context(|| format!("UDP, {}", self.at))?;
+        out.push(Metric::Udp64Kpps, udp.received_per_second() / 1000.0);
+        out.push(Metric::Udp64Loss, udp.loss_percent());
+        let cpu = self.record_cpu(out, Metric::CpuUdp64, &run);
+        self.say(&format!(
+            "UDP {UDP_PAYLOAD} B: {:.1} kpps received, {:.2} % lost{cpu}",
+            udp.received_per_second() / 1000.0,
+            udp.loss_percent()
+        ));
+        // Let the queues the UDP flood filled drain before the next measurement.
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(())
+    }
+
+    fn ping(&mut self, out: &mut VariantResult) -> Result<()> {
+        self.say(&format!("ping x{PING_COUNT}"));
+        let p = self.ping_once()?;
+        let (avg, p99) = (
+            p.avg_ms().expect("ping_once() checked there were replies"),
+            p.p99_ms().expect("ping_once() checked there were replies"),
+        );
+        out.push(Metric::PingAvg, avg);
+        out.push(Metric::PingP99, p99);
+        self.say(&format!(
+            "ping: avg {avg:.3} ms, p99 {p99:.3} ms, {:.1} % lost",
+            p.loss_percent()
+        ));
+        Ok(())
     }
 
     /// Adds the run's CPU seconds to `metric` and to [`Metric::Cpu`]; returns a progress suffix.
@@ -190,13 +210,12 @@ impl Measurer<'_> {
         self.bed
             .tb
             .dir()
-            .join(format!("iperf-{}-{role}.json", self.seq))
+            .join(format!("iperf-{}-{role}.json", self.name))
     }
 
     /// One iperf3 test with `extra` client options; server and client are fresh processes.
     fn iperf(&mut self, extra: &[&str]) -> Result<IperfRun> {
         interrupt::check()?;
-        self.seq += 1;
         let (srv_log, cli_log) = (self.log_path("server"), self.log_path("client"));
         let ip = self.bed.server_ip.to_string();
         let server_ns = self.bed.server_ns.clone();
@@ -326,7 +345,7 @@ impl Measurer<'_> {
     }
 
     /// `ping -c 200 -i 0.002` from the client to the server (0.01 s if 2 ms is refused).
-    fn ping(&mut self) -> Result<PingRun> {
+    fn ping_once(&mut self) -> Result<PingRun> {
         interrupt::check()?;
         let ip = self.bed.server_ip.to_string();
         let count = PING_COUNT.to_string();

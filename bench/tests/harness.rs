@@ -1,0 +1,88 @@
+//! End-to-end check of the side-by-side harness (needs root, iproute2, iperf3): a short run of
+//! two variants takes every round of every selected test on both, alternating which goes
+//! first, writes the JSON and leaves no namespace behind. The `direct` variant stands in for
+//! `ovnet` so that the test needs no release build of the agent.
+
+use std::process::Command;
+
+/// Names of the namespaces a test bed may have made (they all start with `ov`).
+fn testbed_namespaces() -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with("ov"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn variants_take_turns_and_every_round_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("out.json");
+    let before = testbed_namespaces();
+    let out = Command::new(env!("CARGO_BIN_EXE_ovnet-bench"))
+        .args(["--repeat", "2", "--duration", "1", "--tests", "tcp1,ping"])
+        .args(["--variants", "kernel,direct", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ovnet-bench failed:\n{stderr}");
+
+    // Both beds are built first, then each test runs on one and then the other, the
+    // first variant first in odd rounds and second in even ones.
+    let starts: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains(": TCP 1 stream for") || l.contains(": ping x"))
+        .collect();
+    let expected = [
+        "[kernel] run 1/2: TCP 1 stream",
+        "[direct] run 1/2: TCP 1 stream",
+        "[kernel] run 1/2: ping",
+        "[direct] run 1/2: ping",
+        "[direct] run 2/2: TCP 1 stream",
+        "[kernel] run 2/2: TCP 1 stream",
+        "[direct] run 2/2: ping",
+        "[kernel] run 2/2: ping",
+    ];
+    assert_eq!(starts.len(), expected.len(), "{stderr}");
+    for (line, want) in starts.iter().zip(expected) {
+        assert!(
+            line.starts_with(want),
+            "{line:?} should start with {want:?}\n{stderr}"
+        );
+    }
+    let ready: Vec<usize> = ["[kernel] ready after", "[direct] ready after"]
+        .iter()
+        .map(|m| {
+            stderr
+                .find(m)
+                .unwrap_or_else(|| panic!("no {m:?} in\n{stderr}"))
+        })
+        .collect();
+    let first_test = stderr.find("run 1/2: TCP 1 stream for").unwrap();
+    assert!(ready.iter().all(|&r| r < first_test), "{stderr}");
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let variants = report["variants"].as_array().unwrap();
+    assert_eq!(variants.len(), 2);
+    for v in variants {
+        assert!(v["error"].is_null(), "{v}");
+        for metric in ["tcp_1_stream", "ping_avg", "ping_p99"] {
+            let samples = v["metrics"][metric]["samples"].as_array().unwrap();
+            assert_eq!(samples.len(), 2, "{} {metric}: {v}", v["variant"]);
+            assert!(samples.iter().all(|s| s.as_f64().unwrap() > 0.0), "{v}");
+        }
+        for metric in ["tcp_2_streams", "udp_64b_received"] {
+            let samples = v["metrics"][metric]["samples"].as_array().unwrap();
+            assert!(samples.is_empty(), "{} {metric}: {v}", v["variant"]);
+        }
+    }
+    let left: Vec<String> = testbed_namespaces()
+        .into_iter()
+        .filter(|n| !before.contains(n))
+        .collect();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+}
