@@ -1,8 +1,9 @@
 //! The measurements, run in the containers of a [`Bed`]: iperf3 TCP with one and two streams,
-//! iperf3 UDP with 64-byte datagrams at unlimited rate, and ping; each `--repeat` times, with
-//! the VXLAN path's CPU time, the whole machine's busy time and the pages its allocator handed
-//! out read around every iperf3 test (the latter two per byte moved for TCP: what a byte
-//! costs, whatever runs where, and how many fresh buffers it went through).
+//! iperf3 UDP with 64-byte datagrams at unlimited rate, and ping; one at a time (the harness
+//! takes each `--repeat` times on every bed in turn), with the VXLAN path's CPU time, the
+//! whole machine's busy time and the pages its allocator handed out read around every iperf3
+//! test (the latter two per byte moved for TCP: what a byte costs, whatever runs where, and
+//! how many fresh buffers it went through).
 //!
 //! iperf3's server (`-s -1`, one test then exit) runs in the server container and the client
 //! in the client container, both started through the test bed so that they die with it. Their
