@@ -1,5 +1,6 @@
 //! The only module with `unsafe`: `setns(2)` into a named network namespace, `kill(2)`, a
-//! socket buffer size and `poll(2)` on one descriptor. Everything else in the crate is safe code built on these wrappers.
+//! socket buffer size and `poll(2)` on one descriptor. Everything else in the crate is safe
+//! code built on these wrappers.
 
 use std::fs::File;
 use std::io;
