@@ -290,7 +290,20 @@ impl VariantResult {
     pub fn median(&self, metric: Metric) -> Option<f64> {
         self.samples.get(&metric).and_then(|s| stats::median(s))
     }
+
+    /// This variant's samples of `metric` over `base`'s, run by run (the harness takes a run
+    /// of a test on every variant seconds apart); `None` unless both have the same number of
+    /// samples, base's all positive (a variant that failed midway leaves its runs unpaired).
+    pub fn run_ratios(&self, base: &VariantResult, metric: Metric) -> Option<Vec<f64>> {
+        let (ours, theirs) = (self.samples.get(&metric)?, base.samples.get(&metric)?);
+        let paired = !ours.is_empty() && ours.len() == theirs.len();
+        (paired && theirs.iter().all(|&b| b > 0.0))
+            .then(|| ours.iter().zip(theirs).map(|(a, b)| a / b).collect())
+    }
 }
+
+/// The throughputs whose run-by-run ratios the table sums up under the medians.
+const PAIRED: [Metric; 3] = [Metric::Tcp1, Metric::Tcp2, Metric::Udp64Kpps];
 
 /// Everything one run of the harness found.
 #[derive(Debug, Clone, PartialEq)]
@@ -393,6 +406,28 @@ impl Report {
             rows.push(row);
         }
         let mut out = columns(&rows);
+        if let Some(k) = kernel {
+            for r in &others {
+                let spans: Vec<String> = PAIRED
+                    .iter()
+                    .filter_map(|&m| {
+                        let ratios = r.run_ratios(k, m)?;
+                        let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+                        let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                        let name = m.label().split(" (").next().unwrap_or_default();
+                        Some(format!("{name} {lo:.2} to {hi:.2}"))
+                    })
+                    .collect();
+                if !spans.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "{}/kernel run by run: {}",
+                        r.variant.short(),
+                        spans.join(", ")
+                    );
+                }
+            }
+        }
         out += &self.hardware.line();
         out.push('\n');
         for n in &self.notes {
@@ -438,6 +473,23 @@ impl Report {
                 })
             })
             .collect();
+        let kernel = self.result(Variant::Kernel);
+        let run_ratios: serde_json::Map<String, Value> = self
+            .variants
+            .iter()
+            .filter(|r| r.variant != Variant::Kernel)
+            .filter_map(|r| {
+                let k = kernel?;
+                let per_metric: serde_json::Map<String, Value> = PAIRED
+                    .iter()
+                    .filter_map(|&m| Some((m.key().to_string(), json!(r.run_ratios(k, m)?))))
+                    .collect();
+                Some((
+                    format!("{}/kernel", r.variant.short()),
+                    Value::Object(per_metric),
+                ))
+            })
+            .collect();
         json!({
             "tool": "ovnet-bench",
             "version": env!("CARGO_PKG_VERSION"),
@@ -446,6 +498,7 @@ impl Report {
             "hardware": self.hardware.to_json(),
             "config": self.config,
             "variants": variants,
+            "run_ratios": run_ratios,
             "notes": self.notes,
         })
     }
@@ -538,9 +591,28 @@ mod tests {
             lines[11],
             "pages alloc/moved, TCP 2    1.00             2.90      2.90"
         );
-        assert_eq!(lines[12], "hardware: AMD EPYC, 2 cores, Linux 6.8.0");
-        assert_eq!(lines[13], "note: kernel CPU is n/a");
-        assert_eq!(lines[14], "note (ovnet): an ovnet note");
+        assert_eq!(
+            lines[12],
+            "ovnet/kernel run by run: TCP 1 stream 0.49 to 0.51, TCP 2 streams 0.50 to 0.50, \
+             UDP 64 B 0.49 to 0.50"
+        );
+        assert_eq!(lines[13], "hardware: AMD EPYC, 2 cores, Linux 6.8.0");
+        assert_eq!(lines[14], "note: kernel CPU is n/a");
+        assert_eq!(lines[15], "note (ovnet): an ovnet note");
+    }
+
+    #[test]
+    fn runs_pair_only_when_both_variants_have_every_run() {
+        let r = sample_report();
+        let (k, o) = (&r.variants[0], &r.variants[1]);
+        assert_eq!(o.run_ratios(k, Metric::Tcp2), Some(vec![0.5, 0.5, 0.5]));
+        assert_eq!(o.run_ratios(k, Metric::Cpu), None);
+        let mut short = o.clone();
+        short.samples.get_mut(&Metric::Tcp1).unwrap().pop();
+        assert_eq!(short.run_ratios(k, Metric::Tcp1), None);
+        let mut zero = k.clone();
+        zero.samples.insert(Metric::Tcp1, vec![0.0, 1.0, 1.0]);
+        assert_eq!(o.run_ratios(&zero, Metric::Tcp1), None);
     }
 
     #[test]
@@ -575,6 +647,8 @@ mod tests {
         assert_eq!(j["variants"][1]["error"], "boom");
         assert_eq!(j["hardware"]["cores"], 2);
         assert_eq!(j["config"]["repeat"], 3);
+        let tcp2 = &j["run_ratios"]["ovnet/kernel"]["tcp_2_streams"];
+        assert_eq!(tcp2, &json!([0.5, 0.5, 0.5]));
         // Round-trips through text.
         let text = serde_json::to_string_pretty(&j).unwrap();
         let back: Value = serde_json::from_str(&text).unwrap();

@@ -16,6 +16,10 @@ fn testbed_namespaces() -> Vec<String> {
         .collect()
 }
 
+fn stdout_has(stdout: &[u8], needle: &str) -> bool {
+    String::from_utf8_lossy(stdout).contains(needle)
+}
+
 #[test]
 fn variants_take_turns_and_every_round_is_recorded() {
     let dir = tempfile::tempdir().unwrap();
@@ -80,6 +84,16 @@ fn variants_take_turns_and_every_round_is_recorded() {
             assert!(samples.is_empty(), "{} {metric}: {v}", v["variant"]);
         }
     }
+    // Runs are paired: one ratio per run for the throughput measured.
+    let ratios = report["run_ratios"]["dataplane/kernel"]["tcp_1_stream"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no run ratios in {report}"));
+    assert_eq!(ratios.len(), 2, "{report}");
+    assert!(
+        stdout_has(&out.stdout, "dataplane/kernel run by run: TCP 1 stream"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let left: Vec<String> = testbed_namespaces()
         .into_iter()
         .filter(|n| !before.contains(n))
