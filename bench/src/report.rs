@@ -3,7 +3,9 @@
 //!
 //! Every metric is measured `--repeat` times and reported as the median; the samples are kept in
 //! the JSON. A metric a variant cannot measure (agent CPU for the kernel, whose softirq time is
-//! not attributable to the VXLAN path) has no samples and shows as `n/a`.
+//! not attributable to the VXLAN path) has no samples and shows as `n/a`. The variants' runs of
+//! a test are taken seconds apart, so for the throughputs the report also gives the ratio to
+//! the kernel run by run.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
