@@ -307,6 +307,9 @@ impl VariantResult {
 /// The throughputs whose run-by-run ratios the table sums up under the medians.
 const PAIRED: [Metric; 3] = [Metric::Tcp1, Metric::Tcp2, Metric::Udp64Kpps];
 
+/// One variant's run-by-run ratios to the kernel: `X/kernel`, and each paired throughput's.
+type PairedRuns = (String, Vec<(Metric, Vec<f64>)>);
+
 /// Everything one run of the harness found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
@@ -376,6 +379,25 @@ impl Report {
         self.variants.iter().find(|r| r.variant == v)
     }
 
+    /// For every variant but the kernel, `X/kernel` and its run-by-run ratios of each paired
+    /// throughput that has them; empty without a kernel run.
+    fn paired_runs(&self) -> Vec<PairedRuns> {
+        let Some(k) = self.result(Variant::Kernel) else {
+            return Vec::new();
+        };
+        self.variants
+            .iter()
+            .filter(|r| r.variant != Variant::Kernel)
+            .map(|r| {
+                let ratios = PAIRED
+                    .iter()
+                    .filter_map(|&m| Some((m, r.run_ratios(k, m)?)))
+                    .collect();
+                (format!("{}/kernel", r.variant.short()), ratios)
+            })
+            .collect()
+    }
+
     /// The table: one column per variant, then `X/kernel` for every other variant when the
     /// kernel ran; then the hardware line and the notes.
     pub fn table(&self) -> String {
@@ -408,26 +430,18 @@ impl Report {
             rows.push(row);
         }
         let mut out = columns(&rows);
-        if let Some(k) = kernel {
-            for r in &others {
-                let spans: Vec<String> = PAIRED
-                    .iter()
-                    .filter_map(|&m| {
-                        let ratios = r.run_ratios(k, m)?;
-                        let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-                        let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                        let name = m.label().split(" (").next().unwrap_or_default();
-                        Some(format!("{name} {lo:.2} to {hi:.2}"))
-                    })
-                    .collect();
-                if !spans.is_empty() {
-                    let _ = writeln!(
-                        out,
-                        "{}/kernel run by run: {}",
-                        r.variant.short(),
-                        spans.join(", ")
-                    );
-                }
+        for (pair, metrics) in self.paired_runs() {
+            let spans: Vec<String> = metrics
+                .iter()
+                .map(|(m, ratios)| {
+                    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+                    let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let name = m.label().split(" (").next().unwrap_or_default();
+                    format!("{name} {lo:.2} to {hi:.2}")
+                })
+                .collect();
+            if !spans.is_empty() {
+                let _ = writeln!(out, "{pair} run by run: {}", spans.join(", "));
             }
         }
         out += &self.hardware.line();
@@ -475,21 +489,15 @@ impl Report {
                 })
             })
             .collect();
-        let kernel = self.result(Variant::Kernel);
         let run_ratios: serde_json::Map<String, Value> = self
-            .variants
-            .iter()
-            .filter(|r| r.variant != Variant::Kernel)
-            .filter_map(|r| {
-                let k = kernel?;
-                let per_metric: serde_json::Map<String, Value> = PAIRED
-                    .iter()
-                    .filter_map(|&m| Some((m.key().to_string(), json!(r.run_ratios(k, m)?))))
+            .paired_runs()
+            .into_iter()
+            .map(|(pair, metrics)| {
+                let per_metric = metrics
+                    .into_iter()
+                    .map(|(m, ratios)| (m.key().to_string(), json!(ratios)))
                     .collect();
-                Some((
-                    format!("{}/kernel", r.variant.short()),
-                    Value::Object(per_metric),
-                ))
+                (pair, Value::Object(per_metric))
             })
             .collect();
         json!({

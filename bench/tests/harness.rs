@@ -16,10 +16,6 @@ fn testbed_namespaces() -> Vec<String> {
         .collect()
 }
 
-fn stdout_has(stdout: &[u8], needle: &str) -> bool {
-    String::from_utf8_lossy(stdout).contains(needle)
-}
-
 #[test]
 fn variants_take_turns_and_every_round_is_recorded() {
     let dir = tempfile::tempdir().unwrap();
@@ -89,10 +85,10 @@ fn variants_take_turns_and_every_round_is_recorded() {
         .as_array()
         .unwrap_or_else(|| panic!("no run ratios in {report}"));
     assert_eq!(ratios.len(), 2, "{report}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout_has(&out.stdout, "dataplane/kernel run by run: TCP 1 stream"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+        stdout.contains("dataplane/kernel run by run: TCP 1 stream"),
+        "{stdout}"
     );
     let left: Vec<String> = testbed_namespaces()
         .into_iter()

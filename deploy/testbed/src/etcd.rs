@@ -283,7 +283,7 @@ impl Relay {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(e) => {
                             eprintln!("ovnet-testbed: etcd relay accept: {e}");
-                            std::thread::sleep(Duration::from_millis(100));
+                            std::thread::sleep(RELAY_STOP_CHECK);
                         }
                     }
                 }
