@@ -328,15 +328,20 @@ fn connect_by_namespace_path_and_requested_address() {
         Duration::from_secs(5),
         || {
             use std::os::unix::fs::MetadataExt;
-            // Until unshare has run, the process is still in host 1's namespace.
-            let own = std::fs::metadata(&path).map_err(|e| e.to_string())?.ino();
-            let host = std::fs::metadata(ovnet_testbed::ns_path(&h1))
-                .map_err(|e| e.to_string())?
-                .ino();
-            if own != host {
-                Ok(())
-            } else {
+            fn ino(p: &std::path::Path) -> Result<u64, String> {
+                std::fs::metadata(p)
+                    .map(|m| m.ino())
+                    .map_err(|e| format!("{}: {e}", p.display()))
+            }
+            // Until `ip netns exec` has entered host 1's namespace the process is still in
+            // ours, and until unshare has run it is in host 1's.
+            let own = ino(path.as_ref())?;
+            if own == ino("/proc/self/ns/net".as_ref())? {
+                Err("still in the test's namespace".to_string())
+            } else if own == ino(&ovnet_testbed::ns_path(&h1))? {
                 Err("still in host 1's namespace".to_string())
+            } else {
+                Ok(())
             }
         },
     );
