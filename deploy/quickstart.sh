@@ -3,9 +3,9 @@
 #
 #   sudo ./deploy/quickstart.sh
 #
-# On a Debian machine (as root) it installs what is missing (etcd-server, protobuf-compiler,
-# iproute2, iperf3, iputils-ping), builds the workspace in release mode, then builds this in
-# network namespaces:
+# On a Debian machine (as root) it installs the system packages it lacks (`deploy/deps.sh build
+# agent quickstart`, the one list of them), builds the workspace in release mode, then builds this
+# in network namespaces:
 #
 #   qs-ul      underlay: bridge ulbr 192.168.50.254/24, etcd on :2379
 #   qs-host1   eth0 192.168.50.1/24, ovnet-agent    qs-web1: container on host1
@@ -106,26 +106,14 @@ for ns in "$UNDERLAY" "${HOSTS[@]}" "${CONTAINERS[@]}"; do
     fi
 done
 
-say "checking prerequisites"
-missing=()
-command -v etcd >/dev/null || missing+=(etcd-server)
-command -v protoc >/dev/null || missing+=(protobuf-compiler)
-command -v ip >/dev/null && command -v bridge >/dev/null || missing+=(iproute2)
-command -v iperf3 >/dev/null || missing+=(iperf3)
-command -v ping >/dev/null || missing+=(iputils-ping)
-if ((${#missing[@]})); then
-    command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get: install them by hand"
-    echo "installing: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+say "installing what is missing (deploy/deps.sh build agent quickstart)"
+"$ROOT/deploy/deps.sh" build agent quickstart
 command -v cargo >/dev/null || die "cargo not found: install Rust from https://rustup.rs first"
 modprobe tun 2>/dev/null || true
 [[ -c /dev/net/tun ]] || die "/dev/net/tun is missing: the agent needs TAP devices (modprobe tun)"
 
-say "building (cargo build --release --workspace)"
-(cd "$ROOT" && cargo build --release --workspace)
+say "building ovnet-agent and ovctl (cargo build --release; a few minutes the first time)"
+(cd "$ROOT" && cargo build --release -p ovnet-agent -p ovctl)
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 AGENT=$BIN/ovnet-agent
 OVCTL=$BIN/ovctl
