@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::client::CliError;
 
 /// The UDP port of VXLAN (RFC 7348), used when a VTEP address has no port.
-pub const VXLAN_PORT: u16 = 4789;
+pub use ovnet_wire::VXLAN_PORT;
 
 /// Manage ovnet overlay networks, the way `docker network` does with `-d overlay`.
 #[derive(Debug, Parser)]
