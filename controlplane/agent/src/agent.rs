@@ -35,10 +35,6 @@ pub struct AgentConfig {
     pub vtep: SocketAddr,
     /// TTL of the liveness lease.
     pub lease_ttl: Duration,
-    /// Open TAPs with `virtio_net_hdr` and checksum/TSO offloads (the fast path).
-    pub offloads: bool,
-    /// Queues per TAP, one send thread each.
-    pub queues: usize,
 }
 
 /// A network as currently programmed on this host.
@@ -225,12 +221,17 @@ impl Agent {
         host::ensure_bridge(n.vni, n.mtu)
             .await
             .map_err(|e| e.to_string())?;
-        let taps = host::open_tap(n.vni, n.mtu, self.cfg.offloads, self.cfg.queues)
-            .await
-            .map_err(|e| e.to_string())?;
+        // The data plane opens the network's TAP, with its own offloads and queues.
         self.dp
-            .add_network_queues(vni, taps, n.mtu, table)
-            .map_err(|e| e.to_string())
+            .add_network(vni, &tap_name(n.vni), n.mtu, table)
+            .map_err(|e| e.to_string())?;
+        if let Err(e) = host::attach_tap(n.vni).await {
+            if let Err(e2) = self.dp.remove_network(vni) {
+                log::warn!("removing VNI {vni} from the data plane: {e2}");
+            }
+            return Err(e.to_string());
+        }
+        Ok(())
     }
 
     async fn teardown(&self, vni: u32) {
@@ -358,7 +359,7 @@ impl Agent {
                 mac: &ep.mac,
                 cidr: &format!("{}/{prefix}", ep.ipv4),
                 mtu: net.mtu,
-                whole: self.dp.tunnel_gso(),
+                gso_max_segs: self.dp.tso_segments(net.mtu),
             })
             .await
             .map_err(|e| e.to_string())

@@ -74,7 +74,7 @@ pub const DEFAULT_NODE_TTL: Duration = Duration::from_secs(10);
 /// Default etcd endpoint.
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2379";
 /// The UDP port of VXLAN (IANA, RFC 7348), used when a VTEP's port is given as 0.
-pub const VXLAN_PORT: u16 = 4789;
+pub use ovnet_dataplane::VXLAN_PORT;
 /// The only driver.
 pub const DRIVER: &str = "overlay";
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use ovnet_dataplane::{
     Dataplane, DataplaneConfig, DropReason, FloodEntry, MacAddr, NetworkTable, Vni,
 };
-use ovnet_sys::{link, netns, Offloads, Tap, TapConfig};
+use ovnet_sys::netns;
 use ovnet_testbed::{ping, tcp_transfer_verified, udp_burst_verified, Container, Host, Testbed};
 
 const MTU: u32 = 1450;
@@ -58,12 +58,13 @@ enum Mode {
 
 /// Starts ovnet's data plane on host `h` serving VNI 42 on a TAP bridged to `br0`.
 fn start_ovnet(tb: &Testbed, h: &Host, table: &NetworkTable, mode: Mode) -> Dataplane {
-    let (dp, tap) = netns::with(&h.ns, || {
+    let dp = netns::with(&h.ns, || {
         let fast = mode != Mode::Plain;
         let mut cfg = DataplaneConfig::new(vtep(h));
         cfg.gso = matches!(mode, Mode::Offloads | Mode::SegmentHere);
         cfg.tunnel_gso = mode == Mode::Offloads;
         cfg.gro = fast;
+        cfg.tap_offloads = fast;
         // The production setup on two cores: two TAP queues, two receive sockets, polling
         // workers. The plain mode covers workers that sleep as soon as they are idle.
         cfg.workers = if fast { 2 } else { 1 };
@@ -71,24 +72,9 @@ fn start_ovnet(tb: &Testbed, h: &Host, table: &NetworkTable, mode: Mode) -> Data
             cfg.poll = Duration::ZERO;
         }
         let dp = Dataplane::start(&cfg).unwrap();
-        let tap_cfg = TapConfig {
-            vnet_hdr: fast,
-            ..TapConfig::new("ovtap42")
-        };
-        let taps = Tap::open_queues(&tap_cfg, if fast { 2 } else { 1 }).unwrap();
-        if fast {
-            for tap in &taps {
-                tap.set_offloads(Offloads {
-                    csum: true,
-                    tso4: true,
-                    tso6: true,
-                    ..Offloads::default()
-                })
-                .unwrap();
-            }
-        }
-        link::set_mtu("ovtap42", MTU).unwrap();
-        (dp, taps)
+        // The data plane opens its TAP in the host's namespace, with its own offloads.
+        dp.add_network(vni42(), "ovtap42", MTU, table).unwrap();
+        dp
     })
     .unwrap();
     tb.exec(
@@ -96,7 +82,6 @@ fn start_ovnet(tb: &Testbed, h: &Host, table: &NetworkTable, mode: Mode) -> Data
         &["ip", "link", "set", "ovtap42", "master", "br0", "up"],
     )
     .unwrap();
-    dp.add_network_queues(vni42(), tap, MTU, table).unwrap();
     dp
 }
 
