@@ -9,9 +9,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use ovnet_dataplane::{
-    Dataplane, DataplaneConfig, DropReason, FloodEntry, MacAddr, NetworkTable, Vni,
+    Dataplane, DataplaneConfig, DropReason, FloodEntry, MacAddr, NetworkTable, Offload,
+    OffloadState, Vni,
 };
-use ovnet_sys::netns;
+use ovnet_sys::testing::{refuse_tap_writes, refuse_udp_gso};
+use ovnet_sys::{netns, TapConfig};
 use ovnet_testbed::{ping, tcp_transfer_verified, udp_burst_verified, Container, Host, Testbed};
 
 const MTU: u32 = 1450;
@@ -367,4 +369,100 @@ fn an_unknown_vtep_cannot_reach_ovnet_containers() {
     let c = dp1.counters(vni42()).unwrap();
     assert!(c.dropped(DropReason::UnknownVtep) >= 3, "{c:?}");
     assert_eq!(c.rx_packets, 0, "{c:?}");
+}
+
+/// The state of `offload` in `dp`'s report.
+fn offload_state(dp: &Dataplane, offload: Offload) -> OffloadState {
+    dp.report()
+        .offloads
+        .into_iter()
+        .find_map(|(o, s)| (o == offload).then_some(s))
+        .unwrap()
+}
+
+/// The kernel starts refusing host 1's UDP GSO sends while it runs (as it does for a route
+/// through IPsec, or a socket without checksums, which is how it is made to here): the data
+/// plane turns UDP GSO off, says why, and every byte still arrives.
+#[test]
+fn a_kernel_refusing_udp_gso_at_run_time_costs_no_byte() {
+    let mut tb = Testbed::new().unwrap();
+    let (h1, c1) = host_with_container(&mut tb, 1, "10.0.0.2");
+    let (h2, c2) = host_with_container(&mut tb, 2, "10.0.0.3");
+    let dp1 = start_ovnet(
+        &tb,
+        &h1,
+        &table_for(&[&c1], &[(&c2, &h2)]),
+        Mode::SegmentHere,
+    );
+    let dp2 = start_ovnet(
+        &tb,
+        &h2,
+        &table_for(&[&c2], &[(&c1, &h1)]),
+        Mode::SegmentHere,
+    );
+    assert_eq!(offload_state(&dp1, Offload::UdpGso), OffloadState::On);
+    let changed = netns::with(&h1.ns, || refuse_udp_gso(h1.underlay_ip.into()))
+        .unwrap()
+        .unwrap();
+    assert!(changed >= 1, "no socket of host 1 found");
+
+    // Host 1 sends super-frames, segmented into GSO trains: the first is refused.
+    tcp_transfer_verified(&tb, &c2.ns, &c2.ip.to_string(), &c1.ns, TRANSFER).unwrap();
+    assert_udp_burst(&tb, &c1, &c2, 64);
+    tcp_transfer_verified(&tb, &c1.ns, &c1.ip.to_string(), &c2.ns, TRANSFER).unwrap();
+    match offload_state(&dp1, Offload::UdpGso) {
+        OffloadState::TurnedOff { reason, .. } => {
+            assert!(reason.contains("os error 22"), "{reason}")
+        }
+        other => panic!("UDP GSO is {other:?} after the kernel refused it"),
+    }
+    assert!(!dp1.udp_gso() && dp2.udp_gso());
+    let c = dp1.counters(vni42()).unwrap();
+    eprintln!("{c:?}");
+    assert!(c.super_frames > 0 && c.tx_bytes > TRANSFER as u64, "{c:?}");
+    assert_eq!(c.total_dropped(), 0, "{c:?}");
+    assert_eq!(dp2.counters(vni42()).unwrap().total_dropped(), 0);
+}
+
+/// The kernel starts refusing the super-frames host 1 writes to its uplink, with `EINVAL` as
+/// it refuses a tunnel-GSO frame it cannot take (here because the uplink's virtio header size
+/// was changed under the data plane, through another queue of the same TAP): the data plane
+/// turns tunnel GSO off, says why, segments super-frames itself, and every byte still arrives.
+#[test]
+fn a_kernel_refusing_tunnel_gso_frames_at_run_time_costs_no_byte() {
+    let mut tb = Testbed::new().unwrap();
+    let (h1, c1) = host_with_container(&mut tb, 1, "10.0.0.2");
+    let (h2, c2) = host_with_container(&mut tb, 2, "10.0.0.3");
+    let dp1 = start_ovnet(&tb, &h1, &table_for(&[&c1], &[(&c2, &h2)]), Mode::Offloads);
+    let dp2 = start_ovnet(&tb, &h2, &table_for(&[&c2], &[(&c1, &h1)]), Mode::Offloads);
+    if !dp1.tunnel_gso() {
+        return ovnet_testbed::skip(format!(
+            "no UDP tunnel GSO on Linux {} ({:?}; 6.17+)",
+            ovnet_testbed::kernel_release(),
+            offload_state(&dp1, Offload::TunnelGso)
+        ));
+    }
+    // The uplink of a data plane with two workers: two queues, the 24-byte tunnel header.
+    let uplink = TapConfig {
+        vnet_hdr: true,
+        tunnel_hdr: true,
+        multi_queue: true,
+        ..TapConfig::new("ovu4789")
+    };
+    netns::with(&h1.ns, || refuse_tap_writes(&uplink))
+        .unwrap()
+        .unwrap();
+    tcp_transfer_verified(&tb, &c2.ns, &c2.ip.to_string(), &c1.ns, TRANSFER).unwrap();
+    match offload_state(&dp1, Offload::TunnelGso) {
+        OffloadState::TurnedOff { reason, .. } => {
+            assert!(reason.contains("refused"), "{reason}")
+        }
+        other => panic!("tunnel GSO is {other:?} after the kernel refused a frame"),
+    }
+    assert!(!dp1.tunnel_gso() && dp2.tunnel_gso());
+    let c = dp1.counters(vni42()).unwrap();
+    eprintln!("{c:?}");
+    assert!(c.super_frames > 0, "{c:?}");
+    assert_eq!(c.tunnel_frames, 0, "no frame got through: {c:?}");
+    assert_eq!(c.total_dropped(), 0, "{c:?}");
 }
