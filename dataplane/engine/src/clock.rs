@@ -3,7 +3,8 @@
 //!
 //! One clock per data plane, shared by its threads. It follows the monotonic clock; tests keep a
 //! handle ([`crate::DataplaneConfig::clock`]) and move it forward with [`Clock::advance`] to
-//! age a learned MAC without waiting 300 s. Nothing else ever moves it.
+//! age a learned MAC without waiting 300 s, or use a [`Clock::manual`] one, which moves only
+//! then, to the millisecond. Nothing else ever moves it.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -17,17 +18,28 @@ pub struct Clock {
 
 #[derive(Debug)]
 struct Inner {
-    epoch: Instant,
+    /// Where real time is counted from; `None` for a manual clock.
+    epoch: Option<Instant>,
     /// Time skipped with [`Clock::advance`].
     skipped_ms: AtomicU64,
 }
 
 impl Clock {
-    /// A clock that reads 0 now.
+    /// A clock that reads 0 now and follows real time.
     pub fn new() -> Clock {
+        Clock::starting(Some(Instant::now()))
+    }
+
+    /// A clock that reads 0 until [`Clock::advance`]d, and moves only then: for tests that
+    /// need times to the millisecond.
+    pub fn manual() -> Clock {
+        Clock::starting(None)
+    }
+
+    fn starting(epoch: Option<Instant>) -> Clock {
         Clock {
             inner: Arc::new(Inner {
-                epoch: Instant::now(),
+                epoch,
                 skipped_ms: AtomicU64::new(0),
             }),
         }
@@ -36,7 +48,10 @@ impl Clock {
     /// Milliseconds since the clock was made (plus whatever was skipped).
     #[inline]
     pub fn now_ms(&self) -> u64 {
-        let elapsed = self.inner.epoch.elapsed().as_millis() as u64;
+        let elapsed = self
+            .inner
+            .epoch
+            .map_or(0, |e| e.elapsed().as_millis() as u64);
         elapsed + self.inner.skipped_ms.load(Relaxed)
     }
 
@@ -68,5 +83,15 @@ mod tests {
         assert!(after >= before + 300_000, "{before} -> {after}");
         // Never backwards.
         assert!(a.now_ms() >= after);
+    }
+
+    #[test]
+    fn a_manual_clock_moves_only_when_advanced() {
+        let c = Clock::manual();
+        assert_eq!(c.now_ms(), 0);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(c.now_ms(), 0);
+        c.advance(Duration::from_millis(299_999));
+        assert_eq!(c.now_ms(), 299_999);
     }
 }

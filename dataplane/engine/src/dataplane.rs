@@ -126,9 +126,14 @@ impl Dataplane {
             }
         };
         let udp_gro = if cfg.gro {
-            match slots.iter().try_for_each(|w| w.socket.enable_gro()) {
-                Ok(()) => Capability::on(),
-                Err(e) => {
+            // Every socket is asked, as before; the first refusal is what is reported.
+            let refused = slots
+                .iter()
+                .filter_map(|w| w.socket.enable_gro().err())
+                .fold(None, |first, e| first.or(Some(e)));
+            match refused {
+                None => Capability::on(),
+                Some(e) => {
                     log::info!("UDP GRO unavailable ({e}); receiving one datagram per call");
                     Capability::unavailable(e.to_string())
                 }

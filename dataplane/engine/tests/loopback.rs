@@ -59,7 +59,7 @@ fn table(me: u8) -> NetworkTable {
 struct Bed {
     dp1: Dataplane,
     dp2: Dataplane,
-    /// Host 2's clock, which its learned MACs age by.
+    /// Host 2's clock, which its learned MACs age by: still until moved.
     clock2: Clock,
     /// Packet sockets on host 1's TAP for VNI 42 and 43, and host 2's.
     h1_42: PacketSocket,
@@ -100,7 +100,8 @@ fn bed() -> Bed {
         cfg.tap_offloads = false;
         let dp1 = Dataplane::start(&cfg).unwrap();
         cfg.vtep = vtep(2);
-        let clock2 = Clock::new();
+        // Host 2's clock moves only when a test moves it (its MACs age to the millisecond).
+        let clock2 = Clock::manual();
         cfg.clock = clock2.clone();
         let dp2 = Dataplane::start(&cfg).unwrap();
         let h1_42 = serve(&dp1, 42, "h1v42", &table(1));
@@ -548,7 +549,7 @@ fn learned_macs_age_out_after_300_s_of_the_data_planes_clock() {
     assert_eq!(b.dp2.learned(vni(42)), vec![(far, ext)]);
     assert_eq!(b.dp2.report().learned_macs, 1);
 
-    // A frame for it goes to its VTEP alone, even after 299 s.
+    // A frame for it goes to its VTEP alone, even 1 ms before the 300 s are up.
     let to_far = udp_frame(MAC_B, far, IP_B, far_ip, b"to outside");
     let mut buf = [0u8; 2048];
     let mut expect_at_peer = || {
@@ -557,14 +558,14 @@ fn learned_macs_age_out_after_300_s_of_the_data_planes_clock() {
             .expect("nothing reached the external VTEP");
         assert_eq!(&buf[..n], &datagram(42, &to_far)[..]);
     };
-    b.clock2.advance(Duration::from_secs(299));
+    b.clock2.advance(Duration::from_millis(299_999));
     b.h2_42.send(&to_far).unwrap();
     expect_at_peer();
     assert_eq!(b.dp2.learned(vni(42)), vec![(far, ext)]);
     assert_eq!(b.dp2.counters(vni(42)).unwrap().flooded, 0);
 
-    // Past 300 s it is gone: the same frame is unknown unicast, flooded to every VTEP.
-    b.clock2.advance(Duration::from_secs(12));
+    // At 300 s it is gone: the same frame is unknown unicast, flooded to every VTEP.
+    b.clock2.advance(Duration::from_millis(1));
     assert_eq!(b.dp2.learned(vni(42)), vec![]);
     b.h2_42.send(&to_far).unwrap();
     expect_at_peer();
@@ -572,7 +573,9 @@ fn learned_macs_age_out_after_300_s_of_the_data_planes_clock() {
     wait_for("the flood to be counted", || {
         b.dp2.counters(vni(42)).unwrap().flooded == 1
     });
-    // And the housekeeping thread sweeps it out of the table.
+    // And the housekeeping thread sweeps it out of the table (every 10 s of the clock; the
+    // last sweep was at 299.999 s at the latest).
+    b.clock2.advance(Duration::from_secs(10));
     wait_for("the sweep", || b.dp2.report().learned_macs == 0);
 }
 
