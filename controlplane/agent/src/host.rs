@@ -6,9 +6,6 @@
 //! bridge `ovbr<vni>`, TAP `ovtap<vni>`, host end of a container's veth `ovv<endpoint id[..11]>`.
 //! Setup shells out to iproute2 (`ip`) and `nsenter`: it runs once per connect, never per packet.
 
-use std::io;
-use std::path::Path;
-
 use ovnet_sys::{link, Offloads, Tap, TapConfig};
 use tokio::process::Command;
 
@@ -333,18 +330,6 @@ pub async fn reattach(host_veth: &str, bridge: &str) -> Result<()> {
 /// Removes a container's veth pair (by its host end).
 pub async fn disconnect_container(host_veth: &str) -> Result<()> {
     delete_link(host_veth).await
-}
-
-/// Whether `path` names an existing namespace file.
-pub fn netns_exists(path: &str) -> bool {
-    Path::new(path).exists()
-}
-
-/// Errors of the OS (not of iproute2) keep their kind for callers that care.
-impl From<HostError> for io::Error {
-    fn from(e: HostError) -> io::Error {
-        io::Error::other(e.to_string())
-    }
 }
 
 #[cfg(test)]

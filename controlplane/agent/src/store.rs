@@ -69,8 +69,6 @@ pub use watch::{Record, Watch, WatchEvent};
 pub const MAX_ATTEMPTS: usize = 8;
 /// Default bound on each etcd call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Default TTL of a node's liveness lease.
-pub const DEFAULT_NODE_TTL: Duration = Duration::from_secs(10);
 /// Default etcd endpoint.
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2379";
 /// The UDP port of VXLAN (IANA, RFC 7348), used when a VTEP's port is given as 0.
@@ -228,11 +226,6 @@ impl Store {
             endpoints,
             timeout: config.timeout,
         })
-    }
-
-    /// The key layout in use.
-    pub fn keys(&self) -> &Keys {
-        &self.keys
     }
 
     /// The underlying etcd client (for tests and tools; ovnet code should use the typed calls).

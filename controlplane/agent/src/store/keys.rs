@@ -83,11 +83,6 @@ impl Keys {
         format!("{}networks/{name}", self.prefix)
     }
 
-    /// `{p}vnis/`
-    pub fn vnis(&self) -> String {
-        format!("{}vnis/", self.prefix)
-    }
-
     /// `{p}vnis/{vni}` → network ID (claim)
     pub fn vni(&self, vni: u32) -> String {
         format!("{}vnis/{vni}", self.prefix)
@@ -106,11 +101,6 @@ impl Keys {
             net.network(),
             net.prefix_len()
         )
-    }
-
-    /// `{p}endpoints/`
-    pub fn all_endpoints(&self) -> String {
-        format!("{}endpoints/", self.prefix)
     }
 
     /// `{p}endpoints/{network_id}/`
