@@ -279,3 +279,38 @@ async fn hostile_records_stop_at_the_store() {
         "10.0.0.4"
     );
 }
+
+/// Listings are read in pages at one revision: hundreds of records come back whole, and a
+/// value larger than an etcd answer may be (5 MiB, written by someone else) is skipped, not
+/// the end of the listing. An agent re-listing after a watch failure depends on it.
+#[tokio::test]
+async fn listings_are_paged_and_survive_a_value_too_large() {
+    let etcd = Etcd::start();
+    let s = etcd.store("paged").await;
+    let demo = create(&s, net("demo")).await.unwrap();
+    let template = ep(&s, "demo", "web0").await.unwrap();
+    let mut kv = s.client().kv_client();
+    let key = |name: &str| format!("/test-paged/endpoints/{}/{name}", demo.id);
+    const MORE: usize = 700;
+    for chunk in (1..=MORE).collect::<Vec<_>>().chunks(100) {
+        let ops: Vec<etcd_client::TxnOp> = chunk
+            .iter()
+            .map(|i| {
+                let mut e = template.clone();
+                e.name = ovnet_agent::domain::Name::parse("container", &format!("web{i}")).unwrap();
+                e.id = ovnet_agent::domain::EndpointId::random();
+                etcd_client::TxnOp::put(key(e.name.as_str()), e.to_proto().encode_to_vec(), None)
+            })
+            .collect();
+        kv.txn(etcd_client::Txn::new().and_then(ops)).await.unwrap();
+    }
+    kv.put(key("web5000"), vec![b'x'; 5 << 20], None)
+        .await
+        .unwrap();
+
+    let listed = s.list_endpoints(&demo.id).await.unwrap();
+    assert_eq!(listed.len(), MORE + 1);
+    let (_, state) = s.snapshot().await.unwrap();
+    assert_eq!(state.endpoints.len(), MORE + 1);
+    assert_eq!(state.networks, vec![demo]);
+}

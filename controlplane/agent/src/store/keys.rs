@@ -189,6 +189,11 @@ impl Keys {
         )
     }
 
+    /// `{p}endpoints/`
+    pub fn all_endpoints(&self) -> String {
+        format!("{}endpoints/", self.prefix)
+    }
+
     /// `{p}endpoints/{network_id}/`
     pub fn endpoints(&self, network_id: &NetworkId) -> String {
         format!("{}endpoints/{network_id}/", self.prefix)
@@ -227,6 +232,11 @@ impl Keys {
     /// `{p}alive/{name}` → empty, leased
     pub fn alive(&self, name: &NodeName) -> String {
         format!("{}alive/{name}", self.prefix)
+    }
+
+    /// `{p}vteps/`
+    pub fn all_vteps(&self) -> String {
+        format!("{}vteps/", self.prefix)
     }
 
     /// `{p}vteps/{network_id}/`

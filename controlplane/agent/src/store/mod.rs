@@ -280,13 +280,82 @@ impl Store {
         }
     }
 
-    /// All keys under `prefix`, at `revision` (0: the latest). Returns the revision read at.
+    /// All keys under `prefix`, at `revision` (0: the latest), read in pages of at most
+    /// [`PAGE`] keys at one revision. Returns the revision read at.
+    ///
+    /// An etcd answer the client can decode is at most 4 MiB. A page that is larger anyway
+    /// (values far larger than ovnet's records, written by someone else) is asked again in
+    /// halves, down to a single key; a single value too large is skipped with a warning. So a
+    /// listing never fails for its size, and never holds more than a page's answer at a time
+    /// beyond what it returns.
     async fn range(&self, prefix: &str, revision: i64) -> Result<(i64, Vec<KeyValue>), AgentError> {
-        let mut opts = GetOptions::new().with_prefix();
-        if revision > 0 {
-            opts = opts.with_revision(revision);
+        let end = prefix_end(prefix.as_bytes());
+        let mut at = revision;
+        let mut from = prefix.as_bytes().to_vec();
+        let mut limit = PAGE;
+        let mut out = Vec::new();
+        loop {
+            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(limit);
+            if at > 0 {
+                opts = opts.with_revision(at);
+            }
+            let mut kv = self.client.kv_client();
+            match self.call("range", kv.get(from.clone(), Some(opts))).await {
+                Ok(mut resp) => {
+                    if at == 0 {
+                        at = resp.header().map(|h| h.revision()).unwrap_or_default();
+                    }
+                    let more = resp.more();
+                    let kvs = resp.take_kvs();
+                    if let Some(last) = kvs.last() {
+                        from = key_after(last.key());
+                    }
+                    out.extend(kvs);
+                    if !more {
+                        return Ok((at, out));
+                    }
+                    limit = PAGE;
+                }
+                Err(e) if is_out_of_range(&e) && !self.compacted(at).await? => {
+                    if limit > 1 {
+                        limit /= 2;
+                        continue;
+                    }
+                    // One value alone is too large: name it and go past it.
+                    let opts = GetOptions::new()
+                        .with_range(end.clone())
+                        .with_limit(1)
+                        .with_keys_only()
+                        .with_revision(at);
+                    let mut kv = self.client.kv_client();
+                    let resp = self.call("range", kv.get(from.clone(), Some(opts))).await?;
+                    let Some(big) = resp.kvs().first() else {
+                        return Ok((at, out));
+                    };
+                    log::warn!(
+                        "skipping the record at {}: its value is larger than an etcd answer \
+                         may be",
+                        String::from_utf8_lossy(big.key())
+                    );
+                    from = key_after(big.key());
+                }
+                Err(e) => return Err(e),
+            }
         }
-        self.range_opts(prefix, opts).await
+    }
+
+    /// Whether reading at `revision` fails because etcd compacted it (etcd says so with the
+    /// same gRPC code the client uses for an answer too large to decode).
+    async fn compacted(&self, revision: i64) -> Result<bool, AgentError> {
+        if revision <= 0 {
+            return Ok(false);
+        }
+        let opts = GetOptions::new().with_count_only().with_revision(revision);
+        match self.range_opts(self.keys.prefix(), opts).await {
+            Ok(_) => Ok(false),
+            Err(e) if is_out_of_range(&e) => Ok(true),
+            Err(e) => Err(e),
+        }
     }
 
     async fn range_opts(
@@ -342,7 +411,57 @@ impl Store {
     }
 }
 
+/// Keys one page of a listing asks for: ovnet's records are a few hundred bytes, so a page
+/// of them is a few hundred kilobytes, far below what an etcd answer may be (4 MiB).
+const PAGE: i64 = 256;
+
+/// The end of the range of keys starting with `prefix` (etcd's prefix rule: the prefix with
+/// its last byte below 0xff incremented).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All 0xff (or empty): to the end of the key space.
+    vec![0]
+}
+
+/// The smallest key after `key`.
+fn key_after(key: &[u8]) -> Vec<u8> {
+    let mut k = key.to_vec();
+    k.push(0);
+    k
+}
+
+/// Whether etcd or its client answered `OUT_OF_RANGE`: a compacted revision, or an answer
+/// larger than the client decodes.
+fn is_out_of_range(e: &AgentError) -> bool {
+    matches!(
+        e,
+        AgentError::Etcd {
+            source: etcd_client::Error::GRpcStatus(s),
+            ..
+        } if s.code() == tonic::Code::OutOfRange
+    )
+}
+
 /// The revision a transaction committed at.
 fn committed_at(resp: &TxnResponse) -> i64 {
     resp.header().map(|h| h.revision()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ranges() {
+        assert_eq!(prefix_end(b"/ovnet/networks/"), b"/ovnet/networks0");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+        assert_eq!(key_after(b"/k"), b"/k\0");
+    }
 }

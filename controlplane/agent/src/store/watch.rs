@@ -89,7 +89,17 @@ impl Drop for Watch {
 impl Store {
     /// Everything under the prefix at one revision. Follow it with `watch(revision + 1)`.
     pub async fn snapshot(&self) -> Result<(i64, State), AgentError> {
-        let (rev, kvs) = self.range(self.keys.prefix(), 0).await?;
+        // Each kind of record, all at the revision of the first read: claims and keys the
+        // agent does not know are not read at all.
+        let (rev, mut kvs) = self.range(&self.keys.networks(), 0).await?;
+        for kind in [
+            self.keys.all_endpoints(),
+            self.keys.nodes(),
+            self.keys.alives(),
+            self.keys.all_vteps(),
+        ] {
+            kvs.extend(self.range(&kind, rev).await?.1);
+        }
         let mut state = State::default();
         let mut nodes = Vec::new();
         let mut alive: HashSet<NodeName> = HashSet::new();

@@ -95,6 +95,10 @@ impl Etcd {
             .arg(&self.peer_url)
             .arg("--initial-cluster")
             .arg(format!("default={}", self.peer_url))
+            // Room for a value larger than an answer the client decodes (4 MiB), to test
+            // listings that meet one.
+            .arg("--max-request-bytes")
+            .arg((10 << 20).to_string())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
