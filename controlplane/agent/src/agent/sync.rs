@@ -153,7 +153,15 @@ impl Agent {
             }
         }
         self.reconcile(local).await;
-        let keep = local.devices();
+        // What was built, and the veths of every local endpoint, even one whose network could
+        // not be set up just now: a container's interface is not removed for that.
+        let mut keep = local.devices();
+        keep.extend(
+            local
+                .view
+                .local_endpoints(&self.cfg.node)
+                .map(|ep| veth_name(&ep.id)),
+        );
         match host::links_with_prefix(host::DEVICE_PREFIX).await {
             Ok(links) => {
                 for l in links {
