@@ -35,7 +35,7 @@
 //! - Subnet overlap cannot be a single-key compare: creating a network reads all networks at a
 //!   revision `R`, and its transaction also requires that no key under `{p}subnets/` was
 //!   modified after `R`.
-//! - A lost race re-reads and decides again ([`Store::retry`]): a value the user pinned then
+//! - A lost race re-reads and decides again (the store's one retry loop): a value the user pinned then
 //!   fails with the precise reason (name taken, VNI used by network X, subnet overlaps network
 //!   X); a value the planner chose is chosen again. After [`MAX_ATTEMPTS`] lost races the
 //!   result is [`AgentError::Conflict`].
@@ -329,6 +329,9 @@ impl Store {
                         .with_revision(at);
                     let mut kv = self.client.kv_client();
                     let resp = self.call("range", kv.get(from.clone(), Some(opts))).await?;
+                    if at == 0 {
+                        at = resp.header().map(|h| h.revision()).unwrap_or_default();
+                    }
                     let Some(big) = resp.kvs().first() else {
                         return Ok((at, out));
                     };

@@ -1,5 +1,5 @@
 //! What `ovctl` prints: the `docker network ls`-style tables ([`tables`]), the
-//! `docker network inspect` JSON array ([`inspect`]) and the data-plane reports
+//! `docker network inspect` JSON array ([`mod@inspect`]) and the data-plane reports
 //! ([`reports`]).
 //!
 //! Pure functions from the agent's protobuf messages to strings, so that every byte users (and
