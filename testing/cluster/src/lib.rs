@@ -170,14 +170,8 @@ impl Cluster {
     /// Starts etcd, `n` hosts and their agents, and waits until every agent answers and is
     /// registered.
     pub fn start(n: u8) -> Cluster {
-        Cluster::start_with(n, &[])
-    }
-
-    /// [`Cluster::start`] with `extra` arguments for every agent (e.g. `--lease-ttl 2`).
-    pub fn start_with(n: u8, extra: &[&str]) -> Cluster {
         let mut c = Cluster::bed(n);
         for h in 1..=usize::from(n) {
-            c.extra[h - 1] = extra.iter().map(|s| (*s).to_owned()).collect();
             c.start_agent(h);
         }
         for h in 1..=usize::from(n) {

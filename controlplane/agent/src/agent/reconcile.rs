@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ovnet_dataplane::{DataplaneError, NetworkTable, Vni};
 
-use crate::domain::{Endpoint, EndpointId, Network};
+use crate::domain::{Endpoint, EndpointId, Name, Network};
 use crate::error::ConnectFailure;
 use crate::host::{self, bridge_name, veth_name, HostError};
 use crate::view::{Desired, View};
@@ -25,6 +25,8 @@ use super::Agent;
 /// A network as built on this host.
 #[derive(Debug)]
 pub(super) struct Applied {
+    /// The network's name, for the log.
+    pub name: Name,
     /// The table the data plane runs.
     pub table: NetworkTable,
     /// The veths built, by endpoint: their host ends.
@@ -96,6 +98,7 @@ impl Agent {
                     Ok(()) => {
                         log::info!("network {} (VNI {vni}) is up on this host", d.network.name);
                         slot.insert(Applied {
+                            name: d.network.name.clone(),
                             table: d.table.clone(),
                             veths: BTreeMap::new(),
                         });
@@ -219,6 +222,9 @@ impl Agent {
         if let Err(e) = host::delete_link(&bridge_name(vni.get())).await {
             log::warn!("{e}");
         }
-        log::info!("network with VNI {vni} is down on this host (no local endpoints)");
+        log::info!(
+            "network {} (VNI {vni}) is down on this host (no local endpoints)",
+            a.name
+        );
     }
 }
