@@ -29,10 +29,20 @@ pub fn ip(s: &str) -> Ipv4Addr {
 
 /// Network `front`: web (10.0.0.2), db (10.0.0.3, 10.0.0.13); the cluster also has `back`.
 pub fn front_zone(internal: bool) -> Zone {
+    front_zone_in([10, 0, 0], internal)
+}
+
+/// [`front_zone`] in the /24 of `gateway` (web is .2, db .3 and .13), not internal.
+pub fn front_zone_at(gateway: Ipv4Addr) -> Zone {
+    let [a, b, c, _] = gateway.octets();
+    front_zone_in([a, b, c], false)
+}
+
+fn front_zone_in([a, b, c]: [u8; 3], internal: bool) -> Zone {
     let mut z = Zone::new("front", internal);
-    z.add_endpoint("web", ip("10.0.0.2"))
-        .add_endpoint("db", ip("10.0.0.3"))
-        .add_endpoint("db", ip("10.0.0.13"))
+    z.add_endpoint("web", Ipv4Addr::new(a, b, c, 2))
+        .add_endpoint("db", Ipv4Addr::new(a, b, c, 3))
+        .add_endpoint("db", Ipv4Addr::new(a, b, c, 13))
         .add_network("back")
         .add_foreign_endpoint("api.v2");
     z
