@@ -16,6 +16,9 @@ use hickory_proto::rr::{Name, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use tokio::net::UdpSocket;
 
+/// Pause of a worker after a socket error (the target refused), so it does not spin.
+const ERROR_PAUSE: Duration = Duration::from_millis(10);
+
 /// What to send, where, and for how long.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -185,8 +188,12 @@ async fn worker(
                     out.not_noerror += 1;
                 }
             }
-            // ICMP port unreachable and the like: lost, and try again.
-            Ok(Err(_)) | Err(_) => out.lost += 1,
+            Err(_) => out.lost += 1,
+            // ICMP port unreachable and the like: lost; pause so a dead target is not spun on.
+            Ok(Err(_)) => {
+                out.lost += 1;
+                tokio::time::sleep(ERROR_PAUSE).await;
+            }
         }
     }
     Ok(out)

@@ -6,7 +6,9 @@
 //! [`Timeouts::deadline`] with SERVFAIL if nothing usable came back.
 //!
 //! An upstream answering SERVFAIL or REFUSED is treated as failed and the next one is asked
-//! (as Docker's embedded DNS does); if every upstream fails so, the last such answer is relayed.
+//! (as Docker's embedded DNS does). When no upstream gives a good answer, the client gets, in
+//! order of preference: a truncated UDP answer whose TCP retry failed (TC set, so the client
+//! can try TCP itself), the last SERVFAIL or REFUSED an upstream sent, or our own SERVFAIL.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -45,7 +47,9 @@ pub(crate) async fn forward(
 ) -> Option<Reply> {
     counters.forwarded();
     let deadline = Instant::now() + t.deadline;
-    let mut last_failure: Option<Reply> = None;
+    // The best answer short of a good one: a truncated UDP answer whose TCP retry failed (the
+    // client can retry over TCP itself), else the last SERVFAIL or REFUSED.
+    let mut fallback: Option<(Reply, bool)> = None;
     for &up in upstreams {
         let Some(budget) = time_left(deadline, t.per_upstream) else {
             break;
@@ -55,28 +59,29 @@ pub(crate) async fn forward(
         } else {
             ask(budget, udp_exchange(fwd, up, counters)).await
         };
-        if let Outcome::Answer(m, _) = &outcome {
+        if let Outcome::Answer(m, raw) = &outcome {
             if m.truncation && fwd.transport() == Transport::Udp {
                 counters.upstream_truncated();
-                let Some(budget) = time_left(deadline, t.per_upstream) else {
-                    counters.upstream_timeout();
-                    break;
+                fallback = Some((fwd.relay(m, raw)?, true));
+                outcome = match time_left(deadline, t.per_upstream) {
+                    Some(budget) => ask(budget, tcp_exchange(fwd, up, counters)).await,
+                    None => Outcome::Timeout,
                 };
-                outcome = ask(budget, tcp_exchange(fwd, up, counters)).await;
             }
         }
         match outcome {
             Outcome::Answer(m, raw) => {
                 let reply = fwd.relay(&m, &raw)?;
-                if matches!(
+                if !matches!(
                     m.response_code,
                     ResponseCode::ServFail | ResponseCode::Refused
                 ) {
-                    counters.upstream_failure();
-                    last_failure = Some(reply);
-                    continue;
+                    return Some(reply);
                 }
-                return Some(reply);
+                counters.upstream_failure();
+                if !fallback.as_ref().is_some_and(|(_, truncated)| *truncated) {
+                    fallback = Some((reply, false));
+                }
             }
             Outcome::Timeout => counters.upstream_timeout(),
             Outcome::Failed(e) => {
@@ -85,7 +90,10 @@ pub(crate) async fn forward(
             }
         }
     }
-    last_failure.or_else(|| fwd.servfail())
+    match fallback {
+        Some((reply, _)) => Some(reply),
+        None => fwd.servfail(),
+    }
 }
 
 /// The time left for one upstream, if any.

@@ -12,12 +12,12 @@
 //! # Layers
 //!
 //! - [`zone`]: a network's names ([`Zone`]) and the naming policy ([`Zone::lookup`]), pure.
-//! - [`decide`]: what to do with a query's bytes ([`decide()`] → [`Decision`]), pure.
+//! - [`mod@decide`]: what to do with a query's bytes ([`decide()`] → [`Decision`]), pure.
 //! - [`upstream`]: the upstream list (`IP[:PORT]`, the host's `/etc/resolv.conf`).
 //! - `forward`, `server`, `tcp`: the I/O — forwarding, the UDP loop, TCP framing, the
 //!   [`Resolver`] handle.
 //! - [`counters`]: what happened, as atomics, with a [`Snapshot`] for metrics.
-//! - [`bench`]: a load generator (queries/s, p50/p99 latency), also the `ovnet-dns-bench` binary.
+//! - [`mod@bench`]: a load generator (queries/s, p50/p99 latency), also the `ovnet-dns-bench` binary.
 //!
 //! # Answers
 //!

@@ -167,7 +167,10 @@ impl Zone {
     }
 
     /// What `name` is on this network. The order of the rules matters: an endpoint's own name
-    /// wins over everything, then `NAME.NETWORK`, then the names that must not leak.
+    /// wins over everything, then `NAME.NETWORK`, then single labels and other networks'
+    /// endpoints (NXDOMAIN), the reverse names of our endpoints, and last the names under any
+    /// network of the cluster (NXDOMAIN). A network named like a top-level domain (`com`) thus
+    /// hides that domain from the containers of the cluster, as the user asked for.
     pub fn lookup(&self, name: &Name) -> Lookup<'_> {
         let labels = name.num_labels();
         if labels == 0 {
@@ -197,6 +200,10 @@ impl Zone {
         if labels == 1 || self.foreign.contains(&key) {
             return Lookup::NxDomain;
         }
+        // Before the network names, so that a network named `arpa` cannot hide our own PTRs.
+        if let Some(target) = reverse_v4(&key).and_then(|ip| self.reverse.get(&ip)) {
+            return Lookup::Pointer(target);
+        }
         // The name of a network, or anything under one.
         let mut rest = key.as_str();
         loop {
@@ -207,9 +214,6 @@ impl Zone {
                 Some((_, tail)) => rest = tail,
                 None => break,
             }
-        }
-        if let Some(target) = reverse_v4(&key).and_then(|ip| self.reverse.get(&ip)) {
-            return Lookup::Pointer(target);
         }
         Lookup::Elsewhere
     }
@@ -307,6 +311,18 @@ mod tests {
             panic!("no pointer");
         };
         assert_eq!(t.to_ascii(), "Db.Primary.front.");
+    }
+
+    #[test]
+    fn a_network_named_like_a_tld_shadows_it_but_not_our_ptrs() {
+        let mut z = zone();
+        z.add_network("arpa").add_network("com");
+        assert_eq!(z.lookup(&name("example.com")), Lookup::NxDomain);
+        assert_eq!(z.lookup(&name("9.0.0.10.in-addr.arpa")), Lookup::NxDomain);
+        assert!(matches!(
+            z.lookup(&name("2.0.0.10.in-addr.arpa")),
+            Lookup::Pointer(_)
+        ));
     }
 
     #[test]

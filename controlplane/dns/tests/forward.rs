@@ -59,6 +59,22 @@ async fn a_truncated_upstream_answer_is_retried_over_tcp() {
 }
 
 #[tokio::test]
+async fn a_truncated_answer_is_relayed_when_the_upstream_has_no_tcp() {
+    let up = FakeUpstream::start(Behaviour::TruncateUdpNoTcp).await;
+    let r = start(front_zone(false), vec![up.addr]);
+    let m = udp(r.local_addr(), "example.com", RecordType::A).await;
+    assert_eq!(m.response_code, ResponseCode::NoError);
+    assert!(
+        m.truncation,
+        "TC passed on, so the client may try TCP itself"
+    );
+    assert_eq!((up.udp_count(), up.tcp_count()), (1, 1));
+    let c = r.counters();
+    assert_eq!((c.upstream_truncated, c.upstream_failures), (1, 1));
+    r.stop().await;
+}
+
+#[tokio::test]
 async fn a_large_upstream_answer_is_truncated_for_udp_clients_and_whole_over_tcp() {
     let up = FakeUpstream::start(Behaviour::Big(60)).await;
     let r = start(front_zone(false), vec![up.addr]);

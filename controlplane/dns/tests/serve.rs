@@ -408,3 +408,53 @@ async fn load_generator_measures_the_resolver() {
     .is_err());
     r.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bench_binary_prints_json() {
+    let r = start(front_zone(false), vec![]);
+    let target = r.local_addr().to_string();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ovnet-dns-bench"))
+        .args([
+            "--target",
+            &target,
+            "--name",
+            "web",
+            "--seconds",
+            "0.3",
+            "--json",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["answered"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["qps"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(
+        v["p99_us"].as_f64().unwrap() >= v["p50_us"].as_f64().unwrap(),
+        "{v}"
+    );
+    assert_eq!(v["target"], target);
+    r.stop().await;
+    // Nobody there: it says so and fails.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ovnet-dns-bench"))
+        .args([
+            "--target",
+            &target,
+            "--name",
+            "web",
+            "--seconds",
+            "0.2",
+            "--timeout-ms",
+            "50",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no answer"));
+}

@@ -179,6 +179,8 @@ pub enum Behaviour {
     Silent,
     /// Over UDP answer with TC set and no records; over TCP answer fully.
     TruncateUdp,
+    /// Over UDP answer with TC set and no records; close TCP connections unanswered.
+    TruncateUdpNoTcp,
     /// Answer with `n` A records (192.0.2.0, .1, ...), a large answer.
     Big(u8),
     /// First a reply with a wrong id, then one with a wrong question, then the right one.
@@ -232,6 +234,10 @@ impl FakeUpstream {
                 let Ok((mut s, _)) = tcp.accept().await else {
                     continue;
                 };
+                if behaviour == Behaviour::TruncateUdpNoTcp {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    continue;
+                }
                 let count = count.clone();
                 conns.spawn(async move {
                     loop {
@@ -298,7 +304,9 @@ fn replies(q: &Message, behaviour: Behaviour, tcp: bool) -> Vec<Vec<u8>> {
     match behaviour {
         Behaviour::Silent => return Vec::new(),
         Behaviour::ServFail => r.metadata.response_code = ResponseCode::ServFail,
-        Behaviour::TruncateUdp if !tcp => r.metadata.truncation = true,
+        Behaviour::TruncateUdp | Behaviour::TruncateUdpNoTcp if !tcp => {
+            r.metadata.truncation = true
+        }
         Behaviour::Answer | Behaviour::TruncateUdp | Behaviour::Mismatched if is_a => {
             r.add_answer(a(UPSTREAM_ANSWER));
         }
