@@ -31,6 +31,7 @@ TABLE=(
     "test       ethtool                       ethtool"
     "test       prometheus                    promtool"
     "test       systemd                       systemd-analyze"
+    "test       libc-bin                      getent"
 )
 GROUPS_ALL=(build agent quickstart test)
 

@@ -5,13 +5,23 @@
 
 use std::process::Command;
 
-/// Names of the namespaces a test bed may have made (they all start with `ov`).
-fn testbed_namespaces() -> Vec<String> {
+/// Names of the namespaces the test beds of process `pid` made: test bed names are `ov`, the
+/// pid in five base-36 digits, then the rest (`testing/testbed/src/names.rs`). Other tests
+/// running at the same time have other pids.
+fn namespaces_of(pid: u32) -> Vec<String> {
+    const BASE36: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut digits = [b'0'; 5];
+    let mut v = pid;
+    for d in digits.iter_mut().rev() {
+        *d = BASE36[(v % 36) as usize];
+        v /= 36;
+    }
+    let prefix = format!("ov{}", std::str::from_utf8(&digits).unwrap());
     let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with("ov"))
+        .filter(|n| n.starts_with(&prefix))
         .map(str::to_owned)
         .collect()
 }
@@ -20,13 +30,16 @@ fn testbed_namespaces() -> Vec<String> {
 fn variants_take_turns_and_every_round_is_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("out.json");
-    let before = testbed_namespaces();
-    let out = Command::new(env!("CARGO_BIN_EXE_ovnet-bench"))
+    let child = Command::new(env!("CARGO_BIN_EXE_ovnet-bench"))
         .args(["--repeat", "2", "--duration", "1", "--tests", "tcp1,ping"])
         .args(["--variants", "kernel,direct", "--json"])
         .arg(&json)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "ovnet-bench failed:\n{stderr}");
 
@@ -90,9 +103,6 @@ fn variants_take_turns_and_every_round_is_recorded() {
         stdout.contains("dataplane/kernel run by run: TCP 1 stream"),
         "{stdout}"
     );
-    let left: Vec<String> = testbed_namespaces()
-        .into_iter()
-        .filter(|n| !before.contains(n))
-        .collect();
+    let left = namespaces_of(pid);
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
 }

@@ -1,11 +1,10 @@
 //! The agent's gRPC API (`ovnet.v1.Agent`), served on a unix socket for `ovctl`.
 //!
-//! Cluster-wide reads and writes (networks, external VTEPs, nodes) go straight to the store, so
-//! a network created on one host is listed on every other at once. Connect and disconnect change
-//! this host and go through the [`Agent`]. Errors carry a docker-like sentence in the status
-//! message, ready for `ovctl` to print.
+//! A thin adapter: each call turns its request into the agent's own terms, calls the
+//! [`Agent`] operation, and turns the answer into protobuf. It is also the one place where an
+//! [`AgentError`] becomes a gRPC [`Status`] ([`status`]): the code says what kind of failure it
+//! is, the message is the error's docker-like sentence, ready for `ovctl` to print.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,8 +19,9 @@ use ovnet_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::agent::Agent;
-use crate::store::NetworkSpec;
+use crate::agent::{Agent, ConnectSpec};
+use crate::domain::plan::{parse_vtep, NetworkSpec};
+use crate::error::AgentError;
 
 /// The service implementation.
 #[derive(Debug, Clone)]
@@ -36,13 +36,39 @@ impl Api {
     }
 }
 
+/// The gRPC status of a failed operation: the code by the kind of failure, the message as the
+/// user should read it.
+pub fn status(e: AgentError) -> Status {
+    let msg = e.to_string();
+    match e {
+        AgentError::Invalid(_) => Status::invalid_argument(msg),
+        AgentError::NotFound(_) => Status::not_found(msg),
+        AgentError::Exists(_) => Status::already_exists(msg),
+        AgentError::InUse(_) | AgentError::Netns(_) | AgentError::Host(_) => {
+            Status::failed_precondition(msg)
+        }
+        AgentError::Conflict(_) => Status::aborted(msg),
+        AgentError::Unavailable { .. } => Status::unavailable(msg),
+        AgentError::Etcd { .. } | AgentError::Corrupt { .. } | AgentError::Connect { .. } => {
+            Status::internal(msg)
+        }
+    }
+}
+
+type Answer<T> = Result<Response<T>, Status>;
+
+/// The answer to a call: the operation's result in protobuf, or its error as a status.
+fn answer<T, U>(result: Result<T, AgentError>, to_proto: impl FnOnce(T) -> U) -> Answer<U> {
+    result.map(|v| Response::new(to_proto(v))).map_err(status)
+}
+
 fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
-fn network_stats(name: &str, vni: u32, c: &CounterSnapshot) -> NetworkStats {
+fn network_stats(name: String, vni: u32, c: &CounterSnapshot) -> NetworkStats {
     NetworkStats {
-        name: name.to_string(),
+        name,
         vni,
         tx_packets: c.tx_packets,
         tx_bytes: c.tx_bytes,
@@ -52,183 +78,130 @@ fn network_stats(name: &str, vni: u32, c: &CounterSnapshot) -> NetworkStats {
     }
 }
 
+impl From<CreateNetworkRequest> for NetworkSpec {
+    fn from(r: CreateNetworkRequest) -> Self {
+        Self {
+            name: r.name,
+            driver: r.driver,
+            subnet: r.subnet,
+            gateway: r.gateway,
+            vni: r.vni,
+            mtu: r.mtu,
+            labels: r.labels,
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl ovnet_proto::Agent for Api {
-    async fn create_network(
-        &self,
-        req: Request<CreateNetworkRequest>,
-    ) -> Result<Response<Network>, Status> {
+    async fn create_network(&self, req: Request<CreateNetworkRequest>) -> Answer<Network> {
         let spec = NetworkSpec::from(req.into_inner());
-        let net = self.agent.store().create_network(spec).await?;
-        log::info!(
-            "created network {} (VNI {}, {})",
-            net.name,
-            net.vni,
-            net.subnet
-        );
-        Ok(Response::new(net))
+        answer(self.agent.create_network(spec).await, |n| n.to_proto())
     }
 
-    async fn list_networks(
-        &self,
-        _: Request<ListNetworksRequest>,
-    ) -> Result<Response<ListNetworksResponse>, Status> {
-        let networks = self.agent.store().list_networks().await?;
-        Ok(Response::new(ListNetworksResponse { networks }))
+    async fn list_networks(&self, _: Request<ListNetworksRequest>) -> Answer<ListNetworksResponse> {
+        answer(self.agent.list_networks().await, |nets| {
+            ListNetworksResponse {
+                networks: nets.iter().map(|n| n.to_proto()).collect(),
+            }
+        })
     }
 
-    async fn inspect_network(
-        &self,
-        req: Request<InspectNetworkRequest>,
-    ) -> Result<Response<NetworkDetail>, Status> {
-        let store = self.agent.store();
-        let net = store.get_network(&req.get_ref().name_or_id).await?;
-        let endpoints = store.list_endpoints(&net.id).await?;
-        let vteps = store.list_vteps(&net.id).await?;
-        let nodes = store.list_nodes().await?;
-        let names: BTreeSet<&str> = endpoints.iter().map(|e| e.node.as_str()).collect();
-        let peers = nodes
-            .iter()
-            .filter(|(n, _)| names.contains(n.name.as_str()))
-            .map(|(n, _)| Peer {
-                name: n.name.clone(),
-                ip: n.vtep_ip.clone(),
-                port: n.vtep_port,
-            })
-            .collect();
-        Ok(Response::new(NetworkDetail {
-            network: Some(net),
-            endpoints,
-            peers,
-            vteps,
-        }))
+    async fn inspect_network(&self, req: Request<InspectNetworkRequest>) -> Answer<NetworkDetail> {
+        let detail = self.agent.inspect_network(&req.get_ref().name_or_id).await;
+        answer(detail, |d| NetworkDetail {
+            network: Some(d.network.to_proto()),
+            endpoints: d.endpoints.iter().map(|e| e.to_proto()).collect(),
+            peers: d
+                .peers
+                .iter()
+                .map(|n| Peer {
+                    name: n.name.to_string(),
+                    ip: n.vtep.ip().to_string(),
+                    port: u32::from(n.vtep.port()),
+                })
+                .collect(),
+            vteps: d.vteps.iter().map(|v| v.to_proto()).collect(),
+        })
     }
 
     async fn remove_network(
         &self,
         req: Request<RemoveNetworkRequest>,
-    ) -> Result<Response<RemoveNetworkResponse>, Status> {
-        let net = self
-            .agent
-            .store()
-            .remove_network(&req.get_ref().name_or_id)
-            .await?;
-        log::info!("removed network {}", net.name);
-        Ok(Response::new(RemoveNetworkResponse {}))
+    ) -> Answer<RemoveNetworkResponse> {
+        let removed = self.agent.remove_network(&req.get_ref().name_or_id).await;
+        answer(removed, |_| RemoveNetworkResponse {})
     }
 
-    async fn connect_container(
-        &self,
-        req: Request<ConnectRequest>,
-    ) -> Result<Response<Endpoint>, Status> {
+    async fn connect_container(&self, req: Request<ConnectRequest>) -> Answer<Endpoint> {
         let r = req.into_inner();
-        let ep = self
-            .agent
-            .connect(&r.network, &r.container, &r.netns, r.ipv4)
-            .await?;
-        Ok(Response::new(ep))
+        let spec = ConnectSpec {
+            network: r.network,
+            container: r.container,
+            netns: r.netns,
+            ifname: None,
+            ipv4: r.ipv4,
+        };
+        answer(self.agent.connect(spec).await, |e| e.to_proto())
     }
 
     async fn disconnect_container(
         &self,
         req: Request<DisconnectRequest>,
-    ) -> Result<Response<DisconnectResponse>, Status> {
+    ) -> Answer<DisconnectResponse> {
         let r = req.into_inner();
-        self.agent.disconnect(&r.network, &r.container).await?;
-        Ok(Response::new(DisconnectResponse {}))
+        let done = self.agent.disconnect(&r.network, &r.container).await;
+        answer(done, |()| DisconnectResponse {})
     }
 
-    async fn add_vtep(
-        &self,
-        req: Request<AddVtepRequest>,
-    ) -> Result<Response<ExternalVtep>, Status> {
+    async fn add_vtep(&self, req: Request<AddVtepRequest>) -> Answer<ExternalVtep> {
         let r = req.into_inner();
-        let v = self
-            .agent
-            .store()
-            .add_vtep(&r.network, &r.ip, r.port)
-            .await?;
-        log::info!(
-            "added external VTEP {}:{} to network {}",
-            v.ip,
-            v.port,
-            r.network
-        );
-        Ok(Response::new(v))
+        let addr = parse_vtep(&r.ip, r.port).map_err(|e| status(e.into()))?;
+        answer(self.agent.add_vtep(&r.network, addr).await, |v| {
+            v.to_proto()
+        })
     }
 
-    async fn remove_vtep(
-        &self,
-        req: Request<RemoveVtepRequest>,
-    ) -> Result<Response<RemoveVtepResponse>, Status> {
+    async fn remove_vtep(&self, req: Request<RemoveVtepRequest>) -> Answer<RemoveVtepResponse> {
         let r = req.into_inner();
-        self.agent
-            .store()
-            .remove_vtep(&r.network, &r.ip, r.port)
-            .await?;
-        Ok(Response::new(RemoveVtepResponse {}))
+        let addr = parse_vtep(&r.ip, r.port).map_err(|e| status(e.into()))?;
+        let done = self.agent.remove_vtep(&r.network, addr).await;
+        answer(done, |()| RemoveVtepResponse {})
     }
 
-    async fn list_vteps(
-        &self,
-        req: Request<ListVtepsRequest>,
-    ) -> Result<Response<ListVtepsResponse>, Status> {
-        let store = self.agent.store();
-        let net = store.get_network(&req.get_ref().network).await?;
-        let vteps = store.list_vteps(&net.id).await?;
-        Ok(Response::new(ListVtepsResponse { vteps }))
-    }
-
-    async fn list_nodes(
-        &self,
-        _: Request<ListNodesRequest>,
-    ) -> Result<Response<ListNodesResponse>, Status> {
-        let nodes = self
-            .agent
-            .store()
-            .list_nodes()
-            .await?
-            .into_iter()
-            .map(|(node, alive)| NodeStatus {
-                node: Some(node),
-                alive,
-            })
-            .collect();
-        Ok(Response::new(ListNodesResponse { nodes }))
-    }
-
-    async fn stats(&self, req: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
-        let filter = req.into_inner().network;
-        let (nets, global) = self.agent.stats().await;
-        let mut networks: Vec<NetworkStats> = nets
-            .iter()
-            .filter(|(n, _)| match &filter {
-                Some(f) => n.name == *f || n.id.starts_with(f.as_str()),
-                None => true,
-            })
-            .map(|(n, c)| network_stats(&n.name, n.vni, c))
-            .collect();
-        if let Some(f) = &filter {
-            if networks.is_empty() {
-                // Distinguish "no such network" from "no local endpoints".
-                let net = self.agent.store().get_network(f).await?;
-                networks.push(network_stats(
-                    &net.name,
-                    net.vni,
-                    &CounterSnapshot::default(),
-                ));
+    async fn list_vteps(&self, req: Request<ListVtepsRequest>) -> Answer<ListVtepsResponse> {
+        answer(self.agent.list_vteps(&req.get_ref().network).await, |vs| {
+            ListVtepsResponse {
+                vteps: vs.iter().map(|v| v.to_proto()).collect(),
             }
-        } else if global.total_dropped() > 0 {
-            // Drops that happened before a network was known (bad header, unknown VNI).
-            networks.push(network_stats("(no network)", 0, &global));
-        }
-        Ok(Response::new(StatsResponse { networks }))
+        })
     }
 
-    async fn dataplane(
-        &self,
-        _req: Request<DataplaneRequest>,
-    ) -> Result<Response<DataplaneStatus>, Status> {
+    async fn list_nodes(&self, _: Request<ListNodesRequest>) -> Answer<ListNodesResponse> {
+        answer(self.agent.list_nodes().await, |nodes| ListNodesResponse {
+            nodes: nodes
+                .into_iter()
+                .map(|(node, alive)| NodeStatus {
+                    node: Some(node.to_proto()),
+                    alive,
+                })
+                .collect(),
+        })
+    }
+
+    async fn stats(&self, req: Request<StatsRequest>) -> Answer<StatsResponse> {
+        let filter = req.into_inner().network;
+        answer(self.agent.stats(filter.as_deref()).await, |nets| {
+            StatsResponse {
+                networks: nets
+                    .into_iter()
+                    .map(|n| network_stats(n.name, n.vni, &n.counters))
+                    .collect(),
+            }
+        })
+    }
+
+    async fn dataplane(&self, _: Request<DataplaneRequest>) -> Answer<DataplaneStatus> {
         let r = self.agent.dataplane();
         Ok(Response::new(DataplaneStatus {
             worker_busy_per_mille: r.busy_per_mille,
@@ -239,5 +212,45 @@ impl ovnet_proto::Agent for Api {
             tunnel_gso: r.tunnel_gso,
             slice_us: r.slice.map_or(0, micros),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ipam::IpamError;
+    use crate::error::{InUse, Invalid, NotFound};
+    use tonic::Code;
+
+    #[test]
+    fn each_kind_of_failure_has_its_code_and_keeps_its_sentence() {
+        let cases: Vec<(AgentError, Code)> = vec![
+            (Invalid::NoNetwork.into(), Code::InvalidArgument),
+            (IpamError::InvalidVni(0).into(), Code::InvalidArgument),
+            (NotFound::Network("nope".into()).into(), Code::NotFound),
+            (InUse::NoVni.into(), Code::FailedPrecondition),
+            (
+                IpamError::AddressIsGateway("10.0.0.1".parse().unwrap()).into(),
+                Code::FailedPrecondition,
+            ),
+            (
+                crate::host::NetnsError::Name("x".into()).into(),
+                Code::FailedPrecondition,
+            ),
+            (AgentError::Conflict("x".into()), Code::Aborted),
+            (
+                AgentError::Unavailable {
+                    endpoints: "http://127.0.0.1:2379".into(),
+                    cause: "range".into(),
+                },
+                Code::Unavailable,
+            ),
+        ];
+        for (e, code) in cases {
+            let msg = e.to_string();
+            let s = status(e);
+            assert_eq!(s.code(), code, "{msg}");
+            assert_eq!(s.message(), msg);
+        }
     }
 }

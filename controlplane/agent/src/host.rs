@@ -6,11 +6,10 @@
 //! bridge `ovbr<vni>`, TAP `ovtap<vni>`, host end of a container's veth `ovv<endpoint id[..11]>`.
 //! Setup shells out to iproute2 (`ip`) and `nsenter`: it runs once per connect, never per packet.
 
-use std::io;
-use std::path::Path;
-
 use ovnet_sys::link;
 use tokio::process::Command;
+
+use crate::domain::{EndpointId, IfName};
 
 /// Prefix of every device the agent creates in the host namespace.
 pub const DEVICE_PREFIX: &str = "ov";
@@ -25,11 +24,19 @@ pub fn tap_name(vni: u32) -> String {
     format!("ovtap{vni}")
 }
 
-/// The host end of an endpoint's veth pair.
-pub fn veth_name(endpoint_id: &str) -> String {
-    let n = endpoint_id.len().min(11);
-    format!("ovv{}", &endpoint_id[..n])
+/// Characters of the endpoint ID in the name of its veth's host end: `ovv` and 11 make 14,
+/// within the kernel's 15.
+const VETH_ID_CHARS: usize = 11;
+
+/// The host end of an endpoint's veth pair. (An ID is ASCII hex, so cutting it is safe.)
+pub fn veth_name(endpoint: &EndpointId) -> String {
+    let id = endpoint.as_str();
+    format!("ovv{}", id.get(..VETH_ID_CHARS).unwrap_or(id))
 }
+
+/// Name prefixes of the devices the agent makes: bridges, TAPs and veths. At start, a
+/// device with one of these prefixes that no record explains is removed.
+pub const DEVICE_KINDS: [&str; 3] = ["ovbr", "ovtap", "ovv"];
 
 /// A failed host-side step: what was being done, and the command's own words.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +52,12 @@ impl HostError {
             what: what.into(),
             detail: detail.to_string().trim().to_string(),
         }
+    }
+}
+
+impl From<NetnsError> for HostError {
+    fn from(e: NetnsError) -> HostError {
+        HostError::new("finding the container's network namespace", e)
     }
 }
 
@@ -75,17 +88,26 @@ async fn ip_in(ns_path: &str, what: &str, args: &[&str]) -> Result<String> {
     run(what, "nsenter", &full).await
 }
 
+/// A container's network namespace that is not there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetnsError {
+    /// Given as a path.
+    #[error("network namespace {0} not found")]
+    Path(String),
+    /// Given as a name under `/var/run/netns`.
+    #[error("network namespace {0} not found: create it with `ip netns add {0}` or pass --netns")]
+    Name(String),
+}
+
 /// The file of a container's network namespace: a name under `/var/run/netns`, or a path
 /// such as `/proc/1234/ns/net`. Errors if it does not exist.
-pub fn netns_path(netns: &str) -> std::result::Result<String, String> {
+pub fn netns_path(netns: &str) -> std::result::Result<String, NetnsError> {
     let path = ovnet_sys::netns::resolve(netns);
     if !path.exists() {
         return Err(if netns.contains('/') {
-            format!("network namespace {netns} not found")
+            NetnsError::Path(netns.to_owned())
         } else {
-            format!(
-                "network namespace {netns} not found: create it with `ip netns add {netns}` or pass --netns"
-            )
+            NetnsError::Name(netns.to_owned())
         });
     }
     Ok(path.to_string_lossy().into_owned())
@@ -182,7 +204,7 @@ pub struct ContainerLink<'a> {
 }
 
 /// The first `ethN` name free in the container's namespace.
-pub async fn free_ifname(netns_path: &str) -> Result<String> {
+pub async fn free_ifname(netns_path: &str) -> Result<IfName> {
     let out = ip_in(
         netns_path,
         "listing the container's links",
@@ -195,8 +217,8 @@ pub async fn free_ifname(netns_path: &str) -> Result<String> {
         .map(|n| n.split('@').next().unwrap_or(n).to_string())
         .collect();
     Ok((0..)
-        .map(|i| format!("eth{i}"))
-        .find(|n| !taken.contains(n))
+        .map(IfName::eth)
+        .find(|n| !taken.iter().any(|t| n == t.as_str()))
         .expect("an unbounded range has a free name"))
 }
 
@@ -277,23 +299,6 @@ pub async fn reattach(host_veth: &str, bridge: &str) -> Result<()> {
     .map(|_| ())
 }
 
-/// Removes a container's veth pair (by its host end).
-pub async fn disconnect_container(host_veth: &str) -> Result<()> {
-    delete_link(host_veth).await
-}
-
-/// Whether `path` names an existing namespace file.
-pub fn netns_exists(path: &str) -> bool {
-    Path::new(path).exists()
-}
-
-/// Errors of the OS (not of iproute2) keep their kind for callers that care.
-impl From<HostError> for io::Error {
-    fn from(e: HostError) -> io::Error {
-        io::Error::other(e.to_string())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,17 +307,23 @@ mod tests {
     fn names_fit_ifnamsiz() {
         assert_eq!(bridge_name(16_777_215), "ovbr16777215");
         assert_eq!(tap_name(16_777_215), "ovtap16777215");
-        let v = veth_name("3d430f3338a2c0ffee0123456789abcdef");
+        let id = EndpointId::parse(&format!("3d430f3338a2c0ffee{}", "0".repeat(46))).unwrap();
+        let v = veth_name(&id);
         assert_eq!(v, "ovv3d430f3338a");
         assert!(v.len() <= 15);
-        assert_eq!(veth_name("abc"), "ovvabc");
+        for name in [bridge_name(1), tap_name(1), v] {
+            assert!(DEVICE_KINDS.iter().any(|p| name.starts_with(p)), "{name}");
+            assert!(name.starts_with(DEVICE_PREFIX), "{name}");
+        }
     }
 
     #[test]
     fn missing_namespace_says_how_to_fix_it() {
-        let e = netns_path("ovnet-missing-ns").unwrap_err();
+        let e = netns_path("ovnet-missing-ns").unwrap_err().to_string();
         assert!(e.contains("ip netns add ovnet-missing-ns"), "{e}");
-        let e = netns_path("/proc/999999999/ns/net").unwrap_err();
-        assert!(e.contains("not found"), "{e}");
+        let e = netns_path("/proc/999999999/ns/net")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "network namespace /proc/999999999/ns/net not found");
     }
 }

@@ -1,18 +1,25 @@
 //! The ovnet agent as a library: one per host, it keeps the cluster's state in etcd, programs
 //! the data plane from it and serves the gRPC API that `ovctl` uses.
 //!
-//! - [`ipam`]: address management as pure functions (names, subnets, VNIs, IPs, MACs).
-//! - [`store`]: the typed, transactional layer over etcd: records, claims, liveness, watch.
-//! - [`view`]: the agent's copy of the cluster and the forwarding tables it implies (pure).
+//! From the edges in:
+//! - [`api`]: the gRPC service `ovctl` talks to; a thin adapter over [`agent`]'s operations,
+//!   and the only place where an error becomes a gRPC status. (Other front ends, a Docker
+//!   network/IPAM plugin or a CNI plugin, would be adapters beside it.)
+//! - [`store`]: etcd: the key layout, the transactions that claim what a planner decided,
+//!   liveness, snapshot and watch. Records are typed where they are read.
 //! - [`host`]: the host side of a network: bridge, TAP, container veths.
-//! - [`agent`]: the runtime: sync with etcd, reconcile, connect and disconnect.
-//! - [`api`]: the gRPC service `ovctl` talks to.
+//! - [`domain`]: typed values and records, the IPAM rules and the create-network and
+//!   create-endpoint planners, as pure functions.
+//! - [`view`]: the agent's copy of the cluster and what it implies for this host (pure).
+//! - [`agent`]: the operations, following etcd, and reconciling the host with the view.
+//! - [`error`]: [`error::AgentError`], what every operation can fail with.
 
 #![forbid(unsafe_code)]
 
 pub mod agent;
 pub mod api;
+pub mod domain;
+pub mod error;
 pub mod host;
-pub mod ipam;
 pub mod store;
 pub mod view;

@@ -1,7 +1,7 @@
 //! `ovnet-agent`: one per host. Starts the VXLAN data plane on the host's VTEP address, follows
 //! the cluster state in etcd, and serves the gRPC API for `ovctl` on a unix socket.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,9 +10,11 @@ use std::time::Duration;
 use clap::Parser;
 use ovnet_agent::agent::{Agent, AgentConfig};
 use ovnet_agent::api::Api;
-use ovnet_agent::store::{Store, StoreConfig, DEFAULT_PREFIX, DEFAULT_TIMEOUT};
-use ovnet_dataplane::{Dataplane, DataplaneConfig, DEFAULT_POLL, DEFAULT_SLICE, VXLAN_PORT};
+use ovnet_agent::domain::NodeName;
+use ovnet_agent::store::{Store, StoreConfig, DEFAULT_ENDPOINT, DEFAULT_PREFIX, DEFAULT_TIMEOUT};
+use ovnet_dataplane::{Dataplane, DataplaneConfig, DEFAULT_POLL, DEFAULT_SLICE};
 use ovnet_proto::AgentServer;
+use ovnet_wire::VXLAN_PORT;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
@@ -28,13 +30,13 @@ struct Args {
     #[arg(
         long,
         env = "OVNET_ETCD",
-        default_value = "http://127.0.0.1:2379",
+        default_value = DEFAULT_ENDPOINT,
         value_delimiter = ','
     )]
     etcd: Vec<String>,
-    /// This host's underlay address: peers send VXLAN datagrams here.
+    /// This host's underlay IPv4 address: peers send VXLAN datagrams here.
     #[arg(long, env = "OVNET_VTEP_IP")]
-    vtep_ip: IpAddr,
+    vtep_ip: Ipv4Addr,
     /// UDP port of the VTEP.
     #[arg(long, default_value_t = VXLAN_PORT)]
     vtep_port: u16,
@@ -144,14 +146,15 @@ async fn shutdown_signal() {
 
 async fn run(args: Args) -> Result<(), String> {
     let node = args.node.unwrap_or_else(hostname);
-    let vtep = SocketAddr::new(args.vtep_ip, args.vtep_port);
+    let node = NodeName::parse(&node).map_err(|e| format!("{e} (pass --node)"))?;
+    let vtep = SocketAddrV4::new(args.vtep_ip, args.vtep_port);
     let workers = match args.workers {
         Some(n) => n,
         None => old_workers_env()?
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
     }
     .clamp(1, 4);
-    let mut dp_cfg = DataplaneConfig::new(vtep);
+    let mut dp_cfg = DataplaneConfig::new(SocketAddr::V4(vtep));
     dp_cfg.gso = !args.no_offloads;
     dp_cfg.gro = !args.no_offloads;
     dp_cfg.tap_offloads = !args.no_offloads;

@@ -1,61 +1,60 @@
-//! The agent's view of the cluster, and what it means for this host's data plane.
+//! The agent's view of the cluster, and what it means for this host.
 //!
-//! [`View`] is built from a store snapshot and kept current by watch events. From it,
-//! [`View::desired`] derives, for every network with an endpoint on this node, the
-//! [`NetworkTable`] the data plane should run: remote MACs behind their nodes' VTEPs (alive nodes
-//! only), IP → MAC for every endpoint (ARP and ND answers, anti-spoofing), the flood list (alive
-//! nodes with endpoints in the network, plus external VTEPs, which are learned from). Pure
-//! functions, no I/O: the reconciler applies the result.
+//! [`View`] is built from a store snapshot and kept current by watch events and by the agent's
+//! own writes. From it, [`View::desired`] derives, for every network with an endpoint on this
+//! node, what the host should have ([`Desired`]): the network's bridge and TAP, a veth per
+//! local endpoint, and the [`NetworkTable`] the data plane should run: remote MACs behind their
+//! nodes' VTEPs (alive nodes only), IP → MAC for every endpoint (ARP and ND answers,
+//! anti-spoofing), the flood list (alive nodes with endpoints in the network, plus external
+//! VTEPs, which are learned from). Pure functions, no I/O: the reconciler
+//! ([`crate::agent`]) makes the host match.
+//!
+//! The agent writes to etcd itself (connect, disconnect) and puts the result in the view at
+//! once; its watch reports the same change later. Every change carries its etcd revision and
+//! the view ignores one older than what it already holds for that key, so a late watch event
+//! never undoes a newer local write (say, an endpoint claimed, then released after a failed
+//! connect, coming back from the watch).
+//!
+//! Per-network services fed from the view (a DNS resolver answering with [`View::endpoints_of`])
+//! read it here; what the host side of a network holds (later: the gateway address, NAT rules)
+//! is added to [`Desired`].
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::{SocketAddr, SocketAddrV4};
 
-use ovnet_dataplane::{FloodEntry, MacAddr, NetworkTable};
-use ovnet_proto::{Endpoint, ExternalVtep, Network, Node};
+use ovnet_dataplane::{FloodEntry, NetworkTable};
 
-use crate::store::{Record, RecordKey, State, WatchEvent, VXLAN_PORT};
+use crate::domain::{Endpoint, Name, Network, NetworkId, Node, NodeName};
+use crate::store::{Record, RecordKey, State, WatchEvent};
+
+/// How many changes between two sweeps of the revisions the view no longer needs.
+const PRUNE_EVERY: u32 = 256;
 
 /// Records known to this agent, keyed as in etcd.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct View {
-    /// By name.
-    pub networks: BTreeMap<String, Network>,
-    /// By (network ID, endpoint name).
-    pub endpoints: BTreeMap<(String, String), Endpoint>,
-    /// By name.
-    pub nodes: BTreeMap<String, Node>,
-    /// Names of nodes whose liveness lease is held.
-    pub alive: BTreeSet<String>,
-    /// By (network ID, address, port).
-    pub vteps: BTreeMap<(String, Ipv4Addr, u16), ExternalVtep>,
+    networks: BTreeMap<Name, Network>,
+    endpoints: BTreeMap<(NetworkId, Name), Endpoint>,
+    nodes: BTreeMap<NodeName, Node>,
+    alive: BTreeSet<NodeName>,
+    vteps: BTreeSet<(NetworkId, SocketAddrV4)>,
+    /// The revision of the latest change applied to each key since the snapshot, deletions
+    /// included.
+    revisions: HashMap<RecordKey, i64>,
+    /// The highest revision the watch has reported.
+    watched: i64,
+    changes: u32,
 }
 
 /// What one network should look like on this host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Desired {
-    /// The network record.
+    /// The network record: its VNI names the bridge and the TAP, its MTU sizes them.
     pub network: Network,
     /// Its forwarding table.
     pub table: NetworkTable,
-}
-
-fn vtep_key(v: &ExternalVtep) -> Option<(String, Ipv4Addr, u16)> {
-    let ip = v.ip.parse().ok()?;
-    let port = u16::try_from(v.port)
-        .ok()
-        .filter(|&p| p != 0)
-        .unwrap_or(VXLAN_PORT);
-    Some((v.network_id.clone(), ip, port))
-}
-
-/// The VTEP address of a node, if its record is usable.
-pub fn node_vtep(n: &Node) -> Option<SocketAddr> {
-    let ip: IpAddr = n.vtep_ip.parse().ok()?;
-    let port = u16::try_from(n.vtep_port)
-        .ok()
-        .filter(|&p| p != 0)
-        .unwrap_or(VXLAN_PORT);
-    Some(SocketAddr::new(ip, port))
+    /// Its endpoints on this node, by name: one veth each.
+    pub endpoints: Vec<Endpoint>,
 }
 
 impl View {
@@ -63,22 +62,19 @@ impl View {
     pub fn from_state(state: State) -> View {
         let mut v = View::default();
         for n in state.networks {
-            v.networks.insert(n.name.clone(), n);
+            v.insert(Record::Network(n));
         }
         for e in state.endpoints {
-            v.endpoints
-                .insert((e.network_id.clone(), e.name.clone()), e);
+            v.insert(Record::Endpoint(e));
         }
         for (n, alive) in state.nodes {
             if alive {
-                v.alive.insert(n.name.clone());
+                v.insert(Record::Alive(n.name.clone()));
             }
-            v.nodes.insert(n.name.clone(), n);
+            v.insert(Record::Node(n));
         }
         for x in state.vteps {
-            if let Some(k) = vtep_key(&x) {
-                v.vteps.insert(k, x);
-            }
+            v.insert(Record::Vtep(x));
         }
         v
     }
@@ -86,14 +82,68 @@ impl View {
     /// Applies one watch event (a `Resync` changes nothing: the caller re-lists).
     pub fn apply(&mut self, ev: &WatchEvent) {
         match ev {
-            WatchEvent::Put { record, .. } => self.put(record.clone()),
-            WatchEvent::Delete { key, .. } => self.delete(key),
+            WatchEvent::Put { revision, record } => {
+                self.watched = self.watched.max(*revision);
+                self.put(record.clone(), *revision);
+            }
+            WatchEvent::Delete { revision, key, .. } => {
+                self.watched = self.watched.max(*revision);
+                self.delete(key, *revision);
+            }
             WatchEvent::Resync { .. } => {}
         }
     }
 
-    /// Inserts or replaces a record.
-    pub fn put(&mut self, record: Record) {
+    /// Inserts or replaces a record written at `revision`, unless the view holds a newer change
+    /// of its key.
+    pub fn put(&mut self, record: Record, revision: i64) {
+        if self.newer(record.key(), revision) {
+            self.insert(record);
+        }
+    }
+
+    /// Removes a record deleted at `revision`, unless the view holds a newer change of its key.
+    pub fn delete(&mut self, key: &RecordKey, revision: i64) {
+        if !self.newer(key.clone(), revision) {
+            return;
+        }
+        match key {
+            RecordKey::Network { name } => {
+                self.networks.remove(name);
+            }
+            RecordKey::Endpoint { network_id, name } => {
+                self.endpoints.remove(&(network_id.clone(), name.clone()));
+            }
+            RecordKey::Node { name } => {
+                self.nodes.remove(name);
+            }
+            RecordKey::Alive { name } => {
+                self.alive.remove(name);
+            }
+            RecordKey::Vtep { network_id, addr } => {
+                self.vteps.remove(&(network_id.clone(), *addr));
+            }
+        }
+    }
+
+    /// Records that `key` changed at `revision`; false if the view knows a change as new.
+    fn newer(&mut self, key: RecordKey, revision: i64) -> bool {
+        if self.revisions.get(&key).is_some_and(|&r| r >= revision) {
+            return false;
+        }
+        self.revisions.insert(key, revision);
+        self.changes += 1;
+        if self.changes >= PRUNE_EVERY {
+            // The watch reports changes in revision order: one older than what it has
+            // reported cannot come any more, so its revision need not be kept.
+            let watched = self.watched;
+            self.revisions.retain(|_, r| *r >= watched);
+            self.changes = 0;
+        }
+        true
+    }
+
+    fn insert(&mut self, record: Record) {
         match record {
             Record::Network(n) => {
                 self.networks.insert(n.name.clone(), n);
@@ -109,106 +159,72 @@ impl View {
                 self.alive.insert(name);
             }
             Record::Vtep(x) => {
-                if let Some(k) = vtep_key(&x) {
-                    self.vteps.insert(k, x);
-                }
+                self.vteps.insert((x.network_id, x.addr));
             }
         }
     }
 
-    /// Removes a record.
-    pub fn delete(&mut self, key: &RecordKey) {
-        match key {
-            RecordKey::Network { name } => {
-                self.networks.remove(name);
-            }
-            RecordKey::Endpoint { network_id, name } => {
-                self.endpoints.remove(&(network_id.clone(), name.clone()));
-            }
-            RecordKey::Node { name } => {
-                self.nodes.remove(name);
-            }
-            RecordKey::Alive { name } => {
-                self.alive.remove(name);
-            }
-            RecordKey::Vtep {
-                network_id,
-                ip,
-                port,
-            } => {
-                self.vteps.remove(&(network_id.clone(), *ip, *port));
-            }
-        }
+    /// The networks, by name.
+    pub fn networks(&self) -> impl Iterator<Item = &Network> {
+        self.networks.values()
     }
 
     /// The network with this ID.
-    pub fn network_by_id(&self, id: &str) -> Option<&Network> {
-        self.networks.values().find(|n| n.id == id)
+    pub fn network_by_id(&self, id: &NetworkId) -> Option<&Network> {
+        self.networks.values().find(|n| n.id == *id)
     }
 
-    /// Endpoints of one network.
+    /// Endpoints of one network, by name.
     pub fn endpoints_of<'a>(
         &'a self,
-        network_id: &'a str,
+        network_id: &'a NetworkId,
     ) -> impl Iterator<Item = &'a Endpoint> + 'a {
         self.endpoints
-            .range((network_id.to_string(), String::new())..)
+            .iter()
+            .skip_while(move |((id, _), _)| id < network_id)
             .take_while(move |((id, _), _)| id == network_id)
             .map(|(_, e)| e)
     }
 
     /// Endpoints served by node `me`.
-    pub fn local_endpoints<'a>(&'a self, me: &'a str) -> impl Iterator<Item = &'a Endpoint> + 'a {
-        self.endpoints.values().filter(move |e| e.node == me)
+    pub fn local_endpoints<'a>(
+        &'a self,
+        me: &'a NodeName,
+    ) -> impl Iterator<Item = &'a Endpoint> + 'a {
+        self.endpoints.values().filter(move |e| e.node == *me)
     }
 
-    /// Nodes with at least one endpoint in the network, sorted by name (the network's peers).
-    pub fn peers(&self, network_id: &str) -> Vec<&Node> {
-        let names: BTreeSet<&str> = self
-            .endpoints_of(network_id)
-            .map(|e| e.node.as_str())
-            .collect();
-        names
+    /// The state each network with an endpoint on node `me` should have, by VNI.
+    pub fn desired(&self, me: &NodeName) -> Vec<Desired> {
+        let mut local: BTreeMap<&NetworkId, Vec<Endpoint>> = BTreeMap::new();
+        for e in self.local_endpoints(me) {
+            local.entry(&e.network_id).or_default().push(e.clone());
+        }
+        let mut out: Vec<Desired> = local
             .into_iter()
-            .filter_map(|n| self.nodes.get(n))
-            .collect()
-    }
-
-    /// The state each network with an endpoint on node `me` should have.
-    pub fn desired(&self, me: &str) -> Vec<Desired> {
-        let ids: BTreeSet<&str> = self
-            .local_endpoints(me)
-            .map(|e| e.network_id.as_str())
-            .collect();
-        ids.into_iter()
-            .filter_map(|id| self.network_by_id(id))
-            .map(|n| Desired {
-                network: n.clone(),
-                table: self.table(n, me),
+            .filter_map(|(id, endpoints)| {
+                let n = self.network_by_id(id)?;
+                Some(Desired {
+                    network: n.clone(),
+                    table: self.table(n, me),
+                    endpoints,
+                })
             })
-            .collect()
+            .collect();
+        out.sort_by_key(|d| d.network.vni);
+        out
     }
 
     /// The forwarding table of network `n` as node `me` should run it.
-    pub fn table(&self, n: &Network, me: &str) -> NetworkTable {
+    pub fn table(&self, n: &Network, me: &NodeName) -> NetworkTable {
         let mut t = NetworkTable::new();
         let mut flood: Vec<SocketAddr> = Vec::new();
         let mut seen = HashSet::new();
         for e in self.endpoints_of(&n.id) {
-            let (Ok(mac), Ok(ip)) = (e.mac.parse::<MacAddr>(), e.ipv4.parse::<Ipv4Addr>()) else {
-                log::warn!(
-                    "endpoint {} of network {} has a bad MAC {:?} or address {:?}: ignored",
-                    e.name,
-                    n.name,
-                    e.mac,
-                    e.ipv4
-                );
-                continue;
-            };
-            t.arp.insert(ip, mac);
-            t.nd.insert(mac.ipv6_link_local(), mac);
-            if e.node == me {
-                t.local_macs.insert(mac);
+            t.arp.insert(e.ipv4, e.mac);
+            t.nd.insert(e.mac.ipv6_link_local(), e.mac);
+            if e.node == *me {
+                t.local_macs.insert(e.mac);
                 continue;
             }
             // A dead node's VTEP is withdrawn: its MACs fall back to flooding, which no longer
@@ -216,10 +232,11 @@ impl View {
             if !self.alive.contains(&e.node) {
                 continue;
             }
-            let Some(vtep) = self.nodes.get(&e.node).and_then(node_vtep) else {
+            let Some(node) = self.nodes.get(&e.node) else {
                 continue;
             };
-            t.macs.insert(mac, vtep);
+            let vtep = SocketAddr::V4(node.vtep);
+            t.macs.insert(e.mac, vtep);
             if seen.insert(vtep) {
                 flood.push(vtep);
             }
@@ -229,14 +246,13 @@ impl View {
             .into_iter()
             .map(|addr| FloodEntry { addr, learn: false })
             .collect();
-        for ((id, ip, port), _) in self.vteps.range((n.id.clone(), Ipv4Addr::UNSPECIFIED, 0)..) {
-            if *id != n.id {
-                break;
+        for (id, addr) in &self.vteps {
+            if *id == n.id {
+                t.flood.push(FloodEntry {
+                    addr: SocketAddr::V4(*addr),
+                    learn: true,
+                });
             }
-            t.flood.push(FloodEntry {
-                addr: SocketAddr::new((*ip).into(), *port),
-                learn: true,
-            });
         }
         t
     }
@@ -245,73 +261,90 @@ impl View {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn net(name: &str, id: &str, vni: u32) -> Network {
-        Network {
-            id: id.into(),
-            name: name.into(),
-            vni,
-            subnet: "10.0.0.0/24".into(),
-            gateway: "10.0.0.1".into(),
-            mtu: 1450,
-            driver: "overlay".into(),
-            ..Default::default()
-        }
-    }
-
-    fn ep(net_id: &str, name: &str, node: &str, last: u8) -> Endpoint {
-        Endpoint {
-            id: format!("{name}-id"),
-            network_id: net_id.into(),
-            name: name.into(),
-            node: node.into(),
-            mac: format!("02:42:0a:00:00:{last:02x}"),
-            ipv4: format!("10.0.0.{last}"),
-            ..Default::default()
-        }
-    }
+    use crate::domain::records::tests::{endpoint, network};
+    use crate::domain::ExternalVtep;
+    use ovnet_dataplane::MacAddr;
 
     fn node(name: &str, ip: &str) -> Node {
         Node {
-            name: name.into(),
-            vtep_ip: ip.into(),
-            vtep_port: 4789,
-            ..Default::default()
+            name: NodeName::parse(name).unwrap(),
+            vtep: format!("{ip}:4789").parse().unwrap(),
+            agent_version: "test".into(),
+            started: String::new(),
         }
     }
 
-    fn three_hosts() -> View {
+    fn me(name: &str) -> NodeName {
+        NodeName::parse(name).unwrap()
+    }
+
+    struct Hosts {
+        view: View,
+        demo: Network,
+        other: Network,
+    }
+
+    /// demo: web1 on host1 (.2), web2 on host2 (.3), web3 on host3 (.4); other: db on host2.
+    fn three_hosts() -> Hosts {
+        let demo = network("demo", 256, "10.0.0.0/24");
+        let other = network("other", 257, "10.0.1.0/24");
         let mut v = View::default();
-        v.put(Record::Network(net("demo", "aaaa", 256)));
-        v.put(Record::Network(net("other", "bbbb", 257)));
+        let mut rev = 0;
+        let mut put = |v: &mut View, r: Record| {
+            rev += 1;
+            v.put(r, rev);
+        };
+        put(&mut v, Record::Network(demo.clone()));
+        put(&mut v, Record::Network(other.clone()));
         for (n, ip) in [
             ("host1", "192.168.50.1"),
             ("host2", "192.168.50.2"),
             ("host3", "192.168.50.3"),
         ] {
-            v.put(Record::Node(node(n, ip)));
-            v.put(Record::Alive(n.into()));
+            put(&mut v, Record::Node(node(n, ip)));
+            put(&mut v, Record::Alive(me(n)));
         }
-        v.put(Record::Endpoint(ep("aaaa", "web1", "host1", 2)));
-        v.put(Record::Endpoint(ep("aaaa", "web2", "host2", 3)));
-        v.put(Record::Endpoint(ep("aaaa", "web3", "host3", 4)));
-        v.put(Record::Endpoint(ep("bbbb", "db", "host2", 2)));
-        v
+        put(
+            &mut v,
+            Record::Endpoint(endpoint(&demo, "web1", "host1", 2)),
+        );
+        put(
+            &mut v,
+            Record::Endpoint(endpoint(&demo, "web2", "host2", 3)),
+        );
+        put(
+            &mut v,
+            Record::Endpoint(endpoint(&demo, "web3", "host3", 4)),
+        );
+        put(&mut v, Record::Endpoint(endpoint(&other, "db", "host2", 2)));
+        Hosts {
+            view: v,
+            demo,
+            other,
+        }
     }
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
     }
 
+    fn mac(s: &str) -> MacAddr {
+        s.parse().unwrap()
+    }
+
+    const LATER: i64 = 1000;
+
     #[test]
     fn table_points_remote_macs_at_their_nodes() {
-        let v = three_hosts();
-        let d = v.desired("host1");
+        let Hosts { view: v, .. } = three_hosts();
+        let d = v.desired(&me("host1"));
         assert_eq!(d.len(), 1, "host1 only has endpoints in demo");
         let t = &d[0].table;
-        assert_eq!(d[0].network.vni, 256);
-        let mac3: MacAddr = "02:42:0a:00:00:03".parse().unwrap();
-        let mac2: MacAddr = "02:42:0a:00:00:02".parse().unwrap();
+        assert_eq!(d[0].network.vni.get(), 256);
+        let names: Vec<&str> = d[0].endpoints.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["web1"], "one veth: host1's own endpoint");
+        let mac3 = mac("02:42:0a:00:00:03");
+        let mac2 = mac("02:42:0a:00:00:02");
         assert_eq!(t.macs.get(&mac3), Some(&sa("192.168.50.2:4789")));
         assert!(t.local_macs.contains(&mac2));
         assert!(!t.macs.contains_key(&mac2));
@@ -322,8 +355,8 @@ mod tests {
             flood,
             vec![sa("192.168.50.2:4789"), sa("192.168.50.3:4789")]
         );
-        // host2 has endpoints in both networks; each gets its own table.
-        let d2 = v.desired("host2");
+        // host2 has endpoints in both networks; each gets its own table, by VNI.
+        let d2 = v.desired(&me("host2"));
         assert_eq!(d2.len(), 2);
         assert_eq!(d2[1].network.name, "other");
         assert_eq!(
@@ -335,67 +368,110 @@ mod tests {
 
     #[test]
     fn dead_nodes_are_withdrawn() {
-        let mut v = three_hosts();
-        v.delete(&RecordKey::Alive {
-            name: "host3".into(),
-        });
-        let t = &v.desired("host1")[0].table;
-        let mac4: MacAddr = "02:42:0a:00:00:04".parse().unwrap();
-        assert!(!t.macs.contains_key(&mac4));
+        let Hosts { view: mut v, .. } = three_hosts();
+        v.delete(&RecordKey::Alive { name: me("host3") }, LATER);
+        let t = &v.desired(&me("host1"))[0].table;
+        assert!(!t.macs.contains_key(&mac("02:42:0a:00:00:04")));
         assert_eq!(t.flood.len(), 1);
         // It comes back with its lease.
-        v.put(Record::Alive("host3".into()));
-        assert_eq!(v.desired("host1")[0].table.flood.len(), 2);
+        v.put(Record::Alive(me("host3")), LATER + 1);
+        assert_eq!(v.desired(&me("host1"))[0].table.flood.len(), 2);
     }
 
     #[test]
     fn external_vteps_join_the_flood_list_and_are_learned_from() {
-        let mut v = three_hosts();
-        v.put(Record::Vtep(ExternalVtep {
-            network_id: "aaaa".into(),
-            ip: "192.168.50.9".into(),
-            port: 0,
-        }));
-        v.put(Record::Vtep(ExternalVtep {
-            network_id: "bbbb".into(),
-            ip: "192.168.50.8".into(),
-            port: 4789,
-        }));
-        let t = &v.desired("host1")[0].table;
-        let ext: Vec<_> = t.flood.iter().filter(|f| f.learn).map(|f| f.addr).collect();
-        assert_eq!(ext, vec![sa("192.168.50.9:4789")]);
-        v.delete(&RecordKey::Vtep {
-            network_id: "aaaa".into(),
-            ip: "192.168.50.9".parse().unwrap(),
-            port: 4789,
-        });
-        assert!(v.desired("host1")[0].table.flood.iter().all(|f| !f.learn));
+        let Hosts {
+            view: mut v,
+            demo,
+            other,
+        } = three_hosts();
+        let ext = |net: &Network, addr: &str| ExternalVtep {
+            network_id: net.id.clone(),
+            addr: addr.parse().unwrap(),
+        };
+        v.put(Record::Vtep(ext(&demo, "192.168.50.9:4789")), LATER);
+        v.put(Record::Vtep(ext(&other, "192.168.50.8:4789")), LATER);
+        let t = &v.desired(&me("host1"))[0].table;
+        let learned: Vec<_> = t.flood.iter().filter(|f| f.learn).map(|f| f.addr).collect();
+        assert_eq!(learned, vec![sa("192.168.50.9:4789")]);
+        v.delete(
+            &RecordKey::Vtep {
+                network_id: demo.id.clone(),
+                addr: "192.168.50.9:4789".parse().unwrap(),
+            },
+            LATER + 1,
+        );
+        assert!(v.desired(&me("host1"))[0]
+            .table
+            .flood
+            .iter()
+            .all(|f| !f.learn));
     }
 
     #[test]
-    fn peers_and_disconnect() {
-        let mut v = three_hosts();
-        let names: Vec<_> = v.peers("aaaa").iter().map(|n| n.name.clone()).collect();
-        assert_eq!(names, ["host1", "host2", "host3"]);
-        v.delete(&RecordKey::Endpoint {
-            network_id: "aaaa".into(),
-            name: "web1".into(),
+    fn a_host_without_endpoints_in_a_network_wants_nothing_of_it() {
+        let Hosts {
+            view: mut v, demo, ..
+        } = three_hosts();
+        v.delete(
+            &RecordKey::Endpoint {
+                network_id: demo.id.clone(),
+                name: Name::parse("container", "web1").unwrap(),
+            },
+            LATER,
+        );
+        assert!(v.desired(&me("host1")).is_empty(), "no local endpoint left");
+        assert_eq!(v.endpoints_of(&demo.id).count(), 2);
+    }
+
+    /// The agent's own writes and its watch commute: a change the view has seen at a newer
+    /// revision is not undone by an older one arriving late.
+    #[test]
+    fn late_watch_events_do_not_undo_newer_local_writes() {
+        let Hosts {
+            view: mut v, demo, ..
+        } = three_hosts();
+        let ep = endpoint(&demo, "late", "host1", 9);
+        let key = Record::Endpoint(ep.clone()).key();
+        // Claimed at 2000 and released at 2001 by this agent, after a failed connect.
+        v.put(Record::Endpoint(ep.clone()), 2000);
+        v.delete(&key, 2001);
+        // Then the watch reports both.
+        v.apply(&WatchEvent::Put {
+            revision: 2000,
+            record: Record::Endpoint(ep.clone()),
         });
-        assert!(v.desired("host1").is_empty(), "no local endpoint left");
-        assert_eq!(v.peers("aaaa").len(), 2);
+        assert!(
+            v.endpoints_of(&demo.id).all(|e| e.name != "late"),
+            "a released endpoint came back"
+        );
+        v.apply(&WatchEvent::Delete {
+            revision: 2001,
+            key: key.clone(),
+            prev: None,
+        });
+        // A genuinely newer change is applied.
+        v.apply(&WatchEvent::Put {
+            revision: 2002,
+            record: Record::Endpoint(ep),
+        });
+        assert!(v.endpoints_of(&demo.id).any(|e| e.name == "late"));
     }
 
     #[test]
-    fn bad_records_are_skipped_not_fatal() {
-        let mut v = three_hosts();
-        let mut bad = ep("aaaa", "broken", "host2", 9);
-        bad.mac = "not-a-mac".into();
-        v.put(Record::Endpoint(bad));
-        let mut badnode = node("host2", "nonsense");
-        badnode.vtep_port = 0;
-        v.put(Record::Node(badnode));
-        let t = &v.desired("host1")[0].table;
-        assert_eq!(t.arp.len(), 3);
-        assert_eq!(t.flood.len(), 1, "host2's VTEP is unusable, host3 remains");
+    fn revisions_the_watch_has_passed_are_forgotten() {
+        let Hosts { view: mut v, .. } = three_hosts();
+        for i in 0..(2 * PRUNE_EVERY) {
+            let r = 10_000 + i64::from(i);
+            v.apply(&WatchEvent::Put {
+                revision: r,
+                record: Record::Alive(me(&format!("n{i}"))),
+            });
+        }
+        assert!(
+            v.revisions.len() <= PRUNE_EVERY as usize + 1,
+            "{} revisions kept",
+            v.revisions.len()
+        );
     }
 }

@@ -12,9 +12,6 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::client::CliError;
 
-/// The UDP port of VXLAN (RFC 7348), used when a VTEP address has no port.
-pub use ovnet_wire::VXLAN_PORT;
-
 /// Manage ovnet overlay networks, the way `docker network` does with `-d overlay`.
 #[derive(Debug, Parser)]
 #[command(name = "ovctl", version)]
@@ -212,8 +209,9 @@ pub fn parse_labels(labels: &[String]) -> Result<HashMap<String, String>, CliErr
         .collect()
 }
 
-/// `IPv4[:PORT]` to an address and a port, [`VXLAN_PORT`] when none is given.
-pub fn parse_vtep(s: &str) -> Result<(Ipv4Addr, u16), CliError> {
+/// `IPv4[:PORT]` to an address and a port; `None` when no port is given, for the agent to use
+/// the VXLAN port (4789, its own default).
+pub fn parse_vtep(s: &str) -> Result<(Ipv4Addr, Option<u16>), CliError> {
     let bad = |why: &str| CliError::new(format!("invalid vtep address \"{s}\": {why}"));
     let (ip, port) = match s.split_once(':') {
         None => (s, None),
@@ -223,10 +221,10 @@ pub fn parse_vtep(s: &str) -> Result<(Ipv4Addr, u16), CliError> {
         .parse()
         .map_err(|_| bad("expected an IPv4 address, optionally with :PORT"))?;
     let port = match port {
-        None => VXLAN_PORT,
+        None => None,
         Some(p) => match p.parse::<u16>() {
             Ok(0) | Err(_) => return Err(bad("the port must be a number from 1 to 65535")),
-            Ok(p) => p,
+            Ok(p) => Some(p),
         },
     };
     if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
@@ -271,11 +269,11 @@ mod tests {
     fn vtep_addresses() {
         assert_eq!(
             parse_vtep("192.168.1.9").unwrap(),
-            ("192.168.1.9".parse().unwrap(), 4789)
+            ("192.168.1.9".parse().unwrap(), None)
         );
         assert_eq!(
             parse_vtep("192.168.1.9:4790").unwrap(),
-            ("192.168.1.9".parse().unwrap(), 4790)
+            ("192.168.1.9".parse().unwrap(), Some(4790))
         );
         assert_eq!(
             parse_vtep("300.1.1.1").unwrap_err().to_string(),

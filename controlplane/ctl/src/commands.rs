@@ -174,7 +174,8 @@ async fn network(path: &std::path::Path, cmd: NetworkCmd) -> Result<(), Failure>
                 .call(agent.client().add_vtep(AddVtepRequest {
                     network,
                     ip: ip.to_string(),
-                    port: port.into(),
+                    // 0: the agent's default, the VXLAN port.
+                    port: port.map_or(0, u32::from),
                 }))
                 .await?;
             Ok(())
@@ -186,7 +187,8 @@ async fn network(path: &std::path::Path, cmd: NetworkCmd) -> Result<(), Failure>
                 .call(agent.client().remove_vtep(RemoveVtepRequest {
                     network,
                     ip: ip.to_string(),
-                    port: port.into(),
+                    // 0: the agent's default, the VXLAN port.
+                    port: port.map_or(0, u32::from),
                 }))
                 .await?;
             Ok(())

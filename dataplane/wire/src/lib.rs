@@ -15,6 +15,8 @@
 //! - [`checksum`]: the ones' complement Internet checksum and pseudo-headers.
 //! - [`flow`]: the inner-flow hash and its mapping to a UDP source port.
 //! - [`ip`]: the sender IP of a frame, for anti-spoofing checks.
+//! - [`icmp`]: "fragmentation needed" / "packet too big" answers for frames that do not fit
+//!   the path to their peer.
 //! - [`gso`], [`gro`], [`virtio`] and [`tunnel`]: segmentation and coalescing of TCP super-frames,
 //!   the `virtio_net_hdr` that describes them, and the headers of a whole VXLAN super-frame for
 //!   the kernel to segment (UDP tunnel GSO).
@@ -37,6 +39,7 @@ pub mod ethernet;
 pub mod flow;
 pub mod gro;
 pub mod gso;
+pub mod icmp;
 pub mod ip;
 pub mod nd;
 pub mod tunnel;

@@ -1,20 +1,26 @@
-//! Node liveness: the lease behind `{p}alive/{name}` and the task that keeps it.
+//! Nodes and their liveness: the registration, the lease behind `{p}alive/{name}` and the task
+//! that keeps it.
 //!
 //! [`Store::register_node`] writes the node's record and its leased `alive` key;
 //! [`Store::keep_alive`] then renews the lease every `ttl / 3`. If etcd says the lease is gone
 //! (it expired while this agent could not reach etcd, or etcd lost its data), the task grants a
 //! new lease and writes both keys again, so the node comes back alive by itself. While etcd is
 //! unreachable it keeps trying, logging once when it starts failing and once when it recovers.
+//! (A claim on the node's name, so that a second host cannot register under it, would be
+//! made in [`Store::register_node`].)
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{LeaseKeepAliveStream, LeaseKeeper};
-use ovnet_proto::Node;
+use etcd_client::{LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp};
+use ovnet_proto::Message;
 use tokio::task::JoinHandle;
 
-use super::{Store, StoreError};
+use super::{Record, RecordKey, Store};
+use crate::domain::{Node, NodeName};
+use crate::error::AgentError;
 
 /// Shortest renewal period, whatever the TTL.
 const MIN_RENEW_PERIOD: Duration = Duration::from_millis(200);
@@ -45,7 +51,7 @@ impl KeepAlive {
     }
 
     /// Stops renewing and revokes the lease: the node is reported dead immediately.
-    pub async fn stop(self) -> Result<(), StoreError> {
+    pub async fn stop(self) -> Result<(), AgentError> {
         self.task.abort();
         let lease = Lease {
             id: self.lease_id(),
@@ -64,6 +70,68 @@ impl Drop for KeepAlive {
 type Keeper = (LeaseKeeper, LeaseKeepAliveStream);
 
 impl Store {
+    /// Registers (or re-registers) a node: writes `{p}nodes/{name}` and, on a new lease of
+    /// `ttl` (rounded up to whole seconds), `{p}alive/{name}`. Keep the lease with
+    /// [`Store::keep_alive`].
+    pub async fn register_node(&self, node: &Node, ttl: Duration) -> Result<Lease, AgentError> {
+        let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+        let secs = i64::try_from(secs.max(1)).unwrap_or(i64::MAX);
+        let mut lc = self.client.lease_client();
+        let grant = self.call("lease grant", lc.grant(secs, None)).await?;
+        let lease = Lease {
+            id: grant.id(),
+            ttl: Duration::from_secs(u64::try_from(grant.ttl()).unwrap_or(1)),
+        };
+        let txn = Txn::new().and_then([
+            TxnOp::put(
+                self.keys.node(&node.name),
+                node.to_proto().encode_to_vec(),
+                None,
+            ),
+            TxnOp::put(
+                self.keys.alive(&node.name),
+                Vec::new(),
+                Some(PutOptions::new().with_lease(lease.id)),
+            ),
+        ]);
+        self.txn(txn).await?;
+        Ok(lease)
+    }
+
+    /// Revokes a lease: the node's `{p}alive/` key goes at once, its registration stays.
+    pub async fn revoke_lease(&self, lease: &Lease) -> Result<(), AgentError> {
+        let mut lc = self.client.lease_client();
+        match self.call("lease revoke", lc.revoke(lease.id)).await {
+            Ok(_) => Ok(()),
+            // Already expired or revoked: the goal is reached.
+            Err(AgentError::Etcd {
+                source: etcd_client::Error::GRpcStatus(s),
+                ..
+            }) if s.code() == tonic::Code::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Registered nodes, by name, with whether their liveness key exists.
+    pub async fn list_nodes(&self) -> Result<Vec<(Node, bool)>, AgentError> {
+        let (rev, nodes) = self.range(&self.keys.nodes(), 0).await?;
+        let (_, alive) = self.range(&self.keys.alives(), rev).await?;
+        let alive: HashSet<NodeName> = alive
+            .iter()
+            .filter_map(|kv| match self.keys.parse(kv.key()) {
+                Some(RecordKey::Alive { name }) => Some(name),
+                _ => None,
+            })
+            .collect();
+        Ok(self.records(&nodes, |r| match r {
+            Record::Node(n) => {
+                let up = alive.contains(&n.name);
+                Some((n, up))
+            }
+            _ => None,
+        }))
+    }
+
     /// Starts renewing `lease` for `node` every `ttl / 3` on the current tokio runtime.
     ///
     /// `node` is what gets written again if the lease is lost, so pass the same record given
@@ -80,7 +148,7 @@ impl Store {
     }
 
     /// One renewal. `Ok(false)`: etcd says the lease no longer exists.
-    async fn renew(&self, keeper: &mut Option<Keeper>, id: i64) -> Result<bool, StoreError> {
+    async fn renew(&self, keeper: &mut Option<Keeper>, id: i64) -> Result<bool, AgentError> {
         let Some((k, stream)) = keeper.as_mut() else {
             // Opening the stream already renews once and checks the lease exists.
             let mut lc = self.client.lease_client();
@@ -90,7 +158,7 @@ impl Store {
                     Ok(true)
                 }
                 Ok(Err(etcd_client::Error::LeaseKeepAliveError(_))) => Ok(false),
-                Ok(Err(e)) => Err(StoreError::from_etcd(
+                Ok(Err(e)) => Err(AgentError::from_etcd(
                     e,
                     &self.endpoints,
                     "lease keep-alive",
@@ -108,7 +176,7 @@ impl Store {
         match tokio::time::timeout(self.timeout, round_trip).await {
             Ok(Ok(Some(resp))) => Ok(resp.ttl() > 0),
             Ok(Ok(None)) => Err(self.unavailable("lease keep-alive: stream closed".to_owned())),
-            Ok(Err(e)) => Err(StoreError::from_etcd(
+            Ok(Err(e)) => Err(AgentError::from_etcd(
                 e,
                 &self.endpoints,
                 "lease keep-alive",
@@ -140,6 +208,11 @@ async fn run(store: Store, node: Node, mut lease: Lease, lease_id: Arc<AtomicI64
                 keeper = None;
                 match store.register_node(&node, lease.ttl).await {
                     Ok(new) => {
+                        log::info!(
+                            "registered node {} again with lease {:x}",
+                            node.name,
+                            new.id
+                        );
                         lease = new;
                         lease_id.store(new.id, Ordering::Relaxed);
                         Ok(())
@@ -160,7 +233,7 @@ async fn run(store: Store, node: Node, mut lease: Lease, lease_id: Arc<AtomicI64
             }
             Err(e) if healthy => {
                 let cause = match &e {
-                    StoreError::Unavailable { cause, .. } => format!(" ({cause})"),
+                    AgentError::Unavailable { cause, .. } => format!(" ({cause})"),
                     _ => String::new(),
                 };
                 log::warn!(

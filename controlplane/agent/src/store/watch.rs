@@ -1,8 +1,10 @@
-//! Typed watch over the whole prefix.
+//! Everything at once, then every change: [`Store::snapshot`] and a typed watch over the whole
+//! prefix.
 //!
 //! [`Store::watch`] opens one etcd watch on `{p}` from a revision and decodes each change into
 //! a [`WatchEvent`]. Claims (`vnis/`, `subnets/`, `ips/`) are not reported: they change only
-//! together with the records that own them.
+//! together with the records that own them. A record written damaged is reported as deleted
+//! (and logged): a snapshot would not list it either, so the view is the same either way.
 //!
 //! A watch that cannot go on — its start revision was compacted, etcd cancelled it, the
 //! stream broke (etcd restarted, network lost) — ends with exactly one
@@ -10,29 +12,31 @@
 //! fresh [`Store::snapshot`] and watches again from its revision + 1; nothing is ever skipped
 //! silently.
 
+use std::collections::HashSet;
+
 use etcd_client::{EventType, WatchOptions, WatchResponse, WatchStream};
-use ovnet_proto::{Endpoint, ExternalVtep, Message, Network, Node};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Keys, RecordKey, Store, StoreError};
+use super::keys::decode_record;
+use super::{Keys, Record, Store};
+use crate::domain::{Endpoint, ExternalVtep, Network, Node, NodeName};
+use crate::error::AgentError;
 
 /// Events buffered between the etcd stream and a slow consumer before the reader waits.
 const WATCH_BUFFER: usize = 1024;
 
-/// A decoded record.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Record {
-    /// `{p}networks/{name}`
-    Network(Network),
-    /// `{p}endpoints/{network_id}/{name}`
-    Endpoint(Endpoint),
-    /// `{p}nodes/{name}`
-    Node(Node),
-    /// `{p}alive/{name}`: the node with this name is alive (put) or dead (delete).
-    Alive(String),
-    /// `{p}vteps/{network_id}/{ip}:{port}`
-    Vtep(ExternalVtep),
+/// Everything under the prefix at one revision.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct State {
+    /// Networks, by name.
+    pub networks: Vec<Network>,
+    /// Endpoints of all networks, by network ID then name.
+    pub endpoints: Vec<Endpoint>,
+    /// Registered nodes, by name, with whether their liveness lease is held.
+    pub nodes: Vec<(Node, bool)>,
+    /// External VTEPs of all networks, by network ID then address.
+    pub vteps: Vec<ExternalVtep>,
 }
 
 /// One change under the prefix, or the end of the watch.
@@ -50,7 +54,7 @@ pub enum WatchEvent {
         /// etcd revision of the change.
         revision: i64,
         /// Which record.
-        key: RecordKey,
+        key: super::RecordKey,
         /// Its last value, when etcd still had it (it may have been compacted).
         prev: Option<Record>,
     },
@@ -83,12 +87,50 @@ impl Drop for Watch {
 }
 
 impl Store {
+    /// Everything under the prefix at one revision. Follow it with `watch(revision + 1)`.
+    pub async fn snapshot(&self) -> Result<(i64, State), AgentError> {
+        // Each kind of record, all at the revision of the first read: claims and keys the
+        // agent does not know are not read at all.
+        let (rev, mut kvs) = self.range(&self.keys.networks(), 0).await?;
+        for kind in [
+            self.keys.all_endpoints(),
+            self.keys.nodes(),
+            self.keys.alives(),
+            self.keys.all_vteps(),
+        ] {
+            kvs.extend(self.range(&kind, rev).await?.1);
+        }
+        let mut state = State::default();
+        let mut nodes = Vec::new();
+        let mut alive: HashSet<NodeName> = HashSet::new();
+        for kv in &kvs {
+            match self.record(kv) {
+                Some(Record::Network(n)) => state.networks.push(n),
+                Some(Record::Endpoint(e)) => state.endpoints.push(e),
+                Some(Record::Node(n)) => nodes.push(n),
+                Some(Record::Alive(name)) => {
+                    alive.insert(name);
+                }
+                Some(Record::Vtep(v)) => state.vteps.push(v),
+                None => {}
+            }
+        }
+        state.nodes = nodes
+            .into_iter()
+            .map(|n| {
+                let up = alive.contains(&n.name);
+                (n, up)
+            })
+            .collect();
+        Ok((rev, state))
+    }
+
     /// Watches every record under the prefix from `from_revision` (inclusive; usually the
     /// snapshot's revision + 1; 0 means "from now").
     ///
     /// Returns once etcd has accepted the watch, so a change made after this returns is
-    /// delivered. Fails with [`StoreError::Unavailable`] if etcd does not answer in time.
-    pub async fn watch(&self, from_revision: i64) -> Result<Watch, StoreError> {
+    /// delivered. Fails with [`AgentError::Unavailable`] if etcd does not answer in time.
+    pub async fn watch(&self, from_revision: i64) -> Result<Watch, AgentError> {
         let mut opts = WatchOptions::new()
             .with_prefix()
             .with_prev_key()
@@ -156,22 +198,28 @@ async fn pump(
                 continue;
             };
             let event = match ev.event_type() {
-                EventType::Put => match decode(&key, kv.value()) {
+                EventType::Put => match decode_record(&key, kv.value()) {
                     Ok(record) => WatchEvent::Put {
                         revision: kv.mod_revision(),
                         record,
                     },
                     Err(e) => {
                         log::warn!(
-                            "watch: skipping corrupt record at {}: {e}",
+                            "watch: the record at {} was written damaged ({e}): taken as deleted",
                             String::from_utf8_lossy(kv.key())
                         );
-                        continue;
+                        WatchEvent::Delete {
+                            revision: kv.mod_revision(),
+                            key,
+                            prev: None,
+                        }
                     }
                 },
                 EventType::Delete => WatchEvent::Delete {
                     revision: kv.mod_revision(),
-                    prev: ev.prev_kv().and_then(|p| decode(&key, p.value()).ok()),
+                    prev: ev
+                        .prev_kv()
+                        .and_then(|p| decode_record(&key, p.value()).ok()),
                     key,
                 },
             };
@@ -183,16 +231,5 @@ async fn pump(
 }
 
 fn resync(reason: String) -> WatchEvent {
-    log::info!("watch ended, resync needed: {reason}");
     WatchEvent::Resync { reason }
-}
-
-fn decode(key: &RecordKey, value: &[u8]) -> Result<Record, prost::DecodeError> {
-    Ok(match key {
-        RecordKey::Network { .. } => Record::Network(Network::decode(value)?),
-        RecordKey::Endpoint { .. } => Record::Endpoint(Endpoint::decode(value)?),
-        RecordKey::Node { .. } => Record::Node(Node::decode(value)?),
-        RecordKey::Alive { name } => Record::Alive(name.clone()),
-        RecordKey::Vtep { .. } => Record::Vtep(ExternalVtep::decode(value)?),
-    })
 }

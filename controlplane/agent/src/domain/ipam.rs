@@ -1,23 +1,26 @@
-//! Address management as pure functions: no etcd, no I/O, no clock.
+//! Address management rules as pure functions: no etcd, no I/O, no clock.
 //!
-//! The store ([`crate::store`]) reads the current records, asks this module what to allocate or
-//! whether a user's value is acceptable, and then claims the result in etcd atomically. Keeping
-//! the decisions here means they are unit-tested without a cluster.
+//! The planners ([`super::plan`]) apply them to the current records to decide what the store
+//! claims; keeping the rules here means they are unit-tested without a cluster.
 //!
 //! What it decides:
-//! - names of networks, endpoints and nodes: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, like docker;
+//! - names of networks, endpoints and nodes: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, like docker (the
+//!   rule itself is applied by [`super::values`]);
 //! - subnets: IPv4 CIDR, host bits zero, prefix `/30` or shorter; overlap between subnets;
 //!   the default pool (the first free `/24` of `10.0.0.0/8`, as docker's overlay driver does);
 //! - gateways (the first host by default), endpoint addresses (the lowest free host, skipping
 //!   the network address, the gateway and the broadcast address) and requested addresses;
 //! - VNIs (`1..=0xFFFFFF`, lowest free from [`FIRST_AUTO_VNI`]) and MTUs (`68..=9000`);
 //! - MACs: `02:42` followed by the four IPv4 bytes (docker's scheme, so a container's MAC says
-//!   its address: `10.0.0.2` → `02:42:0a:00:00:02`).
+//!   its address: `10.0.0.2` → `02:42:0a:00:00:02`, [`MacAddr::from_ipv4_docker`]).
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
+#[cfg(doc)]
+use ovnet_wire::MacAddr;
+use ovnet_wire::Vni;
 
 /// Default MTU of overlay interfaces: 1500 minus 50 bytes of outer Ethernet/IPv4/UDP/VXLAN.
 pub const DEFAULT_MTU: u32 = 1450;
@@ -25,8 +28,6 @@ pub const DEFAULT_MTU: u32 = 1450;
 pub const MIN_MTU: u32 = 68;
 /// Largest MTU accepted (jumbo frames).
 pub const MAX_MTU: u32 = 9000;
-/// Largest VXLAN network identifier (24 bits, RFC 7348).
-pub const MAX_VNI: u32 = 0xFF_FFFF;
 /// Automatic VNIs start here, leaving the low ones for users who pin theirs (docker's overlay
 /// driver also starts at 256).
 pub const FIRST_AUTO_VNI: u32 = 256;
@@ -87,27 +88,6 @@ pub enum IpamError {
     /// A requested endpoint address equal to the gateway.
     #[error("address already in use: {0} is the network's gateway")]
     AddressIsGateway(Ipv4Addr),
-}
-
-/// Checks a network, container or node name against `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
-///
-/// `kind` only shapes the error message ("network", "container", "node").
-pub fn validate_name(kind: &'static str, name: &str) -> Result<(), IpamError> {
-    let mut chars = name.chars();
-    let ok = match chars.next() {
-        Some(c) if c.is_ascii_alphanumeric() => {
-            chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-        }
-        _ => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(IpamError::InvalidName {
-            kind,
-            name: name.to_owned(),
-        })
-    }
 }
 
 /// Parses a user's subnet: IPv4 CIDR, host bits zero, prefix at most [`MAX_PREFIX_LEN`].
@@ -175,17 +155,15 @@ pub fn parse_gateway(net: &Ipv4Net, s: &str) -> Result<Ipv4Addr, IpamError> {
     Ok(gw)
 }
 
-/// Checks a VNI is in `1..=16777215`.
-pub fn validate_vni(vni: u32) -> Result<(), IpamError> {
-    if (1..=MAX_VNI).contains(&vni) {
-        Ok(())
-    } else {
-        Err(IpamError::InvalidVni(vni))
-    }
+/// A VNI in `1..=16777215` (0 is valid on the wire, but not a network's).
+pub fn parse_vni(vni: u32) -> Result<Vni, IpamError> {
+    Vni::new(vni)
+        .filter(|v| v.get() > 0)
+        .ok_or(IpamError::InvalidVni(vni))
 }
 
 /// Checks an MTU is in `68..=9000`.
-pub fn validate_mtu(mtu: u32) -> Result<(), IpamError> {
+pub fn check_mtu(mtu: u32) -> Result<(), IpamError> {
     if (MIN_MTU..=MAX_MTU).contains(&mtu) {
         Ok(())
     } else {
@@ -193,9 +171,11 @@ pub fn validate_mtu(mtu: u32) -> Result<(), IpamError> {
     }
 }
 
-/// The lowest VNI from [`FIRST_AUTO_VNI`] up to [`MAX_VNI`] that is not in `used`.
-pub fn lowest_free_vni(used: &HashSet<u32>) -> Option<u32> {
-    (FIRST_AUTO_VNI..=MAX_VNI).find(|v| !used.contains(v))
+/// The lowest VNI from [`FIRST_AUTO_VNI`] up to [`Vni::MAX`] that is not in `used`.
+pub fn lowest_free_vni(used: &HashSet<Vni>) -> Option<Vni> {
+    (FIRST_AUTO_VNI..=Vni::MAX.get())
+        .filter_map(Vni::new)
+        .find(|v| !used.contains(v))
 }
 
 /// The lowest host of `net` that is neither the gateway nor in `used`.
@@ -231,29 +211,12 @@ pub fn check_requested_ip(net: &Ipv4Net, gateway: Ipv4Addr, ip: Ipv4Addr) -> Res
     Ok(())
 }
 
-/// Docker's MAC for an address: `02:42` (locally administered, unicast) and the IPv4 bytes.
-pub fn mac_for(ip: Ipv4Addr) -> String {
-    let [a, b, c, d] = ip.octets();
-    format!("02:42:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn net(s: &str) -> Ipv4Net {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn names() {
-        for ok in ["demo", "a", "0", "my-net_1.2", "A.b-c_"] {
-            validate_name("network", ok).unwrap();
-        }
-        for bad in ["", "-x", ".x", "_x", "a/b", "a b", "é", "a:b"] {
-            let e = validate_name("network", bad).unwrap_err();
-            assert!(e.to_string().starts_with("invalid network name"), "{e}");
-        }
     }
 
     #[test]
@@ -325,18 +288,19 @@ mod tests {
 
     #[test]
     fn vnis_and_mtus() {
-        validate_vni(1).unwrap();
-        validate_vni(MAX_VNI).unwrap();
-        assert!(validate_vni(0).is_err());
-        assert!(validate_vni(MAX_VNI + 1).is_err());
-        validate_mtu(68).unwrap();
-        validate_mtu(9000).unwrap();
-        assert!(validate_mtu(67).is_err());
-        assert!(validate_mtu(9001).is_err());
+        assert_eq!(parse_vni(1).map(Vni::get), Ok(1));
+        assert_eq!(parse_vni(0xFF_FFFF).map(Vni::get), Ok(0xFF_FFFF));
+        assert_eq!(parse_vni(0), Err(IpamError::InvalidVni(0)));
+        assert_eq!(parse_vni(1 << 24), Err(IpamError::InvalidVni(1 << 24)));
+        check_mtu(68).unwrap();
+        check_mtu(9000).unwrap();
+        assert!(check_mtu(67).is_err());
+        assert!(check_mtu(9001).is_err());
+        let vni = |v| Vni::new(v).unwrap();
         let mut used = HashSet::new();
-        assert_eq!(lowest_free_vni(&used), Some(256));
-        used.extend([256, 257, 259, 7]);
-        assert_eq!(lowest_free_vni(&used), Some(258));
+        assert_eq!(lowest_free_vni(&used), Some(vni(256)));
+        used.extend([vni(256), vni(257), vni(259), vni(7)]);
+        assert_eq!(lowest_free_vni(&used), Some(vni(258)));
     }
 
     #[test]
@@ -394,12 +358,5 @@ mod tests {
             check_requested_ip(&n, gw, gw),
             Err(IpamError::AddressIsGateway(gw))
         );
-    }
-
-    #[test]
-    fn macs() {
-        assert_eq!(mac_for(Ipv4Addr::new(10, 0, 0, 2)), "02:42:0a:00:00:02");
-        assert_eq!(mac_for(Ipv4Addr::new(172, 17, 0, 2)), "02:42:ac:11:00:02");
-        assert_eq!(mac_for(Ipv4Addr::new(255, 1, 16, 3)), "02:42:ff:01:10:03");
     }
 }

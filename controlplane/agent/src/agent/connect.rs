@@ -1,0 +1,137 @@
+//! Connect and disconnect: the operations that change this host.
+//!
+//! Both go store → view → reconcile: the endpoint is claimed (or released) in etcd, the result
+//! is put in the view at once, and the reconciler builds (or removes) the veth as it does every
+//! other device. A connect whose host side cannot be built releases its claim again, so nothing
+//! is left half-created.
+
+use crate::domain::plan::EndpointSpec;
+use crate::domain::Endpoint;
+use crate::error::{AgentError, Exists, InUse};
+use crate::host;
+use crate::store::Record;
+
+use super::Agent;
+
+/// What connecting a container takes: what `docker network connect` gives, and what a CNI or
+/// Docker plugin passes (a namespace path, an interface name, a requested address).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectSpec {
+    /// Network name, ID or unique ID prefix.
+    pub network: String,
+    /// The container's name; the endpoint's name in the network.
+    pub container: String,
+    /// Its network namespace: a name under `/var/run/netns` or a path; empty means the
+    /// container's name.
+    pub netns: String,
+    /// The interface inside the container; `None` means the first free `ethN`.
+    pub ifname: Option<String>,
+    /// A requested address; `None` means the lowest free one.
+    pub ipv4: Option<String>,
+}
+
+impl Agent {
+    /// Connects a container (network namespace) to a network: claims its name and address in
+    /// etcd and builds the host side; undoes the claim if the host side fails.
+    pub async fn connect(&self, spec: ConnectSpec) -> Result<Endpoint, AgentError> {
+        let netns = if spec.netns.is_empty() {
+            spec.container.clone()
+        } else {
+            spec.netns
+        };
+        let path = host::netns_path(&netns)?;
+        let mut local = self.local.lock().await;
+        let found = self.store.find_network(&spec.network).await?;
+        let net = found.network.clone();
+        let already = local.view.endpoints_of(&net.id).find(|e| {
+            e.node == self.cfg.node
+                && host::netns_path(&e.netns).ok().as_deref() == Some(path.as_str())
+        });
+        if let Some(e) = already {
+            return Err(Exists::Container {
+                netns,
+                network: net.name.clone(),
+                name: e.name.clone(),
+            }
+            .into());
+        }
+        let ifname = match spec.ifname {
+            Some(i) => i,
+            None => host::free_ifname(&path).await?.to_string(),
+        };
+        let req = EndpointSpec {
+            name: spec.container,
+            node: self.cfg.node.to_string(),
+            netns,
+            ifname,
+            ipv4: spec.ipv4,
+        }
+        .check()?;
+        let claimed = self.store.create_endpoint(net.id.as_str(), &req).await?;
+        let ep = claimed.record;
+        // The watch will report both later; the view takes them now.
+        local
+            .view
+            .put(Record::Network(net.clone()), found.mod_revision);
+        local
+            .view
+            .put(Record::Endpoint(ep.clone()), claimed.revision);
+        let mut outcome = self.reconcile(&mut local).await;
+        if let Some(cause) = outcome.failed.remove(&ep.id) {
+            // Nothing half-created: release the claim; the reconciler removes whatever the
+            // host side did. (Should etcd refuse, the endpoint stays marked failed here and
+            // is released at the next start, its veth being missing.)
+            match self
+                .store
+                .delete_endpoint(net.id.as_str(), ep.name.as_str())
+                .await
+            {
+                Ok(gone) => local
+                    .view
+                    .delete(&Record::Endpoint(ep.clone()).key(), gone.revision),
+                Err(e) => log::error!("releasing endpoint {} after a failed connect: {e}", ep.name),
+            }
+            self.reconcile(&mut local).await;
+            return Err(AgentError::Connect {
+                container: ep.name,
+                network: net.name,
+                cause,
+            });
+        }
+        log::info!(
+            "connected {} to {} as {} {}/{} ({})",
+            ep.name,
+            net.name,
+            ep.ifname,
+            ep.ipv4,
+            ep.mac,
+            ep.netns
+        );
+        Ok(ep)
+    }
+
+    /// Disconnects a container of this node from a network.
+    pub async fn disconnect(&self, network: &str, container: &str) -> Result<(), AgentError> {
+        let mut local = self.local.lock().await;
+        let ep = self.store.get_endpoint(network, container).await?;
+        if ep.node != self.cfg.node {
+            return Err(InUse::OtherNode {
+                container: ep.name,
+                node: ep.node,
+            }
+            .into());
+        }
+        // The record first: if etcd fails, nothing changed; if removing the veth then fails,
+        // the next start removes the stale device.
+        let gone = self
+            .store
+            .delete_endpoint(ep.network_id.as_str(), ep.name.as_str())
+            .await?;
+        local
+            .view
+            .delete(&Record::Endpoint(ep).key(), gone.revision);
+        self.reconcile(&mut local).await;
+        log::info!("disconnected {container} from {network}");
+        Ok(())
+    }
+}

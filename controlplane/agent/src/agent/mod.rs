@@ -1,0 +1,232 @@
+//! The agent: its operations, and the runtime that keeps this host in step with the cluster.
+//!
+//! - this file: [`Agent`] and the operations every front end calls (the gRPC API today; a
+//!   Docker network/IPAM plugin or a CNI plugin would be other thin adapters over the same
+//!   calls). Cluster-wide reads and writes (networks, external VTEPs, nodes) go straight to
+//!   the store, so a network created on one host is listed on every other at once. Each
+//!   operation that changes something is logged once, here.
+//! - `connect`: connect and disconnect, the operations that change this host.
+//! - `sync`: registration and liveness, following etcd (snapshot, watch, re-list), and what
+//!   happens at start.
+//! - `reconcile`: making bridges, TAPs, veths and the data plane match the view.
+//!
+//! One lock serialises everything that touches the host and the data plane: the watch loop's
+//! reconciliations and connect/disconnect. While etcd is unreachable the view and the data
+//! plane stay as they were, so established traffic keeps flowing; the watch loop re-lists and
+//! re-watches when etcd is back.
+//!
+//! The data plane runs in the agent's process. When the agent stops it revokes its liveness
+//! lease, so the other agents withdraw this host's VTEP at once, and the data plane stops with
+//! it: containers on this host keep reaching each other over their network's bridge, traffic to
+//! and from other hosts stops until the agent is back. A restarted agent adopts what the
+//! previous run left (bridges, container veths), releases the endpoints of containers that
+//! vanished meanwhile and removes the devices no record explains.
+
+mod connect;
+mod reconcile;
+mod sync;
+
+use std::net::SocketAddrV4;
+use std::time::Duration;
+
+use ovnet_dataplane::{CounterSnapshot, Dataplane, DataplaneReport};
+use tokio::sync::Mutex;
+
+use crate::domain::plan::NetworkSpec;
+use crate::domain::{Endpoint, ExternalVtep, Network, Node, NodeName};
+use crate::error::AgentError;
+use crate::store::{KeepAlive, Store};
+
+pub use connect::ConnectSpec;
+use reconcile::Local;
+
+/// What an agent is told at start.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// This node's name.
+    pub node: NodeName,
+    /// This node's VTEP (underlay address and VXLAN port).
+    pub vtep: SocketAddrV4,
+    /// TTL of the liveness lease.
+    pub lease_ttl: Duration,
+}
+
+/// One host's agent.
+#[derive(Debug)]
+pub struct Agent {
+    cfg: AgentConfig,
+    store: Store,
+    dp: Dataplane,
+    local: Mutex<Local>,
+    keepalive: Mutex<Option<KeepAlive>>,
+}
+
+/// A network with everything attached to it, for `inspect`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkDetail {
+    /// The network.
+    pub network: Network,
+    /// Its endpoints, by name.
+    pub endpoints: Vec<Endpoint>,
+    /// The nodes that serve its endpoints, by name.
+    pub peers: Vec<Node>,
+    /// Its external VTEPs.
+    pub vteps: Vec<ExternalVtep>,
+}
+
+/// Name under which [`Agent::stats`] reports the drops that happened before a network was
+/// known (bad header, unknown VNI), with VNI 0.
+pub const NO_NETWORK: &str = "(no network)";
+
+/// A network's data-plane counters on this host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkCounters {
+    /// The network's name, or [`NO_NETWORK`].
+    pub name: String,
+    /// Its VNI; 0 for [`NO_NETWORK`].
+    pub vni: u32,
+    /// The counters.
+    pub counters: CounterSnapshot,
+}
+
+impl Agent {
+    /// An agent over a running data plane and a store handle. Nothing runs until
+    /// [`Agent::run_sync`] and [`Agent::run_registration`] are spawned.
+    pub fn new(cfg: AgentConfig, store: Store, dp: Dataplane) -> Agent {
+        Agent {
+            cfg,
+            store,
+            dp,
+            local: Mutex::new(Local::default()),
+            keepalive: Mutex::new(None),
+        }
+    }
+
+    /// Creates a network, choosing what `spec` leaves unset.
+    pub async fn create_network(&self, spec: NetworkSpec) -> Result<Network, AgentError> {
+        let req = spec.check()?;
+        let net = self.store.create_network(&req).await?;
+        log::info!(
+            "created network {} id {} (VNI {}, subnet {})",
+            net.name,
+            net.id,
+            net.vni,
+            net.subnet
+        );
+        Ok(net)
+    }
+
+    /// All networks, by name.
+    pub async fn list_networks(&self) -> Result<Vec<Network>, AgentError> {
+        self.store.list_networks().await
+    }
+
+    /// A network (name, ID or unique ID prefix) with its endpoints, peers and external VTEPs.
+    pub async fn inspect_network(&self, name_or_id: &str) -> Result<NetworkDetail, AgentError> {
+        let network = self.store.get_network(name_or_id).await?;
+        let endpoints = self.store.list_endpoints(&network.id).await?;
+        let vteps = self.store.list_vteps(&network.id).await?;
+        let peers = self
+            .store
+            .list_nodes()
+            .await?
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| endpoints.iter().any(|e| e.node == n.name))
+            .collect();
+        Ok(NetworkDetail {
+            network,
+            endpoints,
+            peers,
+            vteps,
+        })
+    }
+
+    /// Removes a network (name, ID or unique ID prefix) that has no endpoints.
+    pub async fn remove_network(&self, name_or_id: &str) -> Result<Network, AgentError> {
+        let net = self.store.remove_network(name_or_id).await?;
+        log::info!("removed network {} id {}", net.name, net.id);
+        Ok(net)
+    }
+
+    /// Adds an external VTEP to a network's flood list.
+    pub async fn add_vtep(
+        &self,
+        network: &str,
+        addr: SocketAddrV4,
+    ) -> Result<ExternalVtep, AgentError> {
+        let v = self.store.add_vtep(network, addr).await?;
+        log::info!("added external VTEP {addr} to network {network}");
+        Ok(v)
+    }
+
+    /// Removes an external VTEP from a network.
+    pub async fn remove_vtep(&self, network: &str, addr: SocketAddrV4) -> Result<(), AgentError> {
+        self.store.remove_vtep(network, addr).await?;
+        log::info!("removed external VTEP {addr} from network {network}");
+        Ok(())
+    }
+
+    /// A network's external VTEPs.
+    pub async fn list_vteps(&self, network: &str) -> Result<Vec<ExternalVtep>, AgentError> {
+        let net = self.store.get_network(network).await?;
+        self.store.list_vteps(&net.id).await
+    }
+
+    /// The registered nodes, by name, with whether each one's agent is alive.
+    pub async fn list_nodes(&self) -> Result<Vec<(Node, bool)>, AgentError> {
+        self.store.list_nodes().await
+    }
+
+    /// The data plane's workers and the offloads it uses.
+    pub fn dataplane(&self) -> DataplaneReport {
+        self.dp.report()
+    }
+
+    /// Data-plane counters of the networks set up on this host, by name, with the drops that
+    /// happened before a network was known last ([`NO_NETWORK`], only if there were any).
+    /// With a `network` (name or ID prefix), only that one; a network of the cluster with no
+    /// endpoint here has zero counters.
+    pub async fn stats(&self, network: Option<&str>) -> Result<Vec<NetworkCounters>, AgentError> {
+        let counters = |name: &str, vni: u32, counters: CounterSnapshot| NetworkCounters {
+            name: name.to_owned(),
+            vni,
+            counters,
+        };
+        let mut out: Vec<NetworkCounters> = {
+            let local = self.local.lock().await;
+            local
+                .view
+                .networks()
+                .filter(|n| local.applied.contains_key(&n.vni))
+                .filter(|n| network.is_none_or(|f| n.name == f || n.id.as_str().starts_with(f)))
+                .filter_map(|n| {
+                    Some(counters(
+                        n.name.as_str(),
+                        n.vni.get(),
+                        self.dp.counters(n.vni)?,
+                    ))
+                })
+                .collect()
+        };
+        match network {
+            Some(f) if out.is_empty() => {
+                // "No such network" is an error; "no endpoint here" is zeros.
+                let net = self.store.get_network(f).await?;
+                out.push(counters(
+                    net.name.as_str(),
+                    net.vni.get(),
+                    CounterSnapshot::default(),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                let global = self.dp.global_counters();
+                if global.total_dropped() > 0 {
+                    out.push(counters(NO_NETWORK, 0, global));
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,237 @@
+//! Reconciliation: make this host match the view, declaratively.
+//!
+//! The view says what each network with a local endpoint should have here ([`Desired`]): its
+//! bridge and TAP in the data plane with a forwarding table, and one veth per local endpoint.
+//! [`Agent::reconcile`] compares that with what it has built ([`Applied`]) and does the
+//! difference: sets up and tears down networks, swaps tables, builds and removes veths. A veth
+//! that is already there (after a restart) is adopted: put back on its bridge, not rebuilt.
+//!
+//! A network's host side grows here: a gateway address on the bridge or NAT rules for
+//! published ports would be fields of [`Desired`] and steps of `setup`, `teardown` and the
+//! per-network pass, like the bridge and the veths.
+
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use ovnet_dataplane::{DataplaneError, NetworkTable, Vni};
+
+use crate::domain::{Endpoint, EndpointId, Name, Network};
+use crate::error::ConnectFailure;
+use crate::host::{self, bridge_name, veth_name, HostError};
+use crate::view::{Desired, View};
+
+use super::Agent;
+
+/// A network as built on this host.
+#[derive(Debug)]
+pub(super) struct Applied {
+    /// The network's name, for the log.
+    pub name: Name,
+    /// The table the data plane runs.
+    pub table: NetworkTable,
+    /// The veths built, by endpoint: their host ends.
+    pub veths: BTreeMap<EndpointId, String>,
+}
+
+/// What the agent knows and what it has built; behind the agent's one lock.
+#[derive(Debug, Default)]
+pub(super) struct Local {
+    /// The cluster as the agent knows it.
+    pub view: View,
+    /// Networks built on this host, by VNI.
+    pub applied: BTreeMap<Vni, Applied>,
+    /// Endpoints whose veth could not be built, with the record that failed: not tried again
+    /// until the record changes.
+    failed: HashMap<EndpointId, Endpoint>,
+}
+
+/// What one pass of [`Agent::reconcile`] could not do.
+#[derive(Debug, Default)]
+pub(super) struct Outcome {
+    /// Local endpoints left without a veth, and why.
+    pub failed: HashMap<EndpointId, ConnectFailure>,
+}
+
+/// Why a network could not be set up on this host.
+#[derive(Debug, thiserror::Error)]
+enum SetupError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+}
+
+impl Local {
+    /// The devices the agent has built and keeps: bridges, TAPs and veths.
+    pub(super) fn devices(&self) -> HashSet<String> {
+        let mut keep = HashSet::new();
+        for (vni, a) in &self.applied {
+            keep.insert(bridge_name(vni.get()));
+            keep.insert(host::tap_name(vni.get()));
+            keep.extend(a.veths.values().cloned());
+        }
+        keep
+    }
+}
+
+impl Agent {
+    /// Makes the data plane and the host devices match the view.
+    pub(super) async fn reconcile(&self, local: &mut Local) -> Outcome {
+        let desired = local.view.desired(&self.cfg.node);
+        let wanted: HashSet<Vni> = desired.iter().map(|d| d.network.vni).collect();
+        let gone: Vec<Vni> = local
+            .applied
+            .keys()
+            .filter(|v| !wanted.contains(v))
+            .copied()
+            .collect();
+        for vni in gone {
+            if let Some(a) = local.applied.remove(&vni) {
+                self.teardown(vni, a).await;
+            }
+        }
+        let mut outcome = Outcome::default();
+        for d in &desired {
+            let vni = d.network.vni;
+            if let Entry::Vacant(slot) = local.applied.entry(vni) {
+                match self.setup(&d.network, &d.table).await {
+                    Ok(()) => {
+                        log::info!("network {} (VNI {vni}) is up on this host", d.network.name);
+                        slot.insert(Applied {
+                            name: d.network.name.clone(),
+                            table: d.table.clone(),
+                            veths: BTreeMap::new(),
+                        });
+                    }
+                    Err(e) => {
+                        log::error!("setting up network {} on this host: {e}", d.network.name);
+                        for ep in &d.endpoints {
+                            let down = ConnectFailure::NetworkDown(d.network.name.clone());
+                            outcome.failed.insert(ep.id.clone(), down);
+                        }
+                        continue;
+                    }
+                }
+            }
+            let Some(a) = local.applied.get_mut(&vni) else {
+                continue;
+            };
+            if a.table != d.table {
+                match self.dp.update_network(vni, &d.table) {
+                    Ok(()) => a.table = d.table.clone(),
+                    Err(e) => log::error!("updating network {}: {e}", d.network.name),
+                }
+            }
+            self.reconcile_veths(d, a, &mut local.failed, &mut outcome)
+                .await;
+        }
+        let local_ids: HashSet<&EndpointId> = desired
+            .iter()
+            .flat_map(|d| &d.endpoints)
+            .map(|e| &e.id)
+            .collect();
+        local.failed.retain(|id, _| local_ids.contains(id));
+        outcome
+    }
+
+    /// Builds the veths of `d`'s local endpoints that `a` lacks, removes those of endpoints
+    /// that are gone.
+    async fn reconcile_veths(
+        &self,
+        d: &Desired,
+        a: &mut Applied,
+        failed: &mut HashMap<EndpointId, Endpoint>,
+        outcome: &mut Outcome,
+    ) {
+        let wanted: HashSet<&EndpointId> = d.endpoints.iter().map(|e| &e.id).collect();
+        let gone: Vec<EndpointId> = a
+            .veths
+            .keys()
+            .filter(|id| !wanted.contains(id))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(veth) = a.veths.remove(&id) {
+                if let Err(e) = host::delete_link(&veth).await {
+                    log::warn!("{e}");
+                }
+            }
+        }
+        for ep in &d.endpoints {
+            if a.veths.contains_key(&ep.id) || failed.get(&ep.id) == Some(ep) {
+                continue;
+            }
+            match self.plumb(&d.network, ep).await {
+                Ok(veth) => {
+                    failed.remove(&ep.id);
+                    a.veths.insert(ep.id.clone(), veth);
+                }
+                Err(e) => {
+                    log::error!(
+                        "building the veth of {} in network {}: {e}",
+                        ep.name,
+                        d.network.name
+                    );
+                    failed.insert(ep.id.clone(), ep.clone());
+                    outcome.failed.insert(ep.id.clone(), e);
+                }
+            }
+        }
+    }
+
+    /// Gives endpoint `ep` of network `n` its veth, or adopts the one a previous run left
+    /// (putting it back on the bridge, which may be new). Returns the veth's host end.
+    async fn plumb(&self, n: &Network, ep: &Endpoint) -> Result<String, ConnectFailure> {
+        let veth = veth_name(&ep.id);
+        let bridge = bridge_name(n.vni.get());
+        if host::link_exists(&veth) {
+            host::reattach(&veth, &bridge).await?;
+            return Ok(veth);
+        }
+        let path = host::netns_path(&ep.netns).map_err(HostError::from)?;
+        host::connect_container(&host::ContainerLink {
+            netns_path: &path,
+            ifname: ep.ifname.as_str(),
+            host_veth: &veth,
+            bridge: &bridge,
+            mac: &ep.mac.to_string(),
+            cidr: &format!("{}/{}", ep.ipv4, n.subnet.prefix_len()),
+            mtu: n.mtu,
+            gso_max_segs: self.dp.tso_segments(n.mtu),
+        })
+        .await?;
+        Ok(veth)
+    }
+
+    async fn setup(&self, n: &Network, table: &NetworkTable) -> Result<(), SetupError> {
+        host::ensure_bridge(n.vni.get(), n.mtu).await?;
+        // The data plane opens the network's TAP, with its own offloads and queues.
+        self.dp
+            .add_network(n.vni, &host::tap_name(n.vni.get()), n.mtu, table)?;
+        if let Err(e) = host::attach_tap(n.vni.get()).await {
+            if let Err(e2) = self.dp.remove_network(n.vni) {
+                log::warn!("removing VNI {} from the data plane: {e2}", n.vni);
+            }
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    async fn teardown(&self, vni: Vni, a: Applied) {
+        for veth in a.veths.values() {
+            if let Err(e) = host::delete_link(veth).await {
+                log::warn!("{e}");
+            }
+        }
+        if let Err(e) = self.dp.remove_network(vni) {
+            log::warn!("removing VNI {vni} from the data plane: {e}");
+        }
+        if let Err(e) = host::delete_link(&bridge_name(vni.get())).await {
+            log::warn!("{e}");
+        }
+        log::info!(
+            "network {} (VNI {vni}) is down on this host (no local endpoints)",
+            a.name
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! Staying in step with the cluster: the node's registration and liveness lease, the loop that
+//! follows etcd (snapshot, watch, re-list after any watch failure), and what happens at start.
+//!
+//! Every change the agent learns goes through the view and then [`Agent::reconcile`]; the
+//! state that metrics would report (whether etcd answers, the watch's revision, re-lists, the
+//! lease) is decided here.
+
+use std::time::Duration;
+
+use crate::domain::time::now_rfc3339;
+use crate::domain::{Endpoint, Node};
+use crate::error::AgentError;
+use crate::host::{self, veth_name};
+use crate::store::{Record, WatchEvent};
+use crate::view::View;
+
+use super::reconcile::Local;
+use super::Agent;
+
+/// How long the loops wait before retrying an etcd that failed.
+const RETRY: Duration = Duration::from_secs(1);
+
+impl Agent {
+    fn node_record(&self) -> Node {
+        Node {
+            name: self.cfg.node.clone(),
+            vtep: self.cfg.vtep,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            started: now_rfc3339(),
+        }
+    }
+
+    /// Registers the node and keeps its liveness lease, retrying while etcd is unreachable.
+    pub async fn run_registration(&self) {
+        let node = self.node_record();
+        let mut warned = false;
+        loop {
+            match self.store.register_node(&node, self.cfg.lease_ttl).await {
+                Ok(lease) => {
+                    log::info!(
+                        "registered node {} with VTEP {} (lease {:x}, ttl {:?})",
+                        node.name,
+                        node.vtep,
+                        lease.id,
+                        lease.ttl
+                    );
+                    *self.keepalive.lock().await = Some(self.store.keep_alive(node, lease));
+                    return;
+                }
+                Err(e) => {
+                    if !warned {
+                        log::warn!("registering node {}: {e}; retrying", node.name);
+                        warned = true;
+                    }
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+    }
+
+    /// Stops renewing the lease and revokes it, so peers withdraw this VTEP at once.
+    pub async fn deregister(&self) {
+        if let Some(ka) = self.keepalive.lock().await.take() {
+            if let Err(e) = ka.stop().await {
+                log::warn!("revoking the liveness lease: {e}");
+            }
+        }
+    }
+
+    /// Follows etcd forever: snapshot, reconcile, watch; re-list after any watch failure
+    /// (a compacted start revision, a cancelled watch, a broken stream).
+    pub async fn run_sync(&self) {
+        let mut started = false;
+        let mut warned = false;
+        loop {
+            let (rev, state) = match self.store.snapshot().await {
+                Ok(s) => s,
+                Err(e) => {
+                    if !warned {
+                        log::warn!(
+                            "listing the cluster state: {e}; forwarding continues with the last \
+                             known state"
+                        );
+                        warned = true;
+                    }
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            };
+            if warned {
+                log::info!("etcd is reachable again; state re-listed at revision {rev}");
+                warned = false;
+            }
+            {
+                let mut local = self.local.lock().await;
+                local.view = View::from_state(state);
+                if !started {
+                    self.recover(&mut local, rev).await;
+                    started = true;
+                } else {
+                    self.reconcile(&mut local).await;
+                }
+            }
+            let mut watch = match self.store.watch(rev + 1).await {
+                Ok(w) => w,
+                Err(e) => {
+                    log::warn!("watching the cluster state: {e}");
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            };
+            while let Some(ev) = watch.next().await {
+                if let WatchEvent::Resync { reason } = &ev {
+                    log::info!("watch ended ({reason}); re-listing");
+                    break;
+                }
+                let mut local = self.local.lock().await;
+                local.view.apply(&ev);
+                self.reconcile(&mut local).await;
+            }
+        }
+    }
+
+    /// After a (re)start, on the first snapshot (taken at `rev`): releases the endpoints of
+    /// containers that vanished, builds or adopts everything else, and removes the devices no
+    /// record explains.
+    async fn recover(&self, local: &mut Local, rev: i64) {
+        let mine: Vec<Endpoint> = local
+            .view
+            .local_endpoints(&self.cfg.node)
+            .cloned()
+            .collect();
+        for ep in mine {
+            if host::link_exists(&veth_name(&ep.id)) {
+                continue;
+            }
+            // Its veth is gone: the container's namespace was deleted while we were away.
+            log::info!(
+                "container {} vanished while the agent was down: releasing its endpoint {}",
+                ep.name,
+                ep.ipv4
+            );
+            let key = Record::Endpoint(ep.clone()).key();
+            match self
+                .store
+                .delete_endpoint(ep.network_id.as_str(), ep.name.as_str())
+                .await
+            {
+                Ok(gone) => local.view.delete(&key, gone.revision),
+                // Gone already, after the snapshot.
+                Err(AgentError::NotFound(_)) => local.view.delete(&key, rev),
+                Err(e) => log::warn!("releasing endpoint {}: {e}", ep.name),
+            }
+        }
+        self.reconcile(local).await;
+        // What was built, and the veths of every local endpoint, even one whose network could
+        // not be set up just now: a container's interface is not removed for that.
+        let mut keep = local.devices();
+        keep.extend(
+            local
+                .view
+                .local_endpoints(&self.cfg.node)
+                .map(|ep| veth_name(&ep.id)),
+        );
+        match host::links_with_prefix(host::DEVICE_PREFIX).await {
+            Ok(links) => {
+                for l in links {
+                    let ours = host::DEVICE_KINDS.iter().any(|p| l.starts_with(p));
+                    if ours && !keep.contains(&l) {
+                        log::info!("removing stale device {l}");
+                        if let Err(e) = host::delete_link(&l).await {
+                            log::warn!("{e}");
+                        }
+                    }
+                }
+            }
+            Err(e) => log::warn!("{e}"),
+        }
+    }
+}

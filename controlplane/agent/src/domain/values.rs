@@ -1,0 +1,238 @@
+//! The small values records are made of, each checked once when it is made: names of networks,
+//! containers and nodes, network and endpoint IDs, interface names.
+//!
+//! A value of these types is valid by construction, so code that holds one never checks it
+//! again (the host end of a veth is cut from an [`EndpointId`] without a second thought, because
+//! an ID is ASCII hex). VNIs, MACs, addresses and subnets use their own types
+//! ([`ovnet_wire::Vni`], [`ovnet_wire::MacAddr`], [`std::net::Ipv4Addr`], [`ipnet::Ipv4Net`]).
+
+use std::fmt;
+
+use super::ipam::IpamError;
+
+/// Checks `name` against `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, docker's rule. `kind` only shapes the
+/// error ("network", "container", "node").
+///
+/// Length limits on names (a later change) belong here, for all three kinds at once.
+fn check_name(kind: &'static str, name: &str) -> Result<(), IpamError> {
+    let mut chars = name.chars();
+    let ok = match chars.next() {
+        Some(c) if c.is_ascii_alphanumeric() => {
+            chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(IpamError::InvalidName {
+            kind,
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// Implements the string accessors shared by the string newtypes.
+macro_rules! string_value {
+    ($t:ident) => {
+        impl $t {
+            /// The value as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $t {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PartialEq<str> for $t {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $t {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+    };
+}
+
+/// The name of a network or of a container (endpoint): `[a-zA-Z0-9][a-zA-Z0-9_.-]*`. Never
+/// contains `/`, so it is one segment of an etcd key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(String);
+string_value!(Name);
+
+impl Name {
+    /// `name` if it follows the rule; `kind` ("network", "container") names it in the error.
+    pub fn parse(kind: &'static str, name: &str) -> Result<Name, IpamError> {
+        check_name(kind, name)?;
+        Ok(Name(name.to_owned()))
+    }
+}
+
+/// The name of a node (a host running an agent), by the same rule as [`Name`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeName(String);
+string_value!(NodeName);
+
+impl NodeName {
+    /// `name` if it follows the rule.
+    pub fn parse(name: &str) -> Result<NodeName, IpamError> {
+        check_name("node", name)?;
+        Ok(NodeName(name.to_owned()))
+    }
+}
+
+/// Length of the IDs the agent makes: 32 random bytes in lowercase hex, like a docker ID.
+pub const ID_LEN: usize = 64;
+
+/// Whether `s` is an ID the agent could have made: [`ID_LEN`] lowercase hex digits.
+fn is_id(s: &str) -> bool {
+    s.len() == ID_LEN && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn random_hex() -> String {
+    let bytes: [u8; ID_LEN / 2] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A string that is not an ID ([`ID_LEN`] lowercase hex digits).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid id {0:?}: want {ID_LEN} lowercase hex digits")]
+pub struct BadId(String);
+
+macro_rules! hex_id {
+    ($(#[$doc:meta])* $t:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $t(String);
+        string_value!($t);
+
+        impl $t {
+            /// A new random ID.
+            pub fn random() -> $t {
+                $t(random_hex())
+            }
+
+            /// `s` if it is an ID.
+            pub fn parse(s: &str) -> Result<$t, BadId> {
+                if is_id(s) {
+                    Ok($t(s.to_owned()))
+                } else {
+                    Err(BadId(s.to_owned()))
+                }
+            }
+        }
+    };
+}
+
+hex_id!(
+    /// A network's ID: [`ID_LEN`] lowercase hex digits, fixed at creation.
+    NetworkId
+);
+hex_id!(
+    /// An endpoint's ID: [`ID_LEN`] lowercase hex digits, fixed at connect. Host devices are
+    /// named after its first characters.
+    EndpointId
+);
+
+/// An interface name inside a container: 1 to 15 bytes (the kernel's `IFNAMSIZ` less the
+/// NUL), not `.` or `..`, no `/`, `:` or white space.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IfName(String);
+string_value!(IfName);
+
+/// Longest interface name the kernel takes.
+pub const MAX_IFNAME_LEN: usize = 15;
+
+/// A string that cannot be an interface name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid interface name {0:?}: 1 to 15 characters, no '/', ':' or spaces")]
+pub struct BadIfName(pub String);
+
+impl IfName {
+    /// `s` if the kernel would take it as an interface name.
+    pub fn parse(s: &str) -> Result<IfName, BadIfName> {
+        let bad = s.is_empty()
+            || s.len() > MAX_IFNAME_LEN
+            || s == "."
+            || s == ".."
+            || s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
+        if bad {
+            Err(BadIfName(s.to_owned()))
+        } else {
+            Ok(IfName(s.to_owned()))
+        }
+    }
+
+    /// `eth{n}`, the names the agent picks.
+    pub fn eth(n: u32) -> IfName {
+        IfName(format!("eth{n}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_dockers_rule() {
+        for ok in ["demo", "a", "0", "my-net_1.2", "A.b-c_"] {
+            assert_eq!(Name::parse("network", ok).unwrap().as_str(), ok);
+            NodeName::parse(ok).unwrap();
+        }
+        for bad in ["", "-x", ".x", "_x", "a/b", "a b", "é", "a:b"] {
+            let e = Name::parse("network", bad).unwrap_err();
+            assert!(e.to_string().starts_with("invalid network name"), "{e}");
+            let e = NodeName::parse(bad).unwrap_err();
+            assert!(e.to_string().starts_with("invalid node name"), "{e}");
+        }
+    }
+
+    #[test]
+    fn ids_are_64_lowercase_hex() {
+        let a = NetworkId::random();
+        assert_eq!(a.as_str().len(), 64);
+        assert_eq!(NetworkId::parse(a.as_str()), Ok(a.clone()));
+        assert_ne!(a, NetworkId::random());
+        for bad in [
+            "",
+            "abc",
+            &"A".repeat(64),
+            &"g".repeat(64),
+            &"a".repeat(65),
+            // 64 bytes, not 64 hex digits: a multi-byte character must not get through.
+            &format!("{}é", "a".repeat(62)),
+        ] {
+            assert!(EndpointId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn interface_names() {
+        for ok in ["eth0", "e", "a-very-long-if1", "ä"] {
+            IfName::parse(ok).unwrap();
+        }
+        for bad in ["", ".", "..", "a/b", "a:b", "a b", "a-very-long-ifname"] {
+            assert_eq!(
+                IfName::parse(bad).unwrap_err().to_string(),
+                format!(
+                    "invalid interface name {bad:?}: 1 to 15 characters, no '/', ':' or spaces"
+                )
+            );
+        }
+        assert_eq!(IfName::eth(3), "eth3");
+    }
+}

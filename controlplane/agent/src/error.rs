@@ -1,0 +1,356 @@
+//! [`AgentError`]: why an operation of the agent failed, as a typed value.
+//!
+//! Every layer returns it (the planners, the store, the host side, the operations), and each
+//! variant's `Display` is the one docker-like line the user sees (`ovctl` prints it after
+//! `Error: `). What kind of failure it is, for a caller, is the variant: the gRPC API maps the
+//! outer variants onto status codes in one function (`crate::api`), and nothing else looks at
+//! the text.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use ipnet::Ipv4Net;
+use ovnet_wire::Vni;
+
+use crate::domain::ipam::IpamError;
+use crate::domain::records::BadRecord;
+use crate::domain::values::{BadIfName, Name, NodeName};
+use crate::host::{HostError, NetnsError};
+
+/// Why an operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The request is wrong on its face: fix the request.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// The network, endpoint or VTEP asked for does not exist.
+    #[error(transparent)]
+    NotFound(#[from] NotFound),
+    /// A name or a pinned value is taken.
+    #[error(transparent)]
+    Exists(#[from] Exists),
+    /// A resource is used by something else, or used up.
+    #[error(transparent)]
+    InUse(#[from] InUse),
+    /// The container's network namespace is not there.
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    /// The host refused a step taken before anything was claimed (e.g. listing the
+    /// container's interfaces).
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// Other agents kept changing the same records and retrying did not get through; nothing
+    /// was changed, and the operation may be tried again.
+    #[error("could not {0}: other agents kept changing the same records, try again")]
+    Conflict(String),
+    /// etcd did not answer in time, or refused the connection.
+    #[error("etcd at {endpoints} is unreachable: start it or pass --etcd")]
+    Unavailable {
+        /// The configured endpoints, comma-separated.
+        endpoints: String,
+        /// What failed, for logs ("range: no answer within 3s", a transport error...).
+        cause: String,
+    },
+    /// etcd answered with an error that is not about reaching it.
+    #[error("internal error: etcd {op} failed: {source}")]
+    Etcd {
+        /// The call ("range", "txn", "lease grant"...).
+        op: &'static str,
+        /// etcd's answer.
+        source: etcd_client::Error,
+    },
+    /// A record the operation needs is damaged.
+    #[error("internal error: corrupt record at {key}: {problem}")]
+    Corrupt {
+        /// Its etcd key.
+        key: String,
+        /// What is wrong with it.
+        problem: BadRecord,
+    },
+    /// The endpoint was claimed, but this host could not build its side; the claim was
+    /// released again.
+    #[error("connecting {container} to network {network}: {cause}")]
+    Connect {
+        /// The container.
+        container: Name,
+        /// The network, by name.
+        network: Name,
+        /// What went wrong on the host.
+        cause: ConnectFailure,
+    },
+}
+
+/// A request that is wrong on its face.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    /// A name, subnet, gateway, VNI, MTU or requested address the IPAM rules refuse.
+    #[error(transparent)]
+    Value(IpamError),
+    /// An interface name the kernel would not take.
+    #[error(transparent)]
+    IfName(#[from] BadIfName),
+    /// A driver other than overlay.
+    #[error("driver {0:?} is not supported: ovnet only provides \"overlay\"")]
+    Driver(String),
+    /// `--gateway` without `--subnet`.
+    #[error("invalid gateway {0}: a gateway can only be given together with a subnet")]
+    GatewayWithoutSubnet(String),
+    /// A requested endpoint address that is not an IPv4 address.
+    #[error("invalid address {0}: not an IPv4 address")]
+    Address(String),
+    /// An external VTEP address that is not an IPv4 address.
+    #[error("invalid vtep address {0}: not an IPv4 address")]
+    VtepAddress(String),
+    /// An external VTEP port above 65535.
+    #[error("invalid vtep port {0}: must be 1..=65535")]
+    VtepPort(u32),
+    /// No network named in the request.
+    #[error("a network name or ID is required")]
+    NoNetwork,
+    /// An ID prefix that more than one network's ID starts with.
+    #[error("network {query} is ambiguous ({matches} matches found based on ID prefix)")]
+    Ambiguous {
+        /// The prefix.
+        query: String,
+        /// How many networks it matches.
+        matches: usize,
+    },
+    /// No etcd endpoint configured.
+    #[error("no etcd endpoint given")]
+    NoEtcdEndpoint,
+    /// An etcd endpoint that is not a URL.
+    #[error("invalid etcd endpoint {endpoints}: {cause}")]
+    EtcdEndpoint {
+        /// The endpoints, comma-separated.
+        endpoints: String,
+        /// What is wrong.
+        cause: String,
+    },
+}
+
+/// Something asked for that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotFound {
+    /// No network with this name, ID or ID prefix.
+    #[error("network {0} not found")]
+    Network(String),
+    /// No endpoint of this name in the network.
+    #[error("container {container} is not connected to network {network}")]
+    Endpoint {
+        /// The container, as asked for.
+        container: String,
+        /// The network, by name.
+        network: Name,
+    },
+    /// No such external VTEP in the network.
+    #[error("vtep {addr} not found in network {network}")]
+    Vtep {
+        /// The VTEP.
+        addr: SocketAddrV4,
+        /// The network, by name.
+        network: Name,
+    },
+}
+
+/// A name or a pinned value that is taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Exists {
+    /// The network name.
+    #[error("network with name {0} already exists")]
+    Network(Name),
+    /// The VNI.
+    #[error("vni {vni} is already used by network {network}")]
+    Vni {
+        /// The VNI asked for.
+        vni: Vni,
+        /// The network that has it.
+        network: Name,
+    },
+    /// The container name in the network.
+    #[error("endpoint with name {name} already exists in network {network}")]
+    Endpoint {
+        /// The container.
+        name: Name,
+        /// The network, by name.
+        network: Name,
+    },
+    /// The same namespace is connected already.
+    #[error("container {netns} is already connected to network {network} as {name}")]
+    Container {
+        /// The namespace as the user gave it.
+        netns: String,
+        /// The network, by name.
+        network: Name,
+        /// The endpoint that holds it.
+        name: Name,
+    },
+    /// The external VTEP.
+    #[error("vtep {addr} already exists in network {network}")]
+    Vtep {
+        /// The VTEP.
+        addr: SocketAddrV4,
+        /// The network, by name.
+        network: Name,
+    },
+}
+
+/// A resource used by something else, or used up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InUse {
+    /// A pinned subnet overlapping another network's.
+    #[error("subnet {subnet} overlaps with subnet {other} of network {network}")]
+    Subnet {
+        /// The subnet asked for.
+        subnet: Ipv4Net,
+        /// The one it overlaps.
+        other: Ipv4Net,
+        /// The network that has it.
+        network: Name,
+    },
+    /// The default pool is full.
+    #[error("no free /{len} left in {pool}: pass a subnet")]
+    NoSubnet {
+        /// The pool.
+        pool: Ipv4Net,
+        /// Prefix length of default subnets.
+        len: u8,
+    },
+    /// Every automatic VNI is taken.
+    #[error("no free vni left")]
+    NoVni,
+    /// A requested address another endpoint holds.
+    #[error("address already in use: {ip} in network {network}")]
+    Address {
+        /// The address.
+        ip: Ipv4Addr,
+        /// The network, by name.
+        network: Name,
+    },
+    /// A requested address that is the gateway.
+    #[error("address already in use: {0} is the network's gateway")]
+    Gateway(Ipv4Addr),
+    /// The subnet has no free address.
+    #[error("no available IPv4 addresses on this network's address pools: {network} ({id})")]
+    NoAddress {
+        /// The network, by name.
+        network: Name,
+        /// Its ID.
+        id: String,
+    },
+    /// `network rm` of a network with endpoints.
+    #[error(
+        "error while removing network: network {network} id {id} has active endpoints ({})",
+        endpoints.join(", ")
+    )]
+    ActiveEndpoints {
+        /// The network, by name.
+        network: Name,
+        /// Its ID.
+        id: String,
+        /// Its endpoints' names.
+        endpoints: Vec<String>,
+    },
+    /// `network disconnect` on a node that does not serve the endpoint.
+    #[error("container {container} is connected on node {node}: disconnect it there")]
+    OtherNode {
+        /// The container.
+        container: Name,
+        /// The node that serves it.
+        node: NodeName,
+    },
+}
+
+/// Why a claimed endpoint could not be given its host side.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectFailure {
+    /// Building the veth failed.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// The network's bridge, TAP or data-plane entry could not be set up here.
+    #[error("network {0} could not be set up on this host (see the agent's log)")]
+    NetworkDown(Name),
+}
+
+impl From<IpamError> for AgentError {
+    fn from(e: IpamError) -> Self {
+        match e {
+            IpamError::AddressIsGateway(ip) => InUse::Gateway(ip).into(),
+            e => Invalid::Value(e).into(),
+        }
+    }
+}
+
+impl From<BadIfName> for AgentError {
+    fn from(e: BadIfName) -> Self {
+        Invalid::IfName(e).into()
+    }
+}
+
+impl AgentError {
+    /// Classifies an etcd-client error: transport failures and timeouts are
+    /// [`AgentError::Unavailable`], anything else [`AgentError::Etcd`].
+    pub(crate) fn from_etcd(e: etcd_client::Error, endpoints: &str, op: &'static str) -> Self {
+        use etcd_client::Error as E;
+        use tonic::Code;
+        let unavailable = match &e {
+            E::TransportError(_) | E::IoError(_) => true,
+            E::GRpcStatus(s) => matches!(
+                s.code(),
+                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
+            ),
+            _ => false,
+        };
+        if unavailable {
+            AgentError::Unavailable {
+                endpoints: endpoints.to_owned(),
+                cause: format!("{op}: {e}"),
+            }
+        } else {
+            AgentError::Etcd { op, source: e }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_one_docker_like_line() {
+        let e = AgentError::Unavailable {
+            endpoints: "http://127.0.0.1:2379".into(),
+            cause: "range: no answer within 3s".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "etcd at http://127.0.0.1:2379 is unreachable: start it or pass --etcd"
+        );
+        let e = AgentError::from(IpamError::InvalidVni(0));
+        assert_eq!(
+            e.to_string(),
+            "invalid vni 0: must be between 1 and 16777215"
+        );
+        assert!(matches!(e, AgentError::Invalid(_)));
+        // The one rule of the IPAM that is about use, not form.
+        let gw = Ipv4Addr::new(10, 0, 0, 1);
+        let e = AgentError::from(IpamError::AddressIsGateway(gw));
+        assert!(matches!(e, AgentError::InUse(InUse::Gateway(_))), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "address already in use: 10.0.0.1 is the network's gateway"
+        );
+        let e = AgentError::from(InUse::ActiveEndpoints {
+            network: Name::parse("network", "demo").unwrap(),
+            id: "ab12".into(),
+            endpoints: vec!["web1".into(), "web2".into()],
+        });
+        assert_eq!(
+            e.to_string(),
+            "error while removing network: network demo id ab12 has active endpoints (web1, web2)"
+        );
+        let e = AgentError::Conflict("create network demo".into());
+        assert_eq!(
+            e.to_string(),
+            "could not create network demo: other agents kept changing the same records, try again"
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! Endpoints in etcd: attach a container (claiming its name in the network and its address in
+//! one transaction), look one up, detach it (freeing its address), list a network's.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
+use ovnet_proto::Message;
+
+use super::{committed_at, Found, Record, Stamped, Store};
+use crate::domain::plan::{self, EndpointRequest, Taken};
+use crate::domain::time::now_rfc3339;
+use crate::domain::{Endpoint, EndpointId, Name, NetworkId};
+use crate::error::{AgentError, NotFound};
+
+fn not_connected(name: &str, network: &Name) -> AgentError {
+    NotFound::Endpoint {
+        container: name.to_owned(),
+        network: network.clone(),
+    }
+    .into()
+}
+
+impl Store {
+    /// Attaches a container to a network (name, ID or ID prefix): claims its name in the
+    /// network and an address (the requested one, or the lowest free), with docker's MAC for
+    /// it ([`plan::plan_endpoint`]). Returns the endpoint and the revision that created it.
+    pub async fn create_endpoint(
+        &self,
+        network: &str,
+        req: &EndpointRequest,
+    ) -> Result<Stamped<Endpoint>, AgentError> {
+        let op = format!("connect {} to network {network}", req.name);
+        self.retry(&op, || Box::pin(self.try_create_endpoint(network, req)))
+            .await
+    }
+
+    /// One attempt of [`Store::create_endpoint`]: read, decide, claim; `None` after a lost race.
+    async fn try_create_endpoint(
+        &self,
+        network: &str,
+        req: &EndpointRequest,
+    ) -> Result<Option<Stamped<Endpoint>>, AgentError> {
+        let Found {
+            network: net,
+            mod_revision,
+            revision,
+        } = self.find_network(network).await?;
+        let k_ep = self.keys.endpoint(&net.id, req.name.as_str());
+        let (_, existing) = self
+            .range_opts(&k_ep, GetOptions::new().with_revision(revision))
+            .await?;
+        let (_, claims) = self.range(&self.keys.ips(&net.id), revision).await?;
+        let taken = Taken {
+            name: !existing.is_empty(),
+            addresses: claims
+                .iter()
+                .filter_map(|kv| self.keys.parse_ip(&net.id, kv.key()))
+                .collect::<HashSet<Ipv4Addr>>(),
+        };
+        let ep = plan::plan_endpoint(req, &net, &taken, EndpointId::random(), now_rfc3339())?;
+        let k_ip = self.keys.ip(&net.id, ep.ipv4);
+        let txn = Txn::new()
+            .when([
+                Compare::mod_revision(
+                    self.keys.network(net.name.as_str()),
+                    CompareOp::Equal,
+                    mod_revision,
+                ),
+                Compare::create_revision(k_ep.clone(), CompareOp::Equal, 0),
+                Compare::create_revision(k_ip.clone(), CompareOp::Equal, 0),
+            ])
+            .and_then([
+                TxnOp::put(k_ep, ep.to_proto().encode_to_vec(), None),
+                TxnOp::put(k_ip, ep.id.to_string(), None),
+            ]);
+        let resp = self.txn(txn).await?;
+        Ok(resp.succeeded().then(|| Stamped {
+            record: ep,
+            revision: committed_at(&resp),
+        }))
+    }
+
+    /// One endpoint of a network (name, ID or ID prefix) by its name.
+    pub async fn get_endpoint(&self, network: &str, name: &str) -> Result<Endpoint, AgentError> {
+        let Found {
+            network: net,
+            revision,
+            ..
+        } = self.find_network(network).await?;
+        let (_, kvs) = self
+            .range_opts(
+                &self.keys.endpoint(&net.id, name),
+                GetOptions::new().with_revision(revision),
+            )
+            .await?;
+        match kvs.first().and_then(|kv| self.decode(kv)) {
+            Some(Ok(Record::Endpoint(ep))) => Ok(ep),
+            Some(Err(e)) => Err(e),
+            _ => Err(not_connected(name, &net.name)),
+        }
+    }
+
+    /// Detaches a container: deletes its endpoint and frees its address. Returns the removed
+    /// endpoint and the revision that removed it.
+    pub async fn delete_endpoint(
+        &self,
+        network: &str,
+        name: &str,
+    ) -> Result<Stamped<Endpoint>, AgentError> {
+        self.retry(&format!("disconnect {name} from network {network}"), || {
+            Box::pin(self.try_delete_endpoint(network, name))
+        })
+        .await
+    }
+
+    /// One attempt of [`Store::delete_endpoint`]: read, decide, claim; `None` after a lost race.
+    async fn try_delete_endpoint(
+        &self,
+        network: &str,
+        name: &str,
+    ) -> Result<Option<Stamped<Endpoint>>, AgentError> {
+        let Found {
+            network: net,
+            revision,
+            ..
+        } = self.find_network(network).await?;
+        let k_ep = self.keys.endpoint(&net.id, name);
+        let (_, kvs) = self
+            .range_opts(&k_ep, GetOptions::new().with_revision(revision))
+            .await?;
+        let Some(kv) = kvs.first() else {
+            return Err(not_connected(name, &net.name));
+        };
+        let ep = match self.decode(kv) {
+            Some(Ok(Record::Endpoint(ep))) => ep,
+            Some(Err(e)) => return Err(e),
+            _ => return Err(not_connected(name, &net.name)),
+        };
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                k_ep.clone(),
+                CompareOp::Equal,
+                kv.mod_revision(),
+            )])
+            .and_then([
+                TxnOp::delete(k_ep, None),
+                TxnOp::delete(self.keys.ip(&net.id, ep.ipv4), None),
+            ]);
+        let resp = self.txn(txn).await?;
+        Ok(resp.succeeded().then(|| Stamped {
+            record: ep,
+            revision: committed_at(&resp),
+        }))
+    }
+
+    /// The endpoints of one network (by exact ID), by name.
+    pub async fn list_endpoints(
+        &self,
+        network_id: &NetworkId,
+    ) -> Result<Vec<Endpoint>, AgentError> {
+        let (_, kvs) = self.range(&self.keys.endpoints(network_id), 0).await?;
+        Ok(self.records(&kvs, |r| match r {
+            Record::Endpoint(e) => Some(e),
+            _ => None,
+        }))
+    }
+}
