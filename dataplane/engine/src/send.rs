@@ -682,7 +682,7 @@ mod tests {
             let n = tso_segments(mtu, true);
             // Worst case: inner Ethernet + VLAN, IPv4 and TCP with full options, segments of
             // the largest payload the MTU allows, inside outer IPv4 + UDP + VXLAN.
-            let outer = 36 + 18 + 60 + 60 + n * (mtu - 40);
+            let outer = 36 + gso::MAX_HEADERS as u32 + n * (mtu - 40);
             assert!(
                 outer <= 65_535,
                 "MTU {mtu}: {n} segments make {outer} bytes"

@@ -376,8 +376,17 @@ fn an_unknown_vtep_cannot_reach_ovnet_containers() {
     start_kernel_vxlan(&mut tb, &h3, &[(&c1, &h1)]);
     let stats = ping(&tb, &c3.ns, &c1.ip.to_string(), 3).unwrap();
     assert_eq!(stats.received, 0, "{stats:?}");
-    let c = dp1.counters(vni42()).unwrap();
-    assert!(c.dropped(DropReason::UnknownVtep) >= 3, "{c:?}");
+    // How many of the kernel's ARP requests went out in the pings' three seconds depends on
+    // the machine's load; each one that reached host 1 is refused and counted.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let c = loop {
+        let c = dp1.counters(vni42()).unwrap();
+        if c.dropped(DropReason::UnknownVtep) >= 1 || std::time::Instant::now() > deadline {
+            break c;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(c.dropped(DropReason::UnknownVtep) >= 1, "{c:?}");
     assert_eq!(c.rx_packets, 0, "{c:?}");
 }
 
