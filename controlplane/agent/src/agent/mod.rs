@@ -27,6 +27,7 @@ mod reconcile;
 mod sync;
 
 use std::net::SocketAddrV4;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ovnet_dataplane::{CounterSnapshot, Dataplane, DataplaneReport};
@@ -35,6 +36,7 @@ use tokio::sync::Mutex;
 use crate::domain::plan::NetworkSpec;
 use crate::domain::{Endpoint, ExternalVtep, Network, Node, NodeName};
 use crate::error::AgentError;
+use crate::health::{Health, HealthSnapshot};
 use crate::store::{KeepAlive, Store};
 
 pub use connect::ConnectSpec;
@@ -59,6 +61,7 @@ pub struct Agent {
     dp: Dataplane,
     local: Mutex<Local>,
     keepalive: Mutex<Option<KeepAlive>>,
+    health: Arc<Health>,
 }
 
 /// A network with everything attached to it, for `inspect`.
@@ -99,7 +102,13 @@ impl Agent {
             dp,
             local: Mutex::new(Local::default()),
             keepalive: Mutex::new(None),
+            health: Arc::new(Health::default()),
         }
+    }
+
+    /// Whether the agent follows etcd and keeps its lease.
+    pub fn health(&self) -> HealthSnapshot {
+        self.health.snapshot()
     }
 
     /// Creates a network, choosing what `spec` leaves unset.
