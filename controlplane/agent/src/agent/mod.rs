@@ -81,6 +81,23 @@ pub struct NetworkDetail {
 /// known (bad header, unknown VNI), with VNI 0.
 pub const NO_NETWORK: &str = "(no network)";
 
+/// What `ovctl doctor` asks of the agent: who it is, whether it follows etcd, what it set up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentStatus {
+    /// This node's name.
+    pub node: NodeName,
+    /// Its VTEP.
+    pub vtep: SocketAddrV4,
+    /// The etcd client URLs it was given.
+    pub etcd: Vec<String>,
+    /// Whether it follows etcd and keeps its lease.
+    pub health: HealthSnapshot,
+    /// Networks set up on this host: name, VNI, MTU.
+    pub networks: Vec<(String, u32, u32)>,
+    /// Devices it owns in the host namespace, sorted.
+    pub devices: Vec<String>,
+}
+
 /// A network's data-plane counters on this host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetworkCounters {
@@ -185,6 +202,40 @@ impl Agent {
     /// The registered nodes, by name, with whether each one's agent is alive.
     pub async fn list_nodes(&self) -> Result<Vec<(Node, bool)>, AgentError> {
         self.store.list_nodes().await
+    }
+
+    /// This agent's own state.
+    pub async fn status(&self) -> AgentStatus {
+        let (mut networks, mut devices) = {
+            let local = self.local.lock().await;
+            let networks: Vec<(String, u32, u32)> = local
+                .view
+                .networks()
+                .filter(|n| local.applied.contains_key(&n.vni))
+                .map(|n| (n.name.to_string(), n.vni.get(), n.mtu))
+                .collect();
+            let devices: Vec<String> = local.devices().into_iter().collect();
+            (networks, devices)
+        };
+        let uplink = format!("ovu{}", self.cfg.vtep.port());
+        if crate::host::link_exists(&uplink) {
+            devices.push(uplink);
+        }
+        networks.sort();
+        devices.sort();
+        AgentStatus {
+            node: self.cfg.node.clone(),
+            vtep: self.cfg.vtep,
+            etcd: self
+                .store
+                .endpoints()
+                .split(',')
+                .map(str::to_owned)
+                .collect(),
+            health: self.health.snapshot(),
+            networks,
+            devices,
+        }
     }
 
     /// The data plane's workers and the offloads it uses.
