@@ -8,19 +8,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ovnet_dataplane::CounterSnapshot;
+use ovnet_dataplane::{CounterSnapshot, Offload, OffloadState};
 use ovnet_proto::v1::{
     AddVtepRequest, ConnectRequest, CreateNetworkRequest, DataplaneRequest, DataplaneStatus,
     DisconnectRequest, DisconnectResponse, Endpoint, ExternalVtep, InspectNetworkRequest,
     ListNetworksRequest, ListNetworksResponse, ListNodesRequest, ListNodesResponse,
-    ListVtepsRequest, ListVtepsResponse, Network, NetworkDetail, NetworkStats, NodeStatus, Peer,
-    RemoveNetworkRequest, RemoveNetworkResponse, RemoveVtepRequest, RemoveVtepResponse,
-    StatsRequest, StatsResponse, StatusRequest,
+    ListVtepsRequest, ListVtepsResponse, Network, NetworkDetail, NetworkStats, NodeStatus,
+    OffloadStatus, Peer, RemoveNetworkRequest, RemoveNetworkResponse, RemoveVtepRequest,
+    RemoveVtepResponse, StatsRequest, StatsResponse, StatusRequest,
 };
 use tonic::{Request, Response, Status};
 
 use crate::agent::{Agent, ConnectSpec};
 use crate::domain::plan::{parse_vtep, NetworkSpec};
+use crate::domain::time::rfc3339;
 use crate::error::AgentError;
 
 /// The service implementation.
@@ -60,6 +61,21 @@ type Answer<T> = Result<Response<T>, Status>;
 /// The answer to a call: the operation's result in protobuf, or its error as a status.
 fn answer<T, U>(result: Result<T, AgentError>, to_proto: impl FnOnce(T) -> U) -> Answer<U> {
     result.map(|v| Response::new(to_proto(v))).map_err(status)
+}
+
+fn offload_status(o: Offload, st: &OffloadState) -> OffloadStatus {
+    let (state, reason, since) = match st {
+        OffloadState::Off => ("off", String::new(), String::new()),
+        OffloadState::On => ("on", String::new(), String::new()),
+        OffloadState::Unavailable(why) => ("unavailable", why.clone(), String::new()),
+        OffloadState::TurnedOff { reason, at } => ("turned off", reason.clone(), rfc3339(*at)),
+    };
+    OffloadStatus {
+        name: o.name().to_owned(),
+        state: state.to_owned(),
+        reason,
+        since,
+    }
 }
 
 fn micros(d: Duration) -> u32 {
@@ -234,6 +250,11 @@ impl ovnet_proto::Agent for Api {
             udp_gso: r.udp_gso,
             tunnel_gso: r.tunnel_gso,
             slice_us: r.slice.map_or(0, micros),
+            offloads: r
+                .offloads
+                .iter()
+                .map(|(o, st)| offload_status(*o, st))
+                .collect(),
         }))
     }
 }

@@ -169,7 +169,12 @@ impl View {
         self.networks.values()
     }
 
-    /// The network with this ID.
+    /// The registered nodes, by name.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values()
+    }
+
+    /// The network with ID `id`.
     pub fn network_by_id(&self, id: &NetworkId) -> Option<&Network> {
         self.networks.values().find(|n| n.id == *id)
     }

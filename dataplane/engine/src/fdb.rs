@@ -76,7 +76,11 @@ impl Hasher for FxHasher {
 
     #[inline]
     fn finish(&self) -> u64 {
-        self.0
+        // The multiply leaves the low bits depending only on the input's low bits, and hash
+        // tables index by the low bits: addresses that differ in their last bytes (MACs
+        // 02:42:0a:00:00:xx, IPs 10.0.0.x) would all land in one bucket. Rotating brings the
+        // well-mixed high bits down (as rustc-hash 2 does).
+        self.0.rotate_left(26)
     }
 }
 
@@ -314,6 +318,29 @@ impl LearnedTable {
 
 #[cfg(test)]
 mod tests {
+    use std::hash::BuildHasher;
+
+    /// Addresses that differ only in their last bytes spread over a table's low-bit buckets.
+    #[test]
+    fn fx_hashes_of_neighbouring_addresses_spread_over_low_bits() {
+        let build = std::hash::BuildHasherDefault::<FxHasher>::default();
+        let buckets = |hashes: Vec<u64>| {
+            hashes
+                .into_iter()
+                .map(|h| h & 1023)
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        };
+        let macs = (0..1024u32)
+            .map(|i| build.hash_one(MacAddr([2, 0x42, 10, 0, (i >> 8) as u8, i as u8])))
+            .collect();
+        let ips = (0..1024u32)
+            .map(|i| build.hash_one(Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8)))
+            .collect();
+        assert!(buckets(macs) > 600, "MACs crowd into few buckets");
+        assert!(buckets(ips) > 600, "IPs crowd into few buckets");
+    }
+
     use super::*;
 
     fn mac(last: u8) -> MacAddr {

@@ -98,6 +98,19 @@ pub struct AgentStatus {
     pub devices: Vec<String>,
 }
 
+/// Traffic with one peer VTEP, for the metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerTraffic {
+    /// The peer's underlay address.
+    pub addr: std::net::IpAddr,
+    /// The node registered with that VTEP address, if any (external VTEPs have none).
+    pub node: Option<String>,
+    /// What the data plane counted.
+    pub counters: ovnet_dataplane::PeerSnapshot,
+    /// How long ago the peer was last heard (`None`: never).
+    pub heard: Option<Duration>,
+}
+
 /// A network's data-plane counters on this host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetworkCounters {
@@ -236,6 +249,27 @@ impl Agent {
             networks,
             devices,
         }
+    }
+
+    /// Traffic per peer VTEP, with the node behind each address; and the datagrams of peers
+    /// beyond the data plane's bound, counted together.
+    pub async fn peers(&self) -> (Vec<PeerTraffic>, u64) {
+        let (peers, overflow) = self.dp.peers();
+        let local = self.local.lock().await;
+        let traffic = peers
+            .into_iter()
+            .map(|(addr, counters, heard)| PeerTraffic {
+                addr,
+                node: local
+                    .view
+                    .nodes()
+                    .find(|n| std::net::IpAddr::V4(*n.vtep.ip()) == addr)
+                    .map(|n| n.name.to_string()),
+                counters,
+                heard,
+            })
+            .collect();
+        (traffic, overflow)
     }
 
     /// The data plane's workers and the offloads it uses.
