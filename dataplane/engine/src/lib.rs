@@ -27,5 +27,5 @@ pub use counters::{CounterSnapshot, DropReason};
 pub use dataplane::{
     Dataplane, DataplaneConfig, DataplaneError, DataplaneReport, DEFAULT_POLL, DEFAULT_SLICE,
 };
-pub use fdb::{FloodEntry, NetworkTable};
+pub use fdb::{FloodEntry, Gateway, NetworkTable};
 pub use ovnet_wire::{MacAddr, Vni};
