@@ -88,6 +88,7 @@ impl From<CreateNetworkRequest> for NetworkSpec {
             vni: r.vni,
             mtu: r.mtu,
             labels: r.labels,
+            internal: r.internal,
         }
     }
 }
@@ -141,6 +142,7 @@ impl ovnet_proto::Agent for Api {
             netns: r.netns,
             ifname: None,
             ipv4: r.ipv4,
+            publish: r.publish,
         };
         answer(self.agent.connect(spec).await, |e| e.to_proto())
     }

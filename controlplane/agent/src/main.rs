@@ -11,6 +11,8 @@ use clap::Parser;
 use ovnet_agent::agent::{Agent, AgentConfig};
 use ovnet_agent::api::Api;
 use ovnet_agent::domain::NodeName;
+use ovnet_agent::edge::nft::{Nft, DEFAULT_NFT};
+use ovnet_agent::edge::EdgeConfig;
 use ovnet_agent::store::{Store, StoreConfig, DEFAULT_ENDPOINT, DEFAULT_PREFIX, DEFAULT_TIMEOUT};
 use ovnet_dataplane::{Dataplane, DataplaneConfig, DEFAULT_POLL, DEFAULT_SLICE};
 use ovnet_proto::AgentServer;
@@ -73,6 +75,20 @@ struct Args {
     /// Linux 6.17+ and the host's settings allow it; see the README).
     #[arg(long, env = "OVNET_NO_TUNNEL_GSO", value_parser = clap::builder::FalseyValueParser::new())]
     no_tunnel_gso: bool,
+    /// Upstream DNS resolver for names outside the cluster, IP[:PORT] (repeatable, or
+    /// comma-separated in the environment). Default: the nameservers of /etc/resolv.conf.
+    #[arg(long = "dns-upstream", env = "OVNET_DNS_UPSTREAM", value_name = "IP[:PORT]",
+          value_delimiter = ',', value_parser = parse_upstream)]
+    dns_upstreams: Vec<SocketAddr>,
+    /// The nft program (Debian's nftables) that loads ovnet's table `ip ovnet`: masquerade,
+    /// published ports, the forward filter.
+    #[arg(long, env = "OVNET_NFT", default_value = DEFAULT_NFT, value_name = "PATH")]
+    nft: PathBuf,
+}
+
+/// `--dns-upstream`: `IP`, `IPv4:PORT` or `[IPv6]:PORT`.
+fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
+    ovnet_dns::parse_upstream(s).map_err(|e| e.to_string())
 }
 
 /// `--slice-us`: 0, or what the kernel takes (100 µs to 100 ms).
@@ -165,6 +181,10 @@ async fn run(args: Args) -> Result<(), String> {
             lease_ttl: Duration::from_secs(args.lease_ttl.max(1)),
             offloads: !args.no_offloads,
             queues,
+            edge: EdgeConfig {
+                nft: Nft::new(&args.nft),
+                dns_upstreams: (!args.dns_upstreams.is_empty()).then_some(args.dns_upstreams),
+            },
         },
         store,
         dp,
@@ -234,5 +254,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("100 to 100000"), "{e}");
+    }
+
+    #[test]
+    fn dns_upstreams_repeat_or_come_comma_separated() {
+        let a = Args::try_parse_from([
+            "ovnet-agent",
+            "--vtep-ip",
+            "10.9.9.1",
+            "--dns-upstream",
+            "192.0.2.53",
+            "--dns-upstream",
+            "192.0.2.54:5353,[2001:db8::53]:53",
+        ])
+        .unwrap();
+        let got: Vec<String> = a.dns_upstreams.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            ["192.0.2.53:53", "192.0.2.54:5353", "[2001:db8::53]:53"]
+        );
+        let e = Args::try_parse_from([
+            "ovnet-agent",
+            "--vtep-ip",
+            "10.9.9.1",
+            "--dns-upstream",
+            "dns.example",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("want IP[:PORT]"), "{e}");
     }
 }
