@@ -253,6 +253,18 @@ fn the_way_out_published_ports_and_internal_networks() {
     let direct = SocketAddr::from((Ipv4Addr::new(10, 0, 0, 2), 80));
     assert!(who(&underlay, direct).is_err(), "web is exposed");
 
+    // A network's resolver answers its own containers only: not another network's (its names
+    // are not theirs), not the underlay (no open resolver).
+    wait_resolves(&web, FRONT_GW, "web", &["10.0.0.2"]);
+    assert!(
+        dig(&db, FRONT_GW, "web").is_err(),
+        "back asked front's resolver"
+    );
+    assert!(
+        dig(&underlay, FRONT_GW, "web").is_err(),
+        "front's resolver is open"
+    );
+
     // Networks stay apart, even routed through the gateway.
     assert_eq!(
         c.ping_received(&web, "10.0.1.2", 2),

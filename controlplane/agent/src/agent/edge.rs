@@ -30,6 +30,8 @@ use super::Agent;
 pub(super) struct EdgeState {
     /// The ruleset loaded last; `None` until the first load since start.
     rules: Option<String>,
+    /// The last failure to load a ruleset, as logged (logged again only when it changes).
+    rules_failed: Option<String>,
     /// The running resolvers, by network VNI.
     resolvers: BTreeMap<Vni, Running>,
     /// Networks whose resolver could not start, with the error logged (retried every pass,
@@ -69,8 +71,15 @@ impl Agent {
             return Ok(());
         }
         if let Err(e) = self.cfg.edge.nft.apply(&text).await {
-            log::error!("{e}");
-            return Err(e.to_string());
+            let msg = e.to_string();
+            if edge.rules_failed.as_deref() != Some(msg.as_str()) {
+                log::error!("{msg}");
+                edge.rules_failed = Some(msg.clone());
+            }
+            return Err(msg);
+        }
+        if edge.rules_failed.take().is_some() {
+            log::info!("nftables table {} loaded again", nft::TABLE);
         }
         if desired.is_empty() {
             if edge.rules.is_some() {

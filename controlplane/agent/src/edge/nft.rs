@@ -14,6 +14,7 @@
 //! | chain (hook) | rule | why |
 //! |---|---|---|
 //! | prerouting, output (nat) | `ip daddr G {tcp,udp} dport 53 return` | DNS to the gateway is the resolver's, whatever is published |
+//! | input (filter) | `ip daddr G {tcp,udp} dport 53 iifname != {B, lo} drop` | the resolver answers its network's containers and the host only: not another network's containers (its names are not theirs), not the underlay (no open resolver) |
 //! | prerouting (nat) | `fib daddr type local` (or `ip daddr HOSTIP`) `PROTO dport HP dnat to IP:CP` | published ports, from outside |
 //! | output (nat) | the same, for `ip daddr != 127.0.0.0/8` | published ports, from the host itself |
 //! | postrouting (nat) | `ip saddr S oifname != B masquerade` (not internal) | the way out, as the host's address |
@@ -99,6 +100,7 @@ pub fn render(spec: &EdgeSpec) -> String {
     }
     line(&format!("flush table {TABLE}"));
     line(&format!("table {TABLE} {{"));
+    let mut input = String::new();
     let mut pre = String::new();
     let mut output = String::new();
     let mut post = String::new();
@@ -110,6 +112,13 @@ pub fn render(spec: &EdgeSpec) -> String {
         let dns = format!("ip daddr {g} meta l4proto {{ tcp, udp }} th dport 53 return");
         rule(&mut pre, &dns);
         rule(&mut output, &dns);
+        rule(
+            &mut input,
+            &format!(
+                "ip daddr {g} meta l4proto {{ tcp, udp }} th dport 53 iifname != {{ {b}, \"lo\" }} \
+                 counter drop"
+            ),
+        );
         for p in &n.published {
             let m = &p.mapping;
             let to = format!(
@@ -153,6 +162,12 @@ pub fn render(spec: &EdgeSpec) -> String {
             rule(&mut fwd_out, &format!("iifname {b} accept"));
         }
     }
+    chain(
+        &mut line,
+        "input",
+        "filter hook input priority filter",
+        &input,
+    );
     chain(
         &mut line,
         "prerouting",
@@ -346,6 +361,10 @@ mod tests {
 table ip ovnet {}
 flush table ip ovnet
 table ip ovnet {
+\tchain input {
+\t\ttype filter hook input priority filter; policy accept;
+\t\tip daddr 10.0.0.1 meta l4proto { tcp, udp } th dport 53 iifname != { \"ovbr256\", \"lo\" } counter drop
+\t}
 \tchain prerouting {
 \t\ttype nat hook prerouting priority dstnat; policy accept;
 \t\tip daddr 10.0.0.1 meta l4proto { tcp, udp } th dport 53 return
