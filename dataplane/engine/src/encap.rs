@@ -1,5 +1,6 @@
 //! The send path's decision for one frame read from a network's TAP: which VTEP(s) get it,
-//! whether it is answered locally (ARP / IPv6 ND from the table), or why it is dropped.
+//! whether it is answered locally (ARP / IPv6 ND from the table) or stays on the host (the
+//! local bridge's destinations, the network's gateway), or why it is dropped.
 //!
 //! A pure function of the frame and the tables, with no socket in sight: the worker carries out
 //! the [`Encap`] it returns, and tests check decisions directly.
