@@ -104,6 +104,7 @@ impl From<CreateNetworkRequest> for NetworkSpec {
             vni: r.vni,
             mtu: r.mtu,
             labels: r.labels,
+            internal: r.internal,
         }
     }
 }
@@ -157,6 +158,7 @@ impl ovnet_proto::Agent for Api {
             netns: r.netns,
             ifname: None,
             ipv4: r.ipv4,
+            publish: r.publish,
         };
         answer(self.agent.connect(spec).await, |e| e.to_proto())
     }

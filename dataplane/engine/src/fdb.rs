@@ -119,6 +119,22 @@ pub struct NetworkTable {
     pub learning: bool,
     /// The VXLAN port of VTEPs learned from traffic when `learning` is on.
     pub learn_port: u16,
+    /// The network's gateway on this host's bridge: the same address and MAC on every host,
+    /// so it is always a local answer (ARP for it is never flooded), never a remote
+    /// destination, and never a source the overlay may deliver.
+    pub gateway: Option<Gateway>,
+}
+
+/// A network's gateway: an address of the subnet on the bridge of every host where the
+/// network has endpoints, with the same MAC everywhere (`02:42` and the address's bytes, like
+/// an endpoint's). It is the host's own: its frames stay on the host, and frames from the
+/// overlay that claim it are spoofed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Gateway {
+    /// The gateway address.
+    pub ip: Ipv4Addr,
+    /// The bridge's MAC.
+    pub mac: MacAddr,
 }
 
 impl NetworkTable {
@@ -152,10 +168,13 @@ pub struct Table {
     pub(crate) vteps: FxHashMap<IpAddr, VtepInfo>,
     pub(crate) learning: bool,
     pub(crate) learn_port: u16,
+    pub(crate) gateway_mac: Option<MacAddr>,
 }
 
 impl Table {
-    /// Compiles a table. Flood entries are deduplicated, keeping their order.
+    /// Compiles a table. Flood entries are deduplicated, keeping their order. The gateway, if
+    /// any, joins the IP → MAC table and the local MACs: ARP for it is the local bridge's to
+    /// answer, and a frame from the overlay claiming its MAC or address is spoofed.
     pub fn compile(t: &NetworkTable) -> Table {
         let mut vteps = FxHashMap::default();
         for addr in t.macs.values() {
@@ -175,12 +194,18 @@ impl Table {
             });
             e.learn |= f.learn;
         }
+        let mut arp: FxHashMap<Ipv4Addr, MacAddr> = t.arp.iter().map(|(k, v)| (*k, *v)).collect();
+        let mut local_macs: FxHashSet<MacAddr> = t.local_macs.iter().copied().collect();
+        if let Some(gw) = t.gateway {
+            arp.insert(gw.ip, gw.mac);
+            local_macs.insert(gw.mac);
+        }
         Table {
             macs: t.macs.iter().map(|(k, v)| (*k, *v)).collect(),
-            arp: t.arp.iter().map(|(k, v)| (*k, *v)).collect(),
+            arp,
             nd: t.nd.iter().map(|(k, v)| (*k, *v)).collect(),
             flood,
-            local_macs: t.local_macs.iter().copied().collect(),
+            local_macs,
             vteps,
             learning: t.learning,
             learn_port: if t.learn_port == 0 {
@@ -188,7 +213,13 @@ impl Table {
             } else {
                 t.learn_port
             },
+            gateway_mac: t.gateway.map(|g| g.mac),
         }
+    }
+
+    /// Whether `mac` is the network's gateway (this host's bridge).
+    pub fn is_gateway(&self, mac: &MacAddr) -> bool {
+        self.gateway_mac.as_ref() == Some(mac)
     }
 
     /// The VTEP a unicast MAC is statically bound to.

@@ -49,7 +49,7 @@ pub use clock::Clock;
 pub use config::{DataplaneConfig, DataplaneError, DEFAULT_POLL, DEFAULT_SLICE};
 pub use counters::{CounterSnapshot, DropReason};
 pub use dataplane::{Dataplane, DataplaneReport};
-pub use fdb::{FloodEntry, NetworkTable};
+pub use fdb::{FloodEntry, Gateway, NetworkTable};
 pub use ovnet_wire::{MacAddr, Vni, VXLAN_PORT};
 pub use peers::PeerSnapshot;
 pub use send::tso_segments;

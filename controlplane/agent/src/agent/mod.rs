@@ -9,6 +9,8 @@
 //! - `sync`: registration and liveness, following etcd (snapshot, watch, re-list), and what
 //!   happens at start.
 //! - `reconcile`: making bridges, TAPs, veths and the data plane match the view.
+//! - `edge`: the same for the network edge: ovnet's nftables table, IPv4 forwarding, the
+//!   per-network DNS resolvers.
 //!
 //! One lock serialises everything that touches the host and the data plane: the watch loop's
 //! reconciliations and connect/disconnect. While etcd is unreachable the view and the data
@@ -23,6 +25,7 @@
 //! vanished meanwhile and removes the devices no record explains.
 
 mod connect;
+mod edge;
 mod reconcile;
 mod sync;
 
@@ -35,11 +38,13 @@ use tokio::sync::Mutex;
 
 use crate::domain::plan::NetworkSpec;
 use crate::domain::{Endpoint, ExternalVtep, Network, Node, NodeName};
+use crate::edge::EdgeConfig;
 use crate::error::AgentError;
 use crate::health::{Health, HealthSnapshot};
 use crate::store::{KeepAlive, Store};
 
 pub use connect::ConnectSpec;
+pub use edge::DnsCounters;
 use reconcile::Local;
 
 /// What an agent is told at start.
@@ -51,6 +56,8 @@ pub struct AgentConfig {
     pub vtep: SocketAddrV4,
     /// TTL of the liveness lease.
     pub lease_ttl: Duration,
+    /// The network edge: the `nft` program, the upstream resolvers.
+    pub edge: EdgeConfig,
 }
 
 /// One host's agent.
@@ -146,7 +153,8 @@ impl Agent {
         let req = spec.check()?;
         let net = self.store.create_network(&req).await?;
         log::info!(
-            "created network {} id {} (VNI {}, subnet {})",
+            "created {}network {} id {} (VNI {}, subnet {})",
+            if net.internal { "internal " } else { "" },
             net.name,
             net.id,
             net.vni,
