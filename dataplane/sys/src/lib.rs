@@ -14,6 +14,7 @@ pub mod sched;
 pub mod tap;
 pub mod udp;
 pub mod uplink;
+pub mod users;
 
 pub use event::{poll_readable, poll_writable, Epoll, Waker};
 pub use tap::{Offloads, Tap, TapConfig, TapError};
