@@ -34,6 +34,6 @@ pub use bed::{
     Container, Host, Pid, Testbed, UNDERLAY_BRIDGE, UNDERLAY_BRIDGE_IP, UNDERLAY_BRIDGE_MAC,
 };
 pub use cmd::{in_netns, ns_path, run, NETNS_DIR};
-pub use etcd::{ETCD_CLIENT_PORT, ETCD_PEER_PORT};
+pub use etcd::{EtcdOptions, EtcdTls, ETCD_CLIENT_PORT, ETCD_METRICS_PORT, ETCD_PEER_PORT};
 pub use names::sweep_stale;
 pub use traffic::{ping, tcp_transfer_verified, udp_burst_verified, PingStats, UdpBurst};
