@@ -44,11 +44,12 @@ pub fn status(e: AgentError) -> Status {
         AgentError::Invalid(_) => Status::invalid_argument(msg),
         AgentError::NotFound(_) => Status::not_found(msg),
         AgentError::Exists(_) => Status::already_exists(msg),
-        AgentError::InUse(_) | AgentError::Netns(_) | AgentError::Host(_) => {
-            Status::failed_precondition(msg)
-        }
+        AgentError::InUse(_)
+        | AgentError::Netns(_)
+        | AgentError::Host(_)
+        | AgentError::NodeTaken(_) => Status::failed_precondition(msg),
         AgentError::Conflict(_) => Status::aborted(msg),
-        AgentError::Unavailable { .. } => Status::unavailable(msg),
+        AgentError::Unavailable { .. } | AgentError::Access(_) => Status::unavailable(msg),
         AgentError::Etcd { .. } | AgentError::Corrupt { .. } | AgentError::Connect { .. } => {
             Status::internal(msg)
         }

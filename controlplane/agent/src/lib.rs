@@ -13,13 +13,19 @@
 //! - [`view`]: the agent's copy of the cluster and what it implies for this host (pure).
 //! - [`agent`]: the operations, following etcd, and reconciling the host with the view.
 //! - [`error`]: [`error::AgentError`], what every operation can fail with.
+//! - [`flags`], [`state`], [`supervise`]: the process around it: flags by subject, the state
+//!   directory (the node id), and the watch over its long-running tasks.
 
 #![forbid(unsafe_code)]
 
 pub mod agent;
 pub mod api;
+pub mod api_socket;
 pub mod domain;
 pub mod error;
+pub mod flags;
 pub mod host;
+pub mod state;
 pub mod store;
+pub mod supervise;
 pub mod view;

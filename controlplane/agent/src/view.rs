@@ -271,6 +271,7 @@ mod tests {
             vtep: format!("{ip}:4789").parse().unwrap(),
             agent_version: "test".into(),
             started: String::new(),
+            node_id: None,
         }
     }
 

@@ -6,8 +6,8 @@
 //!   the store, so a network created on one host is listed on every other at once. Each
 //!   operation that changes something is logged once, here.
 //! - `connect`: connect and disconnect, the operations that change this host.
-//! - `sync`: registration and liveness, following etcd (snapshot, watch, re-list), and what
-//!   happens at start.
+//! - `registration`: claiming the node's name, its liveness lease, leaving.
+//! - `sync`: following etcd (snapshot, watch, re-list), and what happens at start.
 //! - `reconcile`: making bridges, TAPs, veths and the data plane match the view.
 //!
 //! One lock serialises everything that touches the host and the data plane: the watch loop's
@@ -24,6 +24,7 @@
 
 mod connect;
 mod reconcile;
+mod registration;
 mod sync;
 
 use std::net::SocketAddrV4;
@@ -33,7 +34,7 @@ use ovnet_dataplane::{CounterSnapshot, Dataplane, DataplaneReport};
 use tokio::sync::Mutex;
 
 use crate::domain::plan::NetworkSpec;
-use crate::domain::{Endpoint, ExternalVtep, Network, Node, NodeName};
+use crate::domain::{Endpoint, ExternalVtep, Network, Node, NodeId, NodeName};
 use crate::error::AgentError;
 use crate::store::{KeepAlive, Store};
 
@@ -45,6 +46,10 @@ use reconcile::Local;
 pub struct AgentConfig {
     /// This node's name.
     pub node: NodeName,
+    /// This host's identity, which holds the name.
+    pub node_id: NodeId,
+    /// Take the name from another host whose agent is down (`--replace-node`).
+    pub replace_node: bool,
     /// This node's VTEP (underlay address and VXLAN port).
     pub vtep: SocketAddrV4,
     /// TTL of the liveness lease.
@@ -63,6 +68,8 @@ pub struct Agent {
     dp: Dataplane,
     local: Mutex<Local>,
     keepalive: Mutex<Option<KeepAlive>>,
+    /// Whether the node's name is claimed.
+    registered: tokio::sync::watch::Sender<bool>,
 }
 
 /// A network with everything attached to it, for `inspect`.
@@ -103,6 +110,7 @@ impl Agent {
             dp,
             local: Mutex::new(Local::default()),
             keepalive: Mutex::new(None),
+            registered: tokio::sync::watch::Sender::new(false),
         }
     }
 

@@ -148,6 +148,38 @@ hex_id!(
     EndpointId
 );
 
+/// Length of a node id: 16 random bytes (128 bits) in lowercase hex.
+pub const NODE_ID_LEN: usize = 32;
+
+/// The identity of a host behind its node name: [`NODE_ID_LEN`] lowercase hex digits, made at
+/// the host's first start and kept in its state directory, so that a restart is told from
+/// another host taking the name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(String);
+string_value!(NodeId);
+
+/// A string that is not a node id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid node id {0:?}: want {NODE_ID_LEN} lowercase hex digits")]
+pub struct BadNodeId(pub String);
+
+impl NodeId {
+    /// A new random id.
+    pub fn random() -> NodeId {
+        let bytes: [u8; NODE_ID_LEN / 2] = rand::random();
+        NodeId(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// `s` if it is a node id.
+    pub fn parse(s: &str) -> Result<NodeId, BadNodeId> {
+        if s.len() == NODE_ID_LEN && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Ok(NodeId(s.to_owned()))
+        } else {
+            Err(BadNodeId(s.to_owned()))
+        }
+    }
+}
+
 /// An interface name inside a container: 1 to 15 bytes (the kernel's `IFNAMSIZ` less the
 /// NUL), not `.` or `..`, no `/`, `:` or white space.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
