@@ -29,6 +29,7 @@ use ovnet_wire::{ethernet, flow, MacAddr, Vni};
 
 use crate::counters::{CounterSnapshot, Counters};
 use crate::fdb::{FxHashMap, LearnedTable, NetworkTable, Table, DEFAULT_AGEING};
+use crate::peers::{Heartbeats, Peers};
 use crate::steer::FlowSteering;
 use crate::worker::{register_worker, tap_token, worker_loop};
 
@@ -303,6 +304,8 @@ pub(crate) struct Shared {
     pub(crate) poll: Duration,
     /// The time slice workers ask for; `None`: the kernel's default.
     pub(crate) slice: Option<Duration>,
+    /// The other ovnet VTEPs and when each was last heard ([`crate::peers`]).
+    pub(crate) peers: Arc<Peers>,
 }
 
 impl Shared {
@@ -393,7 +396,9 @@ impl Drop for Worker {
 /// A running data plane. Dropping it stops every thread.
 #[derive(Debug)]
 pub struct Dataplane {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
+    /// Sends the heartbeats to the peers.
+    _heartbeats: Heartbeats,
     /// Serialises table writers (the control plane); readers never take it.
     writer: Mutex<()>,
     workers: Vec<Worker>,
@@ -478,7 +483,10 @@ impl Dataplane {
             udp_coalesce: AtomicBool::new(true),
             poll: cfg.poll,
             slice: cfg.slice,
+            peers: Arc::new(Peers::default()),
         });
+        let heartbeats = Heartbeats::start(bound, shared.peers.clone())
+            .map_err(|e| DataplaneError::Io("binding the heartbeat socket", e))?;
         let mut workers = Vec::with_capacity(count);
         for i in 0..count {
             // On failure the workers started so far are stopped by their Drop.
@@ -486,6 +494,7 @@ impl Dataplane {
         }
         Ok(Dataplane {
             shared,
+            _heartbeats: heartbeats,
             writer: Mutex::new(()),
             workers,
         })

@@ -17,6 +17,7 @@ pub mod dataplane;
 pub mod decap;
 pub mod encap;
 pub mod fdb;
+pub mod peers;
 mod steer;
 mod worker;
 
@@ -29,3 +30,4 @@ pub use dataplane::{
 };
 pub use fdb::{FloodEntry, NetworkTable};
 pub use ovnet_wire::{MacAddr, Vni};
+pub use peers::{HeartbeatCounters, PeerHeard, HEARTBEAT_INTERVAL};

@@ -405,6 +405,9 @@ impl Decapper<'_> {
     ) {
         let s = self.s;
         let datagram = &mut buf[at..end];
+        if vxlan::is_heartbeat(datagram) {
+            return s.peers.heartbeat(from, now);
+        }
         let vni = match decap::parse(datagram) {
             Ok((vni, _)) => vni,
             Err(reason) => return s.global.count_drop(reason),
@@ -418,6 +421,7 @@ impl Decapper<'_> {
             Ok(Admitted::Deliver) => {}
             Err(reason) => return net.counters.count_drop(reason),
         }
+        s.peers.heard(from.ip(), now);
         let tap = self.tap(net);
         if frame.len() > net.max_frame {
             // A TCP super-frame (admit let only those through; a kernel vxlan peer sends its

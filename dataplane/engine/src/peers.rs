@@ -1,0 +1,279 @@
+//! Liveness of the other ovnet VTEPs as the data plane sees it: a heartbeat
+//! ([`ovnet_wire::vxlan::HEARTBEAT`]) to each of them every [`HEARTBEAT_INTERVAL`], and when
+//! each was last heard from (a heartbeat, or any datagram admitted into a network).
+//!
+//! The control plane names the peers ([`Dataplane::set_peers`]: ovnet's own nodes, never
+//! external VTEPs) and reads the table ([`Dataplane::peers`]); what being heard means for a
+//! node (alive although its etcd lease expired) is the control plane's decision. Only the
+//! peers named are tracked: datagrams from any other address leave the table as it is, so its
+//! size is the control plane's to bound. Heartbeats leave from a socket of their own, so
+//! nothing they provoke (an ICMP error from a host without an agent) reaches the workers.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use ovnet_sys::{UdpConfig, UnderlaySocket};
+use ovnet_wire::vxlan::HEARTBEAT;
+
+use crate::dataplane::Dataplane;
+use crate::fdb::FxHashMap;
+
+/// How often each peer gets a heartbeat: a peer missed for three of them is not heard any
+/// more, which is still well inside an etcd lease's TTL (10 s by default).
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One peer: its VTEP and when it was last heard.
+#[derive(Debug)]
+struct Peer {
+    vtep: SocketAddr,
+    /// Milliseconds of the data plane's clock, plus one; 0: never.
+    last: AtomicU64,
+}
+
+/// The peers and their counters, shared by the workers and the heartbeat thread.
+#[derive(Debug, Default)]
+pub(crate) struct Peers {
+    table: ArcSwap<FxHashMap<IpAddr, Arc<Peer>>>,
+    heartbeats_in: AtomicU64,
+    heartbeats_stray: AtomicU64,
+    heartbeats_out: AtomicU64,
+    send_errors: AtomicU64,
+}
+
+/// A peer VTEP and how long ago it was last heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerHeard {
+    /// The peer's VTEP, as given to [`Dataplane::set_peers`].
+    pub vtep: SocketAddr,
+    /// Time since it was last heard; `None`: never, since it was named.
+    pub since: Option<Duration>,
+}
+
+/// The heartbeat counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeartbeatCounters {
+    /// Heartbeats received from named peers.
+    pub received: u64,
+    /// Heartbeats received from addresses that are not named peers (ignored).
+    pub stray: u64,
+    /// Heartbeats sent.
+    pub sent: u64,
+    /// Heartbeats the socket refused to send.
+    pub send_errors: u64,
+}
+
+/// An IPv4-mapped IPv6 source (from a dual-stack socket) compared as the IPv4 it is.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+impl Peers {
+    /// `ip` was heard at `now_ms` (a datagram admitted into a network). Nothing for an
+    /// address that is not a peer.
+    #[inline]
+    pub(crate) fn heard(&self, ip: IpAddr, now_ms: u64) -> bool {
+        match self.table.load().get(&canonical(ip)) {
+            Some(p) => {
+                // One store per millisecond at most, whatever the packet rate.
+                if p.last.load(Relaxed) != now_ms + 1 {
+                    p.last.store(now_ms + 1, Relaxed);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A heartbeat came from `from` at `now_ms`.
+    pub(crate) fn heartbeat(&self, from: SocketAddr, now_ms: u64) {
+        if self.heard(from.ip(), now_ms) {
+            self.heartbeats_in.fetch_add(1, Relaxed);
+        } else {
+            self.heartbeats_stray.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Names the peers; those named before keep when they were last heard.
+    fn set(&self, vteps: &[SocketAddr]) {
+        let old = self.table.load();
+        let mut next = FxHashMap::default();
+        for &vtep in vteps {
+            let ip = canonical(vtep.ip());
+            let peer = match old.get(&ip) {
+                Some(p) if p.vtep == vtep => p.clone(),
+                Some(p) => Arc::new(Peer {
+                    vtep,
+                    last: AtomicU64::new(p.last.load(Relaxed)),
+                }),
+                None => Arc::new(Peer {
+                    vtep,
+                    last: AtomicU64::new(0),
+                }),
+            };
+            next.insert(ip, peer);
+        }
+        self.table.store(Arc::new(next));
+    }
+
+    fn snapshot(&self, now_ms: u64) -> Vec<PeerHeard> {
+        let mut out: Vec<PeerHeard> = self
+            .table
+            .load()
+            .values()
+            .map(|p| PeerHeard {
+                vtep: p.vtep,
+                since: match p.last.load(Relaxed) {
+                    0 => None,
+                    t => Some(Duration::from_millis(now_ms.saturating_sub(t - 1))),
+                },
+            })
+            .collect();
+        out.sort_by_key(|p| p.vtep);
+        out
+    }
+
+    fn vteps(&self) -> Vec<SocketAddr> {
+        self.table.load().values().map(|p| p.vtep).collect()
+    }
+}
+
+/// The thread that sends the heartbeats. Dropping it stops the thread.
+#[derive(Debug)]
+pub(crate) struct Heartbeats {
+    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Heartbeats {
+    /// Starts sending heartbeats from an address of `vtep`'s IP to every peer of `peers`.
+    pub(crate) fn start(vtep: SocketAddr, peers: Arc<Peers>) -> io::Result<Heartbeats> {
+        let socket = UnderlaySocket::bind(&UdpConfig::new(SocketAddr::new(vtep.ip(), 0)))?;
+        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let st = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("ovnet-heartbeat".into())
+            .spawn(move || {
+                let warned = AtomicBool::new(false);
+                loop {
+                    for vtep in peers.vteps() {
+                        match socket.send_to(&HEARTBEAT, vtep) {
+                            Ok(_) => {
+                                peers.heartbeats_out.fetch_add(1, Relaxed);
+                            }
+                            Err(e) => {
+                                peers.send_errors.fetch_add(1, Relaxed);
+                                if !warned.swap(true, Relaxed) {
+                                    log::warn!("sending a heartbeat to {vtep}: {e}");
+                                }
+                            }
+                        }
+                    }
+                    let (lock, cv) = &*st;
+                    let stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    let (stopped, _) = cv
+                        .wait_timeout_while(stopped, HEARTBEAT_INTERVAL, |s| !*s)
+                        .unwrap_or_else(|p| p.into_inner());
+                    if *stopped {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Heartbeats {
+            stop,
+            handle: Some(handle),
+        })
+    }
+}
+
+impl Drop for Heartbeats {
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.stop;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Dataplane {
+    /// Names the ovnet peers (their VTEPs): each gets a heartbeat every
+    /// [`HEARTBEAT_INTERVAL`], and [`Dataplane::peers`] says when each was last heard.
+    /// Peers named before keep their last-heard time.
+    pub fn set_peers(&self, vteps: &[SocketAddr]) {
+        self.shared.peers.set(vteps);
+    }
+
+    /// The peers named, by VTEP, with how long ago each was last heard.
+    pub fn peers(&self) -> Vec<PeerHeard> {
+        self.shared.peers.snapshot(self.shared.learned.now_ms())
+    }
+
+    /// The heartbeat counters.
+    pub fn heartbeat_counters(&self) -> HeartbeatCounters {
+        let p = &self.shared.peers;
+        HeartbeatCounters {
+            received: p.heartbeats_in.load(Relaxed),
+            stray: p.heartbeats_stray.load(Relaxed),
+            sent: p.heartbeats_out.load(Relaxed),
+            send_errors: p.send_errors.load(Relaxed),
+        }
+    }
+}
+
+/// The peers' last-heard times by IP, for tests.
+#[cfg(test)]
+pub(crate) fn heard_map(
+    p: &Peers,
+    now_ms: u64,
+) -> std::collections::HashMap<IpAddr, Option<Duration>> {
+    p.snapshot(now_ms)
+        .into_iter()
+        .map(|h| (h.vtep.ip(), h.since))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn only_named_peers_are_heard_and_they_keep_their_time() {
+        let p = Peers::default();
+        p.set(&[sa("192.0.2.1:4789"), sa("192.0.2.2:4789")]);
+        p.heartbeat(sa("192.0.2.1:40000"), 1000);
+        p.heartbeat(sa("198.51.100.7:4789"), 1000);
+        assert!(p.heard(sa("[::ffff:192.0.2.2]:4789").ip(), 1500));
+        assert!(!p.heard(sa("198.51.100.8:4789").ip(), 1500));
+        let m = heard_map(&p, 2000);
+        assert_eq!(m.len(), 2, "strangers are not tracked");
+        assert_eq!(
+            m[&sa("192.0.2.1:0").ip()],
+            Some(Duration::from_millis(1000))
+        );
+        assert_eq!(m[&sa("192.0.2.2:0").ip()], Some(Duration::from_millis(500)));
+        assert_eq!(p.heartbeats_in.load(Relaxed), 1);
+        assert_eq!(p.heartbeats_stray.load(Relaxed), 1);
+        // Renamed: 192.0.2.1 stays with its time, 192.0.2.2 goes, 192.0.2.3 is new.
+        p.set(&[sa("192.0.2.1:4789"), sa("192.0.2.3:4789")]);
+        let m = heard_map(&p, 2000);
+        assert_eq!(
+            m[&sa("192.0.2.1:0").ip()],
+            Some(Duration::from_millis(1000))
+        );
+        assert_eq!(m[&sa("192.0.2.3:0").ip()], None);
+        assert!(!m.contains_key(&sa("192.0.2.2:0").ip()));
+    }
+}
