@@ -181,6 +181,13 @@ async fn run(args: Args) -> Result<(), String> {
             None
         }
     }));
+    tasks.add(Supervised::spawn("peers' liveness", {
+        let a = agent.clone();
+        async move {
+            a.run_liveness().await;
+            None
+        }
+    }));
     tasks.add(Supervised::spawn("registration", {
         let a = agent.clone();
         async move { Some(a.run_registration().await.to_string()) }

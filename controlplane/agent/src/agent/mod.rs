@@ -7,6 +7,7 @@
 //!   operation that changes something is logged once, here.
 //! - `connect`: connect and disconnect, the operations that change this host.
 //! - `registration`: claiming the node's name, its liveness lease, leaving.
+//! - `liveness`: which other nodes are up: their lease, or their data plane heard lately.
 //! - `sync`: following etcd (snapshot, watch, re-list), and what happens at start.
 //! - `reconcile`: making bridges, TAPs, veths and the data plane match the view.
 //!
@@ -23,6 +24,7 @@
 //! vanished meanwhile and removes the devices no record explains.
 
 mod connect;
+mod liveness;
 mod reconcile;
 mod registration;
 mod sync;
@@ -39,6 +41,7 @@ use crate::error::AgentError;
 use crate::store::{KeepAlive, Store};
 
 pub use connect::ConnectSpec;
+pub use liveness::{NodeLiveness, HEARD_WINDOW};
 use reconcile::Local;
 
 /// What an agent is told at start.

@@ -43,6 +43,8 @@ pub(super) struct Local {
     /// Endpoints whose veth could not be built, with the record that failed: not tried again
     /// until the record changes.
     failed: HashMap<EndpointId, Endpoint>,
+    /// The VNI conflicts last logged, so that each is logged once.
+    conflicts: BTreeMap<Vni, (Name, Vec<Name>)>,
 }
 
 /// What one pass of [`Agent::reconcile`] could not do.
@@ -77,6 +79,20 @@ impl Local {
 impl Agent {
     /// Makes the data plane and the host devices match the view.
     pub(super) async fn reconcile(&self, local: &mut Local) -> Outcome {
+        let conflicts = local.view.vni_conflicts();
+        if conflicts != local.conflicts {
+            for (vni, (winner, losers)) in &conflicts {
+                log::warn!(
+                    "networks {} claim VNI {vni} of network {winner}: they are ignored",
+                    losers
+                        .iter()
+                        .map(Name::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            local.conflicts = conflicts;
+        }
         let desired = local.view.desired(&self.cfg.node);
         let wanted: HashSet<Vni> = desired.iter().map(|d| d.network.vni).collect();
         let gone: Vec<Vni> = local

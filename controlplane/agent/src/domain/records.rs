@@ -95,7 +95,16 @@ impl Network {
                 ipam::check_mtu(m.mtu).map(|()| m.mtu),
             )?,
             created: m.created,
-            labels: m.labels,
+            labels: {
+                let l = m.labels;
+                let bytes: usize = l.iter().map(|(k, v)| k.len() + v.len()).sum();
+                field(
+                    "labels",
+                    &format!("{bytes} bytes"),
+                    super::values::check_labels(&l),
+                )?;
+                l
+            },
         })
     }
 

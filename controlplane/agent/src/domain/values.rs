@@ -10,11 +10,38 @@ use std::fmt;
 
 use super::ipam::IpamError;
 
-/// Checks `name` against `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, docker's rule. `kind` only shapes the
-/// error ("network", "container", "node").
-///
-/// Length limits on names (a later change) belong here, for all three kinds at once.
+/// Longest name of a network, container or node: enough for any host name label or container
+/// name in use, and it keeps etcd keys, log lines and tables readable.
+pub const MAX_NAME_LEN: usize = 64;
+/// Most bytes a network's labels may take, keys and values together: labels are stored in
+/// the network's record, which every agent reads.
+pub const MAX_LABELS_BYTES: usize = 4096;
+
+/// Checks labels against [`MAX_LABELS_BYTES`].
+pub fn check_labels<'a>(
+    labels: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<(), IpamError> {
+    let bytes: usize = labels.into_iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_LABELS_BYTES {
+        return Err(IpamError::LabelsTooLarge {
+            bytes,
+            max: MAX_LABELS_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Checks `name` against `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, docker's rule, and [`MAX_NAME_LEN`].
+/// `kind` only shapes the error ("network", "container", "node").
 fn check_name(kind: &'static str, name: &str) -> Result<(), IpamError> {
+    if name.len() > MAX_NAME_LEN {
+        return Err(IpamError::NameTooLong {
+            kind,
+            shown: name.chars().take(16).collect(),
+            len: name.chars().count(),
+            max: MAX_NAME_LEN,
+        });
+    }
     let mut chars = name.chars();
     let ok = match chars.next() {
         Some(c) if c.is_ascii_alphanumeric() => {
@@ -225,6 +252,19 @@ mod tests {
             assert_eq!(Name::parse("network", ok).unwrap().as_str(), ok);
             NodeName::parse(ok).unwrap();
         }
+        let long = "a".repeat(MAX_NAME_LEN);
+        Name::parse("network", &long).unwrap();
+        let e = Name::parse("network", &format!("{long}b")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid network name aaaaaaaaaaaaaaaa...: 65 characters, at most 64 are allowed"
+        );
+        let labels: std::collections::HashMap<String, String> =
+            [("k".to_owned(), "v".repeat(MAX_LABELS_BYTES))].into();
+        assert_eq!(
+            check_labels(&labels).unwrap_err().to_string(),
+            "labels too large: 4097 bytes of keys and values, at most 4096 are allowed"
+        );
         for bad in ["", "-x", ".x", "_x", "a/b", "a b", "é", "a:b"] {
             let e = Name::parse("network", bad).unwrap_err();
             assert!(e.to_string().starts_with("invalid network name"), "{e}");
