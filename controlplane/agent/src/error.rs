@@ -123,26 +123,27 @@ pub enum AccessError {
         url: String,
         /// `--etcd-cafile`, if given.
         ca: Option<String>,
-        /// The TLS library's words.
+        /// What is wrong with it.
         cause: String,
     },
     /// etcd's certificate is signed by the CA but not valid for this URL (name, dates).
-    #[error("etcd at {url} has a certificate that is not valid for it ({cause})")]
+    #[error("etcd at {url} has a certificate that is not valid for it: {cause}")]
     BadServerCertificate {
         /// The member.
         url: String,
-        /// The TLS library's words.
+        /// What is wrong with it.
         cause: String,
     },
     /// etcd refused the client certificate given.
-    #[error("etcd at {url} refused our client certificate {cert} (--etcd-certfile): {cause}")]
+    #[error(
+        "etcd at {url} refused our client certificate {cert} (--etcd-certfile): is it signed \
+         by the CA etcd trusts (its --trusted-ca-file)?"
+    )]
     ClientCertificateRefused {
         /// The member.
         url: String,
         /// `--etcd-certfile`.
         cert: String,
-        /// The TLS library's words.
-        cause: String,
     },
     /// etcd wants a client certificate and none was given.
     #[error(
@@ -191,7 +192,8 @@ pub enum AccessError {
 fn untrusted(url: &str, ca: Option<&str>, cause: &str) -> String {
     match ca {
         Some(ca) => format!(
-            "etcd at {url} has a certificate not signed by the CA of --etcd-cafile {ca} ({cause})"
+            "etcd at {url} has a certificate not signed by the CA of --etcd-cafile {ca} \
+             ({cause})"
         ),
         None => format!(
             "etcd at {url} has a certificate this agent cannot check ({cause}): pass the CA \

@@ -154,9 +154,10 @@ async fn run(args: Args) -> Result<(), String> {
     // which; an etcd that does not answer yet is waited for.
     match store.check_access().await {
         Ok(()) => {}
-        Err(e @ AgentError::Unavailable { .. }) => {
-            log::warn!("{e}; starting anyway and retrying in the background")
-        }
+        Err(AgentError::Unavailable { endpoints, cause }) => log::warn!(
+            "etcd at {endpoints} does not answer ({cause}); starting anyway and retrying in \
+             the background"
+        ),
         Err(e) => return Err(e.to_string()),
     }
     let listener = api_socket::bind(&args.api, args.api_group.as_deref())?;

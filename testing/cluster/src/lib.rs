@@ -240,6 +240,9 @@ impl Cluster {
             self.state_dir(h).to_string_lossy().into_owned(),
         );
         let agent = self.agent_bin.to_string_lossy().into_owned();
+        let extra = self.extra[h - 1].clone();
+        // `--node` among the extra arguments replaces the host's own name.
+        let named = extra.iter().any(|a| a == "--node");
         let mut args = vec![
             agent.as_str(),
             "--node",
@@ -253,7 +256,9 @@ impl Cluster {
             "--state-dir",
             &state,
         ];
-        let extra = self.extra[h - 1].clone();
+        if named {
+            args.drain(1..3);
+        }
         args.extend(extra.iter().map(String::as_str));
         let mut env = vec![("RUST_LOG", "info")];
         env.extend(

@@ -216,17 +216,27 @@ impl Store {
         };
         match self.ping().await {
             Err(e) if is_permission_denied(&e) => return Err(denied("read").into()),
-            other => other?,
+            Err(e) => {
+                let url = self.members.url(self.members.pick()).to_owned();
+                return Err(
+                    match security::refused_at_first_contact(&e, &url, &self.security) {
+                        Some(a) => a.into(),
+                        None => e,
+                    },
+                );
+            }
+            Ok(_) => {}
         };
         // Never true (no key has a negative version), so nothing is written; etcd checks the
         // permissions of both branches all the same.
+        // (Deleting the whole prefix needs write permission on all of it.)
         let probe = format!("{prefix}nodes/");
         let txn = Txn::new()
-            .when([Compare::version(probe.clone(), CompareOp::Less, 0)])
-            .and_then([
-                TxnOp::put(probe.clone(), Vec::new(), None),
-                TxnOp::delete(prefix.clone(), Some(DeleteOptions::new().with_prefix())),
-            ]);
+            .when([Compare::version(probe, CompareOp::Less, 0)])
+            .and_then([TxnOp::delete(
+                prefix.clone(),
+                Some(DeleteOptions::new().with_prefix()),
+            )]);
         match self.txn(txn).await {
             Err(e) if is_permission_denied(&e) => Err(denied("write").into()),
             other => other.map(|_| ()),

@@ -116,24 +116,23 @@ pub(crate) fn access_error(
         return Some(AccessError::UntrustedServer {
             url,
             ca: security.ca_file.as_ref().map(|p| p.display().to_string()),
-            cause: short(&chain),
+            cause: "signed by an unknown CA".to_owned(),
         });
     }
-    if has("NotValidForName") || has("not valid for name") || has("certificate expired") {
+    if has("NotValidForName") || has("not valid for name") {
         return Some(AccessError::BadServerCertificate {
             url,
-            cause: short(&chain),
+            cause: "not issued for this address".to_owned(),
+        });
+    }
+    if has("Expired") || has("NotValidYet") {
+        return Some(AccessError::BadServerCertificate {
+            url,
+            cause: "expired or not valid yet".to_owned(),
         });
     }
     if has("CertificateRequired") || has("BadCertificate") || has("UnknownCA") || has("alert") {
-        return Some(match &security.cert_file {
-            Some(cert) => AccessError::ClientCertificateRefused {
-                url,
-                cert: cert.display().to_string(),
-                cause: short(&chain),
-            },
-            None => AccessError::ClientCertificateRequired { url },
-        });
+        return Some(client_refused(url, security));
     }
     if has("InvalidContentType") || has("corrupt message") || has("CorruptMessage") {
         return Some(AccessError::NotTls { url });
@@ -147,15 +146,37 @@ pub(crate) fn access_error(
     None
 }
 
-/// The most specific part of an error chain (its last non-empty link), for the message.
-fn short(chain: &str) -> String {
-    chain
-        .split(": ")
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .last()
-        .unwrap_or(chain)
-        .to_owned()
+/// etcd refused the client certificate given, or wants one.
+fn client_refused(url: String, security: &EtcdSecurity) -> AccessError {
+    match &security.cert_file {
+        Some(cert) => AccessError::ClientCertificateRefused {
+            url,
+            cert: cert.display().to_string(),
+        },
+        None => AccessError::ClientCertificateRequired { url },
+    }
+}
+
+/// At the first contact over TLS, a connection that etcd closes right after the handshake:
+/// with TLS 1.3 the client may see that instead of etcd's alert when etcd refuses (or wants)
+/// a client certificate. (Later, the same is a member going away, and is not read so.)
+pub(crate) fn refused_at_first_contact(
+    e: &crate::error::AgentError,
+    url: &str,
+    security: &EtcdSecurity,
+) -> Option<AccessError> {
+    let tls = security.ca_file.is_some() || security.cert_file.is_some();
+    let text = format!("{e:?}");
+    let dropped = [
+        "BrokenPipe",
+        "broken pipe",
+        "ConnectionReset",
+        "connection reset",
+        "connection closed",
+    ]
+    .iter()
+    .any(|m| text.contains(m));
+    (tls && dropped).then(|| client_refused(url.to_owned(), security))
 }
 
 #[cfg(test)]
