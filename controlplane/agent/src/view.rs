@@ -227,6 +227,9 @@ impl View {
             .into_iter()
             .filter_map(|(id, endpoints)| {
                 let n = self.network_by_id(id)?;
+                if self.served(n).id != n.id {
+                    return None;
+                }
                 Some(Desired {
                     network: n.clone(),
                     table: self.table(n, me),
@@ -234,16 +237,25 @@ impl View {
                 })
             })
             .collect();
-        // Two records claiming one VNI (written around the store's claims): the network with
-        // the lowest ID is served, the same on every agent and whatever the order the records
-        // came in; the others are ignored ([`View::vni_conflicts`]).
-        out.sort_by(|a, b| (a.network.vni, &a.network.id).cmp(&(b.network.vni, &b.network.id)));
-        out.dedup_by_key(|d| d.network.vni);
+        out.sort_by_key(|d| d.network.vni);
         out
     }
 
-    /// The VNIs that more than one network record claims, each with the network served (the
-    /// lowest ID) and the ones ignored.
+    /// The network served on `n`'s VNI. Two records claiming one VNI (written around the
+    /// store's claims): the one created first is served (the earliest `created`, then the
+    /// lowest ID), the same on every agent whatever the order the records came in; the others
+    /// are ignored ([`View::vni_conflicts`]), so a record written later never takes a VNI
+    /// from the network that has it.
+    fn served<'a>(&'a self, n: &'a Network) -> &'a Network {
+        self.networks
+            .values()
+            .filter(|o| o.vni == n.vni)
+            .min_by(|a, b| (&a.created, &a.id).cmp(&(&b.created, &b.id)))
+            .unwrap_or(n)
+    }
+
+    /// The VNIs that more than one network record claims, each with the network served (see
+    /// `served`) and the ones ignored.
     pub fn vni_conflicts(&self) -> BTreeMap<Vni, (Name, Vec<Name>)> {
         let mut by_vni: BTreeMap<Vni, Vec<&Network>> = BTreeMap::new();
         for n in self.networks.values() {
@@ -253,7 +265,7 @@ impl View {
             .into_iter()
             .filter(|(_, nets)| nets.len() > 1)
             .map(|(vni, mut nets)| {
-                nets.sort_by(|a, b| a.id.cmp(&b.id));
+                nets.sort_by(|a, b| (&a.created, &a.id).cmp(&(&b.created, &b.id)));
                 let winner = nets[0].name.clone();
                 let losers = nets[1..].iter().map(|n| n.name.clone()).collect();
                 (vni, (winner, losers))
@@ -554,6 +566,13 @@ mod tests {
             assert_eq!(winner, want);
             assert_eq!(losers.len(), 1);
         }
+        // Written later: never served, even with the lowest ID.
+        let mut late = v.clone();
+        let mut young = network("young", 256, "10.8.0.0/24");
+        young.created = "2030-01-01T00:00:00.000000000Z".into();
+        young.id = crate::domain::NetworkId::parse(&"0".repeat(64)).unwrap();
+        late.put(Record::Network(young), LATER);
+        assert_eq!(late.desired(&me("host1"))[0].network.name, "demo");
         impostor.vni = Vni::new(300).unwrap();
         let mut v = v;
         v.put(Record::Network(impostor), LATER);
