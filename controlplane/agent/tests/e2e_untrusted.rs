@@ -37,9 +37,12 @@ fn hostile_records_are_skipped_and_the_agents_go_on() {
     c.connect(1, "demo", "a", &a);
     c.connect(2, "demo", "b", &b);
     c.assert_ping(&a, "10.0.0.3");
-    let ping = c
-        .tb
-        .spawn(&a, &["ping", "-n", "-c", "50", "-i", "0.2", "-W", "1", "10.0.0.3"], &[])
+    let ping =
+        c.tb.spawn(
+            &a,
+            &["ping", "-n", "-c", "50", "-i", "0.2", "-W", "1", "10.0.0.3"],
+            &[],
+        )
         .unwrap();
 
     // A non-ASCII endpoint id on host1 (once a panic in the veth name), on a key of its own.
@@ -54,9 +57,17 @@ fn hostile_records_are_skipped_and_the_agents_go_on() {
         ifname: "eth0".into(),
         ..Default::default()
     };
-    put_raw(&c, &format!("{PREFIX}endpoints/{id}/evil"), &ep.encode_to_vec());
+    put_raw(
+        &c,
+        &format!("{PREFIX}endpoints/{id}/evil"),
+        &ep.encode_to_vec(),
+    );
     // Not protobuf at all.
-    put_raw(&c, &format!("{PREFIX}networks/junk"), b"\xff\xfe\x00garbage");
+    put_raw(
+        &c,
+        &format!("{PREFIX}networks/junk"),
+        b"\xff\xfe\x00garbage",
+    );
     // A node record under networks/ (the wrong type).
     let node = ovnet_proto::Node {
         name: "wrongtype".into(),
@@ -64,7 +75,11 @@ fn hostile_records_are_skipped_and_the_agents_go_on() {
         vtep_port: 4789,
         ..Default::default()
     };
-    put_raw(&c, &format!("{PREFIX}networks/wrongtype"), &node.encode_to_vec());
+    put_raw(
+        &c,
+        &format!("{PREFIX}networks/wrongtype"),
+        &node.encode_to_vec(),
+    );
     // A huge value (1 MiB) under a record key.
     put_raw(&c, &format!("{PREFIX}nodes/huge"), &vec![0x0a; 1 << 20]);
     // Odd key paths.
@@ -87,7 +102,11 @@ fn hostile_records_are_skipped_and_the_agents_go_on() {
         node_id: "Z".repeat(32),
         ..Default::default()
     };
-    put_raw(&c, &format!("{PREFIX}nodes/badnode"), &bad_node.encode_to_vec());
+    put_raw(
+        &c,
+        &format!("{PREFIX}nodes/badnode"),
+        &bad_node.encode_to_vec(),
+    );
 
     // Both agents still follow etcd: a network made now is served on both.
     c.create(2, "after", &[]);
@@ -109,7 +128,10 @@ fn hostile_records_are_skipped_and_the_agents_go_on() {
             "agent of host{h} died"
         );
         let log = c.agent_log(h);
-        assert!(log.contains("damaged"), "host{h} did not say what it skipped:\n{log}");
+        assert!(
+            log.contains("damaged"),
+            "host{h} did not say what it skipped:\n{log}"
+        );
         assert!(!log.contains("panicked"), "host{h}:\n{log}");
     }
     // Nothing hostile reaches the API's answers either.
@@ -128,9 +150,12 @@ fn a_second_network_on_a_vni_does_not_flip_the_data_plane() {
     c.connect(1, "demo", "a", &a);
     c.connect(2, "demo", "b", &b);
     c.assert_ping(&a, "10.0.0.3");
-    let ping = c
-        .tb
-        .spawn(&a, &["ping", "-n", "-c", "40", "-i", "0.2", "-W", "1", "10.0.0.3"], &[])
+    let ping =
+        c.tb.spawn(
+            &a,
+            &["ping", "-n", "-c", "40", "-i", "0.2", "-W", "1", "10.0.0.3"],
+            &[],
+        )
         .unwrap();
     // An impostor with the same VNI and an ID above or below demo's, and an endpoint on host 1.
     for (name, first) in [("imp0", '0'), ("impf", 'f')] {
@@ -147,7 +172,11 @@ fn a_second_network_on_a_vni_does_not_flip_the_data_plane() {
             created: "2030-01-01T00:00:00.000000000Z".into(),
             ..Default::default()
         };
-        put_raw(&c, &format!("{PREFIX}networks/{name}"), &net.encode_to_vec());
+        put_raw(
+            &c,
+            &format!("{PREFIX}networks/{name}"),
+            &net.encode_to_vec(),
+        );
     }
     let st = c.tb.wait_timeout(ping, Duration::from_secs(40)).unwrap();
     let log = c.tb.log(ping).unwrap_or_default();
@@ -176,11 +205,18 @@ fn hostile_requests_are_refused_clearly() {
     assert_eq!(m.mode() & 0o777, 0o660, "mode of the API socket");
 
     let long = "n".repeat(65);
-    let msg = c.ovctl(1, &["network", "create", "-d", "overlay", &long]).err();
+    let msg = c
+        .ovctl(1, &["network", "create", "-d", "overlay", &long])
+        .err();
     assert!(msg.contains("65 characters, at most 64"), "{msg}");
     let label = format!("k={}", "v".repeat(4100));
     let msg = c
-        .ovctl(1, &["network", "create", "-d", "overlay", "--label", &label, "big"])
+        .ovctl(
+            1,
+            &[
+                "network", "create", "-d", "overlay", "--label", &label, "big",
+            ],
+        )
         .err();
     assert!(msg.contains("labels too large"), "{msg}");
 
@@ -188,13 +224,33 @@ fn hostile_requests_are_refused_clearly() {
     let fifo = c.tb.dir().join("fifo");
     c.sh(c.tb.underlay(), &["mkfifo", fifo.to_str().unwrap()]);
     let msg = c
-        .ovctl(1, &["network", "connect", "demo", "f", "--netns", fifo.to_str().unwrap()])
+        .ovctl(
+            1,
+            &[
+                "network",
+                "connect",
+                "demo",
+                "f",
+                "--netns",
+                fifo.to_str().unwrap(),
+            ],
+        )
         .err();
     assert!(msg.contains("is not a network namespace"), "{msg}");
     let file = c.tb.dir().join("file");
     std::fs::write(&file, "x").unwrap();
     let msg = c
-        .ovctl(1, &["network", "connect", "demo", "g", "--netns", file.to_str().unwrap()])
+        .ovctl(
+            1,
+            &[
+                "network",
+                "connect",
+                "demo",
+                "g",
+                "--netns",
+                file.to_str().unwrap(),
+            ],
+        )
         .err();
     assert!(msg.contains("is not a network namespace"), "{msg}");
     let pid = c.agent(1).to_string();
