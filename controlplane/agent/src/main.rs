@@ -209,6 +209,7 @@ async fn run(args: Args) -> Result<(), String> {
     log::info!("shutting down");
     tasks.abort();
     agent.deregister().await;
+    agent.farewell();
     let _ = std::fs::remove_file(&args.api);
     outcome
 }

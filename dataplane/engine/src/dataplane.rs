@@ -398,7 +398,7 @@ impl Drop for Worker {
 pub struct Dataplane {
     pub(crate) shared: Arc<Shared>,
     /// Sends the heartbeats to the peers.
-    _heartbeats: Heartbeats,
+    pub(crate) heartbeats: Heartbeats,
     /// Serialises table writers (the control plane); readers never take it.
     writer: Mutex<()>,
     workers: Vec<Worker>,
@@ -494,7 +494,7 @@ impl Dataplane {
         }
         Ok(Dataplane {
             shared,
-            _heartbeats: heartbeats,
+            heartbeats,
             writer: Mutex::new(()),
             workers,
         })

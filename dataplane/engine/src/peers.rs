@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use ovnet_sys::{UdpConfig, UnderlaySocket};
-use ovnet_wire::vxlan::HEARTBEAT;
+use ovnet_wire::vxlan::{self, GOODBYE, HEARTBEAT};
 
 use crate::dataplane::Dataplane;
 use crate::fdb::FxHashMap;
@@ -92,12 +92,36 @@ impl Peers {
         }
     }
 
+    /// Takes `datagram` from `from` if it is a heartbeat or a goodbye (whether it was).
+    #[inline]
+    pub(crate) fn signal(&self, datagram: &[u8], from: SocketAddr, now_ms: u64) -> bool {
+        if datagram.first() != Some(&0) {
+            return false;
+        }
+        if vxlan::is_heartbeat(datagram) {
+            self.heartbeat(from, now_ms);
+            true
+        } else if vxlan::is_goodbye(datagram) {
+            self.goodbye(from);
+            true
+        } else {
+            false
+        }
+    }
+
     /// A heartbeat came from `from` at `now_ms`.
-    pub(crate) fn heartbeat(&self, from: SocketAddr, now_ms: u64) {
+    fn heartbeat(&self, from: SocketAddr, now_ms: u64) {
         if self.heard(from.ip(), now_ms) {
             self.heartbeats_in.fetch_add(1, Relaxed);
         } else {
             self.heartbeats_stray.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// `from` said goodbye: it is not heard any more.
+    fn goodbye(&self, from: SocketAddr) {
+        if let Some(p) = self.table.load().get(&canonical(from.ip())) {
+            p.last.store(0, Relaxed);
         }
     }
 
@@ -149,22 +173,27 @@ impl Peers {
 #[derive(Debug)]
 pub(crate) struct Heartbeats {
     stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
-    handle: Option<JoinHandle<()>>,
+    handle: Mutex<Option<JoinHandle<()>>>,
+    socket: Arc<UnderlaySocket>,
 }
 
 impl Heartbeats {
     /// Starts sending heartbeats from an address of `vtep`'s IP to every peer of `peers`.
     pub(crate) fn start(vtep: SocketAddr, peers: Arc<Peers>) -> io::Result<Heartbeats> {
-        let socket = UnderlaySocket::bind(&UdpConfig::new(SocketAddr::new(vtep.ip(), 0)))?;
+        let socket = Arc::new(UnderlaySocket::bind(&UdpConfig::new(SocketAddr::new(
+            vtep.ip(),
+            0,
+        )))?);
         let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
         let st = stop.clone();
+        let sock = socket.clone();
         let handle = std::thread::Builder::new()
             .name("ovnet-heartbeat".into())
             .spawn(move || {
                 let warned = AtomicBool::new(false);
                 loop {
                     for vtep in peers.vteps() {
-                        match socket.send_to(&HEARTBEAT, vtep) {
+                        match sock.send_to(&HEARTBEAT, vtep) {
                             Ok(_) => {
                                 peers.heartbeats_out.fetch_add(1, Relaxed);
                             }
@@ -188,19 +217,26 @@ impl Heartbeats {
             })?;
         Ok(Heartbeats {
             stop,
-            handle: Some(handle),
+            handle: Mutex::new(Some(handle)),
+            socket,
         })
+    }
+
+    /// Stops the heartbeats (waiting for the thread).
+    fn stop(&self) {
+        let (lock, cv) = &*self.stop;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+        let handle = self.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
     }
 }
 
 impl Drop for Heartbeats {
     fn drop(&mut self) {
-        let (lock, cv) = &*self.stop;
-        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        cv.notify_all();
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
+        self.stop();
     }
 }
 
@@ -215,6 +251,16 @@ impl Dataplane {
     /// The peers named, by VTEP, with how long ago each was last heard.
     pub fn peers(&self) -> Vec<PeerHeard> {
         self.shared.peers.snapshot(self.shared.learned.now_ms())
+    }
+
+    /// Leaving for good: stops the heartbeats and sends each peer a goodbye, so that it stops
+    /// counting this host as heard at once (a host that dies instead is forgotten after its
+    /// peers' window of a few heartbeats).
+    pub fn farewell(&self) {
+        self.heartbeats.stop();
+        for vtep in self.shared.peers.vteps() {
+            let _ = self.heartbeats.socket.send_to(&GOODBYE, vtep);
+        }
     }
 
     /// The heartbeat counters.
@@ -253,8 +299,13 @@ mod tests {
     fn only_named_peers_are_heard_and_they_keep_their_time() {
         let p = Peers::default();
         p.set(&[sa("192.0.2.1:4789"), sa("192.0.2.2:4789")]);
-        p.heartbeat(sa("192.0.2.1:40000"), 1000);
-        p.heartbeat(sa("198.51.100.7:4789"), 1000);
+        assert!(p.signal(&HEARTBEAT, sa("192.0.2.1:40000"), 1000));
+        assert!(p.signal(&HEARTBEAT, sa("198.51.100.7:4789"), 1000));
+        assert!(!p.signal(
+            &vxlan::header(ovnet_wire::Vni::new(5).unwrap()),
+            sa("192.0.2.1:1"),
+            1000
+        ));
         assert!(p.heard(sa("[::ffff:192.0.2.2]:4789").ip(), 1500));
         assert!(!p.heard(sa("198.51.100.8:4789").ip(), 1500));
         let m = heard_map(&p, 2000);
@@ -275,5 +326,8 @@ mod tests {
         );
         assert_eq!(m[&sa("192.0.2.3:0").ip()], None);
         assert!(!m.contains_key(&sa("192.0.2.2:0").ip()));
+        // A goodbye: not heard any more.
+        assert!(p.signal(&GOODBYE, sa("192.0.2.1:4789"), 2000));
+        assert_eq!(heard_map(&p, 2000)[&sa("192.0.2.1:0").ip()], None);
     }
 }

@@ -405,8 +405,8 @@ impl Decapper<'_> {
     ) {
         let s = self.s;
         let datagram = &mut buf[at..end];
-        if vxlan::is_heartbeat(datagram) {
-            return s.peers.heartbeat(from, now);
+        if s.peers.signal(datagram, from, now) {
+            return;
         }
         let vni = match decap::parse(datagram) {
             Ok((vni, _)) => vni,

@@ -233,9 +233,18 @@ pub const fn header(vni: Vni) -> [u8; HEADER_LEN] {
 /// tables (`ovnet_dataplane::peers`). Never sent to VTEPs outside ovnet.
 pub const HEARTBEAT: [u8; HEADER_LEN] = [0x00, b'o', b'v', b'h', 0, 0, 0, 0];
 
+/// An ovnet goodbye: like [`HEARTBEAT`] with `ovb`, sent once to each peer by a data plane
+/// that stops cleanly, so that its peers stop counting it as heard at once.
+pub const GOODBYE: [u8; HEADER_LEN] = [0x00, b'o', b'v', b'b', 0, 0, 0, 0];
+
 /// Whether `datagram` is an ovnet [`HEARTBEAT`] (checked before the I flag, which it lacks).
 pub fn is_heartbeat(datagram: &[u8]) -> bool {
     datagram.len() >= HEADER_LEN && datagram[..4] == HEARTBEAT[..4]
+}
+
+/// Whether `datagram` is an ovnet [`GOODBYE`].
+pub fn is_goodbye(datagram: &[u8]) -> bool {
+    datagram.len() >= HEADER_LEN && datagram[..4] == GOODBYE[..4]
 }
 
 #[cfg(test)]
@@ -371,6 +380,7 @@ mod tests {
         );
         assert!(!is_heartbeat(&HEARTBEAT[..7]));
         assert!(!is_heartbeat(&header(Vni::new(1).unwrap())));
+        assert!(is_goodbye(&GOODBYE) && !is_heartbeat(&GOODBYE) && !is_goodbye(&HEARTBEAT));
         let mut flagged = HEARTBEAT;
         flagged[0] = FLAG_VNI;
         assert!(!is_heartbeat(&flagged));

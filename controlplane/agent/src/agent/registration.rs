@@ -88,6 +88,12 @@ impl Agent {
         *self.registered.borrow()
     }
 
+    /// Tells the peers' data planes that this one goes (after [`Agent::deregister`]): with the
+    /// lease revoked and no heartbeat heard, they withdraw this VTEP at once.
+    pub fn farewell(&self) {
+        self.dp.farewell();
+    }
+
     /// Stops renewing the lease and revokes it, so peers withdraw this VTEP at once.
     pub async fn deregister(&self) {
         if let Some(ka) = self.keepalive.lock().await.take() {
