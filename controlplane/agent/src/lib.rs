@@ -15,6 +15,8 @@
 //! - [`error`]: [`error::AgentError`], what every operation can fail with.
 //! - [`flags`], [`state`], [`supervise`]: the process around it: flags by subject, the state
 //!   directory (the node id), and the watch over its long-running tasks.
+//! - [`metrics`]: Prometheus metrics, `/healthz` and `/readyz` over HTTP.
+//! - [`health`]: whether the agent follows etcd and keeps its lease (`/readyz`, metrics).
 
 #![forbid(unsafe_code)]
 
@@ -24,7 +26,9 @@ pub mod api_socket;
 pub mod domain;
 pub mod error;
 pub mod flags;
+pub mod health;
 pub mod host;
+pub mod metrics;
 pub mod state;
 pub mod store;
 pub mod supervise;

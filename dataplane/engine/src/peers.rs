@@ -10,14 +10,13 @@
 //! nothing they provoke (an ICMP error from a host without an agent) reaches the workers.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use ovnet_sys::{UdpConfig, UnderlaySocket};
 use ovnet_wire::vxlan::{self, GOODBYE, HEARTBEAT};
 
 use crate::dataplane::Dataplane;
@@ -174,16 +173,16 @@ impl Peers {
 pub(crate) struct Heartbeats {
     stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
     handle: Mutex<Option<JoinHandle<()>>>,
-    socket: Arc<UnderlaySocket>,
+    socket: Arc<UdpSocket>,
 }
 
 impl Heartbeats {
     /// Starts sending heartbeats from an address of `vtep`'s IP to every peer of `peers`.
     pub(crate) fn start(vtep: SocketAddr, peers: Arc<Peers>) -> io::Result<Heartbeats> {
-        let socket = Arc::new(UnderlaySocket::bind(&UdpConfig::new(SocketAddr::new(
-            vtep.ip(),
-            0,
-        )))?);
+        // Non-blocking: a full send buffer drops a heartbeat, it never holds the thread.
+        let socket = UdpSocket::bind(SocketAddr::new(vtep.ip(), 0))?;
+        socket.set_nonblocking(true)?;
+        let socket = Arc::new(socket);
         let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
         let st = stop.clone();
         let sock = socket.clone();
@@ -250,7 +249,7 @@ impl Dataplane {
 
     /// The peers named, by VTEP, with how long ago each was last heard.
     pub fn peers(&self) -> Vec<PeerHeard> {
-        self.shared.peers.snapshot(self.shared.learned.now_ms())
+        self.shared.peers.snapshot(self.shared.clock.now_ms())
     }
 
     /// Leaving for good: stops the heartbeats and sends each peer a goodbye, so that it stops

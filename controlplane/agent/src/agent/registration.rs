@@ -42,6 +42,7 @@ impl Agent {
                 Ok(done) => break done,
                 Err(e @ (AgentError::NodeTaken(_) | AgentError::Access(_))) => return e,
                 Err(e) => {
+                    self.health.lease_failed(&e);
                     if !warned {
                         log::warn!("registering node {}: {e}; retrying", node.name);
                         warned = true;
@@ -70,7 +71,8 @@ impl Agent {
             lease.id,
             lease.ttl
         );
-        let ka = self.store.keep_alive(node, lease);
+        self.health.lease_kept();
+        let ka = self.store.keep_alive(node, lease, self.health.clone());
         let lost = ka.lost();
         *self.keepalive.lock().await = Some(ka);
         self.registered.send_replace(true);
@@ -96,6 +98,7 @@ impl Agent {
 
     /// Stops renewing the lease and revokes it, so peers withdraw this VTEP at once.
     pub async fn deregister(&self) {
+        self.health.lease_released();
         if let Some(ka) = self.keepalive.lock().await.take() {
             if let Err(e) = ka.stop().await {
                 log::warn!("revoking the liveness lease: {e}");

@@ -32,6 +32,7 @@ impl Agent {
             let (rev, state) = match self.store.snapshot().await {
                 Ok(s) => s,
                 Err(e) => {
+                    self.health.sync_failed(&e);
                     if !warned {
                         log::warn!(
                             "listing the cluster state: {e}; forwarding continues with the last \
@@ -52,14 +53,16 @@ impl Agent {
                 local.view = View::from_state(state);
                 if !started {
                     self.recover(&mut local, rev).await;
-                    started = true;
                 } else {
                     self.reconcile(&mut local).await;
                 }
             }
+            self.health.listed(rev, !started);
+            started = true;
             let mut watch = match self.store.watch(rev + 1).await {
                 Ok(w) => w,
                 Err(e) => {
+                    self.health.sync_failed(&e);
                     log::warn!("watching the cluster state: {e}");
                     tokio::time::sleep(RETRY).await;
                     continue;
@@ -68,12 +71,17 @@ impl Agent {
             while let Some(ev) = watch.next().await {
                 if let WatchEvent::Resync { reason } = &ev {
                     log::info!("watch ended ({reason}); re-listing");
+                    self.health.watch_ended();
                     break;
                 }
                 let mut local = self.local.lock().await;
                 local.view.apply(&ev);
                 self.reconcile(&mut local).await;
+                if let WatchEvent::Put { revision, .. } | WatchEvent::Delete { revision, .. } = ev {
+                    self.health.applied(revision);
+                }
             }
+            self.health.watch_ended();
         }
     }
 

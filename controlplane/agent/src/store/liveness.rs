@@ -24,6 +24,7 @@ use super::{Record, RecordKey, Store};
 use crate::domain::identity::NodeTaken;
 use crate::domain::{Node, NodeName};
 use crate::error::AgentError;
+use crate::health::Health;
 
 /// Shortest renewal period, whatever the TTL.
 const MIN_RENEW_PERIOD: Duration = Duration::from_millis(200);
@@ -160,10 +161,11 @@ impl Store {
     ///
     /// `node` is what gets written again if the lease is lost, so pass the same record given
     /// to [`Store::register_node`].
-    pub fn keep_alive(&self, node: Node, lease: Lease) -> KeepAlive {
+    /// Each renewal's outcome is written to `health`.
+    pub fn keep_alive(&self, node: Node, lease: Lease, health: Arc<Health>) -> KeepAlive {
         let lease_id = Arc::new(AtomicI64::new(lease.id));
         let (tx, lost) = watch::channel(None);
-        let task = tokio::spawn(run(self.clone(), node, lease, lease_id.clone(), tx));
+        let task = tokio::spawn(run(self.clone(), node, lease, lease_id.clone(), health, tx));
         KeepAlive {
             task,
             lease_id,
@@ -219,6 +221,7 @@ async fn run(
     node: Node,
     mut lease: Lease,
     lease_id: Arc<AtomicI64>,
+    health: Arc<Health>,
     lost: watch::Sender<Option<NodeTaken>>,
 ) {
     let period = (lease.ttl / 3).max(MIN_RENEW_PERIOD);
@@ -263,6 +266,10 @@ async fn run(
                 Err(e)
             }
         };
+        match &outcome {
+            Ok(()) => health.lease_kept(),
+            Err(e) => health.lease_failed(e),
+        }
         match outcome {
             Ok(()) if !healthy => {
                 log::info!("liveness of node {} renewed again", node.name);
