@@ -158,6 +158,7 @@ async fn run(args: Args) -> Result<(), String> {
     dp_cfg.workers = workers;
     dp_cfg.poll = Duration::from_micros(args.poll_us);
     dp_cfg.slice = (args.slice_us > 0).then(|| Duration::from_micros(args.slice_us));
+    let _state = state::lock(&args.identity.state_dir)?;
     let node_id = state::node_id(&args.identity.state_dir)?;
     let dp = Dataplane::start(&dp_cfg).map_err(|e| e.to_string())?;
     let store = Store::connect_with(

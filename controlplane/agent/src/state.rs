@@ -13,6 +13,40 @@ use crate::domain::NodeId;
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/ovnet";
 /// The file of the node id, in the state directory.
 pub const NODE_ID_FILE: &str = "node-id";
+/// The file a running agent holds locked, in the state directory.
+pub const LOCK_FILE: &str = "lock";
+
+/// The state directory, held for as long as the value lives: two agents on one host with one
+/// state directory would both be the same node.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: std::fs::File,
+}
+
+/// Locks the state directory `dir` (made if missing) for this process.
+pub fn lock(dir: &Path) -> Result<StateLock, String> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("creating the state directory {}: {e}", dir.display()))?;
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    match ovnet_sys::users::try_lock(&file) {
+        Ok(true) => Ok(StateLock { _file: file }),
+        Ok(false) => Err(format!(
+            "another ovnet-agent runs with the state directory {}: stop it, or give this one \
+             its own --state-dir (and --node)",
+            dir.display()
+        )),
+        Err(e) => Err(format!("locking {}: {e}", path.display())),
+    }
+}
 
 /// This host's node id, read from `dir`, or made and written there at the first start.
 pub fn node_id(dir: &Path) -> Result<NodeId, String> {
@@ -67,6 +101,14 @@ mod tests {
             std::fs::read_to_string(state.join(NODE_ID_FILE)).unwrap(),
             format!("{id}\n")
         );
+        let held = lock(&state).unwrap();
+        let e = lock(&state).unwrap_err();
+        assert!(
+            e.contains("another ovnet-agent runs with the state directory"),
+            "{e}"
+        );
+        drop(held);
+        lock(&state).unwrap();
         std::fs::write(state.join(NODE_ID_FILE), "not an id").unwrap();
         let e = node_id(&state).unwrap_err();
         assert!(e.contains("remove the file"), "{e}");

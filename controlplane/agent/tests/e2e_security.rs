@@ -380,4 +380,11 @@ fn a_node_name_belongs_to_one_host() {
             }
         },
     );
+    // A second agent on host 3 with the same state directory would be the same node: refused.
+    refused(
+        &mut c,
+        3,
+        &["--node", "host1"],
+        "another ovnet-agent runs with the state directory",
+    );
 }

@@ -1,7 +1,27 @@
-//! Users and groups: a group's id by name, for the mode of the agent's API socket.
+//! Users, groups and files between processes: a group's id by name, for the mode of the
+//! agent's API socket, and an exclusive lock on a file, so that two agents never share one
+//! state directory.
 
 use std::ffi::{CStr, CString};
+use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
+
+/// Takes an exclusive advisory lock (`flock(2)`) on `file` without waiting: `Ok(false)` if
+/// another open file description holds it. The lock goes with the file's last descriptor.
+pub fn try_lock(file: &File) -> io::Result<bool> {
+    // SAFETY: `file` is an open descriptor; flock(2) only changes its lock.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
 
 /// The id of group `name` (from `/etc/group` or whatever NSS says); `None` if there is none.
 /// A number is taken as an id as it is.
@@ -71,5 +91,16 @@ mod tests {
         assert_eq!(group_id("1234").unwrap(), Some(1234));
         assert_eq!(group_id("no-such-group-ovnet").unwrap(), None);
         assert_eq!(group_name(0), "root");
+    }
+
+    #[test]
+    fn a_lock_is_held_once() {
+        let dir = std::env::temp_dir().join(format!("ovnet-lock-{}", std::process::id()));
+        let (a, b) = (File::create(&dir).unwrap(), File::open(&dir).unwrap());
+        assert!(try_lock(&a).unwrap());
+        assert!(!try_lock(&b).unwrap());
+        drop(a);
+        assert!(try_lock(&b).unwrap());
+        let _ = std::fs::remove_file(&dir);
     }
 }

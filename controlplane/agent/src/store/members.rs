@@ -175,11 +175,10 @@ impl Members {
     /// Member `i` did not answer: set it aside and move on to the next member.
     pub(crate) fn down(&self, i: usize, cause: &str) {
         let m = &self.members[i];
-        if !m.down.swap(true, Ordering::Relaxed) {
+        // With one member there is nothing to move to: its streams end by themselves.
+        if !m.down.swap(true, Ordering::Relaxed) && self.members.len() > 1 {
             m.downs.send_modify(|n| *n += 1);
-            if self.members.len() > 1 {
-                log::warn!("etcd member {} is unreachable ({cause}): set aside", m.url);
-            }
+            log::warn!("etcd member {} is unreachable ({cause}): set aside", m.url);
         }
         let n = self.members.len();
         let _ = self
