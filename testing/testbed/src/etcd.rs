@@ -401,6 +401,16 @@ impl Testbed {
         Ok(())
     }
 
+    /// Freezes member `i` with SIGSTOP (`true`) or wakes it with SIGCONT: while frozen its
+    /// connections stay open and nothing answers, as with a host that hangs.
+    pub fn freeze_etcd_member(&mut self, i: usize, frozen: bool) -> io::Result<()> {
+        let sig = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        match self.member(i)?.proc.as_mut() {
+            Some(p) => p.signal(sig),
+            None => Err(io::Error::other(format!("etcd member {i} is not running"))),
+        }
+    }
+
     /// Starts member `i` again on its data dir and waits until it is healthy (it rejoins).
     pub fn restart_etcd_member(&mut self, i: usize) -> io::Result<()> {
         if self.member(i)?.proc.is_some() {
