@@ -165,7 +165,9 @@ fn agents_work_through_the_death_of_any_etcd_member() {
     }
     let (sent, got) = ping_result(&mut c, ab, Duration::from_secs(10));
     let (sent2, got2) = ping_result(&mut c, ba, Duration::from_secs(10));
-    eprintln!("FIGURE pings through two member deaths and a hang: a→b {got}/{sent}, b→a {got2}/{sent2}");
+    eprintln!(
+        "FIGURE pings through two member deaths and a hang: a→b {got}/{sent}, b→a {got2}/{sent2}"
+    );
     // A ping stopped by SIGINT may leave its last request unanswered.
     assert!(sent - got <= 1, "a→b lost {} of {sent}", sent - got);
     assert!(sent2 - got2 <= 1, "b→a lost {} of {sent2}", sent2 - got2);
