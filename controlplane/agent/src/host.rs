@@ -5,6 +5,8 @@
 //! own devices from everybody else's and remove the stale ones:
 //! bridge `ovbr<vni>`, TAP `ovtap<vni>`, host end of a container's veth `ovv<endpoint id[..11]>`.
 //! Setup shells out to iproute2 (`ip`) and `nsenter`: it runs once per connect, never per packet.
+//! The edge's part of the host side (the gateway, default routes, forwarding) is
+//! [`crate::edge::host`].
 
 use ovnet_sys::link;
 use tokio::process::Command;
@@ -68,7 +70,7 @@ type Result<T> = std::result::Result<T, HostError>;
 pub const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs a command, killed after [`COMMAND_TIMEOUT`]; its stderr becomes the error.
-async fn run(what: &str, program: &str, args: &[&str]) -> Result<String> {
+pub(crate) async fn run(what: &str, program: &str, args: &[&str]) -> Result<String> {
     let child = Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())
@@ -93,7 +95,7 @@ async fn run(what: &str, program: &str, args: &[&str]) -> Result<String> {
 }
 
 /// Runs `ip ARGS` inside the network namespace at `ns_path`.
-async fn ip_in(ns_path: &str, what: &str, args: &[&str]) -> Result<String> {
+pub(crate) async fn ip_in(ns_path: &str, what: &str, args: &[&str]) -> Result<String> {
     let net = format!("--net={ns_path}");
     let mut full = vec![net.as_str(), "ip"];
     full.extend_from_slice(args);

@@ -41,6 +41,7 @@ async fn a_snapshot_of_ten_thousand_endpoints() {
                     netns: format!("c{i}"),
                     ifname: IfName::eth(0),
                     created: String::new(),
+                    ports: Vec::new(),
                 };
                 TxnOp::put(
                     keys.endpoint(&n.id, ep.name.as_str()),

@@ -1,332 +1,261 @@
-//! Liveness of the other ovnet VTEPs as the data plane sees it: a heartbeat
-//! ([`ovnet_wire::vxlan::HEARTBEAT`]) to each of them every [`HEARTBEAT_INTERVAL`], and when
-//! each was last heard from (a heartbeat, or any datagram admitted into a network).
+//! Traffic per peer VTEP: datagrams and inner bytes sent to each peer and received from it
+//! (once the receive path admitted them), and when it was last heard, for operators
+//! (`ovnet_peer_*` metrics) and for liveness decisions that the control plane may take.
 //!
-//! The control plane names the peers ([`Dataplane::set_peers`]: ovnet's own nodes, never
-//! external VTEPs) and reads the table ([`Dataplane::peers`]); what being heard means for a
-//! node (alive although its etcd lease expired) is the control plane's decision. Only the
-//! peers named are tracked: datagrams from any other address leave the table as it is, so its
-//! size is the control plane's to bound. Heartbeats leave from a socket of their own, so
-//! nothing they provoke (an ICMP error from a host without an agent) reaches the workers.
+//! A peer is its underlay address: its datagrams come from many source ports (one per flow,
+//! as the outer source port carries the flow's entropy) and go to its VXLAN port.
+//!
+//! A fixed table of slots with open addressing, shared by the workers: a slot is claimed once
+//! for an address (compare-and-swap on its state, the address written once) and never freed,
+//! so a lookup takes no lock and allocates nothing, and counting is a few relaxed atomic
+//! adds. The table is bounded: peers beyond [`PEER_SLOTS`] (or beyond [`MAX_PROBES`] collisions)
+//! are counted together as overflow. Only admitted traffic and the data plane's own sends
+//! create slots, so spoofed source addresses cannot fill it.
 
-use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::hash::BuildHasher;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicU64, AtomicU8};
+use std::sync::OnceLock;
 
-use arc_swap::ArcSwap;
-use ovnet_wire::vxlan::{self, GOODBYE, HEARTBEAT};
+use crate::fdb::FxHasher;
 
-use crate::dataplane::Dataplane;
-use crate::fdb::FxHashMap;
+/// Slots in the table: more peers than a cluster has hosts. Chosen as a power of two well
+/// above the 100 hosts the control plane is measured with, at about 80 bytes a slot.
+pub const PEER_SLOTS: usize = 1 << SLOT_BITS;
+const SLOT_BITS: u32 = 10;
+/// Slots tried for one address before its traffic counts as overflow.
+pub const MAX_PROBES: usize = 16;
 
-/// How often each peer gets a heartbeat: a peer missed for three of them is not heard any
-/// more, which is still well inside an etcd lease's TTL (10 s by default).
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+const EMPTY: u8 = 0;
+const CLAIMING: u8 = 1;
+const READY: u8 = 2;
 
-/// One peer: its VTEP and when it was last heard.
-#[derive(Debug)]
-struct Peer {
-    vtep: SocketAddr,
-    /// Milliseconds of the data plane's clock, plus one; 0: never.
-    last: AtomicU64,
-}
-
-/// The peers and their counters, shared by the workers and the heartbeat thread.
+/// One peer's counters.
 #[derive(Debug, Default)]
-pub(crate) struct Peers {
-    table: ArcSwap<FxHashMap<IpAddr, Arc<Peer>>>,
-    heartbeats_in: AtomicU64,
-    heartbeats_stray: AtomicU64,
-    heartbeats_out: AtomicU64,
-    send_errors: AtomicU64,
+struct Slot {
+    state: AtomicU8,
+    addr: OnceLock<IpAddr>,
+    tx_packets: AtomicU64,
+    tx_bytes: AtomicU64,
+    rx_packets: AtomicU64,
+    rx_bytes: AtomicU64,
+    /// The data plane's clock (milliseconds) when traffic from the peer was last admitted.
+    last_rx: AtomicU64,
 }
 
-/// A peer VTEP and how long ago it was last heard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerHeard {
-    /// The peer's VTEP, as given to [`Dataplane::set_peers`].
-    pub vtep: SocketAddr,
-    /// Time since it was last heard; `None`: never, since it was named.
-    pub since: Option<Duration>,
-}
-
-/// The heartbeat counters.
+/// What was counted for one peer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HeartbeatCounters {
-    /// Heartbeats received from named peers.
-    pub received: u64,
-    /// Heartbeats received from addresses that are not named peers (ignored).
-    pub stray: u64,
-    /// Heartbeats sent.
-    pub sent: u64,
-    /// Heartbeats the socket refused to send.
-    pub send_errors: u64,
+pub struct PeerSnapshot {
+    /// Datagrams sent to the peer (each segment of a GSO train counts).
+    pub tx_packets: u64,
+    /// Inner bytes sent to it.
+    pub tx_bytes: u64,
+    /// Datagrams received from it and admitted.
+    pub rx_packets: u64,
+    /// Inner bytes received from it.
+    pub rx_bytes: u64,
+    /// When it was last heard, on the data plane's clock (milliseconds; 0: never).
+    pub last_rx: u64,
 }
 
-/// An IPv4-mapped IPv6 source (from a dual-stack socket) compared as the IPv4 it is.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
+/// The per-peer counters of one data plane.
+#[derive(Debug)]
+pub(crate) struct PeerTable {
+    slots: Box<[Slot]>,
+    /// Datagrams to or from peers that found no slot.
+    overflow: AtomicU64,
+}
+
+impl Default for PeerTable {
+    fn default() -> Self {
+        PeerTable {
+            slots: (0..PEER_SLOTS).map(|_| Slot::default()).collect(),
+            overflow: AtomicU64::new(0),
+        }
     }
 }
 
-impl Peers {
-    /// `ip` was heard at `now_ms` (a datagram admitted into a network). Nothing for an
-    /// address that is not a peer.
-    #[inline]
-    pub(crate) fn heard(&self, ip: IpAddr, now_ms: u64) -> bool {
-        match self.table.load().get(&canonical(ip)) {
-            Some(p) => {
-                // One store per millisecond at most, whatever the packet rate.
-                if p.last.load(Relaxed) != now_ms + 1 {
-                    p.last.store(now_ms + 1, Relaxed);
+impl PeerTable {
+    /// The slot of `addr`, claimed if it has none yet; `None` when the table is full there.
+    fn slot(&self, addr: IpAddr) -> Option<&Slot> {
+        let hash = std::hash::BuildHasherDefault::<FxHasher>::default().hash_one(addr);
+        // The top bits: the Fx hash's low bits depend only on the low bits of its input, and
+        // addresses differ in their last bytes.
+        let start = (hash >> (u64::BITS - SLOT_BITS)) as usize;
+        for i in 0..MAX_PROBES {
+            let slot = &self.slots[(start + i) % PEER_SLOTS];
+            // A plain load first: the common case (the peer's slot exists) writes nothing.
+            let mut state = slot.state.load(Acquire);
+            if state == EMPTY {
+                match slot
+                    .state
+                    .compare_exchange(EMPTY, CLAIMING, Acquire, Acquire)
+                {
+                    Ok(_) => {
+                        let _ = slot.addr.set(addr);
+                        slot.state.store(READY, Release);
+                        return Some(slot);
+                    }
+                    Err(now) => state = now,
                 }
-                true
             }
-            None => false,
+            // Another worker may be writing its address (two stores): wait for it, so that
+            // one address never gets two slots.
+            while state == CLAIMING {
+                std::hint::spin_loop();
+                state = slot.state.load(Acquire);
+            }
+            if slot.addr.get() == Some(&addr) {
+                return Some(slot);
+            }
+        }
+        None
+    }
+
+    /// Counts `packets` datagrams carrying `bytes` inner bytes sent to `peer`.
+    pub(crate) fn sent(&self, peer: SocketAddr, packets: u64, bytes: u64) {
+        match self.slot(peer.ip()) {
+            Some(s) => {
+                s.tx_packets.fetch_add(packets, Relaxed);
+                s.tx_bytes.fetch_add(bytes, Relaxed);
+            }
+            None => {
+                self.overflow.fetch_add(packets, Relaxed);
+            }
         }
     }
 
-    /// Takes `datagram` from `from` if it is a heartbeat or a goodbye (whether it was).
-    #[inline]
-    pub(crate) fn signal(&self, datagram: &[u8], from: SocketAddr, now_ms: u64) -> bool {
-        if datagram.first() != Some(&0) {
-            return false;
-        }
-        if vxlan::is_heartbeat(datagram) {
-            self.heartbeat(from, now_ms);
-            true
-        } else if vxlan::is_goodbye(datagram) {
-            self.goodbye(from);
-            true
-        } else {
-            false
+    /// Counts one admitted datagram of `bytes` inner bytes from `peer`, heard at `now`.
+    pub(crate) fn received(&self, peer: SocketAddr, bytes: usize, now: u64) {
+        match self.slot(peer.ip()) {
+            Some(s) => {
+                s.rx_packets.fetch_add(1, Relaxed);
+                s.rx_bytes.fetch_add(bytes as u64, Relaxed);
+                // 0 means never heard: a datagram at the clock's first millisecond counts as 1.
+                s.last_rx.fetch_max(now.max(1), Relaxed);
+            }
+            None => {
+                self.overflow.fetch_add(1, Relaxed);
+            }
         }
     }
 
-    /// A heartbeat came from `from` at `now_ms`.
-    fn heartbeat(&self, from: SocketAddr, now_ms: u64) {
-        if self.heard(from.ip(), now_ms) {
-            self.heartbeats_in.fetch_add(1, Relaxed);
-        } else {
-            self.heartbeats_stray.fetch_add(1, Relaxed);
-        }
-    }
-
-    /// `from` said goodbye: it is not heard any more.
-    fn goodbye(&self, from: SocketAddr) {
-        if let Some(p) = self.table.load().get(&canonical(from.ip())) {
-            p.last.store(0, Relaxed);
-        }
-    }
-
-    /// Names the peers; those named before keep when they were last heard.
-    fn set(&self, vteps: &[SocketAddr]) {
-        let old = self.table.load();
-        let mut next = FxHashMap::default();
-        for &vtep in vteps {
-            let ip = canonical(vtep.ip());
-            let peer = match old.get(&ip) {
-                Some(p) if p.vtep == vtep => p.clone(),
-                Some(p) => Arc::new(Peer {
-                    vtep,
-                    last: AtomicU64::new(p.last.load(Relaxed)),
-                }),
-                None => Arc::new(Peer {
-                    vtep,
-                    last: AtomicU64::new(0),
-                }),
-            };
-            next.insert(ip, peer);
-        }
-        self.table.store(Arc::new(next));
-    }
-
-    fn snapshot(&self, now_ms: u64) -> Vec<PeerHeard> {
-        let mut out: Vec<PeerHeard> = self
-            .table
-            .load()
-            .values()
-            .map(|p| PeerHeard {
-                vtep: p.vtep,
-                since: match p.last.load(Relaxed) {
-                    0 => None,
-                    t => Some(Duration::from_millis(now_ms.saturating_sub(t - 1))),
-                },
+    /// Every peer with a slot, and the overflow count.
+    pub(crate) fn snapshot(&self) -> (Vec<(IpAddr, PeerSnapshot)>, u64) {
+        let peers = self
+            .slots
+            .iter()
+            .filter(|s| s.state.load(Acquire) == READY)
+            .filter_map(|s| {
+                Some((
+                    *s.addr.get()?,
+                    PeerSnapshot {
+                        tx_packets: s.tx_packets.load(Relaxed),
+                        tx_bytes: s.tx_bytes.load(Relaxed),
+                        rx_packets: s.rx_packets.load(Relaxed),
+                        rx_bytes: s.rx_bytes.load(Relaxed),
+                        last_rx: s.last_rx.load(Relaxed),
+                    },
+                ))
             })
             .collect();
-        out.sort_by_key(|p| p.vtep);
-        out
+        (peers, self.overflow.load(Relaxed))
     }
-
-    fn vteps(&self) -> Vec<SocketAddr> {
-        self.table.load().values().map(|p| p.vtep).collect()
-    }
-}
-
-/// The thread that sends the heartbeats. Dropping it stops the thread.
-#[derive(Debug)]
-pub(crate) struct Heartbeats {
-    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
-    handle: Mutex<Option<JoinHandle<()>>>,
-    socket: Arc<UdpSocket>,
-}
-
-impl Heartbeats {
-    /// Starts sending heartbeats from an address of `vtep`'s IP to every peer of `peers`.
-    pub(crate) fn start(vtep: SocketAddr, peers: Arc<Peers>) -> io::Result<Heartbeats> {
-        // Non-blocking: a full send buffer drops a heartbeat, it never holds the thread.
-        let socket = UdpSocket::bind(SocketAddr::new(vtep.ip(), 0))?;
-        socket.set_nonblocking(true)?;
-        let socket = Arc::new(socket);
-        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
-        let st = stop.clone();
-        let sock = socket.clone();
-        let handle = std::thread::Builder::new()
-            .name("ovnet-heartbeat".into())
-            .spawn(move || {
-                let warned = AtomicBool::new(false);
-                loop {
-                    for vtep in peers.vteps() {
-                        match sock.send_to(&HEARTBEAT, vtep) {
-                            Ok(_) => {
-                                peers.heartbeats_out.fetch_add(1, Relaxed);
-                            }
-                            Err(e) => {
-                                peers.send_errors.fetch_add(1, Relaxed);
-                                if !warned.swap(true, Relaxed) {
-                                    log::warn!("sending a heartbeat to {vtep}: {e}");
-                                }
-                            }
-                        }
-                    }
-                    let (lock, cv) = &*st;
-                    let stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
-                    let (stopped, _) = cv
-                        .wait_timeout_while(stopped, HEARTBEAT_INTERVAL, |s| !*s)
-                        .unwrap_or_else(|p| p.into_inner());
-                    if *stopped {
-                        return;
-                    }
-                }
-            })?;
-        Ok(Heartbeats {
-            stop,
-            handle: Mutex::new(Some(handle)),
-            socket,
-        })
-    }
-
-    /// Stops the heartbeats (waiting for the thread).
-    fn stop(&self) {
-        let (lock, cv) = &*self.stop;
-        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        cv.notify_all();
-        let handle = self.handle.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = handle {
-            let _ = h.join();
-        }
-    }
-}
-
-impl Drop for Heartbeats {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-impl Dataplane {
-    /// Names the ovnet peers (their VTEPs): each gets a heartbeat every
-    /// [`HEARTBEAT_INTERVAL`], and [`Dataplane::peers`] says when each was last heard.
-    /// Peers named before keep their last-heard time.
-    pub fn set_peers(&self, vteps: &[SocketAddr]) {
-        self.shared.peers.set(vteps);
-    }
-
-    /// The peers named, by VTEP, with how long ago each was last heard.
-    pub fn peers(&self) -> Vec<PeerHeard> {
-        self.shared.peers.snapshot(self.shared.clock.now_ms())
-    }
-
-    /// Leaving for good: stops the heartbeats and sends each peer a goodbye, so that it stops
-    /// counting this host as heard at once (a host that dies instead is forgotten after its
-    /// peers' window of a few heartbeats).
-    pub fn farewell(&self) {
-        self.heartbeats.stop();
-        for vtep in self.shared.peers.vteps() {
-            let _ = self.heartbeats.socket.send_to(&GOODBYE, vtep);
-        }
-    }
-
-    /// The heartbeat counters.
-    pub fn heartbeat_counters(&self) -> HeartbeatCounters {
-        let p = &self.shared.peers;
-        HeartbeatCounters {
-            received: p.heartbeats_in.load(Relaxed),
-            stray: p.heartbeats_stray.load(Relaxed),
-            sent: p.heartbeats_out.load(Relaxed),
-            send_errors: p.send_errors.load(Relaxed),
-        }
-    }
-}
-
-/// The peers' last-heard times by IP, for tests.
-#[cfg(test)]
-pub(crate) fn heard_map(
-    p: &Peers,
-    now_ms: u64,
-) -> std::collections::HashMap<IpAddr, Option<Duration>> {
-    p.snapshot(now_ms)
-        .into_iter()
-        .map(|h| (h.vtep.ip(), h.since))
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn sa(s: &str) -> SocketAddr {
-        s.parse().unwrap()
+    fn peer(i: u32) -> SocketAddr {
+        SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 4789))
+    }
+
+    fn ip(i: u32) -> IpAddr {
+        peer(i).ip()
     }
 
     #[test]
-    fn only_named_peers_are_heard_and_they_keep_their_time() {
-        let p = Peers::default();
-        p.set(&[sa("192.0.2.1:4789"), sa("192.0.2.2:4789")]);
-        assert!(p.signal(&HEARTBEAT, sa("192.0.2.1:40000"), 1000));
-        assert!(p.signal(&HEARTBEAT, sa("198.51.100.7:4789"), 1000));
-        assert!(!p.signal(
-            &vxlan::header(ovnet_wire::Vni::new(5).unwrap()),
-            sa("192.0.2.1:1"),
-            1000
-        ));
-        assert!(p.heard(sa("[::ffff:192.0.2.2]:4789").ip(), 1500));
-        assert!(!p.heard(sa("198.51.100.8:4789").ip(), 1500));
-        let m = heard_map(&p, 2000);
-        assert_eq!(m.len(), 2, "strangers are not tracked");
+    fn counts_each_peer_apart() {
+        let t = PeerTable::default();
+        t.sent(peer(1), 3, 300);
+        t.sent(peer(1), 1, 50);
+        // From any source port: the peer is its address.
+        t.received(SocketAddr::new(ip(1), 40001), 70, 5);
+        t.received(peer(2), 10, 9);
+        t.received(peer(2), 10, 7);
+        let (mut got, overflow) = t.snapshot();
+        got.sort_by_key(|(a, _)| *a);
+        assert_eq!(overflow, 0);
         assert_eq!(
-            m[&sa("192.0.2.1:0").ip()],
-            Some(Duration::from_millis(1000))
+            got,
+            vec![
+                (
+                    ip(1),
+                    PeerSnapshot {
+                        tx_packets: 4,
+                        tx_bytes: 350,
+                        rx_packets: 1,
+                        rx_bytes: 70,
+                        last_rx: 5
+                    }
+                ),
+                (
+                    ip(2),
+                    PeerSnapshot {
+                        rx_packets: 2,
+                        rx_bytes: 20,
+                        last_rx: 9,
+                        ..Default::default()
+                    }
+                ),
+            ]
         );
-        assert_eq!(m[&sa("192.0.2.2:0").ip()], Some(Duration::from_millis(500)));
-        assert_eq!(p.heartbeats_in.load(Relaxed), 1);
-        assert_eq!(p.heartbeats_stray.load(Relaxed), 1);
-        // Renamed: 192.0.2.1 stays with its time, 192.0.2.2 goes, 192.0.2.3 is new.
-        p.set(&[sa("192.0.2.1:4789"), sa("192.0.2.3:4789")]);
-        let m = heard_map(&p, 2000);
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_overflow_is_counted() {
+        let t = PeerTable::default();
+        for i in 0..(PEER_SLOTS as u32 * 2) {
+            t.sent(peer(i), 1, 1);
+        }
+        let (got, overflow) = t.snapshot();
+        assert!(got.len() <= PEER_SLOTS);
+        assert_eq!(got.len() as u64 + overflow, PEER_SLOTS as u64 * 2);
+        assert!(overflow >= PEER_SLOTS as u64);
+        // A peer that has a slot keeps it.
+        let (first, _) = got[0];
+        t.sent(SocketAddr::new(first, 4789), 1, 1);
+        let (again, _) = t.snapshot();
         assert_eq!(
-            m[&sa("192.0.2.1:0").ip()],
-            Some(Duration::from_millis(1000))
+            again
+                .iter()
+                .find(|(a, _)| *a == first)
+                .unwrap()
+                .1
+                .tx_packets,
+            2
         );
-        assert_eq!(m[&sa("192.0.2.3:0").ip()], None);
-        assert!(!m.contains_key(&sa("192.0.2.2:0").ip()));
-        // A goodbye: not heard any more.
-        assert!(p.signal(&GOODBYE, sa("192.0.2.1:4789"), 2000));
-        assert_eq!(heard_map(&p, 2000)[&sa("192.0.2.1:0").ip()], None);
+    }
+
+    #[test]
+    fn workers_counting_at_once_lose_nothing() {
+        let t = PeerTable::default();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for i in 0..10_000u32 {
+                        t.sent(peer(i % 50), 1, 10);
+                    }
+                });
+            }
+        });
+        let (got, overflow) = t.snapshot();
+        assert_eq!(overflow, 0);
+        assert_eq!(got.len(), 50);
+        assert!(got
+            .iter()
+            .all(|(_, s)| s.tx_packets == 800 && s.tx_bytes == 8000));
     }
 }

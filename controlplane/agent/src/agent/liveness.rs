@@ -109,7 +109,7 @@ impl Agent {
 
     fn heard_by_vtep(&self) -> HashMap<SocketAddr, Duration> {
         self.dp
-            .peers()
+            .heard()
             .into_iter()
             .filter_map(|p| Some((p.vtep, p.since?)))
             .collect()

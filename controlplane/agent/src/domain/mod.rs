@@ -10,6 +10,7 @@
 //! - [`records`]: networks, endpoints, nodes, external VTEPs, and their protobuf form;
 //! - [`ipam`]: the rules for subnets, gateways, VNIs, MTUs and addresses;
 //! - [`identity`]: who holds a node name;
+//! - [`ports`]: published ports and when two of them collide on a node;
 //! - [`plan`]: the create-network and create-endpoint decisions the store's transactions
 //!   claim;
 //! - [`time`]: the time stamps records carry.
@@ -20,6 +21,7 @@
 pub mod identity;
 pub mod ipam;
 pub mod plan;
+pub mod ports;
 pub mod records;
 pub mod time;
 pub mod values;

@@ -14,6 +14,7 @@ use ovnet_proto::Message;
 use ovnet_wire::{MacAddr, Vni, VXLAN_PORT};
 
 use super::ipam;
+use super::ports::PortMapping;
 use super::values::{EndpointId, IfName, Name, NetworkId, NodeId, NodeName};
 
 /// The only driver ovnet provides, `docker network create -d overlay`.
@@ -77,6 +78,9 @@ pub struct Network {
     pub created: String,
     /// The user's labels.
     pub labels: HashMap<String, String>,
+    /// Sealed: no default route, nothing leaves the overlay, no published ports, no upstream
+    /// DNS (`docker network create --internal`).
+    pub internal: bool,
 }
 
 impl Network {
@@ -105,6 +109,7 @@ impl Network {
                 )?;
                 l
             },
+            internal: m.internal,
         })
     }
 
@@ -120,6 +125,7 @@ impl Network {
             created: self.created.clone(),
             labels: self.labels.clone(),
             driver: DRIVER.to_owned(),
+            internal: self.internal,
         }
     }
 }
@@ -146,6 +152,8 @@ pub struct Endpoint {
     pub ifname: IfName,
     /// RFC 3339 time of connect.
     pub created: String,
+    /// Host ports of its node published to it, in the order given.
+    pub ports: Vec<PortMapping>,
 }
 
 impl Endpoint {
@@ -166,6 +174,17 @@ impl Endpoint {
             mac: field("mac", &m.mac, mac)?,
             ipv4: field("ipv4", &m.ipv4, m.ipv4.parse())?,
             ifname: field("ifname", &m.ifname, IfName::parse(&m.ifname))?,
+            ports: m
+                .ports
+                .iter()
+                .map(|p| {
+                    let value = format!(
+                        "{}:{}:{}/{}",
+                        p.host_ip, p.host_port, p.container_port, p.protocol
+                    );
+                    field("ports", &value, PortMapping::from_proto(p))
+                })
+                .collect::<Result<_, _>>()?,
             netns: m.netns,
             created: m.created,
         })
@@ -183,6 +202,7 @@ impl Endpoint {
             netns: self.netns.clone(),
             ifname: self.ifname.to_string(),
             created: self.created.clone(),
+            ports: self.ports.iter().map(PortMapping::to_proto).collect(),
         }
     }
 }
@@ -283,6 +303,7 @@ pub(crate) mod tests {
             mtu: 1450,
             created: "2020-04-10T14:47:27.897140984Z".into(),
             labels: HashMap::new(),
+            internal: false,
         }
     }
 
@@ -300,6 +321,7 @@ pub(crate) mod tests {
             netns: name.into(),
             ifname: IfName::eth(0),
             created: "2020-04-10T14:50:00.000000001Z".into(),
+            ports: Vec::new(),
         }
     }
 
@@ -308,9 +330,26 @@ pub(crate) mod tests {
         let net = network("demo", 256, "10.0.0.0/24");
         let bytes = net.to_proto().encode_to_vec();
         assert_eq!(Network::decode(&bytes).unwrap(), net);
+        let sealed = Network {
+            internal: true,
+            ..net.clone()
+        };
+        assert_eq!(
+            Network::decode(&sealed.to_proto().encode_to_vec()).unwrap(),
+            sealed
+        );
         assert_eq!(net.to_proto().driver, "overlay");
-        let ep = endpoint(&net, "web1", "host1", 2);
+        let mut ep = endpoint(&net, "web1", "host1", 2);
         assert_eq!(ep.to_proto().mac, "02:42:0a:00:00:02");
+        ep.ports.push(
+            PortMapping::from_proto(&ovnet_proto::PortMapping {
+                host_ip: "0.0.0.0".into(),
+                host_port: 8080,
+                container_port: 80,
+                protocol: "tcp".into(),
+            })
+            .unwrap(),
+        );
         assert_eq!(
             Endpoint::decode(&ep.to_proto().encode_to_vec()).unwrap(),
             ep
@@ -396,6 +435,15 @@ pub(crate) mod tests {
         assert_eq!(bad_ep(|m| m.ipv4 = "10.0.0".into()), "bad ipv4 \"10.0.0\"");
         assert_eq!(bad_ep(|m| m.node = String::new()), "bad node \"\"");
         assert_eq!(bad_ep(|m| m.ifname = "a/b".into()), "bad ifname \"a/b\"");
+        assert_eq!(
+            bad_ep(|m| m.ports = vec![ovnet_proto::PortMapping {
+                host_ip: String::new(),
+                host_port: 0,
+                container_port: 80,
+                protocol: "tcp".into(),
+            }]),
+            "bad ports \":0:80/tcp\""
+        );
         let mut n = ovnet_proto::Node {
             name: "host1".into(),
             vtep_ip: "nonsense".into(),

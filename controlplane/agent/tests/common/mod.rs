@@ -212,6 +212,7 @@ pub async fn attach(
         netns: format!("/var/run/netns/{name}"),
         ifname: String::new(),
         ipv4: ipv4.map(str::to_owned),
+        publish: Vec::new(),
     }
     .check()?;
     Ok(s.create_endpoint(network, &req).await?.record)
