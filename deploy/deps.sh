@@ -32,6 +32,7 @@ TABLE=(
     "test       prometheus                    promtool"
     "test       systemd                       systemd-analyze"
     "test       libc-bin                      getent"
+    "test       coreutils                     mkfifo"
 )
 GROUPS_ALL=(build agent quickstart test)
 

@@ -6,8 +6,9 @@
 //!   the store, so a network created on one host is listed on every other at once. Each
 //!   operation that changes something is logged once, here.
 //! - `connect`: connect and disconnect, the operations that change this host.
-//! - `sync`: registration and liveness, following etcd (snapshot, watch, re-list), and what
-//!   happens at start.
+//! - `registration`: claiming the node's name, its liveness lease, leaving.
+//! - `liveness`: which other nodes are up: their lease, or their data plane heard lately.
+//! - `sync`: following etcd (snapshot, watch, re-list), and what happens at start.
 //! - `reconcile`: making bridges, TAPs, veths and the data plane match the view.
 //! - `edge`: the same for the network edge: ovnet's nftables table, IPv4 forwarding, the
 //!   per-network DNS resolvers.
@@ -26,7 +27,9 @@
 
 mod connect;
 mod edge;
+mod liveness;
 mod reconcile;
+mod registration;
 mod sync;
 
 use std::net::SocketAddrV4;
@@ -37,7 +40,7 @@ use ovnet_dataplane::{CounterSnapshot, Dataplane, DataplaneReport};
 use tokio::sync::Mutex;
 
 use crate::domain::plan::NetworkSpec;
-use crate::domain::{Endpoint, ExternalVtep, Network, Node, NodeName};
+use crate::domain::{Endpoint, ExternalVtep, Network, Node, NodeId, NodeName};
 use crate::edge::EdgeConfig;
 use crate::error::AgentError;
 use crate::health::{Health, HealthSnapshot};
@@ -45,6 +48,7 @@ use crate::store::{KeepAlive, Store};
 
 pub use connect::ConnectSpec;
 pub use edge::DnsCounters;
+pub use liveness::{NodeLiveness, HEARD_WINDOW};
 use reconcile::Local;
 
 /// What an agent is told at start.
@@ -52,6 +56,10 @@ use reconcile::Local;
 pub struct AgentConfig {
     /// This node's name.
     pub node: NodeName,
+    /// This host's identity, which holds the name.
+    pub node_id: NodeId,
+    /// Take the name from another host whose agent is down (`--replace-node`).
+    pub replace_node: bool,
     /// This node's VTEP (underlay address and VXLAN port).
     pub vtep: SocketAddrV4,
     /// TTL of the liveness lease.
@@ -68,6 +76,8 @@ pub struct Agent {
     dp: Dataplane,
     local: Mutex<Local>,
     keepalive: Mutex<Option<KeepAlive>>,
+    /// Whether the node's name is claimed.
+    registered: tokio::sync::watch::Sender<bool>,
     health: Arc<Health>,
 }
 
@@ -139,6 +149,7 @@ impl Agent {
             dp,
             local: Mutex::new(Local::default()),
             keepalive: Mutex::new(None),
+            registered: tokio::sync::watch::Sender::new(false),
             health: Arc::new(Health::default()),
         }
     }

@@ -76,6 +76,7 @@ impl NetworkSpec {
             (None, _) => None,
         };
         let vni = self.vni.map(ipam::parse_vni).transpose()?;
+        super::values::check_labels(&self.labels)?;
         let mtu = self.mtu.unwrap_or(ipam::DEFAULT_MTU);
         ipam::check_mtu(mtu)?;
         Ok(NetworkRequest {
