@@ -6,6 +6,8 @@
 //!   the store, so a network created on one host is listed on every other at once. Each
 //!   operation that changes something is logged once, here.
 //! - `connect`: connect and disconnect, the operations that change this host.
+//! - `attachments`: this node's endpoints as a runtime looks them up (by container id and
+//!   interface), for the CNI plugin.
 //! - `sync`: registration and liveness, following etcd (snapshot, watch, re-list), and what
 //!   happens at start.
 //! - `reconcile`: making bridges, TAPs, veths and the data plane match the view.
@@ -22,6 +24,7 @@
 //! previous run left (bridges, container veths), releases the endpoints of containers that
 //! vanished meanwhile and removes the devices no record explains.
 
+mod attachments;
 mod connect;
 mod reconcile;
 mod sync;
@@ -37,6 +40,7 @@ use crate::domain::{Endpoint, ExternalVtep, Network, Node, NodeName};
 use crate::error::AgentError;
 use crate::store::{KeepAlive, Store};
 
+pub use attachments::{Attachment, AttachmentFilter};
 pub use connect::ConnectSpec;
 use reconcile::Local;
 
