@@ -73,6 +73,10 @@ struct Args {
     /// Linux 6.17+ and the host's settings allow it; see the README).
     #[arg(long, env = "OVNET_NO_TUNNEL_GSO", value_parser = clap::builder::FalseyValueParser::new())]
     no_tunnel_gso: bool,
+    /// Serve Prometheus metrics (`/metrics`), liveness (`/healthz`) and readiness (`/readyz`)
+    /// over HTTP on this address, e.g. 127.0.0.1:9476. Off unless given.
+    #[arg(long, env = "OVNET_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// `--slice-us`: 0, or what the kernel takes (100 µs to 100 ms).
@@ -158,6 +162,10 @@ async fn run(args: Args) -> Result<(), String> {
         log::warn!("{e}; starting anyway and retrying in the background");
     }
     let listener = bind_api(&args.api)?;
+    let metrics_listener = match args.metrics_addr {
+        Some(addr) => Some(ovnet_agent::metrics::bind(addr).await?),
+        None => None,
+    };
     let agent = Arc::new(Agent::new(
         AgentConfig {
             node: node.clone(),
@@ -177,6 +185,20 @@ async fn run(args: Args) -> Result<(), String> {
         let a = agent.clone();
         tokio::spawn(async move { a.run_registration().await })
     };
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics = metrics_listener.map(|l| {
+        let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        log::info!("serving metrics, /healthz and /readyz on http://{addr}");
+        let a = agent.clone();
+        tokio::spawn(async move {
+            let stopped = async {
+                let _ = metrics_stopped.await;
+            };
+            if let Err(e) = ovnet_agent::metrics::serve(l, a, stopped).await {
+                log::warn!("metrics endpoint: {e}");
+            }
+        })
+    });
     log::info!(
         "ovnet-agent {} on node {node}: VTEP {vtep}, etcd {}, API {}",
         env!("CARGO_PKG_VERSION"),
@@ -188,6 +210,10 @@ async fn run(args: Args) -> Result<(), String> {
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
         .await;
     log::info!("shutting down");
+    let _ = stop_metrics.send(());
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
     sync.abort();
     reg.abort();
     agent.deregister().await;
