@@ -117,6 +117,17 @@ fn check_netns(netns: &str) -> Result<(), CniError> {
 /// ADD.
 pub async fn add(env: &Env, cfg: &Config) -> Result<Success, CniError> {
     check_netns(&env.netns)?;
+    // The namespace first: what is wrong here needs no agent to be found.
+    let links = netns::links(Some(&env.netns)).await.map_err(|e| {
+        CniError::new(
+            INVALID_ENV,
+            format!(
+                "invalid CNI_NETNS {:?}: cannot read its interfaces",
+                env.netns
+            ),
+        )
+        .details(e)
+    })?;
     let agent = Agent::connect(&cfg.agent).await.map_err(|u| u.to_error())?;
     match agent
         .attachments(&cfg.network, &env.container_id, &env.ifname)
@@ -135,16 +146,6 @@ pub async fn add(env: &Env, cfg: &Config) -> Result<Success, CniError> {
         }
         Some(_) => {}
     }
-    let links = netns::links(Some(&env.netns)).await.map_err(|e| {
-        CniError::new(
-            INVALID_ENV,
-            format!(
-                "invalid CNI_NETNS {:?}: cannot read its interfaces",
-                env.netns
-            ),
-        )
-        .details(e)
-    })?;
     if links.iter().any(|l| l.ifname == env.ifname) {
         return Err(CniError::new(
             ALREADY_ATTACHED,

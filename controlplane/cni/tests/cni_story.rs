@@ -202,3 +202,88 @@ fn what_only_the_agent_can_refuse() {
     rt1.check_list(&list1, &a1, &r1)
         .unwrap_or_else(|r| panic!("{r:?}"));
 }
+
+/// A runtime starts pods in parallel; the agent is killed and comes back; the pods are
+/// checked, reached and deleted in parallel.
+#[test]
+fn parallel_adds_and_dels_around_an_agent_restart() {
+    const PODS: u8 = 8;
+    let mut c = Cluster::start(2);
+    let net_id = c.create(1, "pods", &[]);
+    let (rt1, rt2) = (Runtime::on(&c, 1), Runtime::on(&c, 2));
+    let (list1, list2) = (
+        ovnet_list(&c, 1, "1.1.0", "pods"),
+        ovnet_list(&c, 2, "1.1.0", "pods"),
+    );
+    let nsr = c.netns("remote");
+    let remote = Attach::new(&container_id(200), &nsr);
+    let rr = rt2
+        .add_list(&list2, &remote)
+        .unwrap_or_else(|r| panic!("{r:?}"));
+    let remote_ip = rr["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    let pods: Vec<Attach> = (0..PODS)
+        .map(|i| {
+            let ns = c.netns(&format!("p{i}"));
+            Attach::new(&container_id(i + 1), &ns).args(&format!("K8S_POD_NAME=pod-{i}"))
+        })
+        .collect();
+    let results: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = pods
+            .iter()
+            .map(|a| s.spawn(|| rt1.add_list(&list1, a)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap_or_else(|r| panic!("{r:?}")))
+            .collect()
+    });
+    let mut addresses: Vec<&str> = results
+        .iter()
+        .map(|r| r["ips"][0]["address"].as_str().unwrap())
+        .collect();
+    addresses.sort_unstable();
+    addresses.dedup();
+    assert_eq!(addresses.len(), usize::from(PODS), "{addresses:?}");
+
+    c.kill_agent(1);
+    c.start_agent(1);
+    c.wait_agent_ready(1);
+    for (a, r) in pods.iter().zip(&results) {
+        rt1.check_list(&list1, a, r)
+            .unwrap_or_else(|r| panic!("CHECK after the restart: {r:?}"));
+    }
+    let ns0 = pods[0].netns.rsplit('/').next().unwrap();
+    c.wait_ping(ns0, &remote_ip, Duration::from_secs(30));
+
+    std::thread::scope(|s| {
+        let handles: Vec<_> = pods
+            .iter()
+            .zip(&results)
+            .map(|(a, r)| s.spawn(|| rt1.del_list(&list1, a, Some(r))))
+            .collect();
+        for h in handles {
+            h.join().unwrap().unwrap_or_else(|r| panic!("{r:?}"));
+        }
+    });
+    assert_eq!(
+        c.endpoint_keys(&net_id).len(),
+        1,
+        "only the remote pod is left"
+    );
+    let host1 = c.host(1).ns.clone();
+    ovnet_cluster::wait_until(
+        "host 1's devices to go",
+        Duration::from_secs(20),
+        || match c.network_links(&host1) {
+            l if l.is_empty() => Ok(()),
+            l => Err(format!("{l:?}")),
+        },
+    );
+}
