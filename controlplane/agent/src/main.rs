@@ -55,8 +55,9 @@ struct Args {
     no_offloads: bool,
     /// Data-plane worker threads, each carrying traffic both ways: as many TAP queues per
     /// network and receive sockets on the VXLAN port. Default: the number of CPUs, at most 4.
-    #[arg(long, env = "OVNET_QUEUES")]
-    queues: Option<usize>,
+    /// (`--queues` and `OVNET_QUEUES`, the old names, still work.)
+    #[arg(long, visible_alias = "queues", env = "OVNET_WORKERS")]
+    workers: Option<usize>,
     /// Longest time, in microseconds, a data-plane worker keeps polling (yielding the CPU
     /// between polls) after its last packet before it sleeps; saves a wake-up per burst under
     /// load, and shrinks by itself when traffic is sparse. 0: always sleep at once.
@@ -91,6 +92,18 @@ fn parse_slice_us(s: &str) -> Result<u64, String> {
             "{us} µs is outside what the scheduler takes: give 100 to 100000, or 0 for the \
              kernel's default"
         ))
+    }
+}
+
+/// `OVNET_QUEUES`, the old name of `OVNET_WORKERS`, if set (and `OVNET_WORKERS` is not).
+fn old_workers_env() -> Result<Option<usize>, String> {
+    match std::env::var("OVNET_QUEUES") {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("OVNET_QUEUES={v:?} is not a number of workers")),
+        Err(_) => Ok(None),
     }
 }
 
@@ -139,15 +152,18 @@ async fn run(args: Args) -> Result<(), String> {
     let node = args.node.unwrap_or_else(hostname);
     let node = NodeName::parse(&node).map_err(|e| format!("{e} (pass --node)"))?;
     let vtep = SocketAddrV4::new(args.vtep_ip, args.vtep_port);
-    let queues = args
-        .queues
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .clamp(1, 4);
+    let workers = match args.workers {
+        Some(n) => n,
+        None => old_workers_env()?
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+    }
+    .clamp(1, 4);
     let mut dp_cfg = DataplaneConfig::new(SocketAddr::V4(vtep));
     dp_cfg.gso = !args.no_offloads;
     dp_cfg.gro = !args.no_offloads;
+    dp_cfg.tap_offloads = !args.no_offloads;
     dp_cfg.tunnel_gso = !args.no_tunnel_gso;
-    dp_cfg.workers = queues;
+    dp_cfg.workers = workers;
     dp_cfg.poll = Duration::from_micros(args.poll_us);
     dp_cfg.slice = (args.slice_us > 0).then(|| Duration::from_micros(args.slice_us));
     let dp = Dataplane::start(&dp_cfg).map_err(|e| e.to_string())?;
@@ -171,8 +187,6 @@ async fn run(args: Args) -> Result<(), String> {
             node: node.clone(),
             vtep,
             lease_ttl: Duration::from_secs(args.lease_ttl.max(1)),
-            offloads: !args.no_offloads,
-            queues,
         },
         store,
         dp,
@@ -260,5 +274,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("100 to 100000"), "{e}");
+    }
+
+    #[test]
+    fn workers_are_set_by_their_name_or_the_old_one() {
+        for flag in ["--workers", "--queues"] {
+            let a =
+                Args::try_parse_from(["ovnet-agent", "--vtep-ip", "10.9.9.1", flag, "3"]).unwrap();
+            assert_eq!(a.workers, Some(3), "{flag}");
+        }
+        let a = Args::try_parse_from(["ovnet-agent", "--vtep-ip", "10.9.9.1"]).unwrap();
+        assert_eq!(a.vtep_port, VXLAN_PORT);
     }
 }

@@ -55,10 +55,6 @@ pub struct AgentConfig {
     pub vtep: SocketAddrV4,
     /// TTL of the liveness lease.
     pub lease_ttl: Duration,
-    /// Open TAPs with `virtio_net_hdr` and checksum/TSO offloads (the fast path).
-    pub offloads: bool,
-    /// Queues per TAP, one send thread each.
-    pub queues: usize,
 }
 
 /// One host's agent.
