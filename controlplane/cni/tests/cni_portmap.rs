@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::{shipped_conflist, Attach, Runtime, DEBIAN_CNI_DIR};
 use ovnet_cluster::{wait_until, Cluster};
-use ovnet_testbed::in_netns;
+use ovnet_testbed::{in_netns, skip};
 use serde_json::{json, Value};
 
 /// What the pod's server says to every connection.
@@ -56,10 +56,10 @@ fn fetch(ns: &str, addr: &str) -> Result<Vec<u8>, String> {
 fn the_shipped_list_chains_portmap_after_ovnet() {
     let portmap = std::path::Path::new(DEBIAN_CNI_DIR).join("portmap");
     if !portmap.is_file() {
-        println!(
-            "skipped: {} is missing (run deploy/deps.sh: containernetworking-plugins)",
+        skip(format!(
+            "{} is missing (run deploy/deps.sh: containernetworking-plugins)",
             portmap.display()
-        );
+        ));
         return;
     }
     let mut c = Cluster::start(1);
@@ -110,10 +110,10 @@ fn the_shipped_list_chains_portmap_after_ovnet() {
         );
         server.join().expect("the pod's server");
     } else {
-        println!(
-            "skipped: traffic through the port mapping (the pod has no default route through \
-             the network's gateway here: {routes:?})"
-        );
+        skip(format!(
+            "traffic through the port mapping only: the pod has no default route through the \
+             network's gateway here ({routes:?})"
+        ));
     }
 
     // The runtime skips CHECK of this list; ovnet-cni's CHECK passes on the chain's result.
