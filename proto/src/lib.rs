@@ -26,8 +26,9 @@ pub use v1::{
     DataplaneStatus, DisconnectRequest, DisconnectResponse, Endpoint, ExternalVtep,
     InspectNetworkRequest, ListAttachmentsRequest, ListAttachmentsResponse, ListNetworksRequest,
     ListNetworksResponse, ListNodesRequest, ListNodesResponse, ListVtepsRequest, ListVtepsResponse,
-    Network, NetworkDetail, NetworkStats, Node, NodeStatus, Peer, RemoveNetworkRequest,
-    RemoveNetworkResponse, RemoveVtepRequest, RemoveVtepResponse, StatsRequest, StatsResponse,
+    Network, NetworkDetail, NetworkStats, Node, NodeStatus, Peer, PortMapping,
+    RemoveNetworkRequest, RemoveNetworkResponse, RemoveVtepRequest, RemoveVtepResponse,
+    StatsRequest, StatsResponse,
 };
 
 /// Re-exported so users can encode/decode records without naming prost themselves.

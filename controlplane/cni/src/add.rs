@@ -167,6 +167,8 @@ pub async fn add(env: &Env, cfg: &Config) -> Result<Success, CniError> {
         ifname: env.ifname.clone(),
         container_id: env.container_id.clone(),
         owner: OWNER.to_owned(),
+        // Port mappings are portmap's, chained after this plugin (deploy/cni).
+        publish: Vec::new(),
     };
     let ep = match agent.call(agent.client().connect_container(req)).await {
         Ok(ep) => ep,

@@ -19,6 +19,7 @@
 //! | `{p}subnets/{network_addr}_{len}` | network ID | claim (e.g. `10.0.0.0_24`) |
 //! | `{p}endpoints/{network_id}/{endpoint_name}` | `Endpoint` | the record; name claim within the network |
 //! | `{p}ips/{network_id}/{ipv4}` | endpoint ID | claim |
+//! | `{p}ports/{node}/{proto}/{host_ip}:{port}` | endpoint ID | claim of a published port (`0.0.0.0` for every address) |
 //! | `{p}nodes/{name}` | `Node` | persistent registration |
 //! | `{p}alive/{name}` | empty | attached to the node's lease: liveness |
 //! | `{p}vteps/{network_id}/{ip}:{port}` | `ExternalVtep` | |
