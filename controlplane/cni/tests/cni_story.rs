@@ -8,8 +8,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ovnet_list, Attach, Runtime};
-use ovnet_cluster::{containers, Cluster};
+use common::{ovnet_list, Attach, ResolvConf, Runtime};
+use ovnet_cluster::{containers, wait_until, Cluster};
 use serde_json::{json, Value};
 
 /// A container id as containerd and CRI-O make them.
@@ -43,10 +43,8 @@ fn assert_result(r: &Value, a: &Attach, ip: &str, last: u8) {
         json!([{"address": format!("{ip}/24"), "gateway": "10.0.0.1", "interface": 1}])
     );
     assert_eq!(r["dns"], json!({"nameservers": ["10.0.0.1"]}));
-    // Routes are what the agent made in the container; each goes through the gateway.
-    for route in r["routes"].as_array().into_iter().flatten() {
-        assert_eq!(route["gw"], "10.0.0.1", "{r}");
-    }
+    // The route the agent made in the container: the default one, through the gateway.
+    assert_eq!(r["routes"], json!([{"dst": "0.0.0.0/0", "gw": "10.0.0.1"}]));
 }
 
 #[test]
@@ -88,10 +86,44 @@ fn pods_on_two_hosts_ping_each_other_then_are_checked_and_deleted() {
         "{other}"
     );
 
-    // CHECK passes on both, then fails once eth0 is gone.
+    // The resolver the results name knows every pod of the network by its name, on both
+    // hosts: pod 2 finds web-0, pod 1 finds pod 2 by the name made from its container id.
+    let _rc1 = ResolvConf::from_result(&ns1, &r1);
+    let _rc2 = ResolvConf::from_result(&ns2, &r2);
+    let lookup = |ns: &str, name: &str, want: &str| {
+        wait_until(
+            &format!("{name} to resolve in {ns}"),
+            Duration::from_secs(30),
+            || match c.tb.exec(ns, &["getent", "hosts", name]) {
+                Ok(out) if out.split_whitespace().next() == Some(want) => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        )
+    };
+    lookup(&ns2, "web-0", "10.0.0.2");
+    lookup(&ns1, other, "10.0.0.3");
+
+    // CHECK passes on both; fails without the default route, passes with it back; fails once
+    // eth0 is gone.
     rt1.check_list(&list1, &a1, &r1)
         .unwrap_or_else(|r| panic!("{r:?}"));
     rt2.check_list(&list2, &a2, &r2)
+        .unwrap_or_else(|r| panic!("{r:?}"));
+    c.sh(&ns1, &["ip", "route", "del", "default"]);
+    let (code, msg) = rt1.check_list(&list1, &a1, &r1).unwrap_err().err_code();
+    assert_eq!(
+        (code, msg.as_str()),
+        (
+            102,
+            format!(
+                "route to 0.0.0.0/0 via 10.0.0.1 is missing from {}",
+                a1.netns
+            )
+            .as_str()
+        )
+    );
+    c.sh(&ns1, &["ip", "route", "add", "default", "via", "10.0.0.1"]);
+    rt1.check_list(&list1, &a1, &r1)
         .unwrap_or_else(|r| panic!("{r:?}"));
     c.sh(&ns1, &["ip", "link", "del", "eth0"]);
     let failed = rt1.check_list(&list1, &a1, &r1).unwrap_err();

@@ -317,3 +317,36 @@ pub fn ovnet_conf(c: &Cluster, h: usize, version: &str, network: &str) -> Value 
     let rt = Runtime::on(c, h);
     rt.derive(&list, 0, None)
 }
+
+/// `/etc/netns/NS/resolv.conf` with the name servers of an ADD result, as a runtime writes the
+/// container's resolv.conf from `dns`; `ip netns exec NS` reads it there. Removed on drop.
+#[derive(Debug)]
+pub struct ResolvConf {
+    dir: PathBuf,
+}
+
+impl ResolvConf {
+    /// Writes it for namespace `ns` (a test bed name) from `result["dns"]`.
+    pub fn from_result(ns: &str, result: &Value) -> ResolvConf {
+        let servers: Vec<&str> = result["dns"]["nameservers"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no dns.nameservers in {result}"))
+            .iter()
+            .map(|s| s.as_str().expect("a name server"))
+            .collect();
+        let dir = Path::new("/etc/netns").join(ns);
+        std::fs::create_dir_all(&dir).expect("create /etc/netns/NS");
+        let text: String = servers
+            .iter()
+            .map(|s| format!("nameserver {s}\n"))
+            .collect();
+        std::fs::write(dir.join("resolv.conf"), text).expect("write resolv.conf");
+        ResolvConf { dir }
+    }
+}
+
+impl Drop for ResolvConf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
