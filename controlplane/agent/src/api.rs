@@ -10,16 +10,17 @@ use std::time::Duration;
 
 use ovnet_dataplane::{CounterSnapshot, Offload, OffloadState};
 use ovnet_proto::v1::{
-    AddVtepRequest, ConnectRequest, CreateNetworkRequest, DataplaneRequest, DataplaneStatus,
-    DisconnectRequest, DisconnectResponse, Endpoint, ExternalVtep, InspectNetworkRequest,
-    ListNetworksRequest, ListNetworksResponse, ListNodesRequest, ListNodesResponse,
-    ListVtepsRequest, ListVtepsResponse, Network, NetworkDetail, NetworkStats, NodeStatus,
-    OffloadStatus, Peer, RemoveNetworkRequest, RemoveNetworkResponse, RemoveVtepRequest,
-    RemoveVtepResponse, StatsRequest, StatsResponse, StatusRequest,
+    AddVtepRequest, Attachment, ConnectRequest, CreateNetworkRequest, DataplaneRequest,
+    DataplaneStatus, DisconnectRequest, DisconnectResponse, Endpoint, ExternalVtep,
+    InspectNetworkRequest, ListAttachmentsRequest, ListAttachmentsResponse, ListNetworksRequest,
+    ListNetworksResponse, ListNodesRequest, ListNodesResponse, ListVtepsRequest, ListVtepsResponse,
+    Network, NetworkDetail, NetworkStats, NodeStatus, OffloadStatus, Peer, RemoveNetworkRequest,
+    RemoveNetworkResponse, RemoveVtepRequest, RemoveVtepResponse, StatsRequest, StatsResponse,
+    StatusRequest,
 };
 use tonic::{Request, Response, Status};
 
-use crate::agent::{Agent, ConnectSpec};
+use crate::agent::{Agent, AttachmentFilter, ConnectSpec};
 use crate::api_socket::caller;
 use crate::domain::plan::{parse_vtep, NetworkSpec};
 use crate::domain::time::rfc3339;
@@ -195,8 +196,10 @@ impl ovnet_proto::Agent for Api {
             network: r.network,
             container: r.container,
             netns: r.netns,
-            ifname: None,
+            ifname: (!r.ifname.is_empty()).then_some(r.ifname),
             ipv4: r.ipv4,
+            container_id: r.container_id,
+            owner: r.owner,
             publish: r.publish,
         };
         answer(self.agent.connect(spec).await, |e| e.to_proto())
@@ -328,6 +331,31 @@ impl ovnet_proto::Agent for Api {
                 .map(|(o, st)| offload_status(*o, st))
                 .collect(),
         }))
+    }
+
+    async fn list_attachments(
+        &self,
+        req: Request<ListAttachmentsRequest>,
+    ) -> Answer<ListAttachmentsResponse> {
+        let r = req.into_inner();
+        let filter = AttachmentFilter {
+            network: r.network,
+            container_id: r.container_id,
+            ifname: r.ifname,
+            owner: r.owner,
+        };
+        answer(self.agent.attachments(&filter).await, |found| {
+            ListAttachmentsResponse {
+                attachments: found
+                    .into_iter()
+                    .map(|a| Attachment {
+                        endpoint: Some(a.endpoint.to_proto()),
+                        network: Some(a.network.to_proto()),
+                        host_ifname: a.host_ifname,
+                    })
+                    .collect(),
+            }
+        })
     }
 }
 

@@ -42,6 +42,8 @@ async fn a_snapshot_of_ten_thousand_endpoints() {
                     ifname: IfName::eth(0),
                     created: String::new(),
                     ports: Vec::new(),
+                    container_id: None,
+                    owner: Default::default(),
                 };
                 TxnOp::put(
                     keys.endpoint(&n.id, ep.name.as_str()),

@@ -170,6 +170,7 @@ async fn network(path: &std::path::Path, cmd: NetworkCmd) -> Result<(), Failure>
                     netns,
                     ipv4: a.ip,
                     publish,
+                    ..Default::default()
                 }))
                 .await?;
             Ok(())

@@ -8,6 +8,8 @@
 //! - `connect`: connect and disconnect, the operations that change this host.
 //! - `registration`: claiming the node's name, its liveness lease, leaving.
 //! - `liveness`: which other nodes are up: their lease, or their data plane heard lately.
+//! - `attachments`: this node's endpoints as a runtime looks them up (by container id and
+//!   interface), for the CNI plugin.
 //! - `sync`: following etcd (snapshot, watch, re-list), and what happens at start.
 //! - `reconcile`: making bridges, TAPs, veths and the data plane match the view.
 //! - `edge`: the same for the network edge: ovnet's nftables table, IPv4 forwarding, the
@@ -25,6 +27,7 @@
 //! previous run left (bridges, container veths), releases the endpoints of containers that
 //! vanished meanwhile and removes the devices no record explains.
 
+mod attachments;
 mod connect;
 mod edge;
 mod liveness;
@@ -46,6 +49,7 @@ use crate::error::AgentError;
 use crate::health::{Health, HealthSnapshot};
 use crate::store::{KeepAlive, Store};
 
+pub use attachments::{Attachment, AttachmentFilter};
 pub use connect::ConnectSpec;
 pub use edge::DnsCounters;
 pub use liveness::{NodeLiveness, HEARD_WINDOW};

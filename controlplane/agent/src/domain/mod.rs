@@ -13,6 +13,7 @@
 //! - [`ports`]: published ports and when two of them collide on a node;
 //! - [`plan`]: the create-network and create-endpoint decisions the store's transactions
 //!   claim;
+//! - [`runtime`]: a container runtime's id of a container, and who made an endpoint;
 //! - [`time`]: the time stamps records carry.
 //!
 //! No I/O here. A new kind of record, or a rule on a value (length limits on names and labels,
@@ -23,8 +24,10 @@ pub mod ipam;
 pub mod plan;
 pub mod ports;
 pub mod records;
+pub mod runtime;
 pub mod time;
 pub mod values;
 
 pub use records::{Endpoint, ExternalVtep, Network, Node};
+pub use runtime::{ContainerId, Owner};
 pub use values::{EndpointId, IfName, Name, NetworkId, NodeId, NodeName};

@@ -19,6 +19,7 @@ use ovnet_wire::{MacAddr, Vni, VXLAN_PORT};
 use super::ipam;
 use super::ports::{self, HostPort, PortMapping};
 use super::records::{Endpoint, Network, DRIVER};
+use super::runtime::{ContainerId, Owner};
 use super::values::{EndpointId, IfName, Name, NetworkId, NodeName};
 use crate::error::{AgentError, Exists, InUse, Invalid};
 
@@ -166,6 +167,10 @@ pub struct EndpointSpec {
     pub ifname: String,
     /// Requested IPv4 address; `None` means the lowest free one.
     pub ipv4: Option<String>,
+    /// The runtime's id of the container; empty for none.
+    pub container_id: String,
+    /// `"ovctl"`, `"docker"` or `"cni"`; empty means `"ovctl"`.
+    pub owner: String,
     /// Host ports to publish to the endpoint on its node.
     pub publish: Vec<ovnet_proto::PortMapping>,
 }
@@ -183,6 +188,10 @@ pub struct EndpointRequest {
     pub ifname: IfName,
     /// A requested address.
     pub ipv4: Option<Ipv4Addr>,
+    /// The runtime's id of the container.
+    pub container_id: Option<ContainerId>,
+    /// Who asks.
+    pub owner: Owner,
     /// Host ports to publish.
     pub ports: Vec<PortMapping>,
 }
@@ -203,6 +212,8 @@ impl EndpointSpec {
             netns: self.netns,
             ifname,
             ipv4: self.ipv4.as_deref().map(parse_address).transpose()?,
+            container_id: ContainerId::parse_optional(&self.container_id).map_err(Invalid::from)?,
+            owner: Owner::parse(&self.owner).map_err(Invalid::from)?,
             ports: self
                 .publish
                 .iter()
@@ -296,6 +307,8 @@ pub fn plan_endpoint(
         netns: req.netns.clone(),
         ifname: req.ifname.clone(),
         created,
+        container_id: req.container_id.clone(),
+        owner: req.owner,
         ports: req.ports.clone(),
     })
 }
@@ -415,9 +428,8 @@ mod tests {
             name: name.into(),
             node: "host1".into(),
             netns: name.into(),
-            ifname: String::new(),
             ipv4: ipv4.map(Into::into),
-            publish: Vec::new(),
+            ..EndpointSpec::default()
         }
         .check()
         .unwrap()
