@@ -17,6 +17,8 @@ use ovnet_proto::v1::{
     RemoveNetworkRequest, RemoveNetworkResponse, RemoveVtepRequest, RemoveVtepResponse,
     StatsRequest, StatsResponse, StatusRequest,
 };
+use ovnet_proto::WARNING_METADATA;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::{Request, Response, Status};
 
 use crate::agent::{Agent, ConnectSpec};
@@ -62,6 +64,21 @@ fn answer<T, U>(result: Result<T, AgentError>, to_proto: impl FnOnce(T) -> U) ->
     result.map(|v| Response::new(to_proto(v))).map_err(status)
 }
 
+/// A warning as a gRPC metadata value: printable ASCII, anything else as `?`.
+fn warning_value(w: &str) -> MetadataValue<Ascii> {
+    let printable: String = w
+        .chars()
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    MetadataValue::try_from(printable.as_str()).unwrap_or_else(|_| MetadataValue::from_static("?"))
+}
+
 fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
@@ -75,6 +92,8 @@ fn network_stats(name: String, vni: u32, c: &CounterSnapshot) -> NetworkStats {
         rx_packets: c.rx_packets,
         rx_bytes: c.rx_bytes,
         drops: c.drops().map(|(r, n)| (r.name().to_string(), n)).collect(),
+        too_big_answers: c.too_big_answers,
+        fragmented: c.fragmented,
     }
 }
 
@@ -96,7 +115,18 @@ impl From<CreateNetworkRequest> for NetworkSpec {
 impl ovnet_proto::Agent for Api {
     async fn create_network(&self, req: Request<CreateNetworkRequest>) -> Answer<Network> {
         let spec = NetworkSpec::from(req.into_inner());
-        answer(self.agent.create_network(spec).await, |n| n.to_proto())
+        let (net, warnings) = self
+            .agent
+            .create_network_warned(spec)
+            .await
+            .map_err(status)?;
+        // Warnings travel beside the record, in the response metadata.
+        let mut resp = Response::new(net.to_proto());
+        for w in warnings {
+            resp.metadata_mut()
+                .append(WARNING_METADATA, warning_value(&w));
+        }
+        Ok(resp)
     }
 
     async fn list_networks(&self, _: Request<ListNetworksRequest>) -> Answer<ListNetworksResponse> {

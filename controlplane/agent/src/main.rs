@@ -199,6 +199,10 @@ async fn run(args: Args) -> Result<(), String> {
         let a = agent.clone();
         tokio::spawn(async move { a.run_registration().await })
     };
+    let underlay = {
+        let a = agent.clone();
+        tokio::spawn(async move { a.run_underlay_watch().await })
+    };
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics = metrics_listener.map(|l| {
         let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -230,6 +234,7 @@ async fn run(args: Args) -> Result<(), String> {
     }
     sync.abort();
     reg.abort();
+    underlay.abort();
     agent.deregister().await;
     let _ = std::fs::remove_file(&args.api);
     served.map_err(|e| format!("serving the API: {e}"))

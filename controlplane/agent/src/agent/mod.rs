@@ -9,6 +9,7 @@
 //! - `sync`: registration and liveness, following etcd (snapshot, watch, re-list), and what
 //!   happens at start.
 //! - `reconcile`: making bridges, TAPs, veths and the data plane match the view.
+//! - `underlay`: the node's underlay MTU, read and kept current in its record.
 //!
 //! One lock serialises everything that touches the host and the data plane: the watch loop's
 //! reconciliations and connect/disconnect. While etcd is unreachable the view and the data
@@ -25,6 +26,7 @@
 mod connect;
 mod reconcile;
 mod sync;
+mod underlay;
 
 use std::net::SocketAddrV4;
 use std::sync::Arc;
@@ -34,13 +36,14 @@ use ovnet_dataplane::{CounterSnapshot, Dataplane, DataplaneReport};
 use tokio::sync::Mutex;
 
 use crate::domain::plan::NetworkSpec;
-use crate::domain::{Endpoint, ExternalVtep, Network, Node, NodeName};
+use crate::domain::{mtu, Endpoint, ExternalVtep, Network, Node, NodeName};
 use crate::error::AgentError;
 use crate::health::{Health, HealthSnapshot};
 use crate::store::{KeepAlive, Store};
 
 pub use connect::ConnectSpec;
 use reconcile::Local;
+pub use underlay::UNDERLAY_POLL;
 
 /// What an agent is told at start.
 #[derive(Debug, Clone)]
@@ -128,18 +131,42 @@ impl Agent {
         self.health.snapshot()
     }
 
-    /// Creates a network, choosing what `spec` leaves unset.
+    /// Creates a network, choosing what `spec` leaves unset (warnings are logged; see
+    /// [`Agent::create_network_warned`]).
     pub async fn create_network(&self, spec: NetworkSpec) -> Result<Network, AgentError> {
+        Ok(self.create_network_warned(spec).await?.0)
+    }
+
+    /// Creates a network, choosing what `spec` leaves unset: an unset MTU is the smallest
+    /// the registered nodes' underlays carry ([`mtu::default_network_mtu`]). Returns it with
+    /// the warnings a user should see: one per node whose underlay cannot carry the MTU.
+    pub async fn create_network_warned(
+        &self,
+        mut spec: NetworkSpec,
+    ) -> Result<(Network, Vec<String>), AgentError> {
+        let nodes: Vec<Node> = self
+            .store
+            .list_nodes()
+            .await?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        spec.mtu = Some(spec.mtu.unwrap_or_else(|| mtu::default_network_mtu(&nodes)));
         let req = spec.check()?;
         let net = self.store.create_network(&req).await?;
         log::info!(
-            "created network {} id {} (VNI {}, subnet {})",
+            "created network {} id {} (VNI {}, subnet {}, MTU {})",
             net.name,
             net.id,
             net.vni,
-            net.subnet
+            net.subnet,
+            net.mtu
         );
-        Ok(net)
+        let warnings = mtu::mtu_warnings(net.mtu, &nodes);
+        for w in &warnings {
+            log::warn!("network {}: {w}", net.name);
+        }
+        Ok((net, warnings))
     }
 
     /// All networks, by name.

@@ -27,6 +27,7 @@ impl Agent {
             vtep: self.cfg.vtep,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             started: now_rfc3339(),
+            underlay_mtu: self.underlay_mtu(),
         }
     }
 

@@ -9,6 +9,7 @@
 //! - [`values`]: names, IDs, interface names;
 //! - [`records`]: networks, endpoints, nodes, external VTEPs, and their protobuf form;
 //! - [`ipam`]: the rules for subnets, gateways, VNIs, MTUs and addresses;
+//! - [`mtu`]: path MTUs between nodes' underlays, a network's default MTU, and warnings;
 //! - [`plan`]: the create-network and create-endpoint decisions the store's transactions
 //!   claim;
 //! - [`time`]: the time stamps records carry.
@@ -17,6 +18,7 @@
 //! say), starts in this module.
 
 pub mod ipam;
+pub mod mtu;
 pub mod plan;
 pub mod records;
 pub mod time;

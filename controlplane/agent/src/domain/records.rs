@@ -13,8 +13,8 @@ use ipnet::Ipv4Net;
 use ovnet_proto::Message;
 use ovnet_wire::{MacAddr, Vni, VXLAN_PORT};
 
-use super::ipam;
 use super::values::{EndpointId, IfName, Name, NetworkId, NodeName};
+use super::{ipam, mtu};
 
 /// The only driver ovnet provides, `docker network create -d overlay`.
 pub const DRIVER: &str = "overlay";
@@ -189,6 +189,9 @@ pub struct Node {
     pub agent_version: String,
     /// RFC 3339 time the agent started.
     pub started: String,
+    /// MTU of the underlay device holding the VTEP address, as the agent last read it;
+    /// `None`: unknown (the agent predates the field). See [`super::mtu`].
+    pub underlay_mtu: Option<u32>,
 }
 
 impl Node {
@@ -201,6 +204,7 @@ impl Node {
             vtep: SocketAddrV4::new(ip, port("vtep_port", m.vtep_port)?),
             agent_version: m.agent_version,
             started: m.started,
+            underlay_mtu: mtu::parse_underlay_mtu(m.underlay_mtu)?,
         })
     }
 
@@ -212,6 +216,7 @@ impl Node {
             vtep_port: u32::from(self.vtep.port()),
             agent_version: self.agent_version.clone(),
             started: self.started.clone(),
+            underlay_mtu: self.underlay_mtu.unwrap_or(0),
         }
     }
 }
@@ -299,6 +304,7 @@ pub(crate) mod tests {
             vtep: "192.168.50.1:4789".parse().unwrap(),
             agent_version: "0.1.0".into(),
             started: "2020-04-10T14:00:00Z".into(),
+            underlay_mtu: Some(1400),
         };
         assert_eq!(
             Node::decode(&node.to_proto().encode_to_vec()).unwrap(),
@@ -390,6 +396,15 @@ pub(crate) mod tests {
             Node::decode(&n.encode_to_vec()).unwrap_err().to_string(),
             "bad vtep_port \"70000\""
         );
+        n.vtep_port = 4789;
+        n.underlay_mtu = 9;
+        assert_eq!(
+            Node::decode(&n.encode_to_vec()).unwrap_err().to_string(),
+            "bad underlay_mtu \"9\""
+        );
+        // Written before the field existed: unknown, not refused.
+        n.underlay_mtu = 0;
+        assert_eq!(Node::decode(&n.encode_to_vec()).unwrap().underlay_mtu, None);
         assert!(matches!(
             Network::decode(b"\xff\xff\xff"),
             Err(BadRecord::Decode(_))

@@ -45,7 +45,8 @@
 //! # Files
 //!
 //! [`keys`] (layout, typed keys and records), `networks`, `endpoints`, `vteps` (one kind of
-//! record each), [`liveness`] (node registration and its lease), [`watch`] (snapshot and watch).
+//! record each), [`liveness`] (node registration and its lease), `nodes` (a registered node's
+//! record rewritten), [`watch`] (snapshot and watch).
 
 pub mod keys;
 pub mod liveness;
@@ -53,6 +54,7 @@ pub mod watch;
 
 mod endpoints;
 mod networks;
+mod nodes;
 mod vteps;
 
 use std::fmt;

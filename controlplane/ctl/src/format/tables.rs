@@ -196,6 +196,7 @@ mod tests {
                 vtep_port: 4789,
                 agent_version: "0.1.0".into(),
                 started: "2020-04-10T14:00:00Z".into(),
+                ..Default::default()
             }),
             alive,
         };
