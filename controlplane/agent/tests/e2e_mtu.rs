@@ -101,6 +101,29 @@ fn a_network_created_without_mtu_fits_the_smallest_underlay() {
         assert_eq!(counter(&s, "too_big"), 0, "host{h}: {s}");
         assert_eq!(counter(&s, "too_big_answers"), 0, "host{h}: {s}");
     }
+
+    // Host 1's underlay shrinks to 1300 while its agent runs: the agent reads it again,
+    // records it, and both ends' tables follow; the path from host 1 to host 3 now carries
+    // 1250 bytes, which a 1350-byte ping with DF is told.
+    let h1 = c.host(1).clone();
+    c.tb.set_underlay_mtu(&h1, 1300).expect("underlay MTU");
+    let ip_b = ip_of(&c, "small", "b");
+    wait_until("host 1's new underlay MTU in its tables", DEADLINE, || {
+        // a forgets what it learned, so that each ping asks the path again.
+        c.sh(&a, &["sysctl", "-q", "-w", "net.ipv4.route.flush=1"]);
+        let ping = run_in(
+            &a,
+            &[
+                "ping", "-c", "1", "-W", "1", "-M", "do", "-s", "1322", &ip_b,
+            ],
+        );
+        ping.contains("Frag needed and DF set (mtu = 1250)")
+            .then_some(())
+            .ok_or(ping)
+    });
+    // And a network created now gets 1300 - 50.
+    c.create(3, "smaller", &[]);
+    assert_eq!(c.inspect(3, "smaller")["Options"]["mtu"], "1250");
 }
 
 #[test]
