@@ -6,10 +6,15 @@
 //!   the store, so a network created on one host is listed on every other at once. Each
 //!   operation that changes something is logged once, here.
 //! - `connect`: connect and disconnect, the operations that change this host.
-//! - `sync`: registration and liveness, following etcd (snapshot, watch, re-list), and what
-//!   happens at start.
+//! - `registration`: claiming the node's name, its liveness lease, leaving.
+//! - `liveness`: which other nodes are up: their lease, or their data plane heard lately.
+//! - `attachments`: this node's endpoints as a runtime looks them up (by container id and
+//!   interface), for the CNI plugin.
+//! - `sync`: following etcd (snapshot, watch, re-list), and what happens at start.
 //! - `reconcile`: making bridges, TAPs, veths and the data plane match the view.
 //! - `underlay`: the node's underlay MTU, read and kept current in its record.
+//! - `edge`: the same for the network edge: ovnet's nftables table, IPv4 forwarding, the
+//!   per-network DNS resolvers.
 //!
 //! One lock serialises everything that touches the host and the data plane: the watch loop's
 //! reconciliations and connect/disconnect. While etcd is unreachable the view and the data
@@ -23,8 +28,12 @@
 //! previous run left (bridges, container veths), releases the endpoints of containers that
 //! vanished meanwhile and removes the devices no record explains.
 
+mod attachments;
 mod connect;
+mod edge;
+mod liveness;
 mod reconcile;
+mod registration;
 mod sync;
 mod underlay;
 
@@ -36,12 +45,16 @@ use ovnet_dataplane::{CounterSnapshot, Dataplane, DataplaneReport};
 use tokio::sync::Mutex;
 
 use crate::domain::plan::NetworkSpec;
-use crate::domain::{mtu, Endpoint, ExternalVtep, Network, Node, NodeName};
+use crate::domain::{mtu, Endpoint, ExternalVtep, Network, Node, NodeId, NodeName};
+use crate::edge::EdgeConfig;
 use crate::error::AgentError;
 use crate::health::{Health, HealthSnapshot};
 use crate::store::{KeepAlive, Store};
 
+pub use attachments::{Attachment, AttachmentFilter};
 pub use connect::ConnectSpec;
+pub use edge::DnsCounters;
+pub use liveness::{NodeLiveness, HEARD_WINDOW};
 use reconcile::Local;
 pub use underlay::UNDERLAY_POLL;
 
@@ -50,10 +63,16 @@ pub use underlay::UNDERLAY_POLL;
 pub struct AgentConfig {
     /// This node's name.
     pub node: NodeName,
+    /// This host's identity, which holds the name.
+    pub node_id: NodeId,
+    /// Take the name from another host whose agent is down (`--replace-node`).
+    pub replace_node: bool,
     /// This node's VTEP (underlay address and VXLAN port).
     pub vtep: SocketAddrV4,
     /// TTL of the liveness lease.
     pub lease_ttl: Duration,
+    /// The network edge: the `nft` program, the upstream resolvers.
+    pub edge: EdgeConfig,
 }
 
 /// One host's agent.
@@ -64,6 +83,8 @@ pub struct Agent {
     dp: Dataplane,
     local: Mutex<Local>,
     keepalive: Mutex<Option<KeepAlive>>,
+    /// Whether the node's name is claimed.
+    registered: tokio::sync::watch::Sender<bool>,
     health: Arc<Health>,
 }
 
@@ -101,6 +122,19 @@ pub struct AgentStatus {
     pub devices: Vec<String>,
 }
 
+/// Traffic with one peer VTEP, for the metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerTraffic {
+    /// The peer's underlay address.
+    pub addr: std::net::IpAddr,
+    /// The node registered with that VTEP address, if any (external VTEPs have none).
+    pub node: Option<String>,
+    /// What the data plane counted.
+    pub counters: ovnet_dataplane::PeerSnapshot,
+    /// How long ago the peer was last heard (`None`: never).
+    pub heard: Option<Duration>,
+}
+
 /// A network's data-plane counters on this host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetworkCounters {
@@ -122,6 +156,7 @@ impl Agent {
             dp,
             local: Mutex::new(Local::default()),
             keepalive: Mutex::new(None),
+            registered: tokio::sync::watch::Sender::new(false),
             health: Arc::new(Health::default()),
         }
     }
@@ -155,7 +190,8 @@ impl Agent {
         let req = spec.check()?;
         let net = self.store.create_network(&req).await?;
         log::info!(
-            "created network {} id {} (VNI {}, subnet {}, MTU {})",
+            "created {}network {} id {} (VNI {}, subnet {}, MTU {})",
+            if net.internal { "internal " } else { "" },
             net.name,
             net.id,
             net.vni,
@@ -263,6 +299,27 @@ impl Agent {
             networks,
             devices,
         }
+    }
+
+    /// Traffic per peer VTEP, with the node behind each address; and the datagrams of peers
+    /// beyond the data plane's bound, counted together.
+    pub async fn peers(&self) -> (Vec<PeerTraffic>, u64) {
+        let (peers, overflow) = self.dp.peers();
+        let local = self.local.lock().await;
+        let traffic = peers
+            .into_iter()
+            .map(|(addr, counters, heard)| PeerTraffic {
+                addr,
+                node: local
+                    .view
+                    .nodes()
+                    .find(|n| std::net::IpAddr::V4(*n.vtep.ip()) == addr)
+                    .map(|n| n.name.to_string()),
+                counters,
+                heard,
+            })
+            .collect();
+        (traffic, overflow)
     }
 
     /// The data plane's workers and the offloads it uses.

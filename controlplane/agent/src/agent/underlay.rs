@@ -6,6 +6,7 @@
 //!
 //! Comparing with the record rather than with the last value read also repairs a record
 //! written with an older value (the keep-alive re-registering with the record of the start).
+//! Only the host that holds the node's name writes ([`crate::store::Store::record_underlay_mtu`]).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use ovnet_sys::link;
 
 use super::Agent;
+use crate::store::UnderlayRecord;
 
 /// How often the underlay MTU is read again: a change reaches every agent's tables within
 /// this, plus etcd's watch. (Reading it is two system calls.)
@@ -66,28 +68,28 @@ impl Agent {
             read(*self.cfg.vtep.ip()).map_err(|e| format!("reading the underlay MTU: {e}"))?;
         let recorded = {
             let local = self.local.lock().await;
-            local.view.node(&self.cfg.node).cloned()
+            local.view.node(&self.cfg.node).map(|n| n.underlay_mtu)
         };
-        // Not registered yet (or the view has not seen it): registration writes it.
-        let Some(mut node) = recorded else {
-            return Ok(());
-        };
-        if node.underlay_mtu == Some(mtu) {
+        // Not registered yet (registration writes it), or the view already agrees.
+        if recorded.is_none_or(|m| m == Some(mtu)) {
             return Ok(());
         }
-        let was = node.underlay_mtu;
-        node.underlay_mtu = Some(mtu);
-        self.store
-            .update_node(&node)
+        let me = self.node_record();
+        let done = self
+            .store
+            .record_underlay_mtu(&me, mtu)
             .await
             .map_err(|e| format!("recording the underlay MTU {mtu} of {dev}: {e}"))?;
-        match was {
-            Some(was) => log::info!(
+        match done {
+            UnderlayRecord::Written { was: Some(was) } => log::info!(
                 "underlay {dev} MTU changed from {was} to {mtu}: node record updated, paths \
                  to this node carry {} bytes inside VXLAN",
                 crate::domain::mtu::path_mtu(Some(mtu), None)
             ),
-            None => log::info!("underlay {dev} MTU {mtu} recorded in the node record"),
+            UnderlayRecord::Written { was: None } => {
+                log::info!("underlay {dev} MTU {mtu} recorded in the node record")
+            }
+            UnderlayRecord::Unchanged | UnderlayRecord::NotHeld => {}
         }
         Ok(())
     }

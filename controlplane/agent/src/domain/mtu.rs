@@ -86,6 +86,7 @@ mod tests {
             vtep: "192.168.50.1:4789".parse().unwrap(),
             agent_version: "test".into(),
             started: String::new(),
+            node_id: None,
             underlay_mtu: mtu,
         }
     }

@@ -210,8 +210,8 @@ pub async fn attach(
         name: name.to_owned(),
         node: "node1".to_owned(),
         netns: format!("/var/run/netns/{name}"),
-        ifname: String::new(),
         ipv4: ipv4.map(str::to_owned),
+        ..EndpointSpec::default()
     }
     .check()?;
     Ok(s.create_endpoint(network, &req).await?.record)
@@ -230,6 +230,7 @@ pub fn node(name: &str) -> Node {
         agent_version: "test".to_owned(),
         started: ovnet_agent::domain::time::now_rfc3339(),
         underlay_mtu: Some(1500),
+        node_id: Some(ovnet_agent::domain::NodeId::random()),
     }
 }
 
