@@ -236,6 +236,13 @@ async fn run(args: Args) -> Result<(), String> {
         let a = agent.clone();
         async move { Some(a.run_registration().await.to_string()) }
     }));
+    tasks.add(Supervised::spawn("underlay MTU", {
+        let a = agent.clone();
+        async move {
+            a.run_underlay_watch().await;
+            None
+        }
+    }));
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics = metrics_listener.map(|l| {
         let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();

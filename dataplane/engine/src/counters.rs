@@ -33,11 +33,14 @@ pub enum DropReason {
     SendError,
     /// The inner TCP/UDP checksum is wrong (and is not a partial one to finish).
     BadChecksum,
+    /// The frame does not fit the path to its peer, and its sender was (rate limit
+    /// permitting) answered with ICMP "too big" carrying the path's MTU.
+    TooBig,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Truncated,
         DropReason::BadFlags,
         DropReason::UnknownVni,
@@ -49,6 +52,7 @@ impl DropReason {
         DropReason::TapWriteError,
         DropReason::SendError,
         DropReason::BadChecksum,
+        DropReason::TooBig,
     ];
 
     /// A stable snake_case name (used in `ovctl stats` and the API).
@@ -65,6 +69,7 @@ impl DropReason {
             DropReason::TapWriteError => "tap_write_error",
             DropReason::SendError => "send_error",
             DropReason::BadChecksum => "bad_checksum",
+            DropReason::TooBig => "too_big",
         }
     }
 }
@@ -103,6 +108,8 @@ pub struct Counters {
     tunnel_frames: AtomicU64,
     coalesced: AtomicU64,
     trains: AtomicU64,
+    too_big_answers: AtomicU64,
+    fragmented: AtomicU64,
 }
 
 impl Counters {
@@ -131,6 +138,22 @@ impl Counters {
     #[inline]
     pub fn count_drop(&self, reason: DropReason) {
         self.drops[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts `n` frames dropped together (a send of several that failed).
+    #[inline]
+    pub fn count_drops(&self, reason: DropReason, n: u64) {
+        self.drops[reason as usize].fetch_add(n, Relaxed);
+    }
+
+    /// Counts an ICMP "too big" answer written to the TAP.
+    pub fn too_big_answer(&self) {
+        self.too_big_answers.fetch_add(1, Relaxed);
+    }
+
+    /// Counts `n` frames sent larger than the path to their peer, for the host to fragment.
+    pub fn fragmented(&self, n: u64) {
+        self.fragmented.fetch_add(n, Relaxed);
     }
 
     /// Counts an ARP request answered locally.
@@ -219,6 +242,8 @@ impl Counters {
             tunnel_frames: self.tunnel_frames.load(Relaxed),
             coalesced: self.coalesced.load(Relaxed),
             trains: self.trains.load(Relaxed),
+            too_big_answers: self.too_big_answers.load(Relaxed),
+            fragmented: self.fragmented.load(Relaxed),
         }
     }
 }
@@ -259,6 +284,13 @@ pub struct CounterSnapshot {
     pub coalesced: u64,
     /// UDP GSO sends that carried several small frames read from the TAP one by one.
     pub trains: u64,
+    /// ICMP "fragmentation needed" / "packet too big" answers written to the TAP, for frames
+    /// that did not fit the path to their peer (each refused frame is a `too_big` drop; an
+    /// answer the rate limit held back is not counted here).
+    pub too_big_answers: u64,
+    /// Frames larger than the path to their peer that may not be refused (IPv4 without DF, or
+    /// a path the tables did not know was smaller) and went anyway, for the host to fragment.
+    pub fragmented: u64,
 }
 
 impl CounterSnapshot {

@@ -404,8 +404,11 @@ mod hostile {
             learn: true,
         });
         let table = Table::compile(&t);
-        // The send path sees the frames as host 1 does, where they come from its container.
-        let host1 = Table::compile(&two_host_table());
+        // The send path sees the frames as host 1 does, where they come from its container,
+        // with a path to host 2 narrower than the network (large frames are checked by fit).
+        let mut narrow = two_host_table();
+        narrow.path_mtu.insert(vtep2().ip(), 1350);
+        let host1 = Table::compile(&narrow);
         let learned = LearnedTable::new(DEFAULT_AGEING);
         let mut scratch = vec![0u8; 70_000];
         let mut reply = [0u8; REPLY_BUF_LEN];
@@ -431,7 +434,10 @@ mod hostile {
             if gso::segment_tcp(frame, 1450, &mut scratch, |_| {}).is_ok() {
                 depth.segmented += 1;
             }
-            let e = encap(frame, v, &host1, &learned, i, usize::MAX, &mut reply);
+            let unlimited = crate::encap::Size::Plain {
+                max_frame: usize::MAX,
+            };
+            let e = encap(frame, unlimited, v, &host1, &learned, i, &mut reply);
             if !matches!(e, crate::encap::Encap::Drop(_)) {
                 depth.encapsulated += 1;
             }

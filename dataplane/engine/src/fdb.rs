@@ -3,7 +3,9 @@
 //!
 //! The control plane describes a network with a [`NetworkTable`] (plain data) and hands it over
 //! whole; the engine compiles it into a [`Table`] and swaps it in atomically, so the packet path
-//! reads a consistent, immutable table without locks. Entries learned from traffic change per
+//! reads a consistent, immutable table without locks. The table also says how large a packet
+//! the path to each peer carries (the path MTU), which the send path enforces
+//! ([`crate::encap::fit`]). Entries learned from traffic change per
 //! packet, so they live apart in a [`LearnedTable`] (a sharded map whose entries refresh their
 //! age with an atomic store, taking a write lock only when a MAC is new or moves).
 
@@ -14,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use ovnet_wire::{MacAddr, Vni, VXLAN_PORT};
+use ovnet_wire::{ethernet, MacAddr, Vni, VXLAN_PORT};
 
 /// A multiply-rotate hasher (the Fx hash of rustc) for the compiled tables: their keys are
 /// 4 to 16 bytes and are looked up several times per packet, where SipHash showed in profiles.
@@ -119,6 +121,14 @@ pub struct NetworkTable {
     pub learning: bool,
     /// The VXLAN port of VTEPs learned from traffic when `learning` is on.
     pub learn_port: u16,
+    /// The path MTU to each VTEP, by address: the largest inner IP packet that reaches it in
+    /// one outer datagram (the smaller of both ends' underlay MTUs, less the VXLAN overhead).
+    /// A larger frame is answered with ICMP "too big" or sent for the host to fragment
+    /// ([`crate::encap::fit`]). VTEPs not listed, or listed with 0, get `default_path_mtu`.
+    pub path_mtu: HashMap<IpAddr, u32>,
+    /// The path MTU of VTEPs not in `path_mtu` (learned and external ones): this host's
+    /// underlay MTU less the overhead. 0: unknown, frames up to the network's MTU go.
+    pub default_path_mtu: u32,
     /// The network's gateway on this host's bridge: the same address and MAC on every host,
     /// so it is always a local answer (ARP for it is never flooded), never a remote
     /// destination, and never a source the overlay may deliver.
@@ -169,6 +179,23 @@ pub struct Table {
     pub(crate) learning: bool,
     pub(crate) learn_port: u16,
     pub(crate) gateway_mac: Option<MacAddr>,
+    /// Path MTUs of the VTEPs that have one of their own.
+    path_mtu: FxHashMap<IpAddr, u16>,
+    /// Path MTU of every other VTEP ([`NO_LIMIT`] when unknown).
+    default_mtu: u16,
+    /// The longest frame every path carries: a frame no longer needs no look-up.
+    every_path: usize,
+}
+
+/// The compiled path MTU of a path whose MTU is unknown: larger than any frame's packet.
+const NO_LIMIT: u16 = u16::MAX;
+
+/// A path MTU as the control plane gives it, compiled: 0 is unknown.
+fn path_limit(mtu: u32) -> u16 {
+    match mtu {
+        0 => NO_LIMIT,
+        m => u16::try_from(m).unwrap_or(NO_LIMIT),
+    }
 }
 
 impl Table {
@@ -194,6 +221,14 @@ impl Table {
             });
             e.learn |= f.learn;
         }
+        let path_mtu: FxHashMap<IpAddr, u16> = t
+            .path_mtu
+            .iter()
+            .map(|(ip, m)| (*ip, path_limit(*m)))
+            .filter(|(_, m)| *m != NO_LIMIT)
+            .collect();
+        let default_mtu = path_limit(t.default_path_mtu);
+        let smallest = path_mtu.values().copied().fold(default_mtu, u16::min);
         let mut arp: FxHashMap<Ipv4Addr, MacAddr> = t.arp.iter().map(|(k, v)| (*k, *v)).collect();
         let mut local_macs: FxHashSet<MacAddr> = t.local_macs.iter().copied().collect();
         if let Some(gw) = t.gateway {
@@ -201,6 +236,9 @@ impl Table {
             local_macs.insert(gw.mac);
         }
         Table {
+            path_mtu,
+            default_mtu,
+            every_path: usize::from(smallest) + ethernet::HEADER_LEN,
             macs: t.macs.iter().map(|(k, v)| (*k, *v)).collect(),
             arp,
             nd: t.nd.iter().map(|(k, v)| (*k, *v)).collect(),
@@ -235,6 +273,19 @@ impl Table {
     /// Whether `mac` is one of this host's endpoints.
     pub fn is_local(&self, mac: &MacAddr) -> bool {
         self.local_macs.contains(mac)
+    }
+
+    /// The path MTU to the VTEP at `ip`: the largest inner IP packet it carries in one outer
+    /// datagram (`u16::MAX` when unknown).
+    pub fn path_mtu(&self, ip: IpAddr) -> u16 {
+        self.path_mtu.get(&ip).copied().unwrap_or(self.default_mtu)
+    }
+
+    /// Whether a frame of `len` bytes fits the path to every VTEP, without looking any up:
+    /// the check most frames stop at.
+    #[inline]
+    pub fn fits_every_path(&self, len: usize) -> bool {
+        len <= self.every_path
     }
 
     /// How the receive path treats datagrams from `ip`: `None` if it is not a VTEP of the
@@ -412,6 +463,34 @@ mod tests {
         );
         assert!(c.sender("192.168.50.3".parse().unwrap()).unwrap().learn);
         assert_eq!(c.sender("192.168.50.9".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn path_mtus_compile_with_the_default_and_the_smallest() {
+        let mut t = NetworkTable::new();
+        let c = Table::compile(&t);
+        assert_eq!(c.path_mtu("192.168.50.2".parse().unwrap()), u16::MAX);
+        assert!(c.fits_every_path(65_535), "nothing known: nothing enforced");
+        t.path_mtu.insert("192.168.50.2".parse().unwrap(), 1450);
+        t.path_mtu.insert("192.168.50.3".parse().unwrap(), 1350);
+        t.path_mtu.insert("192.168.50.4".parse().unwrap(), 0);
+        t.path_mtu.insert("192.168.50.5".parse().unwrap(), 70_000);
+        t.default_path_mtu = 1450;
+        let c = Table::compile(&t);
+        assert_eq!(c.path_mtu("192.168.50.3".parse().unwrap()), 1350);
+        assert_eq!(
+            c.path_mtu("192.168.50.4".parse().unwrap()),
+            1450,
+            "0: the default"
+        );
+        assert_eq!(
+            c.path_mtu("192.168.50.5".parse().unwrap()),
+            1450,
+            "out of range"
+        );
+        assert_eq!(c.path_mtu("192.168.50.9".parse().unwrap()), 1450);
+        assert!(c.fits_every_path(1350 + 14));
+        assert!(!c.fits_every_path(1350 + 15));
     }
 
     #[test]

@@ -10,8 +10,9 @@
 //! - State: [`config`], [`clock`] (the ageing clock, injectable), [`capability`] (offloads
 //!   accepted and refused), `network` (one VNI as the packet path sees it, its TAP), `uplink`
 //!   (UDP tunnel GSO), `pacing` (poll window, load meter).
-//! - Paths, over [`ovnet_sys`]' TAPs and sockets: `receive` (underlay to TAP) and `send` (TAP
-//!   to underlay: trains, segmentation, socket choice).
+//! - Paths, over [`ovnet_sys`]' TAPs and sockets: `receive` (underlay to TAP), `pmtu` (the
+//!   ICMP "too big" answers to frames that do not fit their path, rate-limited) and `send`
+//!   (TAP to underlay: trains, segmentation, socket choice).
 //! - Threads: `shared` (what they share), `worker` (the packet loop), `housekeeping` (the
 //!   chores on a clock), and [`dataplane`], the handle that starts them.
 //!
@@ -35,6 +36,7 @@ mod housekeeping;
 mod network;
 mod pacing;
 pub mod peers;
+mod pmtu;
 mod receive;
 mod send;
 mod shared;

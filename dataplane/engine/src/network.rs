@@ -1,5 +1,5 @@
 //! One network (VNI) as the packet path sees it: its compiled table, its TAP's queues, its
-//! counters and size limits, replaced whole on change. And how the data plane opens a network's
+//! counters, size limits and "too big" budget, replaced whole on change. And how the data plane opens a network's
 //! TAP: with the offloads the data plane itself uses, one queue per worker.
 
 use std::io::{self, IoSlice};
@@ -11,6 +11,7 @@ use ovnet_wire::{ethernet, virtio, Vni};
 use crate::config::DataplaneError;
 use crate::counters::Counters;
 use crate::fdb::{FxHashMap, Table};
+use crate::pmtu::AnswerBudget;
 
 /// Room for one 802.1Q tag on top of the Ethernet header, as the kernel's bridge allows.
 const L2_OVERHEAD: usize = ethernet::HEADER_LEN + 4;
@@ -41,6 +42,8 @@ pub(crate) struct Network {
     /// queue `i % queues.len()`.
     pub(crate) queues: Vec<Arc<Tap>>,
     pub(crate) counters: Arc<Counters>,
+    /// What the network may still answer with ICMP "too big" (shared by the workers).
+    pub(crate) answers: Arc<AnswerBudget>,
     /// Largest IP packet (the network's MTU).
     pub(crate) mtu: usize,
     /// Largest frame: the MTU plus Ethernet and one VLAN tag.
@@ -58,6 +61,7 @@ impl Network {
             table,
             queues,
             counters: Arc::new(Counters::default()),
+            answers: Arc::new(AnswerBudget::default()),
             mtu: mtu as usize,
             max_frame: mtu as usize + L2_OVERHEAD,
         }
@@ -70,6 +74,7 @@ impl Network {
             table,
             queues: self.queues.clone(),
             counters: self.counters.clone(),
+            answers: self.answers.clone(),
             mtu: self.mtu,
             max_frame: self.max_frame,
         }

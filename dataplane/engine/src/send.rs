@@ -11,11 +11,18 @@
 //!   leave together the same way ([`Train`]), so a burst of 64-byte packets costs one send,
 //!   not one per packet.
 //!
+//! - A frame larger than the path to its peer ([`crate::encap::fit`]) is refused and answered
+//!   with ICMP "too big" ([`crate::pmtu`]), or leaves alone for the host to fragment (IPv4
+//!   without DF; a super-frame is cut into segments that fit instead). Each flooded copy is
+//!   checked against its own peer's path.
+//!
 //! Which socket, and so which outer source port, a flow leaves from is chosen here too
 //! ([`TxSockets`]): by inner-flow hash, or with several workers the one that steers the flow to
 //! the peer worker it was given ([`crate::steer`]). Sends go through
 //! [`ovnet_sys::UnderlaySocket::send`], which degrades to one datagram at a time where the
-//! kernel refuses UDP GSO; the refusal turns the offload off in [`Capabilities`].
+//! kernel refuses UDP GSO (the refusal turns the offload off in [`Capabilities`]) or where the
+//! route to the peer is narrower than a segment (`EMSGSIZE`: the datagrams leave one by one
+//! for the host to fragment, counted as fragmented; the tables' path MTU was wrong).
 //!
 //! The TSO segment cap a network's containers must use ([`tso_segments`]) follows from these
 //! limits, and lives with them.
@@ -34,11 +41,12 @@ use ovnet_wire::{ethernet, flow, gso, vxlan, Vni};
 use crate::capability::Capabilities;
 use crate::config::DataplaneError;
 use crate::counters::{DropReason, RateLimitedLog};
-use crate::encap::{self, Encap, ReplyKind, REPLY_BUF_LEN};
+use crate::encap::{self, Encap, Fit, ReplyKind, Size, REPLY_BUF_LEN};
 use crate::fdb::LearnedTable;
 use crate::network::{write_frame, Network, Networks, BUF_LEN};
 use crate::pacing::BATCH;
 use crate::peers::PeerTable;
+use crate::pmtu::TooBigAnswers;
 use crate::shared::Shared;
 use crate::steer::FlowSteering;
 use crate::uplink::{Tunnel, TunnelWriter, UplinkPath};
@@ -242,6 +250,15 @@ impl Train {
     }
 }
 
+/// How the datagrams of one send left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Left {
+    /// As asked: in one UDP GSO send, or one by one without GSO.
+    Whole,
+    /// One by one, for the host to fragment: the route could not carry a GSO segment.
+    Fragmented,
+}
+
 /// The send side of a worker: what it reads of the shared state, its buffers and logs.
 pub(crate) struct Encapper<'s> {
     networks: &'s ArcSwap<Networks>,
@@ -267,8 +284,11 @@ pub(crate) struct Encapper<'s> {
     train: Train,
     /// Where the next read goes in the arena: after the train's frames.
     at: usize,
+    /// Answers to frames too big for their path.
+    too_big: TooBigAnswers,
     send_log: RateLimitedLog,
     tap_log: RateLimitedLog,
+    mtu_log: RateLimitedLog,
 }
 
 impl<'s> Encapper<'s> {
@@ -298,8 +318,10 @@ impl<'s> Encapper<'s> {
                 ..Train::default()
             },
             at: 0,
+            too_big: TooBigAnswers::new(),
             send_log: RateLimitedLog::new(std::time::Duration::from_secs(5)),
             tap_log: RateLimitedLog::new(std::time::Duration::from_secs(5)),
+            mtu_log: RateLimitedLog::new(std::time::Duration::from_secs(60)),
         }
     }
 
@@ -364,32 +386,71 @@ impl<'s> Encapper<'s> {
             return net.counters.count_drop(DropReason::Truncated);
         }
         let frame = &arena[start..end];
-        // The size limit of a super-frame applies to its segments.
-        let limit = if gso { usize::MAX } else { net.max_frame };
+        // What must fit: a plain frame, or a super-frame's segments.
+        let (size, tcp) = if gso {
+            let Some(t) = gso::tcp_frame(frame) else {
+                return net.counters.count_drop(DropReason::Truncated);
+            };
+            let segment = t.payload + mss(hdr, &t, net.mtu);
+            (Size::Segments { segment }, Some(t))
+        } else {
+            let max_frame = net.max_frame;
+            (Size::Plain { max_frame }, None)
+        };
         let decision = encap::encap(
             frame,
+            size,
             net.vni,
             &net.table,
             self.learned,
             self.now,
-            limit,
             &mut self.reply,
         );
         match decision {
-            Encap::Unicast(dst) if gso => {
+            Encap::Unicast(dst) => match &tcp {
+                Some(t) => {
+                    self.flush(arena);
+                    self.send_super(net, hdr, frame, t, net.mtu, dst);
+                }
+                None => self.queue(net, arena, start, end, dst),
+            },
+            Encap::Fragment { dst, mtu } => {
                 self.flush(arena);
-                self.send_super(net, hdr, frame, dst);
+                self.oversized(net, hdr, frame, tcp.as_ref(), dst, mtu);
             }
-            Encap::Unicast(dst) => self.queue(net, arena, start, end, dst),
+            Encap::TooBig { mtu } => {
+                net.counters.count_drop(DropReason::TooBig);
+                self.answer(net, tap, frame, mtu);
+            }
             Encap::Flood(list) => {
                 self.flush(arena);
                 net.counters.flood();
+                let len = size.wire_len(frame);
+                let every = net.table.fits_every_path(len);
+                // The smallest path MTU among the copies refused, for one answer.
+                let mut refused: Option<u16> = None;
                 for &dst in list {
-                    if gso {
-                        self.send_super(net, hdr, frame, dst);
+                    let fit = if every {
+                        Fit::Fits
                     } else {
-                        self.send_one(net, frame, dst);
+                        encap::fit(frame, len, net.table.path_mtu(dst.ip()))
+                    };
+                    match (fit, &tcp) {
+                        (Fit::Fits, Some(t)) => self.send_super(net, hdr, frame, t, net.mtu, dst),
+                        (Fit::Fits, None) => {
+                            self.send_one(net, frame, dst);
+                        }
+                        (Fit::Fragment(mtu), t) => {
+                            self.oversized(net, hdr, frame, t.as_ref(), dst, mtu)
+                        }
+                        (Fit::TooBig(mtu), _) => {
+                            net.counters.count_drop(DropReason::TooBig);
+                            refused = Some(refused.map_or(mtu, |r| r.min(mtu)));
+                        }
                     }
+                }
+                if let Some(mtu) = refused {
+                    self.answer(net, tap, frame, mtu);
                 }
             }
             Encap::Reply { len, kind } => match write_frame(tap, &self.reply[..len]) {
@@ -405,6 +466,43 @@ impl<'s> Encapper<'s> {
             },
             Encap::Local => {}
             Encap::Drop(reason) => net.counters.count_drop(reason),
+        }
+    }
+
+    /// Sends a frame larger than the path to `dst` (MTU `mtu`) that may not be refused: a
+    /// super-frame in segments that fit the path, a plain frame alone for the host to fragment
+    /// the outer datagram.
+    fn oversized(
+        &mut self,
+        net: &Network,
+        hdr: &VnetHdr,
+        frame: &[u8],
+        tcp: Option<&gso::TcpFrame>,
+        dst: SocketAddr,
+        mtu: u16,
+    ) {
+        match tcp {
+            Some(t) => {
+                let fits = net.mtu.min(usize::from(mtu));
+                self.send_super(net, hdr, frame, t, fits, dst);
+            }
+            None => {
+                if self.send_one(net, frame, dst) {
+                    net.counters.fragmented(1);
+                }
+            }
+        }
+    }
+
+    /// Answers `frame`, refused for not fitting a path of MTU `mtu`, with ICMP "too big"
+    /// written into `tap`, as the network's budget allows.
+    fn answer(&mut self, net: &Network, tap: &Tap, frame: &[u8], mtu: u16) {
+        if let Err(err) = self.too_big.answer(net, tap, frame, mtu, self.now) {
+            net.counters.count_drop(DropReason::TapWriteError);
+            self.tap_log.warn(format_args!(
+                "writing a \"too big\" answer to TAP {}: {err}",
+                tap.name()
+            ));
         }
     }
 
@@ -463,11 +561,12 @@ impl<'s> Encapper<'s> {
             pair[0] = IoSlice::new(&t.header);
             pair[1] = IoSlice::new(&arena[a..b]);
         }
+        let stride = t.stride;
         let out = Transmit {
             dst,
             parts: &iov[..2 * count],
             per: 2,
-            segment: t.stride,
+            segment: stride,
         };
         let sent = self.send(self.socket(t.sock), &out);
         let t = &mut self.train;
@@ -475,27 +574,45 @@ impl<'s> Encapper<'s> {
         t.bytes = 0;
         t.closed = false;
         match sent {
-            Ok(()) => {
+            Ok(left) => {
                 let inner = (bytes - count * vxlan::HEADER_LEN) as u64;
                 net.counters.tx_many(count as u64, inner);
                 self.peers.sent(dst, count as u64, inner);
                 if count > 1 {
                     net.counters.train();
                 }
+                if left == Left::Fragmented {
+                    self.narrow_route(&net, dst, count, stride);
+                }
             }
             Err(e) => {
-                net.counters.count_drop(DropReason::SendError);
+                net.counters
+                    .count_drops(DropReason::SendError, count as u64);
                 self.send_log
                     .warn(format_args!("sending to VTEP {dst}: {e}"));
             }
         }
     }
 
+    /// Counts `count` datagrams of `segment` bytes that the route to `dst` could not carry in
+    /// one UDP GSO send, and left one by one for the host to fragment; says so once a minute.
+    fn narrow_route(&mut self, net: &Network, dst: SocketAddr, count: usize, segment: usize) {
+        net.counters.fragmented(count as u64);
+        self.mtu_log.warn(format_args!(
+            "the route to VTEP {dst} carries less than a {segment}-byte datagram (EMSGSIZE): \
+             sent one by one for the host to fragment; the path MTU the tables give is larger \
+             than this host's route allows (see `ip route get {}`)",
+            dst.ip()
+        ));
+    }
+
     /// Sends `out` from `sock`, with UDP GSO while the kernel takes it; a refusal turns UDP GSO
-    /// off for good (the datagrams still leave, one by one).
-    fn send(&self, sock: &UnderlaySocket, out: &Transmit<'_>) -> io::Result<()> {
+    /// off for good (the datagrams still leave, one by one). Where the route cannot carry a
+    /// segment, the datagrams leave one by one for the host to fragment ([`Left::Fragmented`]).
+    fn send(&self, sock: &UnderlaySocket, out: &Transmit<'_>) -> io::Result<Left> {
         match sock.send(out, self.caps.udp_gso.is_on())? {
-            Sent::Done => Ok(()),
+            Sent::Done => Ok(Left::Whole),
+            Sent::SegmentTooBig { then } => then.map(|()| Left::Fragmented),
             Sent::GsoRefused { refusal, then } => {
                 let why = format!(
                     "the kernel refused a UDP GSO send to {}: {refusal}",
@@ -504,13 +621,14 @@ impl<'s> Encapper<'s> {
                 if self.caps.udp_gso.turn_off(&why) {
                     log::warn!("{why}; sending one datagram per segment from now on");
                 }
-                then
+                then.map(|()| Left::Whole)
             }
         }
     }
 
-    /// Sends one frame as one datagram: VXLAN header and frame gathered, not copied.
-    fn send_one(&mut self, net: &Network, frame: &[u8], dst: SocketAddr) {
+    /// Sends one frame as one datagram: VXLAN header and frame gathered, not copied. (A
+    /// datagram larger than the route carries is fragmented by the host.) True if it left.
+    fn send_one(&mut self, net: &Network, frame: &[u8], dst: SocketAddr) -> bool {
         let i = self.tx.index(frame, self.index, &dst, self.now);
         let header = vxlan::header(net.vni);
         let parts = [IoSlice::new(&header), IoSlice::new(frame)];
@@ -521,32 +639,36 @@ impl<'s> Encapper<'s> {
             segment: header.len() + frame.len(),
         };
         match self.send(self.socket(i), &out) {
-            Ok(()) => {
+            Ok(_) => {
                 net.counters.tx(frame.len());
                 self.peers.sent(dst, 1, frame.len() as u64);
+                true
             }
             Err(e) => {
                 net.counters.count_drop(DropReason::SendError);
                 self.send_log
                     .warn(format_args!("sending to VTEP {dst}: {e}"));
+                false
             }
         }
     }
 
-    /// Sends a TCP super-frame: whole through the uplink where tunnel GSO is on, otherwise
-    /// segmented here and sent with UDP GSO, gathered: each segment's headers are written to a
-    /// small buffer, its payload is sent from where the TAP read put it.
-    fn send_super(&mut self, net: &Network, hdr: &VnetHdr, frame: &[u8], dst: SocketAddr) {
-        let Some(t) = gso::tcp_frame(frame) else {
-            return net.counters.count_drop(DropReason::Truncated);
-        };
-        // The segments must fit the network's MTU whatever MSS the sender used.
-        let fit = net.mtu.saturating_sub(t.payload - t.l3);
-        let mss = match usize::from(hdr.gso_size) {
-            0 => fit,
-            m => m.min(fit),
-        };
-        if self.send_tunnel(net, hdr, frame, &t, mss, dst) {
+    /// Sends a TCP super-frame (headers at `t`) in segments that fit IP packets of `mtu`
+    /// bytes (the network's MTU, or a narrower path's): whole through the uplink where tunnel
+    /// GSO is on, otherwise segmented here and sent with UDP GSO, gathered: each segment's
+    /// headers are written to a small buffer, its payload is sent from where the TAP read put
+    /// it.
+    fn send_super(
+        &mut self,
+        net: &Network,
+        hdr: &VnetHdr,
+        frame: &[u8],
+        t: &gso::TcpFrame,
+        mtu: usize,
+        dst: SocketAddr,
+    ) {
+        let mss = mss(hdr, t, mtu);
+        if self.send_tunnel(net, hdr, frame, t, mss, dst) {
             return;
         }
         let header = vxlan::header(net.vni);
@@ -558,6 +680,8 @@ impl<'s> Encapper<'s> {
         net.counters.super_frame();
         let sock = self.socket(self.tx.index(frame, self.index, &dst, self.now));
         let per_send = (MAX_GSO_PAYLOAD / train.stride).clamp(1, MAX_GSO_SEGMENTS);
+        // Segments the route could not carry in one GSO send, which left one by one.
+        let mut fragmented = 0;
         for batch in self.segs[..train.count].chunks(per_send) {
             let mut iov = [IoSlice::new(&[]); 2 * MAX_GSO_SEGMENTS];
             let mut bytes = 0;
@@ -573,17 +697,24 @@ impl<'s> Encapper<'s> {
                 segment: train.stride,
             };
             match self.send(sock, &out) {
-                Ok(()) => {
+                Ok(left) => {
                     let inner = (bytes - batch.len() * vxlan::HEADER_LEN) as u64;
                     net.counters.tx_many(batch.len() as u64, inner);
                     self.peers.sent(dst, batch.len() as u64, inner);
+                    if left == Left::Fragmented {
+                        fragmented += batch.len();
+                    }
                 }
                 Err(e) => {
-                    net.counters.count_drop(DropReason::SendError);
+                    net.counters
+                        .count_drops(DropReason::SendError, batch.len() as u64);
                     self.send_log
                         .warn(format_args!("sending to VTEP {dst}: {e}"));
                 }
             }
+        }
+        if fragmented > 0 {
+            self.narrow_route(net, dst, fragmented, train.stride);
         }
     }
 
@@ -635,6 +766,16 @@ impl<'s> Encapper<'s> {
                 false
             }
         }
+    }
+}
+
+/// The segment size of a super-frame (headers at `t`) whose segments must fit IP packets of
+/// `mtu` bytes, whatever MSS its sender used (`gso_size`; 0: none said).
+fn mss(hdr: &VnetHdr, t: &gso::TcpFrame, mtu: usize) -> usize {
+    let fit = mtu.saturating_sub(t.payload - t.l3);
+    match usize::from(hdr.gso_size) {
+        0 => fit,
+        m => m.min(fit),
     }
 }
 

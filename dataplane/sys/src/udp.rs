@@ -209,6 +209,15 @@ pub enum Sent {
         /// The outcome of sending the datagrams one by one instead.
         then: io::Result<()>,
     },
+    /// UDP GSO was asked for and the route to the destination carries less than one segment
+    /// (`EMSGSIZE`: the kernel does not fragment GSO segments, `udp_send_skb()` in
+    /// `net/ipv4/udp.c`). The datagrams were then sent one by one, which the host fragments
+    /// (DF is clear), and that went as `then` says. Not a refusal of GSO: sends on other
+    /// routes keep it.
+    SegmentTooBig {
+        /// The outcome of sending the datagrams one by one instead.
+        then: io::Result<()>,
+    },
 }
 
 /// Whether a failed UDP GSO send means "this kernel or route cannot do UDP GSO": `EIO` (the
@@ -231,7 +240,8 @@ impl UnderlaySocket {
     /// Sends the datagrams of `t`, in order: one with a plain `sendmsg`; several with one UDP
     /// GSO `sendmsg` (Linux 4.18) if `gso`, else with `sendmmsg` batches. Where the kernel
     /// refuses GSO, sends them one by one instead and says so ([`Sent::GsoRefused`]), as
-    /// quinn-udp degrades. While the socket buffer is full it waits for room (back-pressure
+    /// quinn-udp degrades; likewise where the route cannot carry a whole segment
+    /// ([`Sent::SegmentTooBig`]), so that the host fragments them. While the socket buffer is full it waits for room (back-pressure
     /// rather than loss, as the kernel's qdisc gives a local sender). Fails if the datagrams
     /// could not be sent (no route to `t.dst`, for example); some of several may have left.
     pub fn send(&self, t: &Transmit<'_>, gso: bool) -> io::Result<Sent> {
@@ -253,6 +263,9 @@ impl UnderlaySocket {
             Ok(_) => Ok(Sent::Done),
             Err(refusal) if is_gso_refusal(&refusal) => Ok(Sent::GsoRefused {
                 refusal,
+                then: self.send_each(t),
+            }),
+            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => Ok(Sent::SegmentTooBig {
                 then: self.send_each(t),
             }),
             Err(e) => Err(e),
@@ -585,7 +598,7 @@ mod tests {
                 assert_eq!(refusal.raw_os_error(), Some(libc::EINVAL), "{refusal}");
                 then.unwrap();
             }
-            Sent::Done => panic!("the kernel took a UDP GSO send without checksums"),
+            other => panic!("the kernel took a UDP GSO send without checksums: {other:?}"),
         }
         let got: Vec<Vec<u8>> = receive(&rx, 5).into_iter().map(|(d, _)| d).collect();
         for (i, d) in got.iter().enumerate() {
@@ -595,6 +608,55 @@ mod tests {
         // Asked without GSO, the same send is no refusal.
         assert!(matches!(tx.send(&t, false).unwrap(), Sent::Done));
         assert_eq!(receive(&rx, 5).len(), 5);
+    }
+
+    #[test]
+    fn a_gso_send_over_a_smaller_route_mtu_leaves_one_by_one_fragmented() {
+        std::thread::spawn(|| {
+            crate::netns::unshare().unwrap();
+            crate::link::set_up("lo").unwrap();
+            // The route to 127.0.0.2 carries 1400-byte packets: 1372 bytes of UDP payload.
+            let ok = std::process::Command::new("ip")
+                .args(["route", "add", "local", "127.0.0.2/32", "dev", "lo"])
+                .args(["mtu", "lock", "1400", "table", "local"])
+                .status()
+                .unwrap();
+            assert!(ok.success(), "ip route add ... mtu lock 1400");
+            let tx = bind_loopback();
+            let rx = UnderlaySocket::bind(&UdpConfig::new("127.0.0.2:0".parse().unwrap())).unwrap();
+            let payloads: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 1450]).collect();
+            let parts: Vec<IoSlice<'_>> = payloads.iter().map(|p| IoSlice::new(p)).collect();
+            let t = Transmit {
+                dst: rx.local_addr().unwrap(),
+                parts: &parts,
+                per: 1,
+                segment: 1450,
+            };
+            match tx.send(&t, true).unwrap() {
+                Sent::SegmentTooBig { then } => then.unwrap(),
+                other => panic!("want SegmentTooBig, got {other:?}"),
+            }
+            // Fragmented on the way and put back together: whole, in order.
+            let mut buf = [0u8; 2048];
+            for p in &payloads {
+                let mut ready = [false];
+                crate::poll_readable(&[rx.as_raw_fd()], &mut ready, 2000).unwrap();
+                assert!(ready[0], "a datagram did not arrive");
+                let (n, _) = rx.recv_from(&mut buf).unwrap();
+                assert_eq!(&buf[..n], &p[..]);
+            }
+            // Segments the route carries still leave with GSO.
+            let small: Vec<IoSlice<'_>> =
+                payloads.iter().map(|p| IoSlice::new(&p[..1372])).collect();
+            let t = Transmit {
+                parts: &small,
+                segment: 1372,
+                ..t
+            };
+            assert!(matches!(tx.send(&t, true).unwrap(), Sent::Done));
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

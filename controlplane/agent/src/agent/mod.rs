@@ -12,6 +12,7 @@
 //!   interface), for the CNI plugin.
 //! - `sync`: following etcd (snapshot, watch, re-list), and what happens at start.
 //! - `reconcile`: making bridges, TAPs, veths and the data plane match the view.
+//! - `underlay`: the node's underlay MTU, read and kept current in its record.
 //! - `edge`: the same for the network edge: ovnet's nftables table, IPv4 forwarding, the
 //!   per-network DNS resolvers.
 //!
@@ -34,6 +35,7 @@ mod liveness;
 mod reconcile;
 mod registration;
 mod sync;
+mod underlay;
 
 use std::net::SocketAddrV4;
 use std::sync::Arc;
@@ -43,7 +45,7 @@ use ovnet_dataplane::{CounterSnapshot, Dataplane, DataplaneReport};
 use tokio::sync::Mutex;
 
 use crate::domain::plan::NetworkSpec;
-use crate::domain::{Endpoint, ExternalVtep, Network, Node, NodeId, NodeName};
+use crate::domain::{mtu, Endpoint, ExternalVtep, Network, Node, NodeId, NodeName};
 use crate::edge::EdgeConfig;
 use crate::error::AgentError;
 use crate::health::{Health, HealthSnapshot};
@@ -54,6 +56,7 @@ pub use connect::ConnectSpec;
 pub use edge::DnsCounters;
 pub use liveness::{NodeLiveness, HEARD_WINDOW};
 use reconcile::Local;
+pub use underlay::UNDERLAY_POLL;
 
 /// What an agent is told at start.
 #[derive(Debug, Clone)]
@@ -163,19 +166,43 @@ impl Agent {
         self.health.snapshot()
     }
 
-    /// Creates a network, choosing what `spec` leaves unset.
+    /// Creates a network, choosing what `spec` leaves unset (warnings are logged; see
+    /// [`Agent::create_network_warned`]).
     pub async fn create_network(&self, spec: NetworkSpec) -> Result<Network, AgentError> {
+        Ok(self.create_network_warned(spec).await?.0)
+    }
+
+    /// Creates a network, choosing what `spec` leaves unset: an unset MTU is the smallest
+    /// the registered nodes' underlays carry ([`mtu::default_network_mtu`]). Returns it with
+    /// the warnings a user should see: one per node whose underlay cannot carry the MTU.
+    pub async fn create_network_warned(
+        &self,
+        mut spec: NetworkSpec,
+    ) -> Result<(Network, Vec<String>), AgentError> {
+        let nodes: Vec<Node> = self
+            .store
+            .list_nodes()
+            .await?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        spec.mtu = Some(spec.mtu.unwrap_or_else(|| mtu::default_network_mtu(&nodes)));
         let req = spec.check()?;
         let net = self.store.create_network(&req).await?;
         log::info!(
-            "created {}network {} id {} (VNI {}, subnet {})",
+            "created {}network {} id {} (VNI {}, subnet {}, MTU {})",
             if net.internal { "internal " } else { "" },
             net.name,
             net.id,
             net.vni,
-            net.subnet
+            net.subnet,
+            net.mtu
         );
-        Ok(net)
+        let warnings = mtu::mtu_warnings(net.mtu, &nodes);
+        for w in &warnings {
+            log::warn!("network {}: {w}", net.name);
+        }
+        Ok((net, warnings))
     }
 
     /// All networks, by name.

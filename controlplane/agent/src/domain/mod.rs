@@ -9,6 +9,7 @@
 //! - [`values`]: names, IDs, interface names;
 //! - [`records`]: networks, endpoints, nodes, external VTEPs, and their protobuf form;
 //! - [`ipam`]: the rules for subnets, gateways, VNIs, MTUs and addresses;
+//! - [`mtu`]: path MTUs between nodes' underlays, a network's default MTU, and warnings;
 //! - [`identity`]: who holds a node name;
 //! - [`ports`]: published ports and when two of them collide on a node;
 //! - [`plan`]: the create-network and create-endpoint decisions the store's transactions
@@ -21,6 +22,7 @@
 
 pub mod identity;
 pub mod ipam;
+pub mod mtu;
 pub mod plan;
 pub mod ports;
 pub mod records;

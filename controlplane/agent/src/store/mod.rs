@@ -49,8 +49,9 @@
 //! # Files
 //!
 //! [`keys`] (layout, typed keys and records), `networks`, `endpoints`, `vteps` (one kind of
-//! record each), [`liveness`] (node registration and its lease), [`watch`] (snapshot and watch),
-//! `members` (which etcd member to call), [`security`] (TLS and etcd users).
+//! record each), [`liveness`] (node registration and its lease), `nodes` (a registered node's
+//! record rewritten), [`watch`] (snapshot and watch), `members` (which etcd member to call),
+//! [`security`] (TLS and etcd users).
 
 mod claim;
 pub mod keys;
@@ -61,6 +62,7 @@ pub mod watch;
 mod endpoints;
 mod members;
 mod networks;
+mod nodes;
 mod vteps;
 
 use std::fmt;
@@ -77,6 +79,7 @@ use crate::error::{AccessError, AgentError, Invalid, NotFound};
 
 pub use keys::{Keys, Record, RecordKey, DEFAULT_PREFIX};
 pub use liveness::{KeepAlive, Lease};
+pub use nodes::UnderlayRecord;
 pub use security::EtcdSecurity;
 pub use watch::{State, Watch, WatchEvent};
 
