@@ -8,6 +8,8 @@
 //! - [`store`]: etcd: the key layout, the transactions that claim what a planner decided,
 //!   liveness, snapshot and watch. Records are typed where they are read.
 //! - [`host`]: the host side of a network: bridge, TAP, container veths.
+//! - [`port_security`]: the nftables rules that hold each container to its own MAC and
+//!   addresses on its veth.
 //! - [`domain`]: typed values and records, the IPAM rules and the create-network and
 //!   create-endpoint planners, as pure functions.
 //! - [`view`]: the agent's copy of the cluster and what it implies for this host (pure).
@@ -25,5 +27,6 @@ pub mod error;
 pub mod health;
 pub mod host;
 pub mod metrics;
+pub mod port_security;
 pub mod store;
 pub mod view;

@@ -61,6 +61,8 @@ pub struct DataplaneReport {
     pub offloads: Vec<(Offload, OffloadState)>,
     /// MACs in the learned table, including aged ones the next sweep removes.
     pub learned_macs: usize,
+    /// The most MACs learned per network ([`DataplaneConfig::max_learned`]).
+    pub max_learned: usize,
 }
 
 /// A running data plane. Dropping it stops every thread.
@@ -149,7 +151,9 @@ impl Dataplane {
         let shared = Arc::new(Shared {
             networks: ArcSwap::from_pointee(FxHashMap::default()),
             generation: AtomicU64::new(0),
-            learned: LearnedTable::new(cfg.ageing),
+            learned: LearnedTable::with_limit(cfg.ageing, cfg.max_learned),
+            bum: cfg.bum,
+            send_patience: cfg.send_patience,
             global: Counters::default(),
             clock: cfg.clock.clone(),
             caps: Capabilities {
@@ -212,6 +216,7 @@ impl Dataplane {
             tunnel_gso: self.tunnel_gso(),
             offloads: s.caps.report(),
             learned_macs: s.learned.len(),
+            max_learned: s.learned.max_per_network(),
         }
     }
 
@@ -237,7 +242,15 @@ impl Dataplane {
             .into_iter()
             .map(Arc::new)
             .collect();
-        let net = Network::new(vni, Table::compile(table), queues.clone(), mtu);
+        let s = &self.shared;
+        let net = Network::new(
+            vni,
+            Table::compile(table),
+            queues.clone(),
+            mtu,
+            s.bum,
+            s.clock.now_ms(),
+        );
         self.publish(vni, Some(Arc::new(net)));
         for (j, q) in queues.iter().enumerate() {
             let w = &workers[j % workers.len()];
@@ -263,7 +276,7 @@ impl Dataplane {
             .get(&vni)
             .cloned()
             .ok_or(DataplaneError::NoSuchNetwork(vni))?;
-        let net = old.with_table(Table::compile(table));
+        let net = old.with_table(Table::compile(table), self.shared.clock.now_ms());
         self.publish(vni, Some(Arc::new(net)));
         Ok(())
     }
@@ -331,6 +344,12 @@ impl Dataplane {
         self.shared.global.snapshot()
     }
 
+    /// How many MACs network `vni` holds in the learned table, aged or not: what its cap
+    /// ([`DataplaneConfig::max_learned`]) counts.
+    pub fn learned_count(&self, vni: Vni) -> usize {
+        self.shared.learned.len_of(vni)
+    }
+
     /// MACs learned from traffic in `vni` and not aged out, with their VTEPs.
     pub fn learned(&self, vni: Vni) -> Vec<(MacAddr, SocketAddr)> {
         let s = &self.shared;
@@ -355,6 +374,10 @@ impl Dataplane {
 
 impl Drop for Dataplane {
     fn drop(&mut self) {
+        // Every worker hears it first, so none waits for another to finish its pass.
+        for w in &self.workers {
+            w.signal_stop();
+        }
         for w in &mut self.workers {
             w.stop();
         }

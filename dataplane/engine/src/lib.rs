@@ -4,8 +4,9 @@
 //!
 //! Layers, bottom up; every module depends only on those above it in this list:
 //! - Decisions, no I/O: [`fdb`] (forwarding state), [`encap`] and [`decap`] (what happens to
-//!   one packet, as pure functions over [`ovnet_wire`]'s views), `steer` (which peer worker a
-//!   flow goes to), [`counters`] (drop reasons and traffic counts).
+//!   one packet, as pure functions over [`ovnet_wire`]'s views), [`port_security`] (what a
+//!   container may send), [`storm`] (replication budgets), `steer` (which peer worker a flow
+//!   goes to), [`counters`] (drop reasons and traffic counts).
 //! - State: [`config`], [`clock`] (the ageing clock, injectable), [`capability`] (offloads
 //!   accepted and refused), `network` (one VNI as the packet path sees it, its TAP), `uplink`
 //!   (UDP tunnel GSO), `pacing` (poll window, load meter).
@@ -32,10 +33,12 @@ pub mod fdb;
 mod housekeeping;
 mod network;
 mod pacing;
+pub mod port_security;
 mod receive;
 mod send;
 mod shared;
 mod steer;
+pub mod storm;
 mod uplink;
 mod worker;
 
@@ -44,9 +47,12 @@ mod testutil;
 
 pub use capability::{Offload, OffloadState};
 pub use clock::Clock;
-pub use config::{DataplaneConfig, DataplaneError, DEFAULT_POLL, DEFAULT_SLICE};
+pub use config::{
+    DataplaneConfig, DataplaneError, DEFAULT_POLL, DEFAULT_SEND_PATIENCE, DEFAULT_SLICE,
+};
 pub use counters::{CounterSnapshot, DropReason};
 pub use dataplane::{Dataplane, DataplaneReport};
-pub use fdb::{FloodEntry, NetworkTable};
+pub use fdb::{FloodEntry, NetworkTable, DEFAULT_MAX_LEARNED};
 pub use ovnet_wire::{MacAddr, Vni, VXLAN_PORT};
 pub use send::tso_segments;
+pub use storm::BumLimits;

@@ -20,13 +20,16 @@
 //! The TSO segment cap a network's containers must use ([`tso_segments`]) follows from these
 //! limits, and lives with them.
 
+use std::cell::Cell;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use ovnet_sys::udp::{MAX_GSO_PAYLOAD, MAX_GSO_SEGMENTS};
-use ovnet_sys::{Sent, Tap, Transmit, UdpConfig, UnderlaySocket};
+use ovnet_sys::{Patience, Sent, Tap, Transmit, UdpConfig, UnderlaySocket};
 use ovnet_wire::tunnel::OUTER_V4_LEN;
 use ovnet_wire::virtio::{self, VnetHdr};
 use ovnet_wire::{ethernet, flow, gso, vxlan, Vni};
@@ -77,6 +80,31 @@ pub fn tso_segments(mtu: u32, tunnel_gso: bool) -> u32 {
         MAX_GSO_PAYLOAD / (vxlan::HEADER_LEN + ethernet::HEADER_LEN + mtu)
     };
     segments.clamp(1, MAX_GSO_SEGMENTS) as u32
+}
+
+/// Counts a send that failed (or gave up waiting for room) and logs it, rate-limited.
+fn send_failed(log: &mut RateLimitedLog, net: &Network, dst: SocketAddr, e: &io::Error) {
+    let reason = if ovnet_sys::udp::is_stalled(e) {
+        DropReason::SendStalled
+    } else {
+        DropReason::SendError
+    };
+    net.counters.count_drop(reason);
+    log.warn(format_args!("sending to VTEP {dst}: {e}"));
+}
+
+/// How many datagrams flooding `frame` to one VTEP makes: one, or one per segment of a
+/// super-frame (`gso`) at the MSS [`Encapper::send_super`] uses.
+fn flood_segments(net: &Network, hdr: &VnetHdr, frame: &[u8], gso: bool) -> u64 {
+    let Some(t) = gso.then(|| gso::tcp_frame(frame)).flatten() else {
+        return 1;
+    };
+    let fit = net.mtu.saturating_sub(t.payload - t.l3).max(1);
+    let mss = match usize::from(hdr.gso_size) {
+        0 => fit,
+        m => m.min(fit),
+    };
+    (t.end - t.payload).div_ceil(mss).max(1) as u64
 }
 
 /// The underlay sockets frames leave from, and which one each flow uses.
@@ -251,6 +279,14 @@ pub(crate) struct Encapper<'s> {
     caps: &'s Capabilities,
     /// The worker's index, which picks the uplink queue it writes to.
     index: usize,
+    /// Set when the worker is to stop: sends wait no more.
+    stop: &'s AtomicBool,
+    /// The longest a send waits for room in a full socket buffer.
+    patience: Duration,
+    /// A send gave up waiting since the last one that went: until one goes again, sends try
+    /// once and do not wait, so that a stuck underlay costs this worker one patience, not one
+    /// per frame, and the receive path and other peers keep being served.
+    stalled: Cell<bool>,
     /// The data plane's clock at the start of the current pass (ms).
     now: u64,
     reply: [u8; REPLY_BUF_LEN],
@@ -269,7 +305,9 @@ pub(crate) struct Encapper<'s> {
 }
 
 impl<'s> Encapper<'s> {
-    /// The send side of worker `index`.
+    /// The send side of worker `index`, whose sends wait for room at most `patience` and not
+    /// at all once `stop` is set.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         index: usize,
         networks: &'s ArcSwap<Networks>,
@@ -278,6 +316,8 @@ impl<'s> Encapper<'s> {
         listener: &'s UnderlaySocket,
         uplink: Option<&'s UplinkPath>,
         caps: &'s Capabilities,
+        stop: &'s AtomicBool,
+        patience: Duration,
     ) -> Encapper<'s> {
         Encapper {
             networks,
@@ -287,6 +327,9 @@ impl<'s> Encapper<'s> {
             uplink,
             caps,
             index,
+            stop,
+            patience,
+            stalled: Cell::new(false),
             now: 0,
             reply: [0u8; REPLY_BUF_LEN],
             tunnel: TunnelWriter::new(index),
@@ -382,6 +425,11 @@ impl<'s> Encapper<'s> {
             Encap::Unicast(dst) => self.queue(net, arena, start, end, dst),
             Encap::Flood(list) => {
                 self.flush(arena);
+                let src = ethernet::Frame::new_unchecked(frame).src();
+                let replicas = list.len() as u64 * flood_segments(net, hdr, frame, gso);
+                if let Err(reason) = net.storm.admit(&src, replicas, self.now) {
+                    return net.counters.count_drop(reason);
+                }
                 net.counters.flood();
                 for &dst in list {
                     if gso {
@@ -481,20 +529,25 @@ impl<'s> Encapper<'s> {
                     net.counters.train();
                 }
             }
-            Err(e) => {
-                net.counters.count_drop(DropReason::SendError);
-                self.send_log
-                    .warn(format_args!("sending to VTEP {dst}: {e}"));
-            }
+            Err(e) => send_failed(&mut self.send_log, &net, dst, &e),
         }
     }
 
     /// Sends `out` from `sock`, with UDP GSO while the kernel takes it; a refusal turns UDP GSO
-    /// off for good (the datagrams still leave, one by one).
+    /// off for good (the datagrams still leave, one by one). Waits for room in a full socket
+    /// buffer as long as the patience allows (not at all while stalled or stopping).
     fn send(&self, sock: &UnderlaySocket, out: &Transmit<'_>) -> io::Result<()> {
-        match sock.send(out, self.caps.udp_gso.is_on())? {
-            Sent::Done => Ok(()),
-            Sent::GsoRefused { refusal, then } => {
+        let patience = Patience {
+            wait: if self.stalled.get() {
+                Duration::ZERO
+            } else {
+                self.patience
+            },
+            stop: self.stop,
+        };
+        let sent = match sock.send(out, self.caps.udp_gso.is_on(), patience) {
+            Ok(Sent::Done) => Ok(()),
+            Ok(Sent::GsoRefused { refusal, then }) => {
                 let why = format!(
                     "the kernel refused a UDP GSO send to {}: {refusal}",
                     out.dst
@@ -504,7 +557,14 @@ impl<'s> Encapper<'s> {
                 }
                 then
             }
+            Err(e) => Err(e),
+        };
+        match &sent {
+            Ok(()) => self.stalled.set(false),
+            Err(e) if ovnet_sys::udp::is_stalled(e) => self.stalled.set(true),
+            Err(_) => {}
         }
+        sent
     }
 
     /// Sends one frame as one datagram: VXLAN header and frame gathered, not copied.
@@ -520,11 +580,7 @@ impl<'s> Encapper<'s> {
         };
         match self.send(self.socket(i), &out) {
             Ok(()) => net.counters.tx(frame.len()),
-            Err(e) => {
-                net.counters.count_drop(DropReason::SendError);
-                self.send_log
-                    .warn(format_args!("sending to VTEP {dst}: {e}"));
-            }
+            Err(e) => send_failed(&mut self.send_log, net, dst, &e),
         }
     }
 
@@ -572,11 +628,7 @@ impl<'s> Encapper<'s> {
                     batch.len() as u64,
                     (bytes - batch.len() * vxlan::HEADER_LEN) as u64,
                 ),
-                Err(e) => {
-                    net.counters.count_drop(DropReason::SendError);
-                    self.send_log
-                        .warn(format_args!("sending to VTEP {dst}: {e}"));
-                }
+                Err(e) => send_failed(&mut self.send_log, net, dst, &e),
             }
         }
     }

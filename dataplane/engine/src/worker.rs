@@ -86,10 +86,16 @@ impl Worker {
         })
     }
 
-    /// Stops the thread and waits for it.
-    pub(crate) fn stop(&mut self) {
+    /// Tells the thread to stop, without waiting: it leaves a send that waits for room at
+    /// once, and its loop after the current pass.
+    pub(crate) fn signal_stop(&self) {
         self.stop.store(true, Ordering::Release);
         let _ = self.shared.workers[self.index].waker.wake();
+    }
+
+    /// Stops the thread and waits for it.
+    pub(crate) fn stop(&mut self) {
+        self.signal_stop();
         if let Some(h) = self.handle.take() {
             if h.join().is_err() {
                 log::error!("a data-plane worker thread panicked");
@@ -125,6 +131,8 @@ fn run(s: &Shared, index: usize, stop: &AtomicBool) {
         listener,
         uplink,
         &s.caps,
+        stop,
+        s.send_patience,
     );
     let mut rx_buf = vec![0u8; BUF_LEN];
     let mut arena = vec![0u8; ARENA_LEN];

@@ -30,13 +30,14 @@ use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ovnet_dataplane::{CounterSnapshot, Dataplane, DataplaneReport};
+use ovnet_dataplane::{CounterSnapshot, Dataplane, DataplaneReport, DropReason};
 use tokio::sync::Mutex;
 
 use crate::domain::plan::NetworkSpec;
 use crate::domain::{Endpoint, ExternalVtep, Network, Node, NodeName};
 use crate::error::AgentError;
 use crate::health::{Health, HealthSnapshot};
+use crate::port_security::Guard;
 use crate::store::{KeepAlive, Store};
 
 pub use connect::ConnectSpec;
@@ -51,6 +52,9 @@ pub struct AgentConfig {
     pub vtep: SocketAddrV4,
     /// TTL of the liveness lease.
     pub lease_ttl: Duration,
+    /// Hold each local container to its own MAC and addresses on its veth
+    /// ([`crate::port_security`]).
+    pub port_security: bool,
 }
 
 /// One host's agent.
@@ -62,6 +66,7 @@ pub struct Agent {
     local: Mutex<Local>,
     keepalive: Mutex<Option<KeepAlive>>,
     health: Arc<Health>,
+    guard: Guard,
 }
 
 /// A network with everything attached to it, for `inspect`.
@@ -114,12 +119,13 @@ impl Agent {
     /// [`Agent::run_sync`] and [`Agent::run_registration`] are spawned.
     pub fn new(cfg: AgentConfig, store: Store, dp: Dataplane) -> Agent {
         Agent {
-            cfg,
             store,
             dp,
             local: Mutex::new(Local::default()),
             keepalive: Mutex::new(None),
             health: Arc::new(Health::default()),
+            guard: Guard::new(cfg.port_security),
+            cfg,
         }
     }
 
@@ -269,6 +275,16 @@ impl Agent {
                 })
                 .collect()
         };
+        // Drops on the containers' veths count with the data plane's, under the same names.
+        let guarded = self.guard.counts().await;
+        for n in &mut out {
+            for (&(vni, reason), &count) in guarded.range((n.vni, DropReason::ALL[0])..) {
+                if vni != n.vni {
+                    break;
+                }
+                n.counters.add_drops(reason, count);
+            }
+        }
         match network {
             Some(f) if out.is_empty() => {
                 // "No such network" is an error; "no endpoint here" is zeros.
