@@ -74,7 +74,7 @@ fn bed() -> Option<Bed> {
         ],
     );
     if let Err(e) = held {
-        skip(&format!(
+        skip(format!(
             "cannot hold the underlay's datagrams with tc tbf: {e}"
         ));
         return None;
