@@ -1,6 +1,7 @@
 //! The fuzz targets' bodies (see the crate's table). Each reads its input with [`Input`]:
 //! first a few choices (which table, which sender, an MSS), then packets.
 
+use std::cell::RefCell;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use ovnet_dataplane::decap;
@@ -23,6 +24,19 @@ const BUF_LEN: usize = 65_536 + virtio::HEADER_LEN;
 /// Most segments coalesced into one super-frame, as the receive path.
 const MAX_RUN: usize = 64;
 
+thread_local! {
+    /// Where segments are built: allocated once per thread, not per input (the fuzzer runs
+    /// millions).
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0u8; BUF_LEN]);
+    /// The same, for cutting a coalesced run back.
+    static RUN_SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0u8; BUF_LEN]);
+    /// Segment headers and their places, as the send path keeps them.
+    static HEADERS: RefCell<(Vec<u8>, Vec<gso::SegmentRef>)> = RefCell::new((
+        vec![0u8; MAX_SEGMENTS * (vxlan::HEADER_LEN + gso::MAX_HEADERS)],
+        vec![gso::SegmentRef::default(); MAX_SEGMENTS],
+    ));
+}
+
 /// VXLAN datagrams through the whole receive decision: header check, admission against the
 /// table (senders, spoofing, learning with a small cap), the checksum, then what the receive
 /// path does with the frame: split or pass on a super-frame, or coalesce a run of segments.
@@ -34,7 +48,6 @@ pub fn decap(data: &[u8]) {
     let learned = LearnedTable::with_limit(DEFAULT_AGEING, 4);
     let mut run = Run::default();
     let mut now = 0u64;
-    let mut scratch = vec![0u8; BUF_LEN];
     while !input.is_empty() {
         let from = sender(input.u8());
         now += u64::from(input.u8()) * 1000;
@@ -59,7 +72,7 @@ pub fn decap(data: &[u8]) {
                 "an oversized non-TCP frame got in"
             );
             pass_super(frame);
-            split(frame, MTU, &mut scratch);
+            split(frame, MTU);
             continue;
         }
         if checksum::complete_partial(frame) == L4Checksum::Invalid {
@@ -122,8 +135,7 @@ pub fn gso(data: &[u8]) {
     let size = usize::from(input.u16());
     let prefixed = input.u8() & 1 == 1;
     let frame = input.rest();
-    let mut scratch = vec![0u8; BUF_LEN];
-    split(frame, size, &mut scratch);
+    split(frame, size);
     let prefix = if prefixed {
         vxlan::header(vni()).to_vec()
     } else {
@@ -191,11 +203,11 @@ pub fn arp_nd(data: &[u8]) {
     }
     let mut out = [0u8; icmp::MAX_LEN];
     if let Ok(n) = arp::build_reply(frame, REMOTE_MAC, &mut out) {
-        check_reply(
-            &out[..n],
-            ReplyKind::Arp,
-            MacAddr(frame[6..12].try_into().unwrap()),
-        );
+        // To the request's sender hardware address, which need not be the frame's source
+        // (the data plane answers only requests where they agree: port security).
+        let request = arp::Packet::new_checked(&frame[ethernet::HEADER_LEN..])
+            .expect("a request that was answered parses");
+        check_reply(&out[..n], ReplyKind::Arp, request.sender_mac());
     }
     if let Some(sol) = nd::parse_solicitation(frame) {
         let n = nd::build_advertisement(&sol, REMOTE_MAC, &mut out)
@@ -335,13 +347,15 @@ impl Run {
         let t = gso::tcp_frame(super_frame).expect("a TCP super-frame parses as one");
         assert_eq!(t.end - t.payload, payload, "the super-frame's length");
         let mut got = Vec::new();
-        let mut scratch = vec![0u8; BUF_LEN];
         let mtu = t.payload - t.l3 + first.payload_len;
-        gso::segment_tcp(super_frame, mtu, &mut scratch, |seg| {
-            let s = gso::tcp_frame(seg).expect("a segment parses");
-            got.push(seg[s.payload..s.end].to_vec());
-        })
-        .expect("a coalesced super-frame can be cut back");
+        RUN_SCRATCH
+            .with_borrow_mut(|scratch| {
+                gso::segment_tcp(super_frame, mtu, scratch, |seg| {
+                    let s = gso::tcp_frame(seg).expect("a segment parses");
+                    got.push(seg[s.payload..s.end].to_vec());
+                })
+            })
+            .expect("a coalesced super-frame can be cut back");
         assert_eq!(
             got, expected,
             "segmenting a coalesced run changed its payloads"
@@ -371,18 +385,20 @@ fn pass_super(frame: &[u8]) {
 
 /// Cuts `frame` into frames of IP packets of at most `mtu` bytes; their payloads must make
 /// the frame's, each with valid checksums.
-fn split(frame: &[u8], mtu: usize, scratch: &mut [u8]) {
+fn split(frame: &[u8], mtu: usize) {
     let mut payload = Vec::new();
-    let result = gso::segment_tcp(frame, mtu, scratch, |seg| {
-        let t = gso::tcp_frame(seg).expect("a segment parses as a TCP frame");
-        assert!(t.end - t.l3 <= mtu, "a segment larger than the MTU");
-        let mut copy = seg.to_vec();
-        assert_eq!(
-            checksum::complete_partial(&mut copy),
-            L4Checksum::Valid,
-            "a segment's TCP checksum"
-        );
-        payload.extend_from_slice(&seg[t.payload..t.end]);
+    let result = SCRATCH.with_borrow_mut(|scratch| {
+        gso::segment_tcp(frame, mtu, scratch, |seg| {
+            let t = gso::tcp_frame(seg).expect("a segment parses as a TCP frame");
+            assert!(t.end - t.l3 <= mtu, "a segment larger than the MTU");
+            let mut copy = seg.to_vec();
+            assert_eq!(
+                checksum::complete_partial(&mut copy),
+                L4Checksum::Valid,
+                "a segment's TCP checksum"
+            );
+            payload.extend_from_slice(&seg[t.payload..t.end]);
+        })
     });
     if result.is_ok() {
         let t = gso::tcp_frame(frame).expect("what was cut parses");
@@ -393,10 +409,18 @@ fn split(frame: &[u8], mtu: usize, scratch: &mut [u8]) {
 /// Cuts `frame` into `mss`-byte segments as the send path does, headers apart; gathered, the
 /// segments must parse and carry the frame's payload in order.
 fn cut_headers(frame: &[u8], mss: usize, prefix: &[u8]) {
-    let per = prefix.len() + gso::MAX_HEADERS;
-    let mut hdrs = vec![0u8; MAX_SEGMENTS * per];
-    let mut segs = vec![gso::SegmentRef::default(); MAX_SEGMENTS];
-    let Ok(train) = gso::segment_tcp_headers(frame, mss, prefix, &mut hdrs, &mut segs) else {
+    HEADERS.with_borrow_mut(|(hdrs, segs)| check_cut(frame, mss, prefix, hdrs, segs));
+}
+
+/// [`cut_headers`] with its buffers.
+fn check_cut(
+    frame: &[u8],
+    mss: usize,
+    prefix: &[u8],
+    hdrs: &mut [u8],
+    segs: &mut [gso::SegmentRef],
+) {
+    let Ok(train) = gso::segment_tcp_headers(frame, mss, prefix, hdrs, segs) else {
         return;
     };
     let t = gso::tcp_frame(frame).expect("what was cut parses");
