@@ -32,6 +32,9 @@ TABLE=(
     "test       prometheus                    promtool"
     "test       systemd                       systemd-analyze"
     "test       libc-bin                      getent"
+    "test       coreutils                     mkfifo"
+    "test       containernetworking-plugins   /usr/lib/cni/portmap"
+    "test       iptables                      iptables"
 )
 GROUPS_ALL=(build agent quickstart test)
 

@@ -10,11 +10,15 @@
 //! - [`host`]: the host side of a network: bridge, TAP, container veths.
 //! - [`port_security`]: the nftables rules that hold each container to its own MAC and
 //!   addresses on its veth.
+//! - [`edge`]: the network edge: the gateway on every host, the way out (masquerade) and in
+//!   (published ports) through ovnet's nftables table, the per-network DNS resolvers.
 //! - [`domain`]: typed values and records, the IPAM rules and the create-network and
 //!   create-endpoint planners, as pure functions.
 //! - [`view`]: the agent's copy of the cluster and what it implies for this host (pure).
 //! - [`agent`]: the operations, following etcd, and reconciling the host with the view.
 //! - [`error`]: [`error::AgentError`], what every operation can fail with.
+//! - [`flags`], [`state`], [`supervise`]: the process around it: flags by subject, the state
+//!   directory (the node id), and the watch over its long-running tasks.
 //! - [`metrics`]: Prometheus metrics, `/healthz` and `/readyz` over HTTP.
 //! - [`health`]: whether the agent follows etcd and keeps its lease (`/readyz`, metrics).
 
@@ -22,11 +26,16 @@
 
 pub mod agent;
 pub mod api;
+pub mod api_socket;
 pub mod domain;
+pub mod edge;
 pub mod error;
+pub mod flags;
 pub mod health;
 pub mod host;
 pub mod metrics;
 pub mod port_security;
+pub mod state;
 pub mod store;
+pub mod supervise;
 pub mod view;

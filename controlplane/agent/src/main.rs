@@ -2,7 +2,7 @@
 //! the cluster state in etcd, and serves the gRPC API for `ovctl` on a unix socket.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,13 +11,18 @@ use clap::Parser;
 use ovnet_agent::agent::{Agent, AgentConfig};
 use ovnet_agent::api::Api;
 use ovnet_agent::domain::NodeName;
+use ovnet_agent::edge::nft::{Nft, DEFAULT_NFT};
+use ovnet_agent::edge::EdgeConfig;
+use ovnet_agent::error::AgentError;
+use ovnet_agent::flags::{EtcdFlags, IdentityFlags};
 use ovnet_agent::store::{Store, StoreConfig, DEFAULT_ENDPOINT, DEFAULT_PREFIX, DEFAULT_TIMEOUT};
+use ovnet_agent::supervise::{Supervised, Tasks};
+use ovnet_agent::{api_socket, state};
 use ovnet_dataplane::{
     BumLimits, Dataplane, DataplaneConfig, DEFAULT_MAX_LEARNED, DEFAULT_POLL, DEFAULT_SLICE,
 };
 use ovnet_proto::AgentServer;
 use ovnet_wire::VXLAN_PORT;
-use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
 /// The ovnet agent: userspace VXLAN overlay networking for containers, with etcd as the
@@ -36,6 +41,10 @@ struct Args {
         value_delimiter = ','
     )]
     etcd: Vec<String>,
+    #[command(flatten)]
+    etcd_security: EtcdFlags,
+    #[command(flatten)]
+    identity: IdentityFlags,
     /// This host's underlay IPv4 address: peers send VXLAN datagrams here.
     #[arg(long, env = "OVNET_VTEP_IP")]
     vtep_ip: Ipv4Addr,
@@ -45,6 +54,9 @@ struct Args {
     /// Unix socket of the API.
     #[arg(long, env = "OVNET_API", default_value = "/run/ovnet/agent.sock")]
     api: PathBuf,
+    /// Group that may use the API socket (mode 0660); default: the agent's own group.
+    #[arg(long, env = "OVNET_API_GROUP", value_name = "GROUP")]
+    api_group: Option<String>,
     /// Prefix of ovnet's keys in etcd.
     #[arg(long, default_value = DEFAULT_PREFIX)]
     prefix: String,
@@ -100,6 +112,20 @@ struct Args {
     /// over HTTP on this address, e.g. 127.0.0.1:9476. Off unless given.
     #[arg(long, env = "OVNET_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
+    /// Upstream DNS resolver for names outside the cluster, IP[:PORT] (repeatable, or
+    /// comma-separated in the environment). Default: the nameservers of /etc/resolv.conf.
+    #[arg(long = "dns-upstream", env = "OVNET_DNS_UPSTREAM", value_name = "IP[:PORT]",
+          value_delimiter = ',', value_parser = parse_upstream)]
+    dns_upstreams: Vec<SocketAddr>,
+    /// The nft program (Debian's nftables) that loads ovnet's table `ip ovnet`: masquerade,
+    /// published ports, the forward filter.
+    #[arg(long, env = "OVNET_NFT", default_value = DEFAULT_NFT, value_name = "PATH")]
+    nft: PathBuf,
+}
+
+/// `--dns-upstream`: `IP`, `IPv4:PORT` or `[IPv6]:PORT`.
+fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
+    ovnet_dns::parse_upstream(s).map_err(|e| e.to_string())
 }
 
 /// `--slice-us`: 0, or what the kernel takes (100 µs to 100 ms).
@@ -135,24 +161,6 @@ fn hostname() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".to_string())
-}
-
-/// Binds the API socket, refusing to steal it from a running agent.
-fn bind_api(path: &Path) -> Result<UnixListener, String> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(format!(
-                "another ovnet-agent is serving {}: stop it or pass --api",
-                path.display()
-            ));
-        }
-        std::fs::remove_file(path)
-            .map_err(|e| format!("removing the stale socket {}: {e}", path.display()))?;
-    }
-    UnixListener::bind(path).map_err(|e| format!("binding the API socket {}: {e}", path.display()))
 }
 
 async fn shutdown_signal() {
@@ -193,18 +201,30 @@ async fn run(args: Args) -> Result<(), String> {
         per_source: args.bum_pps_per_endpoint,
         per_network: args.bum_pps_per_network,
     };
+    let _state = state::lock(&args.identity.state_dir)?;
+    let node_id = state::node_id(&args.identity.state_dir)?;
     let dp = Dataplane::start(&dp_cfg).map_err(|e| e.to_string())?;
-    let store = Store::connect(StoreConfig {
-        endpoints: args.etcd.clone(),
-        prefix: args.prefix,
-        timeout: DEFAULT_TIMEOUT,
-    })
+    let store = Store::connect_with(
+        StoreConfig {
+            endpoints: args.etcd.clone(),
+            prefix: args.prefix,
+            timeout: DEFAULT_TIMEOUT,
+        },
+        args.etcd_security.security(),
+    )
     .await
     .map_err(|e| e.to_string())?;
-    if let Err(e) = store.ping().await {
-        log::warn!("{e}; starting anyway and retrying in the background");
+    // A certificate, a password or a permission that etcd refuses stops the agent now, saying
+    // which; an etcd that does not answer yet is waited for.
+    match store.check_access().await {
+        Ok(()) => {}
+        Err(AgentError::Unavailable { endpoints, cause }) => log::warn!(
+            "etcd at {endpoints} does not answer ({cause}); starting anyway and retrying in \
+             the background"
+        ),
+        Err(e) => return Err(e.to_string()),
     }
-    let listener = bind_api(&args.api)?;
+    let listener = api_socket::bind(&args.api, args.api_group.as_deref())?;
     let metrics_listener = match args.metrics_addr {
         Some(addr) => Some(ovnet_agent::metrics::bind(addr).await?),
         None => None,
@@ -212,21 +232,38 @@ async fn run(args: Args) -> Result<(), String> {
     let agent = Arc::new(Agent::new(
         AgentConfig {
             node: node.clone(),
+            node_id,
+            replace_node: args.identity.replace_node,
             vtep,
             lease_ttl: Duration::from_secs(args.lease_ttl.max(1)),
             port_security: !args.no_port_security,
+            edge: EdgeConfig {
+                nft: Nft::new(&args.nft),
+                dns_upstreams: (!args.dns_upstreams.is_empty()).then_some(args.dns_upstreams),
+            },
         },
         store,
         dp,
     ));
-    let sync = {
+    let mut tasks = Tasks::default();
+    tasks.add(Supervised::spawn("following etcd", {
         let a = agent.clone();
-        tokio::spawn(async move { a.run_sync().await })
-    };
-    let reg = {
+        async move {
+            a.run_sync().await;
+            None
+        }
+    }));
+    tasks.add(Supervised::spawn("peers' liveness", {
         let a = agent.clone();
-        tokio::spawn(async move { a.run_registration().await })
-    };
+        async move {
+            a.run_liveness().await;
+            None
+        }
+    }));
+    tasks.add(Supervised::spawn("registration", {
+        let a = agent.clone();
+        async move { Some(a.run_registration().await.to_string()) }
+    }));
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics = metrics_listener.map(|l| {
         let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -247,20 +284,23 @@ async fn run(args: Args) -> Result<(), String> {
         args.etcd.join(","),
         args.api.display()
     );
-    let served = tonic::transport::Server::builder()
+    let serve = tonic::transport::Server::builder()
         .add_service(AgentServer::new(Api::new(agent.clone())))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
-        .await;
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal());
+    let outcome = tokio::select! {
+        served = serve => served.map_err(|e| format!("serving the API: {e}")),
+        failed = tasks.first_failure() => Err(failed),
+    };
     log::info!("shutting down");
     let _ = stop_metrics.send(());
     if let Some(m) = metrics {
         let _ = m.await;
     }
-    sync.abort();
-    reg.abort();
+    tasks.abort();
     agent.deregister().await;
+    agent.farewell();
     let _ = std::fs::remove_file(&args.api);
-    served.map_err(|e| format!("serving the API: {e}"))
+    outcome
 }
 
 fn main() -> ExitCode {
@@ -353,5 +393,34 @@ mod tests {
             ]);
             assert!(r.is_err(), "--max-learned-macs {bad}");
         }
+    }
+
+    #[test]
+    fn dns_upstreams_repeat_or_come_comma_separated() {
+        let a = Args::try_parse_from([
+            "ovnet-agent",
+            "--vtep-ip",
+            "10.9.9.1",
+            "--dns-upstream",
+            "192.0.2.53",
+            "--dns-upstream",
+            "192.0.2.54:5353,[2001:db8::53]:53",
+        ])
+        .unwrap();
+        let got: Vec<String> = a.dns_upstreams.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            ["192.0.2.53:53", "192.0.2.54:5353", "[2001:db8::53]:53"]
+        );
+        let e = Args::try_parse_from([
+            "ovnet-agent",
+            "--vtep-ip",
+            "10.9.9.1",
+            "--dns-upstream",
+            "dns.example",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("want IP[:PORT]"), "{e}");
     }
 }

@@ -435,14 +435,20 @@ fn a_mac_flood_from_an_external_vtep_is_capped() {
          dropped as learned_table_full; host 1's agent RSS {rss0} -> {rss1} KiB; bridge FDB \
          entries {fdb0} -> {fdb1}; ping during the flood {rx}/{tx}"
     );
-    assert!(fdb1 <= fdb0 + 4, "the bridge's FDB grew from {fdb0} to {fdb1} once the table was full");
+    assert!(
+        fdb1 <= fdb0 + 4,
+        "the bridge's FDB grew from {fdb0} to {fdb1} once the table was full"
+    );
     assert!(full >= 40_000, "{full} dropped for a full table");
     let flooded = c
         .sh(&h1, &["bridge", "fdb", "show", "br", BRIDGE])
         .lines()
         .filter(|l| l.starts_with("02:dd:"))
         .count();
-    assert!(flooded <= 256, "the bridge learned {flooded} MACs of the flood");
+    assert!(
+        flooded <= 256,
+        "the bridge learned {flooded} MACs of the flood"
+    );
     assert!(
         rss1 < rss0 + 4096,
         "the agent grew from {rss0} to {rss1} KiB"

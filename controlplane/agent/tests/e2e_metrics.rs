@@ -85,6 +85,13 @@ fn a_live_agent_serves_metrics_health_and_readiness() {
     c.connect(2, "demo", "web2", &web2);
     c.wait_ping(&web1, "10.0.0.3", Duration::from_secs(30));
     c.assert_ping(&web1, "10.0.0.3");
+    // A name looked up through the network's resolver on host 1 (the resolv.conf the agent
+    // wrote for the named namespace points at the gateway).
+    let hosts = wait_until("web2 to resolve", Duration::from_secs(30), || {
+        c.tb.exec(&web1, &["getent", "hosts", "web2"])
+            .map_err(|e| e.to_string())
+    });
+    assert!(hosts.starts_with("10.0.0.3"), "{hosts}");
 
     assert_eq!(get(&h1, "/healthz").unwrap(), (200, "ok\n".into()));
     let ready = wait_until(
@@ -126,6 +133,24 @@ fn a_live_agent_serves_metrics_health_and_readiness() {
         sample(&text, "ovnet_etcd_watch_revision").unwrap() > 1.0,
         "{text}"
     );
+    for dir in ["tx", "rx"] {
+        let series = format!(
+            "ovnet_peer_packets_total{{direction=\"{dir}\",node=\"host2\",peer=\"192.168.50.2\"}}"
+        );
+        let n = sample(&text, &series).unwrap_or_else(|| panic!("no {series}:\n{text}"));
+        assert!(n >= 3.0, "{series} = {n}: the pings were not counted");
+    }
+    let heard = "ovnet_peer_last_heard_seconds{node=\"host2\",peer=\"192.168.50.2\"}";
+    assert!(sample(&text, heard).is_some_and(|s| s < 60.0), "{text}");
+    assert_eq!(
+        sample(&text, "ovnet_peer_overflow_total"),
+        Some(0.0),
+        "{text}"
+    );
+    let dns = "ovnet_dns_answers_total{network=\"demo\",rcode=\"noerror\"}";
+    assert!(sample(&text, dns).is_some_and(|n| n >= 1.0), "{text}");
+    let q = "ovnet_dns_queries_total{network=\"demo\",transport=\"udp\"}";
+    assert!(sample(&text, q).is_some_and(|n| n >= 1.0), "{text}");
     assert!(
         sample(&text, "ovnet_worker_busy_ratio{worker=\"0\"}").is_some(),
         "{text}"

@@ -16,7 +16,7 @@
 //! [`Dataplane::remove_network`], and the reads: counters, [`Dataplane::report`] (workers and
 //! offloads), [`Dataplane::tso_segments`] (the segment cap containers need).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,8 +30,10 @@ use crate::capability::{Capabilities, Capability, Offload, OffloadState};
 use crate::config::{DataplaneConfig, DataplaneError};
 use crate::counters::{CounterSnapshot, Counters};
 use crate::fdb::{FxHashMap, LearnedTable, NetworkTable, Table};
+use crate::heartbeat::{Heard, Heartbeats};
 use crate::housekeeping::Housekeeping;
 use crate::network::{open_tap, Network, Networks};
+use crate::peers::{PeerSnapshot, PeerTable};
 use crate::send::{tso_segments, TxSockets};
 use crate::shared::{Shared, WorkerSlot};
 use crate::uplink::UplinkPath;
@@ -68,7 +70,9 @@ pub struct DataplaneReport {
 /// A running data plane. Dropping it stops every thread.
 #[derive(Debug)]
 pub struct Dataplane {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
+    /// Sends the heartbeats to the peers ([`crate::heartbeat`]).
+    pub(crate) heartbeats: Heartbeats,
     /// Serialises table writers (the control plane); readers never take it.
     writer: Mutex<()>,
     workers: Vec<Worker>,
@@ -155,6 +159,7 @@ impl Dataplane {
             bum: cfg.bum,
             send_patience: cfg.send_patience,
             global: Counters::default(),
+            peers: PeerTable::default(),
             clock: cfg.clock.clone(),
             caps: Capabilities {
                 udp_gso,
@@ -168,7 +173,10 @@ impl Dataplane {
             poll: cfg.poll,
             slice: cfg.slice,
             tap_offloads: cfg.tap_offloads,
+            heard: Arc::new(Heard::default()),
         });
+        let heartbeats = Heartbeats::start(bound, shared.heard.clone())
+            .map_err(|e| DataplaneError::Io("binding the heartbeat socket", e))?;
         let mut workers = Vec::with_capacity(count);
         for i in 0..count {
             // On failure the workers started so far are stopped by their Drop.
@@ -177,6 +185,7 @@ impl Dataplane {
         let housekeeping = Housekeeping::spawn(&shared)?;
         Ok(Dataplane {
             shared,
+            heartbeats,
             writer: Mutex::new(()),
             workers,
             housekeeping: Some(housekeeping),
@@ -348,6 +357,24 @@ impl Dataplane {
     /// ([`DataplaneConfig::max_learned`]) counts.
     pub fn learned_count(&self, vni: Vni) -> usize {
         self.shared.learned.len_of(vni)
+    }
+
+    /// Traffic per peer VTEP (its underlay address) since the data plane started (peers it
+    /// sent to or admitted traffic from), sorted by address, with how long ago each was last heard (`None`:
+    /// never); and the datagrams of peers beyond the table's bound, counted together.
+    pub fn peers(&self) -> (Vec<(IpAddr, PeerSnapshot, Option<Duration>)>, u64) {
+        let now = self.shared.clock.now_ms();
+        let (mut peers, overflow) = self.shared.peers.snapshot();
+        peers.sort_by_key(|(a, _)| *a);
+        let with_age = peers
+            .into_iter()
+            .map(|(a, p)| {
+                let ago =
+                    (p.last_rx > 0).then(|| Duration::from_millis(now.saturating_sub(p.last_rx)));
+                (a, p, ago)
+            })
+            .collect();
+        (with_age, overflow)
     }
 
     /// MACs learned from traffic in `vni` and not aged out, with their VTEPs.

@@ -6,7 +6,8 @@
 //! - Decisions, no I/O: [`fdb`] (forwarding state), [`encap`] and [`decap`] (what happens to
 //!   one packet, as pure functions over [`ovnet_wire`]'s views), [`port_security`] (what a
 //!   container may send), [`storm`] (replication budgets), `steer` (which peer worker a flow
-//!   goes to), [`counters`] (drop reasons and traffic counts).
+//!   goes to), [`counters`] (drop reasons and traffic counts), [`peers`] (traffic per peer
+//!   VTEP).
 //! - State: [`config`], [`clock`] (the ageing clock, injectable), [`capability`] (offloads
 //!   accepted and refused), `network` (one VNI as the packet path sees it, its TAP), `uplink`
 //!   (UDP tunnel GSO), `pacing` (poll window, load meter).
@@ -30,9 +31,11 @@ pub mod dataplane;
 pub mod decap;
 pub mod encap;
 pub mod fdb;
+pub mod heartbeat;
 mod housekeeping;
 mod network;
 mod pacing;
+pub mod peers;
 pub mod port_security;
 mod receive;
 mod send;
@@ -52,7 +55,9 @@ pub use config::{
 };
 pub use counters::{CounterSnapshot, DropReason};
 pub use dataplane::{Dataplane, DataplaneReport};
-pub use fdb::{FloodEntry, NetworkTable, DEFAULT_MAX_LEARNED};
+pub use fdb::{FloodEntry, Gateway, NetworkTable, DEFAULT_MAX_LEARNED};
+pub use heartbeat::{HeartbeatCounters, PeerHeard, HEARTBEAT_INTERVAL};
 pub use ovnet_wire::{MacAddr, Vni, VXLAN_PORT};
+pub use peers::PeerSnapshot;
 pub use send::tso_segments;
 pub use storm::BumLimits;

@@ -21,8 +21,11 @@ use crate::capability::Capabilities;
 use crate::counters::{Counters, DropReason, RateLimitedLog};
 use crate::decap::{self, Admitted};
 use crate::fdb::LearnedTable;
+use crate::heartbeat::Heard;
 use crate::network::{write_frame, Network, Networks, BUF_LEN};
 use crate::pacing::BATCH;
+use crate::peers::PeerTable;
+use crate::shared::Shared;
 
 /// Room for a `virtio_net_hdr` and the headers of a super-frame.
 const SUPER_HEADER_LEN: usize = virtio::HEADER_LEN + gso::MAX_HEADERS;
@@ -80,7 +83,10 @@ pub(crate) struct Decapper<'s> {
     learned: &'s LearnedTable,
     /// Drops before a network is known (bad header, unknown VNI).
     global: &'s Counters,
+    peers: &'s PeerTable,
     caps: &'s Capabilities,
+    /// The ovnet peers' heartbeats ([`crate::heartbeat`]).
+    heard: &'s Heard,
     /// The worker's index, which picks the TAP queue it writes to.
     index: usize,
     scratch: Vec<u8>,
@@ -91,19 +97,23 @@ pub(crate) struct Decapper<'s> {
 }
 
 impl<'s> Decapper<'s> {
-    /// The receive side of worker `index`.
-    pub(crate) fn new(
-        index: usize,
-        networks: &'s ArcSwap<Networks>,
-        learned: &'s LearnedTable,
-        global: &'s Counters,
-        caps: &'s Capabilities,
-    ) -> Decapper<'s> {
+    /// The receive side of worker `index`, over what the threads share.
+    pub(crate) fn new(index: usize, s: &'s Shared) -> Decapper<'s> {
+        let (networks, learned, global, peers, caps, heard) = (
+            &s.networks,
+            &s.learned,
+            &s.global,
+            &s.peers,
+            &s.caps,
+            &*s.heard,
+        );
         Decapper {
             networks,
             learned,
             global,
+            peers,
             caps,
+            heard,
             index,
             scratch: vec![0u8; BUF_LEN],
             header: [0u8; SUPER_HEADER_LEN],
@@ -155,6 +165,9 @@ impl<'s> Decapper<'s> {
         now: u64,
     ) {
         let datagram = &mut buf[at..end];
+        if self.heard.signal(datagram, from, now) {
+            return;
+        }
         let vni = match decap::parse(datagram) {
             Ok((vni, _)) => vni,
             Err(reason) => return self.global.count_drop(reason),
@@ -176,6 +189,7 @@ impl<'s> Decapper<'s> {
             Ok(Admitted::Deliver) => {}
             Err(reason) => return net.counters.count_drop(reason),
         }
+        self.peers.received(from, frame.len(), now);
         let tap = net.queue_of(self.index);
         if frame.len() > net.max_frame {
             // A TCP super-frame (admit let only those through; a kernel vxlan peer sends its

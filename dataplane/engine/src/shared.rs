@@ -15,6 +15,7 @@ use crate::clock::Clock;
 use crate::counters::Counters;
 use crate::fdb::LearnedTable;
 use crate::network::Networks;
+use crate::peers::PeerTable;
 use crate::send::TxSockets;
 use crate::storm::BumLimits;
 use crate::uplink::UplinkPath;
@@ -43,6 +44,8 @@ pub(crate) struct Shared {
     pub(crate) bum: BumLimits,
     /// Drops that happened before a network was known.
     pub(crate) global: Counters,
+    /// Traffic per peer VTEP.
+    pub(crate) peers: PeerTable,
     /// The clock learned MACs age by.
     pub(crate) clock: Clock,
     /// The offloads in use, and which were refused.
@@ -60,4 +63,6 @@ pub(crate) struct Shared {
     pub(crate) slice: Option<Duration>,
     /// Whether networks' TAPs are opened with offloads.
     pub(crate) tap_offloads: bool,
+    /// The other ovnet VTEPs' heartbeats ([`crate::heartbeat`]).
+    pub(crate) heard: std::sync::Arc<crate::heartbeat::Heard>,
 }

@@ -6,9 +6,14 @@
 //!   the store, so a network created on one host is listed on every other at once. Each
 //!   operation that changes something is logged once, here.
 //! - `connect`: connect and disconnect, the operations that change this host.
-//! - `sync`: registration and liveness, following etcd (snapshot, watch, re-list), and what
-//!   happens at start.
+//! - `registration`: claiming the node's name, its liveness lease, leaving.
+//! - `liveness`: which other nodes are up: their lease, or their data plane heard lately.
+//! - `attachments`: this node's endpoints as a runtime looks them up (by container id and
+//!   interface), for the CNI plugin.
+//! - `sync`: following etcd (snapshot, watch, re-list), and what happens at start.
 //! - `reconcile`: making bridges, TAPs, veths and the data plane match the view.
+//! - `edge`: the same for the network edge: ovnet's nftables table, IPv4 forwarding, the
+//!   per-network DNS resolvers.
 //!
 //! One lock serialises everything that touches the host and the data plane: the watch loop's
 //! reconciliations and connect/disconnect. While etcd is unreachable the view and the data
@@ -22,8 +27,12 @@
 //! previous run left (bridges, container veths), releases the endpoints of containers that
 //! vanished meanwhile and removes the devices no record explains.
 
+mod attachments;
 mod connect;
+mod edge;
+mod liveness;
 mod reconcile;
+mod registration;
 mod sync;
 
 use std::net::SocketAddrV4;
@@ -34,13 +43,17 @@ use ovnet_dataplane::{CounterSnapshot, Dataplane, DataplaneReport, DropReason};
 use tokio::sync::Mutex;
 
 use crate::domain::plan::NetworkSpec;
-use crate::domain::{Endpoint, ExternalVtep, Network, Node, NodeName};
+use crate::domain::{Endpoint, ExternalVtep, Network, Node, NodeId, NodeName};
+use crate::edge::EdgeConfig;
 use crate::error::AgentError;
 use crate::health::{Health, HealthSnapshot};
 use crate::port_security::Guard;
 use crate::store::{KeepAlive, Store};
 
+pub use attachments::{Attachment, AttachmentFilter};
 pub use connect::ConnectSpec;
+pub use edge::DnsCounters;
+pub use liveness::{NodeLiveness, HEARD_WINDOW};
 use reconcile::Local;
 
 /// What an agent is told at start.
@@ -48,6 +61,10 @@ use reconcile::Local;
 pub struct AgentConfig {
     /// This node's name.
     pub node: NodeName,
+    /// This host's identity, which holds the name.
+    pub node_id: NodeId,
+    /// Take the name from another host whose agent is down (`--replace-node`).
+    pub replace_node: bool,
     /// This node's VTEP (underlay address and VXLAN port).
     pub vtep: SocketAddrV4,
     /// TTL of the liveness lease.
@@ -55,6 +72,8 @@ pub struct AgentConfig {
     /// Hold each local container to its own MAC and addresses on its veth
     /// ([`crate::port_security`]).
     pub port_security: bool,
+    /// The network edge: the `nft` program, the upstream resolvers.
+    pub edge: EdgeConfig,
 }
 
 /// One host's agent.
@@ -65,6 +84,8 @@ pub struct Agent {
     dp: Dataplane,
     local: Mutex<Local>,
     keepalive: Mutex<Option<KeepAlive>>,
+    /// Whether the node's name is claimed.
+    registered: tokio::sync::watch::Sender<bool>,
     health: Arc<Health>,
     guard: Guard,
 }
@@ -103,6 +124,19 @@ pub struct AgentStatus {
     pub devices: Vec<String>,
 }
 
+/// Traffic with one peer VTEP, for the metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerTraffic {
+    /// The peer's underlay address.
+    pub addr: std::net::IpAddr,
+    /// The node registered with that VTEP address, if any (external VTEPs have none).
+    pub node: Option<String>,
+    /// What the data plane counted.
+    pub counters: ovnet_dataplane::PeerSnapshot,
+    /// How long ago the peer was last heard (`None`: never).
+    pub heard: Option<Duration>,
+}
+
 /// A network's data-plane counters on this host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetworkCounters {
@@ -123,6 +157,7 @@ impl Agent {
             dp,
             local: Mutex::new(Local::default()),
             keepalive: Mutex::new(None),
+            registered: tokio::sync::watch::Sender::new(false),
             health: Arc::new(Health::default()),
             guard: Guard::new(cfg.port_security),
             cfg,
@@ -139,7 +174,8 @@ impl Agent {
         let req = spec.check()?;
         let net = self.store.create_network(&req).await?;
         log::info!(
-            "created network {} id {} (VNI {}, subnet {})",
+            "created {}network {} id {} (VNI {}, subnet {})",
+            if net.internal { "internal " } else { "" },
             net.name,
             net.id,
             net.vni,
@@ -242,6 +278,27 @@ impl Agent {
             networks,
             devices,
         }
+    }
+
+    /// Traffic per peer VTEP, with the node behind each address; and the datagrams of peers
+    /// beyond the data plane's bound, counted together.
+    pub async fn peers(&self) -> (Vec<PeerTraffic>, u64) {
+        let (peers, overflow) = self.dp.peers();
+        let local = self.local.lock().await;
+        let traffic = peers
+            .into_iter()
+            .map(|(addr, counters, heard)| PeerTraffic {
+                addr,
+                node: local
+                    .view
+                    .nodes()
+                    .find(|n| std::net::IpAddr::V4(*n.vtep.ip()) == addr)
+                    .map(|n| n.name.to_string()),
+                counters,
+                heard,
+            })
+            .collect();
+        (traffic, overflow)
     }
 
     /// The data plane's workers and the offloads it uses.

@@ -14,7 +14,9 @@ use ovnet_proto::Message;
 use ovnet_wire::{MacAddr, Vni, VXLAN_PORT};
 
 use super::ipam;
-use super::values::{EndpointId, IfName, Name, NetworkId, NodeName};
+use super::ports::PortMapping;
+use super::runtime::{ContainerId, Owner};
+use super::values::{EndpointId, IfName, Name, NetworkId, NodeId, NodeName};
 
 /// The only driver ovnet provides, `docker network create -d overlay`.
 pub const DRIVER: &str = "overlay";
@@ -77,6 +79,9 @@ pub struct Network {
     pub created: String,
     /// The user's labels.
     pub labels: HashMap<String, String>,
+    /// Sealed: no default route, nothing leaves the overlay, no published ports, no upstream
+    /// DNS (`docker network create --internal`).
+    pub internal: bool,
 }
 
 impl Network {
@@ -95,7 +100,17 @@ impl Network {
                 ipam::check_mtu(m.mtu).map(|()| m.mtu),
             )?,
             created: m.created,
-            labels: m.labels,
+            labels: {
+                let l = m.labels;
+                let bytes: usize = l.iter().map(|(k, v)| k.len() + v.len()).sum();
+                field(
+                    "labels",
+                    &format!("{bytes} bytes"),
+                    super::values::check_labels(&l),
+                )?;
+                l
+            },
+            internal: m.internal,
         })
     }
 
@@ -111,6 +126,7 @@ impl Network {
             created: self.created.clone(),
             labels: self.labels.clone(),
             driver: DRIVER.to_owned(),
+            internal: self.internal,
         }
     }
 }
@@ -137,6 +153,12 @@ pub struct Endpoint {
     pub ifname: IfName,
     /// RFC 3339 time of connect.
     pub created: String,
+    /// The runtime's id of the container, if a runtime made the endpoint.
+    pub container_id: Option<ContainerId>,
+    /// The front end that made it.
+    pub owner: Owner,
+    /// Host ports of its node published to it, in the order given.
+    pub ports: Vec<PortMapping>,
 }
 
 impl Endpoint {
@@ -157,6 +179,23 @@ impl Endpoint {
             mac: field("mac", &m.mac, mac)?,
             ipv4: field("ipv4", &m.ipv4, m.ipv4.parse())?,
             ifname: field("ifname", &m.ifname, IfName::parse(&m.ifname))?,
+            container_id: field(
+                "container_id",
+                &m.container_id,
+                ContainerId::parse_optional(&m.container_id),
+            )?,
+            owner: field("owner", &m.owner, Owner::parse(&m.owner))?,
+            ports: m
+                .ports
+                .iter()
+                .map(|p| {
+                    let value = format!(
+                        "{}:{}:{}/{}",
+                        p.host_ip, p.host_port, p.container_port, p.protocol
+                    );
+                    field("ports", &value, PortMapping::from_proto(p))
+                })
+                .collect::<Result<_, _>>()?,
             netns: m.netns,
             created: m.created,
         })
@@ -174,6 +213,13 @@ impl Endpoint {
             netns: self.netns.clone(),
             ifname: self.ifname.to_string(),
             created: self.created.clone(),
+            container_id: self
+                .container_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            owner: self.owner.as_str().to_owned(),
+            ports: self.ports.iter().map(PortMapping::to_proto).collect(),
         }
     }
 }
@@ -189,6 +235,8 @@ pub struct Node {
     pub agent_version: String,
     /// RFC 3339 time the agent started.
     pub started: String,
+    /// The host that holds the name; `None` in records written before ids existed.
+    pub node_id: Option<NodeId>,
 }
 
 impl Node {
@@ -196,11 +244,16 @@ impl Node {
     pub fn decode(bytes: &[u8]) -> Result<Node, BadRecord> {
         let m = ovnet_proto::Node::decode(bytes)?;
         let ip: Ipv4Addr = field("vtep_ip", &m.vtep_ip, m.vtep_ip.parse())?;
+        let node_id = match m.node_id.as_str() {
+            "" => None,
+            id => Some(field("node_id", id, NodeId::parse(id))?),
+        };
         Ok(Node {
             name: field("name", &m.name, NodeName::parse(&m.name))?,
             vtep: SocketAddrV4::new(ip, port("vtep_port", m.vtep_port)?),
             agent_version: m.agent_version,
             started: m.started,
+            node_id,
         })
     }
 
@@ -212,6 +265,11 @@ impl Node {
             vtep_port: u32::from(self.vtep.port()),
             agent_version: self.agent_version.clone(),
             started: self.started.clone(),
+            node_id: self
+                .node_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
         }
     }
 }
@@ -262,6 +320,7 @@ pub(crate) mod tests {
             mtu: 1450,
             created: "2020-04-10T14:47:27.897140984Z".into(),
             labels: HashMap::new(),
+            internal: false,
         }
     }
 
@@ -279,6 +338,9 @@ pub(crate) mod tests {
             netns: name.into(),
             ifname: IfName::eth(0),
             created: "2020-04-10T14:50:00.000000001Z".into(),
+            container_id: None,
+            owner: Owner::Ovctl,
+            ports: Vec::new(),
         }
     }
 
@@ -287,18 +349,52 @@ pub(crate) mod tests {
         let net = network("demo", 256, "10.0.0.0/24");
         let bytes = net.to_proto().encode_to_vec();
         assert_eq!(Network::decode(&bytes).unwrap(), net);
+        let sealed = Network {
+            internal: true,
+            ..net.clone()
+        };
+        assert_eq!(
+            Network::decode(&sealed.to_proto().encode_to_vec()).unwrap(),
+            sealed
+        );
         assert_eq!(net.to_proto().driver, "overlay");
-        let ep = endpoint(&net, "web1", "host1", 2);
+        let mut ep = endpoint(&net, "web1", "host1", 2);
         assert_eq!(ep.to_proto().mac, "02:42:0a:00:00:02");
+        ep.ports.push(
+            PortMapping::from_proto(&ovnet_proto::PortMapping {
+                host_ip: "0.0.0.0".into(),
+                host_port: 8080,
+                container_port: 80,
+                protocol: "tcp".into(),
+            })
+            .unwrap(),
+        );
         assert_eq!(
             Endpoint::decode(&ep.to_proto().encode_to_vec()).unwrap(),
             ep
+        );
+        assert_eq!(
+            (
+                ep.to_proto().container_id.as_str(),
+                ep.to_proto().owner.as_str()
+            ),
+            ("", "ovctl")
+        );
+        let cni = Endpoint {
+            container_id: Some(ContainerId::parse(&"ab".repeat(32)).unwrap()),
+            owner: Owner::Cni,
+            ..ep.clone()
+        };
+        assert_eq!(
+            Endpoint::decode(&cni.to_proto().encode_to_vec()).unwrap(),
+            cni
         );
         let node = Node {
             name: NodeName::parse("host1").unwrap(),
             vtep: "192.168.50.1:4789".parse().unwrap(),
             agent_version: "0.1.0".into(),
             started: "2020-04-10T14:00:00Z".into(),
+            node_id: Some(NodeId::random()),
         };
         assert_eq!(
             Node::decode(&node.to_proto().encode_to_vec()).unwrap(),
@@ -374,6 +470,20 @@ pub(crate) mod tests {
         assert_eq!(bad_ep(|m| m.ipv4 = "10.0.0".into()), "bad ipv4 \"10.0.0\"");
         assert_eq!(bad_ep(|m| m.node = String::new()), "bad node \"\"");
         assert_eq!(bad_ep(|m| m.ifname = "a/b".into()), "bad ifname \"a/b\"");
+        assert_eq!(
+            bad_ep(|m| m.container_id = "-x".into()),
+            "bad container_id \"-x\""
+        );
+        assert_eq!(bad_ep(|m| m.owner = "who".into()), "bad owner \"who\"");
+        assert_eq!(
+            bad_ep(|m| m.ports = vec![ovnet_proto::PortMapping {
+                host_ip: String::new(),
+                host_port: 0,
+                container_port: 80,
+                protocol: "tcp".into(),
+            }]),
+            "bad ports \":0:80/tcp\""
+        );
         let mut n = ovnet_proto::Node {
             name: "host1".into(),
             vtep_ip: "nonsense".into(),

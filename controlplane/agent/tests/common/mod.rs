@@ -210,8 +210,8 @@ pub async fn attach(
         name: name.to_owned(),
         node: "node1".to_owned(),
         netns: format!("/var/run/netns/{name}"),
-        ifname: String::new(),
         ipv4: ipv4.map(str::to_owned),
+        ..EndpointSpec::default()
     }
     .check()?;
     Ok(s.create_endpoint(network, &req).await?.record)
@@ -229,6 +229,7 @@ pub fn node(name: &str) -> Node {
         vtep: "192.0.2.10:4789".parse().unwrap(),
         agent_version: "test".to_owned(),
         started: ovnet_agent::domain::time::now_rfc3339(),
+        node_id: Some(ovnet_agent::domain::NodeId::random()),
     }
 }
 
