@@ -118,6 +118,7 @@ pub fn fixture(locals: usize, remotes: usize, vteps: usize) -> Fixture {
         let e = Endpoint::nth(i);
         t.local_macs.insert(e.mac);
         t.arp.insert(e.ip, e.mac);
+        t.nd.insert(e.mac.ipv6_link_local(), e.mac);
     }
     let mut flood = HashSet::new();
     for i in 0..remotes {

@@ -264,6 +264,7 @@ fn table_for(local: &Container, remote: &Container, remote_host: &Host) -> Resul
     let mut t = NetworkTable::new();
     t.local_macs.insert(lm);
     t.arp.insert(local.ip, lm);
+    t.nd.insert(lm.ipv6_link_local(), lm);
     t.macs.insert(rm, vtep(remote_host));
     t.arp.insert(remote.ip, rm);
     t.nd.insert(rm.ipv6_link_local(), rm);

@@ -8,6 +8,8 @@
 //! - [`store`]: etcd: the key layout, the transactions that claim what a planner decided,
 //!   liveness, snapshot and watch. Records are typed where they are read.
 //! - [`host`]: the host side of a network: bridge, TAP, container veths.
+//! - [`port_security`]: the nftables rules that hold each container to its own MAC and
+//!   addresses on its veth.
 //! - [`edge`]: the network edge: the gateway on every host, the way out (masquerade) and in
 //!   (published ports) through ovnet's nftables table, the per-network DNS resolvers.
 //! - [`domain`]: typed values and records, the IPAM rules and the create-network and
@@ -32,6 +34,7 @@ pub mod flags;
 pub mod health;
 pub mod host;
 pub mod metrics;
+pub mod port_security;
 pub mod state;
 pub mod store;
 pub mod supervise;

@@ -18,7 +18,9 @@ use ovnet_agent::flags::{EtcdFlags, IdentityFlags};
 use ovnet_agent::store::{Store, StoreConfig, DEFAULT_ENDPOINT, DEFAULT_PREFIX, DEFAULT_TIMEOUT};
 use ovnet_agent::supervise::{Supervised, Tasks};
 use ovnet_agent::{api_socket, state};
-use ovnet_dataplane::{Dataplane, DataplaneConfig, DEFAULT_POLL, DEFAULT_SLICE};
+use ovnet_dataplane::{
+    BumLimits, Dataplane, DataplaneConfig, DEFAULT_MAX_LEARNED, DEFAULT_POLL, DEFAULT_SLICE,
+};
 use ovnet_proto::AgentServer;
 use ovnet_wire::VXLAN_PORT;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -86,6 +88,26 @@ struct Args {
     /// Linux 6.17+ and the host's settings allow it; see the README).
     #[arg(long, env = "OVNET_NO_TUNNEL_GSO", value_parser = clap::builder::FalseyValueParser::new())]
     no_tunnel_gso: bool,
+    /// The most MACs the data plane learns per network from external VTEPs (a kernel vxlan or
+    /// a hardware switch added with `network vtep add`); frames from new MACs beyond it are
+    /// dropped and counted (`learned_table_full`) until ageing (300 s) frees room.
+    #[arg(long, env = "OVNET_MAX_LEARNED_MACS", default_value_t = DEFAULT_MAX_LEARNED as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_learned_macs: u64,
+    /// Broadcast, multicast and unknown-unicast replication budget of one container, in
+    /// datagrams per second to other hosts (a frame flooded to N hosts is N datagrams; one
+    /// second of burst); beyond it, flooded frames are dropped and counted
+    /// (`bum_rate_limited`). 0: no limit.
+    #[arg(long, env = "OVNET_BUM_PPS_PER_ENDPOINT", default_value_t = BumLimits::default().per_source)]
+    bum_pps_per_endpoint: u32,
+    /// The same budget for all of a network's containers on this host together. 0: no limit.
+    #[arg(long, env = "OVNET_BUM_PPS_PER_NETWORK", default_value_t = BumLimits::default().per_network)]
+    bum_pps_per_network: u32,
+    /// Do not hold containers to their own MAC and addresses (nftables rules on their veths;
+    /// see the README); the data plane still refuses to carry their spoofed frames to other
+    /// hosts.
+    #[arg(long, env = "OVNET_NO_PORT_SECURITY", value_parser = clap::builder::FalseyValueParser::new())]
+    no_port_security: bool,
     /// Serve Prometheus metrics (`/metrics`), liveness (`/healthz`) and readiness (`/readyz`)
     /// over HTTP on this address, e.g. 127.0.0.1:9476. Off unless given.
     #[arg(long, env = "OVNET_METRICS_ADDR")]
@@ -174,6 +196,11 @@ async fn run(args: Args) -> Result<(), String> {
     dp_cfg.workers = workers;
     dp_cfg.poll = Duration::from_micros(args.poll_us);
     dp_cfg.slice = (args.slice_us > 0).then(|| Duration::from_micros(args.slice_us));
+    dp_cfg.max_learned = args.max_learned_macs as usize;
+    dp_cfg.bum = BumLimits {
+        per_source: args.bum_pps_per_endpoint,
+        per_network: args.bum_pps_per_network,
+    };
     let _state = state::lock(&args.identity.state_dir)?;
     let node_id = state::node_id(&args.identity.state_dir)?;
     let dp = Dataplane::start(&dp_cfg).map_err(|e| e.to_string())?;
@@ -209,6 +236,7 @@ async fn run(args: Args) -> Result<(), String> {
             replace_node: args.identity.replace_node,
             vtep,
             lease_ttl: Duration::from_secs(args.lease_ttl.max(1)),
+            port_security: !args.no_port_security,
             edge: EdgeConfig {
                 nft: Nft::new(&args.nft),
                 dns_upstreams: (!args.dns_upstreams.is_empty()).then_some(args.dns_upstreams),
@@ -332,6 +360,46 @@ mod tests {
         }
         let a = Args::try_parse_from(["ovnet-agent", "--vtep-ip", "10.9.9.1"]).unwrap();
         assert_eq!(a.vtep_port, VXLAN_PORT);
+    }
+
+    #[test]
+    fn bounded_state_and_storm_control_have_defaults_and_limits() {
+        let a = Args::try_parse_from(["ovnet-agent", "--vtep-ip", "10.9.9.1"]).unwrap();
+        assert_eq!(a.max_learned_macs, DEFAULT_MAX_LEARNED as u64);
+        assert_eq!(
+            (a.bum_pps_per_endpoint, a.bum_pps_per_network),
+            (5_000, 20_000)
+        );
+        assert!(!a.no_port_security);
+        let a = Args::try_parse_from([
+            "ovnet-agent",
+            "--vtep-ip",
+            "10.9.9.1",
+            "--max-learned-macs",
+            "100",
+            "--bum-pps-per-endpoint",
+            "0",
+            "--no-port-security",
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                a.max_learned_macs,
+                a.bum_pps_per_endpoint,
+                a.no_port_security
+            ),
+            (100, 0, true)
+        );
+        for bad in ["0", "1000001", "many"] {
+            let r = Args::try_parse_from([
+                "ovnet-agent",
+                "--vtep-ip",
+                "10.9.9.1",
+                "--max-learned-macs",
+                bad,
+            ]);
+            assert!(r.is_err(), "--max-learned-macs {bad}");
+        }
     }
 
     #[test]

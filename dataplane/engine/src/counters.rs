@@ -36,11 +36,24 @@ pub enum DropReason {
     /// The frame does not fit the path to its peer, and its sender was (rate limit
     /// permitting) answered with ICMP "too big" carrying the path's MTU.
     TooBig,
+    /// The source MAC would be learned, but the network's learned table is full
+    /// ([`crate::DataplaneConfig::max_learned`]); MACs already learned keep forwarding.
+    LearnedTableFull,
+    /// A broadcast, multicast or unknown-unicast frame over its source's or its network's
+    /// replication budget ([`crate::DataplaneConfig::bum`]).
+    BumRateLimited,
+    /// An IPv6 router advertisement from a container (containers are not routers).
+    RouterAdvert,
+    /// A neighbour advertisement from a container for an address that is not its own.
+    ForgedNeighbourAdvert,
+    /// The underlay socket had no room for the datagram for longer than
+    /// [`crate::DataplaneConfig::send_patience`], or the data plane was stopping.
+    SendStalled,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Truncated,
         DropReason::BadFlags,
         DropReason::UnknownVni,
@@ -53,6 +66,11 @@ impl DropReason {
         DropReason::SendError,
         DropReason::BadChecksum,
         DropReason::TooBig,
+        DropReason::LearnedTableFull,
+        DropReason::BumRateLimited,
+        DropReason::RouterAdvert,
+        DropReason::ForgedNeighbourAdvert,
+        DropReason::SendStalled,
     ];
 
     /// A stable snake_case name (used in `ovctl stats` and the API).
@@ -70,6 +88,11 @@ impl DropReason {
             DropReason::SendError => "send_error",
             DropReason::BadChecksum => "bad_checksum",
             DropReason::TooBig => "too_big",
+            DropReason::LearnedTableFull => "learned_table_full",
+            DropReason::BumRateLimited => "bum_rate_limited",
+            DropReason::RouterAdvert => "router_advert",
+            DropReason::ForgedNeighbourAdvert => "forged_neighbour_advert",
+            DropReason::SendStalled => "send_stalled",
         }
     }
 }
@@ -302,6 +325,12 @@ impl CounterSnapshot {
     /// All drops together.
     pub fn total_dropped(&self) -> u64 {
         self.drops.iter().sum()
+    }
+
+    /// Adds `n` drops for `reason`: drops counted outside the data plane for its network (the
+    /// agent's port-security rules on the host's bridge) join the same names.
+    pub fn add_drops(&mut self, reason: DropReason, n: u64) {
+        self.drops[reason as usize] = self.drops[reason as usize].saturating_add(n);
     }
 
     /// `(reason, count)` for every reason with a non-zero count.

@@ -1,7 +1,8 @@
 //! The send path's decision for one frame read from a network's TAP: which VTEP(s) get it,
 //! whether it is answered locally (ARP / IPv6 ND from the table) or stays on the host (the
-//! local bridge's destinations, the network's gateway), whether it fits the path to its peer
-//! ([`fit`]), or why it is dropped.
+//! local bridge's destinations, the network's gateway, the host's own frames), whether it
+//! fits the path to its peer ([`fit`]), or why it is dropped (among others,
+//! [`crate::port_security`]'s rules for what a container may send).
 //!
 //! A pure function of the frame and the tables, with no socket in sight: the worker carries out
 //! the [`Encap`] it returns, and tests check decisions directly.
@@ -15,13 +16,14 @@
 //! the host fragments the outer datagram. Most frames fit every path of their network and
 //! cost one compare ([`Table::fits_every_path`]).
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 
 use ovnet_wire::icmp::{self, TooBig};
-use ovnet_wire::{arp, ethernet, ip, nd, MacAddr, Vni};
+use ovnet_wire::{arp, ethernet, nd, MacAddr, Vni};
 
 use crate::counters::DropReason;
 use crate::fdb::{LearnedTable, Table};
+use crate::port_security;
 
 /// What to do with a frame read from the TAP.
 #[derive(Debug, PartialEq, Eq)]
@@ -165,9 +167,19 @@ pub fn encap<'t>(
     if table.is_gateway(&src) || table.is_gateway(&dst) {
         return Encap::Local;
     }
-    // A local container must not claim a remote endpoint's MAC, nor an IP bound to another MAC.
-    if table.macs.contains_key(&src) || spoofs_ip(frame, &src, table) {
-        return Encap::Drop(DropReason::SpoofedSource);
+    // Only endpoints' frames cross the overlay. A remote endpoint's MAC from here is spoofed;
+    // any other MAC is the host's own (its bridge's IGMP reports, say: containers' spoofed
+    // frames are dropped on their veths by the agent's port-security rules, and never get
+    // here), and stays on the host.
+    if !table.is_local(&src) {
+        if table.macs.contains_key(&src) {
+            return Encap::Drop(DropReason::SpoofedSource);
+        }
+        return Encap::Local;
+    }
+    // A local container sends as itself: its addresses, no router advertisements.
+    if let Err(reason) = port_security::check(frame, &src, table) {
+        return Encap::Drop(reason);
     }
     match eth.ethertype() {
         ethernet::ethertype::ARP => {
@@ -255,16 +267,6 @@ fn answer_with<'t>(
     match build() {
         Some(len) => Encap::Reply { len, kind },
         None => Encap::Drop(DropReason::Truncated),
-    }
-}
-
-/// Whether the frame's sender IPv4 (IP source or ARP sender) is bound to a different MAC.
-fn spoofs_ip(frame: &[u8], src: &MacAddr, table: &Table) -> bool {
-    match ip::sender_ipv4(frame) {
-        Some(ip) if ip != Ipv4Addr::UNSPECIFIED => {
-            table.arp.get(&ip).is_some_and(|owner| owner != src)
-        }
-        _ => false,
     }
 }
 
@@ -377,18 +379,22 @@ mod tests {
         // A local frame claiming the remote endpoint's MAC.
         let f = udp_frame(REMOTE_MAC, LOCAL_MAC, REMOTE_IP, LOCAL_IP, 10);
         assert_eq!(run(&f, &t).0, Encap::Drop(DropReason::SpoofedSource));
-        // A fresh MAC claiming the remote endpoint's IP.
-        let f = udp_frame(
-            MacAddr([2, 0, 0, 0, 0, 9]),
-            REMOTE_MAC,
-            REMOTE_IP,
-            LOCAL_IP,
-            10,
-        );
+        // The local endpoint claiming the remote endpoint's IP.
+        let f = udp_frame(LOCAL_MAC, REMOTE_MAC, REMOTE_IP, LOCAL_IP, 10);
         assert_eq!(run(&f, &t).0, Encap::Drop(DropReason::SpoofedSource));
         // Gratuitous ARP for someone else's IP.
-        let f = arp_request(MacAddr([2, 0, 0, 0, 0, 9]), REMOTE_IP, REMOTE_IP);
+        let f = arp_request(LOCAL_MAC, REMOTE_IP, REMOTE_IP);
         assert_eq!(run(&f, &t).0, Encap::Drop(DropReason::SpoofedSource));
+        // A MAC that is no endpoint's is the host's own (its bridge): it stays here, whatever
+        // it claims.
+        let stranger = MacAddr([2, 0, 0, 0, 0, 9]);
+        let f = udp_frame(stranger, REMOTE_MAC, REMOTE_IP, LOCAL_IP, 10);
+        assert_eq!(run(&f, &t).0, Encap::Local);
+        let f = udp_frame(stranger, MacAddr::BROADCAST, LOCAL_IP, REMOTE_IP, 10);
+        assert_eq!(run(&f, &t).0, Encap::Local);
+        // A router advertisement from the local container.
+        let ra = icmpv6_router_advert(LOCAL_MAC);
+        assert_eq!(run(&ra, &t).0, Encap::Drop(DropReason::RouterAdvert));
         let f = udp_frame(MacAddr::BROADCAST, REMOTE_MAC, LOCAL_IP, REMOTE_IP, 10);
         assert_eq!(run(&f, &t).0, Encap::Drop(DropReason::InvalidSourceMac));
     }
@@ -448,6 +454,8 @@ mod tests {
     fn learned_macs_are_used_until_they_age() {
         let learned = LearnedTable::new(std::time::Duration::from_secs(300));
         let mut nt = NetworkTable::new();
+        nt.local_macs.insert(LOCAL_MAC);
+        nt.arp.insert(LOCAL_IP, LOCAL_MAC);
         nt.flood.push(FloodEntry {
             addr: vtep2(),
             learn: true,

@@ -27,13 +27,16 @@
 //! The TSO segment cap a network's containers must use ([`tso_segments`]) follows from these
 //! limits, and lives with them.
 
+use std::cell::Cell;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use ovnet_sys::udp::{MAX_GSO_PAYLOAD, MAX_GSO_SEGMENTS};
-use ovnet_sys::{Sent, Tap, Transmit, UdpConfig, UnderlaySocket};
+use ovnet_sys::{Patience, Sent, Tap, Transmit, UdpConfig, UnderlaySocket};
 use ovnet_wire::tunnel::OUTER_V4_LEN;
 use ovnet_wire::virtio::{self, VnetHdr};
 use ovnet_wire::{ethernet, flow, gso, vxlan, Vni};
@@ -87,6 +90,38 @@ pub fn tso_segments(mtu: u32, tunnel_gso: bool) -> u32 {
         MAX_GSO_PAYLOAD / (vxlan::HEADER_LEN + ethernet::HEADER_LEN + mtu)
     };
     segments.clamp(1, MAX_GSO_SEGMENTS) as u32
+}
+
+/// Counts the `count` datagrams of a send that failed (or gave up waiting for room) and logs
+/// it, rate-limited.
+fn send_failed(
+    log: &mut RateLimitedLog,
+    net: &Network,
+    dst: SocketAddr,
+    e: &io::Error,
+    count: u64,
+) {
+    let reason = if ovnet_sys::udp::is_stalled(e) {
+        DropReason::SendStalled
+    } else {
+        DropReason::SendError
+    };
+    net.counters.count_drops(reason, count);
+    log.warn(format_args!("sending to VTEP {dst}: {e}"));
+}
+
+/// How many datagrams flooding `frame` to one VTEP makes: one, or one per segment of a
+/// super-frame (`gso`) at the MSS [`Encapper::send_super`] uses.
+fn flood_segments(net: &Network, hdr: &VnetHdr, frame: &[u8], gso: bool) -> u64 {
+    let Some(t) = gso.then(|| gso::tcp_frame(frame)).flatten() else {
+        return 1;
+    };
+    let fit = net.mtu.saturating_sub(t.payload - t.l3).max(1);
+    let mss = match usize::from(hdr.gso_size) {
+        0 => fit,
+        m => m.min(fit),
+    };
+    (t.end - t.payload).div_ceil(mss).max(1) as u64
 }
 
 /// The underlay sockets frames leave from, and which one each flow uses.
@@ -271,6 +306,14 @@ pub(crate) struct Encapper<'s> {
     caps: &'s Capabilities,
     /// The worker's index, which picks the uplink queue it writes to.
     index: usize,
+    /// Set when the worker is to stop: sends wait no more.
+    stop: &'s AtomicBool,
+    /// The longest a send waits for room in a full socket buffer.
+    patience: Duration,
+    /// A send gave up waiting since the last one that went: until one goes again, sends try
+    /// once and do not wait, so that a stuck underlay costs this worker one patience, not one
+    /// per frame, and the receive path and other peers keep being served.
+    stalled: Cell<bool>,
     /// The data plane's clock at the start of the current pass (ms).
     now: u64,
     reply: [u8; REPLY_BUF_LEN],
@@ -292,13 +335,15 @@ pub(crate) struct Encapper<'s> {
 }
 
 impl<'s> Encapper<'s> {
-    /// The send side of worker `index`, over what the threads share.
-    pub(crate) fn new(index: usize, s: &'s Shared) -> Encapper<'s> {
+    /// The send side of worker `index`, over what the threads share; its sends wait for room
+    /// at most the shared patience, and not at all once `stop` is set.
+    pub(crate) fn new(index: usize, s: &'s Shared, stop: &'s AtomicBool) -> Encapper<'s> {
         let (networks, learned, tx, peers, caps) =
             (&s.networks, &s.learned, &s.tx, &s.peers, &s.caps);
         // Replies (ARP, ND) are sent from the first worker's listening socket.
         let listener = &s.workers[0].socket;
         let uplink = s.uplink.as_ref();
+        let patience = s.send_patience;
         Encapper {
             networks,
             learned,
@@ -308,6 +353,9 @@ impl<'s> Encapper<'s> {
             peers,
             caps,
             index,
+            stop,
+            patience,
+            stalled: Cell::new(false),
             now: 0,
             reply: [0u8; REPLY_BUF_LEN],
             tunnel: TunnelWriter::new(index),
@@ -424,6 +472,11 @@ impl<'s> Encapper<'s> {
             }
             Encap::Flood(list) => {
                 self.flush(arena);
+                let src = ethernet::Frame::new_unchecked(frame).src();
+                let replicas = list.len() as u64 * flood_segments(net, hdr, frame, gso);
+                if let Err(reason) = net.storm.admit(&src, replicas, self.now) {
+                    return net.counters.count_drop(reason);
+                }
                 net.counters.flood();
                 let len = size.wire_len(frame);
                 let every = net.table.fits_every_path(len);
@@ -585,12 +638,7 @@ impl<'s> Encapper<'s> {
                     self.narrow_route(&net, dst, count, stride);
                 }
             }
-            Err(e) => {
-                net.counters
-                    .count_drops(DropReason::SendError, count as u64);
-                self.send_log
-                    .warn(format_args!("sending to VTEP {dst}: {e}"));
-            }
+            Err(e) => send_failed(&mut self.send_log, &net, dst, &e, count as u64),
         }
     }
 
@@ -609,11 +657,21 @@ impl<'s> Encapper<'s> {
     /// Sends `out` from `sock`, with UDP GSO while the kernel takes it; a refusal turns UDP GSO
     /// off for good (the datagrams still leave, one by one). Where the route cannot carry a
     /// segment, the datagrams leave one by one for the host to fragment ([`Left::Fragmented`]).
+    /// Waits for room in a full socket buffer as long as the patience allows (not at all while
+    /// stalled or stopping).
     fn send(&self, sock: &UnderlaySocket, out: &Transmit<'_>) -> io::Result<Left> {
-        match sock.send(out, self.caps.udp_gso.is_on())? {
-            Sent::Done => Ok(Left::Whole),
-            Sent::SegmentTooBig { then } => then.map(|()| Left::Fragmented),
-            Sent::GsoRefused { refusal, then } => {
+        let patience = Patience {
+            wait: if self.stalled.get() {
+                Duration::ZERO
+            } else {
+                self.patience
+            },
+            stop: self.stop,
+        };
+        let sent = match sock.send(out, self.caps.udp_gso.is_on(), patience) {
+            Ok(Sent::Done) => Ok(Left::Whole),
+            Ok(Sent::SegmentTooBig { then }) => then.map(|()| Left::Fragmented),
+            Ok(Sent::GsoRefused { refusal, then }) => {
                 let why = format!(
                     "the kernel refused a UDP GSO send to {}: {refusal}",
                     out.dst
@@ -623,7 +681,14 @@ impl<'s> Encapper<'s> {
                 }
                 then.map(|()| Left::Whole)
             }
+            Err(e) => Err(e),
+        };
+        match &sent {
+            Ok(_) => self.stalled.set(false),
+            Err(e) if ovnet_sys::udp::is_stalled(e) => self.stalled.set(true),
+            Err(_) => {}
         }
+        sent
     }
 
     /// Sends one frame as one datagram: VXLAN header and frame gathered, not copied. (A
@@ -645,9 +710,7 @@ impl<'s> Encapper<'s> {
                 true
             }
             Err(e) => {
-                net.counters.count_drop(DropReason::SendError);
-                self.send_log
-                    .warn(format_args!("sending to VTEP {dst}: {e}"));
+                send_failed(&mut self.send_log, net, dst, &e, 1);
                 false
             }
         }
@@ -705,12 +768,7 @@ impl<'s> Encapper<'s> {
                         fragmented += batch.len();
                     }
                 }
-                Err(e) => {
-                    net.counters
-                        .count_drops(DropReason::SendError, batch.len() as u64);
-                    self.send_log
-                        .warn(format_args!("sending to VTEP {dst}: {e}"));
-                }
+                Err(e) => send_failed(&mut self.send_log, net, dst, &e, batch.len() as u64),
             }
         }
         if fragmented > 0 {

@@ -9,6 +9,8 @@ use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
@@ -194,6 +196,32 @@ impl Transmit<'_> {
     }
 }
 
+/// How long an [`UnderlaySocket::send`] may wait for room in a full socket buffer, and what
+/// ends the wait early.
+#[derive(Debug, Clone, Copy)]
+pub struct Patience<'a> {
+    /// The longest the send waits, in all; zero tries once.
+    pub wait: Duration,
+    /// Set (by another thread) when the sender is stopping: the send waits no more.
+    pub stop: &'a AtomicBool,
+}
+
+impl Patience<'static> {
+    /// Waits up to `wait`, with nothing to end the wait early.
+    pub fn at_most(wait: Duration) -> Patience<'static> {
+        static NEVER: AtomicBool = AtomicBool::new(false);
+        Patience { wait, stop: &NEVER }
+    }
+}
+
+/// How often a waiting send looks at [`Patience::stop`].
+const STOP_CHECK: Duration = Duration::from_millis(20);
+
+/// Whether a failed send gave up waiting for room ([`Patience`]) rather than failed.
+pub fn is_stalled(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
 /// How an [`UnderlaySocket::send`] went, when it did not fail outright.
 #[derive(Debug)]
 pub enum Sent {
@@ -220,6 +248,52 @@ pub enum Sent {
     },
 }
 
+/// The wait of one send: since when, and how long it may last.
+struct Waiting<'a> {
+    patience: Patience<'a>,
+    /// When the send first found the buffer full.
+    since: std::cell::Cell<Option<Instant>>,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(patience: Patience<'a>) -> Waiting<'a> {
+        Waiting {
+            patience,
+            since: std::cell::Cell::new(None),
+        }
+    }
+
+    /// How long to wait for room next, or `None` if the send must give up.
+    fn next_slice(&self) -> Option<Duration> {
+        if self.patience.stop.load(Ordering::Acquire) {
+            return None;
+        }
+        let since = match self.since.get() {
+            Some(t) => t,
+            None => {
+                let t = Instant::now();
+                self.since.set(Some(t));
+                t
+            }
+        };
+        let left = self.patience.wait.checked_sub(since.elapsed())?;
+        (!left.is_zero()).then(|| left.min(STOP_CHECK))
+    }
+
+    /// The error of a send that gave up.
+    fn gave_up(&self) -> io::Error {
+        let why = if self.patience.stop.load(Ordering::Acquire) {
+            "the sender is stopping".to_owned()
+        } else {
+            format!("no room for {:?}", self.patience.wait)
+        };
+        io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!("the socket's send buffer is full: {why}"),
+        )
+    }
+}
+
 /// Whether a failed UDP GSO send means "this kernel or route cannot do UDP GSO": `EIO` (the
 /// route's device cannot checksum the segments, UDP-Lite, IPsec) or `EINVAL` (no UDP GSO, or
 /// the socket sends without checksums); see `udp_send_skb()` in `net/ipv4/udp.c`. quinn-udp
@@ -241,16 +315,19 @@ impl UnderlaySocket {
     /// GSO `sendmsg` (Linux 4.18) if `gso`, else with `sendmmsg` batches. Where the kernel
     /// refuses GSO, sends them one by one instead and says so ([`Sent::GsoRefused`]), as
     /// quinn-udp degrades; likewise where the route cannot carry a whole segment
-    /// ([`Sent::SegmentTooBig`]), so that the host fragments them. While the socket buffer is full it waits for room (back-pressure
-    /// rather than loss, as the kernel's qdisc gives a local sender). Fails if the datagrams
+    /// ([`Sent::SegmentTooBig`]), so that the host fragments them. While the socket buffer is
+    /// full it waits for room (back-pressure rather than loss, as the kernel's qdisc gives a
+    /// local sender), as long as `patience` allows: then it fails with `WouldBlock`
+    /// ([`is_stalled`]). Fails too if the datagrams
     /// could not be sent (no route to `t.dst`, for example); some of several may have left.
-    pub fn send(&self, t: &Transmit<'_>, gso: bool) -> io::Result<Sent> {
+    pub fn send(&self, t: &Transmit<'_>, gso: bool, patience: Patience<'_>) -> io::Result<Sent> {
+        let waiting = Waiting::new(patience);
         if t.datagrams() <= 1 {
-            self.blocking(|| self.send_gathered(t.parts, t.dst))?;
+            self.blocking(&waiting, || self.send_gathered(t.parts, t.dst))?;
             return Ok(Sent::Done);
         }
         if !gso {
-            self.send_each(t)?;
+            self.send_each(t, &waiting)?;
             return Ok(Sent::Done);
         }
         let segment = u16::try_from(t.segment).map_err(|_| {
@@ -259,26 +336,34 @@ impl UnderlaySocket {
                 format!("a UDP GSO segment of {} bytes", t.segment),
             )
         })?;
-        match self.blocking(|| self.send_gso(t.parts, segment, t.dst)) {
+        match self.blocking(&waiting, || self.send_gso(t.parts, segment, t.dst)) {
             Ok(_) => Ok(Sent::Done),
             Err(refusal) if is_gso_refusal(&refusal) => Ok(Sent::GsoRefused {
                 refusal,
-                then: self.send_each(t),
+                then: self.send_each(t, &waiting),
             }),
             Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => Ok(Sent::SegmentTooBig {
-                then: self.send_each(t),
+                then: self.send_each(t, &waiting),
             }),
             Err(e) => Err(e),
         }
     }
 
-    /// Retries `send` while the socket buffer is full (waiting until it has room) or a signal
-    /// interrupted it.
-    fn blocking(&self, mut send: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
+    /// Retries `send` while the socket buffer is full (waiting until it has room, as long as
+    /// `waiting` allows) or a signal interrupted it.
+    fn blocking(
+        &self,
+        waiting: &Waiting<'_>,
+        mut send: impl FnMut() -> io::Result<usize>,
+    ) -> io::Result<usize> {
         loop {
             match send() {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if let Err(e) = crate::poll_writable(self.sock.as_raw_fd(), 100) {
+                    let Some(slice) = waiting.next_slice() else {
+                        return Err(waiting.gave_up());
+                    };
+                    let ms = slice.as_millis().clamp(1, i32::MAX as u128) as i32;
+                    if let Err(e) = crate::poll_writable(self.sock.as_raw_fd(), ms) {
                         log::error!("poll for a writable socket failed: {e}");
                     }
                 }
@@ -289,11 +374,13 @@ impl UnderlaySocket {
     }
 
     /// Sends each datagram of `t` on its own, in `sendmmsg` batches.
-    fn send_each(&self, t: &Transmit<'_>) -> io::Result<()> {
+    fn send_each(&self, t: &Transmit<'_>, waiting: &Waiting<'_>) -> io::Result<()> {
         let count = t.datagrams();
         let mut sent = 0;
         while sent < count {
-            sent += self.blocking(|| self.send_many(&t.parts[t.per * sent..], t.per, t.dst))?;
+            sent += self.blocking(waiting, || {
+                self.send_many(&t.parts[t.per * sent..], t.per, t.dst)
+            })?;
         }
         Ok(())
     }
@@ -487,6 +574,35 @@ impl AsFd for UnderlaySocket {
 mod tests {
     use super::*;
 
+    /// Waits up to a second for room, never stopped.
+    fn patient() -> Patience<'static> {
+        Patience::at_most(Duration::from_secs(1))
+    }
+
+    #[test]
+    fn a_wait_gives_up_after_its_patience_or_at_once_when_stopping() {
+        let stop = AtomicBool::new(false);
+        let w = Waiting::new(Patience {
+            wait: Duration::from_millis(50),
+            stop: &stop,
+        });
+        let first = w.next_slice().expect("a fresh wait may wait");
+        assert!(first <= STOP_CHECK, "{first:?}");
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(w.next_slice(), None);
+        assert!(is_stalled(&w.gave_up()));
+        assert!(w.gave_up().to_string().contains("no room for 50ms"));
+        let w = Waiting::new(Patience {
+            wait: Duration::from_secs(3600),
+            stop: &stop,
+        });
+        stop.store(true, Ordering::Release);
+        assert_eq!(w.next_slice(), None);
+        assert!(w.gave_up().to_string().contains("stopping"));
+        let never = Waiting::new(Patience::at_most(Duration::ZERO));
+        assert_eq!(never.next_slice(), None, "zero patience tries once");
+    }
+
     fn bind_loopback() -> UnderlaySocket {
         UnderlaySocket::bind(&UdpConfig::new("127.0.0.1:0".parse().unwrap())).unwrap()
     }
@@ -533,7 +649,7 @@ mod tests {
             per: 2,
             segment: 9,
         };
-        assert!(matches!(tx.send(&t, true).unwrap(), Sent::Done));
+        assert!(matches!(tx.send(&t, true, patient()).unwrap(), Sent::Done));
         let got = receive(&rx, 1);
         assert_eq!(got, [(b"head-body".to_vec(), tx.local_addr().unwrap())]);
         let mut buf = [0u8; 64];
@@ -556,13 +672,13 @@ mod tests {
             segment: 100,
         };
         // Without GRO: five datagrams.
-        assert!(matches!(tx.send(&t, true).unwrap(), Sent::Done));
+        assert!(matches!(tx.send(&t, true, patient()).unwrap(), Sent::Done));
         let lens: Vec<usize> = receive(&plain, 5).iter().map(|(d, _)| d.len()).collect();
         assert_eq!(lens, [100, 100, 100, 100, 60]);
         // With GRO: the datagrams may come back together, with the segment size.
         rx.enable_gro().unwrap();
         t.dst = rx.local_addr().unwrap();
-        assert!(matches!(tx.send(&t, true).unwrap(), Sent::Done));
+        assert!(matches!(tx.send(&t, true, patient()).unwrap(), Sent::Done));
         let mut buf = [0u8; 4096];
         let mut got = 0;
         while got < 460 {
@@ -592,7 +708,7 @@ mod tests {
             per: 2,
             segment: 100,
         };
-        match tx.send(&t, true).unwrap() {
+        match tx.send(&t, true, patient()).unwrap() {
             Sent::GsoRefused { refusal, then } => {
                 assert!(is_gso_refusal(&refusal), "{refusal}");
                 assert_eq!(refusal.raw_os_error(), Some(libc::EINVAL), "{refusal}");
@@ -606,7 +722,7 @@ mod tests {
             assert_eq!(&d[8..], &payloads[i][..], "datagram {i}");
         }
         // Asked without GSO, the same send is no refusal.
-        assert!(matches!(tx.send(&t, false).unwrap(), Sent::Done));
+        assert!(matches!(tx.send(&t, false, patient()).unwrap(), Sent::Done));
         assert_eq!(receive(&rx, 5).len(), 5);
     }
 
@@ -632,7 +748,7 @@ mod tests {
                 per: 1,
                 segment: 1450,
             };
-            match tx.send(&t, true).unwrap() {
+            match tx.send(&t, true, patient()).unwrap() {
                 Sent::SegmentTooBig { then } => then.unwrap(),
                 other => panic!("want SegmentTooBig, got {other:?}"),
             }
@@ -653,7 +769,7 @@ mod tests {
                 segment: 1372,
                 ..t
             };
-            assert!(matches!(tx.send(&t, true).unwrap(), Sent::Done));
+            assert!(matches!(tx.send(&t, true, patient()).unwrap(), Sent::Done));
         })
         .join()
         .unwrap();
@@ -692,7 +808,7 @@ mod tests {
             segment: 8 + 70 * 7,
         };
         assert_eq!(t.datagrams(), 70);
-        assert!(matches!(tx.send(&t, false).unwrap(), Sent::Done));
+        assert!(matches!(tx.send(&t, false, patient()).unwrap(), Sent::Done));
         for (p, (d, _)) in payloads.iter().zip(receive(&rx, 70)) {
             assert_eq!(&d[..8], &header);
             assert_eq!(&d[8..], &p[..]);
@@ -714,7 +830,7 @@ mod tests {
                 per: 1,
                 segment: 1,
             };
-            let e = tx.send(&t, true).unwrap_err();
+            let e = tx.send(&t, true, patient()).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::NetworkUnreachable, "{e}");
         })
         .join()

@@ -41,7 +41,7 @@ use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ovnet_dataplane::{CounterSnapshot, Dataplane, DataplaneReport};
+use ovnet_dataplane::{CounterSnapshot, Dataplane, DataplaneReport, DropReason};
 use tokio::sync::Mutex;
 
 use crate::domain::plan::NetworkSpec;
@@ -49,6 +49,7 @@ use crate::domain::{mtu, Endpoint, ExternalVtep, Network, Node, NodeId, NodeName
 use crate::edge::EdgeConfig;
 use crate::error::AgentError;
 use crate::health::{Health, HealthSnapshot};
+use crate::port_security::Guard;
 use crate::store::{KeepAlive, Store};
 
 pub use attachments::{Attachment, AttachmentFilter};
@@ -71,6 +72,9 @@ pub struct AgentConfig {
     pub vtep: SocketAddrV4,
     /// TTL of the liveness lease.
     pub lease_ttl: Duration,
+    /// Hold each local container to its own MAC and addresses on its veth
+    /// ([`crate::port_security`]).
+    pub port_security: bool,
     /// The network edge: the `nft` program, the upstream resolvers.
     pub edge: EdgeConfig,
 }
@@ -86,6 +90,7 @@ pub struct Agent {
     /// Whether the node's name is claimed.
     registered: tokio::sync::watch::Sender<bool>,
     health: Arc<Health>,
+    guard: Guard,
 }
 
 /// A network with everything attached to it, for `inspect`.
@@ -151,13 +156,14 @@ impl Agent {
     /// [`Agent::run_sync`] and [`Agent::run_registration`] are spawned.
     pub fn new(cfg: AgentConfig, store: Store, dp: Dataplane) -> Agent {
         Agent {
-            cfg,
             store,
             dp,
             local: Mutex::new(Local::default()),
             keepalive: Mutex::new(None),
             registered: tokio::sync::watch::Sender::new(false),
             health: Arc::new(Health::default()),
+            guard: Guard::new(cfg.port_security),
+            cfg,
         }
     }
 
@@ -353,6 +359,16 @@ impl Agent {
                 })
                 .collect()
         };
+        // Drops on the containers' veths count with the data plane's, under the same names.
+        let guarded = self.guard.counts().await;
+        for n in &mut out {
+            for (&(vni, reason), &count) in guarded.range((n.vni, DropReason::ALL[0])..) {
+                if vni != n.vni {
+                    break;
+                }
+                n.counters.add_drops(reason, count);
+            }
+        }
         match network {
             Some(f) if out.is_empty() => {
                 // "No such network" is an error; "no endpoint here" is zeros.
