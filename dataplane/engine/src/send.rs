@@ -522,43 +522,6 @@ impl<'s> Encapper<'s> {
         }
     }
 
-    /// Sends a frame larger than the path to `dst` (MTU `mtu`) that may not be refused: a
-    /// super-frame in segments that fit the path, a plain frame alone for the host to fragment
-    /// the outer datagram.
-    fn oversized(
-        &mut self,
-        net: &Network,
-        hdr: &VnetHdr,
-        frame: &[u8],
-        tcp: Option<&gso::TcpFrame>,
-        dst: SocketAddr,
-        mtu: u16,
-    ) {
-        match tcp {
-            Some(t) => {
-                let fits = net.mtu.min(usize::from(mtu));
-                self.send_super(net, hdr, frame, t, fits, dst);
-            }
-            None => {
-                if self.send_one(net, frame, dst) {
-                    net.counters.fragmented(1);
-                }
-            }
-        }
-    }
-
-    /// Answers `frame`, refused for not fitting a path of MTU `mtu`, with ICMP "too big"
-    /// written into `tap`, as the network's budget allows.
-    fn answer(&mut self, net: &Network, tap: &Tap, frame: &[u8], mtu: u16) {
-        if let Err(err) = self.too_big.answer(net, tap, frame, mtu, self.now) {
-            net.counters.count_drop(DropReason::TapWriteError);
-            self.tap_log.warn(format_args!(
-                "writing a \"too big\" answer to TAP {}: {err}",
-                tap.name()
-            ));
-        }
-    }
-
     /// The send socket `i`: its ephemeral port is the outer source port of the flows hashed to
     /// it.
     fn socket(&self, i: usize) -> &'s UnderlaySocket {
@@ -640,18 +603,6 @@ impl<'s> Encapper<'s> {
             }
             Err(e) => send_failed(&mut self.send_log, &net, dst, &e, count as u64),
         }
-    }
-
-    /// Counts `count` datagrams of `segment` bytes that the route to `dst` could not carry in
-    /// one UDP GSO send, and left one by one for the host to fragment; says so once a minute.
-    fn narrow_route(&mut self, net: &Network, dst: SocketAddr, count: usize, segment: usize) {
-        net.counters.fragmented(count as u64);
-        self.mtu_log.warn(format_args!(
-            "the route to VTEP {dst} carries less than a {segment}-byte datagram (EMSGSIZE): \
-             sent one by one for the host to fragment; the path MTU the tables give is larger \
-             than this host's route allows (see `ip route get {}`)",
-            dst.ip()
-        ));
     }
 
     /// Sends `out` from `sock`, with UDP GSO while the kernel takes it; a refusal turns UDP GSO
@@ -837,63 +788,6 @@ fn mss(hdr: &VnetHdr, t: &gso::TcpFrame, mtu: usize) -> usize {
     }
 }
 
+mod fit;
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_train_takes_equal_datagrams_then_one_shorter_and_nothing_after() {
-        let dst: SocketAddr = "192.0.2.1:4789".parse().unwrap();
-        let other: SocketAddr = "192.0.2.2:4789".parse().unwrap();
-        let mut t = Train {
-            dst: Some(dst),
-            sock: 3,
-            stride: 100,
-            bytes: 100,
-            frames: vec![(0, 92)],
-            ..Train::default()
-        };
-        assert!(t.takes(dst, 3, 100));
-        assert!(t.takes(dst, 3, 60), "a shorter one may end the train");
-        assert!(!t.takes(dst, 3, 101), "a longer one may not");
-        assert!(!t.takes(other, 3, 100), "another VTEP");
-        assert!(!t.takes(dst, 4, 100), "another flow socket");
-        t.closed = true;
-        assert!(!t.takes(dst, 3, 100), "nothing after the short one");
-        t.closed = false;
-        t.frames = vec![(0, 0); MAX_GSO_SEGMENTS];
-        assert!(!t.takes(dst, 3, 100), "at most 64 segments");
-        t.frames.truncate(1);
-        t.bytes = MAX_GSO_PAYLOAD - 50;
-        assert!(!t.takes(dst, 3, 100), "at most one GSO payload");
-    }
-
-    #[test]
-    fn super_frames_fit_one_gso_send() {
-        assert_eq!(tso_segments(1450, false), 44);
-        assert!(tso_segments(1450, false) * (8 + 14 + 1450) <= 65_507);
-        assert_eq!(tso_segments(9000, false), 7);
-        assert_eq!(tso_segments(68, false), 64);
-        assert_eq!(
-            tso_segments(0, false),
-            64,
-            "below the IPv4 minimum: as for 68"
-        );
-    }
-
-    #[test]
-    fn super_frames_through_the_uplink_fit_one_outer_datagram() {
-        assert_eq!(tso_segments(1450, true), 46);
-        for mtu in [68, 576, 1280, 1400, 1450, 1500, 4000, 9000] {
-            let n = tso_segments(mtu, true);
-            // Worst case: inner Ethernet + VLAN, IPv4 and TCP with full options, segments of
-            // the largest payload the MTU allows, inside outer IPv4 + UDP + VXLAN.
-            let outer = 36 + gso::MAX_HEADERS as u32 + n * (mtu - 40);
-            assert!(
-                outer <= 65_535,
-                "MTU {mtu}: {n} segments make {outer} bytes"
-            );
-            assert!(n >= tso_segments(mtu, false), "MTU {mtu}");
-        }
-    }
-}
+mod tests;

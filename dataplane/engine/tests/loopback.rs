@@ -718,6 +718,9 @@ fn frames_too_big_for_their_path_are_answered_with_icmp_or_fragmented() {
     let mut t = table(1);
     t.path_mtu.insert(vtep(2).ip(), 1350);
     t.default_path_mtu = 1450;
+    // The IPv6 case sends from A's link-local address, which port security must know as A's.
+    t.nd.insert(MAC_A.ipv6_link_local(), MAC_A);
+    t.nd.insert(MAC_B.ipv6_link_local(), MAC_B);
     b.dp1.update_network(vni(42), &t).unwrap();
     let (a, bb) = ((MAC_A, IP_A), (MAC_B, IP_B));
 
@@ -756,7 +759,8 @@ fn frames_too_big_for_their_path_are_answered_with_icmp_or_fragmented() {
         .write(&mut v6, &[0x6b; 1400 - 48])
         .unwrap();
     b.h1_42.send(&v6).unwrap();
-    let answer = next_incoming(&b.h1_42, DEADLINE).expect("no packet too big");
+    let answer = next_incoming(&b.h1_42, DEADLINE)
+        .unwrap_or_else(|| panic!("no packet too big: {:?}", b.dp1.counters(vni(42))));
     let p = etherparse::SlicedPacket::from_ethernet(&answer).unwrap();
     let Some(etherparse::TransportSlice::Icmpv6(icmp)) = &p.transport else {
         panic!("not ICMPv6: {answer:02x?}")
