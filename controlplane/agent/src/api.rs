@@ -139,8 +139,10 @@ impl ovnet_proto::Agent for Api {
             network: r.network,
             container: r.container,
             netns: r.netns,
-            ifname: None,
+            ifname: (!r.ifname.is_empty()).then_some(r.ifname),
             ipv4: r.ipv4,
+            container_id: r.container_id,
+            owner: r.owner,
         };
         answer(self.agent.connect(spec).await, |e| e.to_proto())
     }

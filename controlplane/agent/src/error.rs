@@ -13,6 +13,7 @@ use ovnet_wire::Vni;
 
 use crate::domain::ipam::IpamError;
 use crate::domain::records::BadRecord;
+use crate::domain::runtime::BadRuntimeValue;
 use crate::domain::values::{BadIfName, Name, NodeName};
 use crate::host::{HostError, NetnsError};
 
@@ -88,6 +89,9 @@ pub enum Invalid {
     /// An interface name the kernel would not take.
     #[error(transparent)]
     IfName(#[from] BadIfName),
+    /// A container id or owner that cannot be one.
+    #[error(transparent)]
+    Runtime(#[from] BadRuntimeValue),
     /// A driver other than overlay.
     #[error("driver {0:?} is not supported: ovnet only provides \"overlay\"")]
     Driver(String),

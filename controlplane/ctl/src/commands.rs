@@ -152,6 +152,7 @@ async fn network(path: &std::path::Path, cmd: NetworkCmd) -> Result<(), Failure>
                     container: a.container,
                     netns,
                     ipv4: a.ip,
+                    ..Default::default()
                 }))
                 .await?;
             Ok(())

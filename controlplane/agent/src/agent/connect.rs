@@ -28,6 +28,10 @@ pub struct ConnectSpec {
     pub ifname: Option<String>,
     /// A requested address; `None` means the lowest free one.
     pub ipv4: Option<String>,
+    /// The runtime's id of the container (empty: none), kept in the endpoint.
+    pub container_id: String,
+    /// Who asks: `"ovctl"`, `"docker"`, `"cni"`; empty means `"ovctl"`.
+    pub owner: String,
 }
 
 impl Agent {
@@ -65,6 +69,8 @@ impl Agent {
             netns,
             ifname,
             ipv4: spec.ipv4,
+            container_id: spec.container_id,
+            owner: spec.owner,
         }
         .check()?;
         let claimed = self.store.create_endpoint(net.id.as_str(), &req).await?;

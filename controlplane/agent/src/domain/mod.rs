@@ -11,6 +11,7 @@
 //! - [`ipam`]: the rules for subnets, gateways, VNIs, MTUs and addresses;
 //! - [`plan`]: the create-network and create-endpoint decisions the store's transactions
 //!   claim;
+//! - [`runtime`]: a container runtime's id of a container, and who made an endpoint;
 //! - [`time`]: the time stamps records carry.
 //!
 //! No I/O here. A new kind of record, or a rule on a value (length limits on names and labels,
@@ -19,8 +20,10 @@
 pub mod ipam;
 pub mod plan;
 pub mod records;
+pub mod runtime;
 pub mod time;
 pub mod values;
 
 pub use records::{Endpoint, ExternalVtep, Network, Node};
+pub use runtime::{ContainerId, Owner};
 pub use values::{EndpointId, IfName, Name, NetworkId, NodeName};

@@ -18,6 +18,7 @@ use ovnet_wire::{MacAddr, Vni, VXLAN_PORT};
 
 use super::ipam;
 use super::records::{Endpoint, Network, DRIVER};
+use super::runtime::{ContainerId, Owner};
 use super::values::{EndpointId, IfName, Name, NetworkId, NodeName};
 use crate::error::{AgentError, Exists, InUse, Invalid};
 
@@ -158,6 +159,10 @@ pub struct EndpointSpec {
     pub ifname: String,
     /// Requested IPv4 address; `None` means the lowest free one.
     pub ipv4: Option<String>,
+    /// The runtime's id of the container; empty for none.
+    pub container_id: String,
+    /// `"ovctl"`, `"docker"` or `"cni"`; empty means `"ovctl"`.
+    pub owner: String,
 }
 
 /// An [`EndpointSpec`] whose every value has been checked.
@@ -173,6 +178,10 @@ pub struct EndpointRequest {
     pub ifname: IfName,
     /// A requested address.
     pub ipv4: Option<Ipv4Addr>,
+    /// The runtime's id of the container.
+    pub container_id: Option<ContainerId>,
+    /// Who asks.
+    pub owner: Owner,
 }
 
 impl EndpointSpec {
@@ -191,6 +200,8 @@ impl EndpointSpec {
             netns: self.netns,
             ifname,
             ipv4: self.ipv4.as_deref().map(parse_address).transpose()?,
+            container_id: ContainerId::parse_optional(&self.container_id).map_err(Invalid::from)?,
+            owner: Owner::parse(&self.owner).map_err(Invalid::from)?,
         })
     }
 }
@@ -270,6 +281,8 @@ pub fn plan_endpoint(
         netns: req.netns.clone(),
         ifname: req.ifname.clone(),
         created,
+        container_id: req.container_id.clone(),
+        owner: req.owner,
     })
 }
 
@@ -388,8 +401,8 @@ mod tests {
             name: name.into(),
             node: "host1".into(),
             netns: name.into(),
-            ifname: String::new(),
             ipv4: ipv4.map(Into::into),
+            ..EndpointSpec::default()
         }
         .check()
         .unwrap()

@@ -14,6 +14,7 @@ use ovnet_proto::Message;
 use ovnet_wire::{MacAddr, Vni, VXLAN_PORT};
 
 use super::ipam;
+use super::runtime::{ContainerId, Owner};
 use super::values::{EndpointId, IfName, Name, NetworkId, NodeName};
 
 /// The only driver ovnet provides, `docker network create -d overlay`.
@@ -137,6 +138,10 @@ pub struct Endpoint {
     pub ifname: IfName,
     /// RFC 3339 time of connect.
     pub created: String,
+    /// The runtime's id of the container, if a runtime made the endpoint.
+    pub container_id: Option<ContainerId>,
+    /// The front end that made it.
+    pub owner: Owner,
 }
 
 impl Endpoint {
@@ -157,6 +162,12 @@ impl Endpoint {
             mac: field("mac", &m.mac, mac)?,
             ipv4: field("ipv4", &m.ipv4, m.ipv4.parse())?,
             ifname: field("ifname", &m.ifname, IfName::parse(&m.ifname))?,
+            container_id: field(
+                "container_id",
+                &m.container_id,
+                ContainerId::parse_optional(&m.container_id),
+            )?,
+            owner: field("owner", &m.owner, Owner::parse(&m.owner))?,
             netns: m.netns,
             created: m.created,
         })
@@ -174,6 +185,12 @@ impl Endpoint {
             netns: self.netns.clone(),
             ifname: self.ifname.to_string(),
             created: self.created.clone(),
+            container_id: self
+                .container_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            owner: self.owner.as_str().to_owned(),
         }
     }
 }
@@ -279,6 +296,8 @@ pub(crate) mod tests {
             netns: name.into(),
             ifname: IfName::eth(0),
             created: "2020-04-10T14:50:00.000000001Z".into(),
+            container_id: None,
+            owner: Owner::Ovctl,
         }
     }
 
@@ -293,6 +312,22 @@ pub(crate) mod tests {
         assert_eq!(
             Endpoint::decode(&ep.to_proto().encode_to_vec()).unwrap(),
             ep
+        );
+        assert_eq!(
+            (
+                ep.to_proto().container_id.as_str(),
+                ep.to_proto().owner.as_str()
+            ),
+            ("", "ovctl")
+        );
+        let cni = Endpoint {
+            container_id: Some(ContainerId::parse(&"ab".repeat(32)).unwrap()),
+            owner: Owner::Cni,
+            ..ep.clone()
+        };
+        assert_eq!(
+            Endpoint::decode(&cni.to_proto().encode_to_vec()).unwrap(),
+            cni
         );
         let node = Node {
             name: NodeName::parse("host1").unwrap(),
@@ -374,6 +409,11 @@ pub(crate) mod tests {
         assert_eq!(bad_ep(|m| m.ipv4 = "10.0.0".into()), "bad ipv4 \"10.0.0\"");
         assert_eq!(bad_ep(|m| m.node = String::new()), "bad node \"\"");
         assert_eq!(bad_ep(|m| m.ifname = "a/b".into()), "bad ifname \"a/b\"");
+        assert_eq!(
+            bad_ep(|m| m.container_id = "-x".into()),
+            "bad container_id \"-x\""
+        );
+        assert_eq!(bad_ep(|m| m.owner = "who".into()), "bad owner \"who\"");
         let mut n = ovnet_proto::Node {
             name: "host1".into(),
             vtep_ip: "nonsense".into(),

@@ -210,8 +210,8 @@ pub async fn attach(
         name: name.to_owned(),
         node: "node1".to_owned(),
         netns: format!("/var/run/netns/{name}"),
-        ifname: String::new(),
         ipv4: ipv4.map(str::to_owned),
+        ..EndpointSpec::default()
     }
     .check()?;
     Ok(s.create_endpoint(network, &req).await?.record)

@@ -67,6 +67,7 @@ mod tests {
             netns: name.into(),
             ifname: "eth0".into(),
             created: "2020-04-10T14:50:00.000000001Z".into(),
+            ..Default::default()
         }
     }
 
