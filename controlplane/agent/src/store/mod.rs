@@ -19,6 +19,7 @@
 //! | `{p}subnets/{network_addr}_{len}` | network ID | claim (e.g. `10.0.0.0_24`) |
 //! | `{p}endpoints/{network_id}/{endpoint_name}` | `Endpoint` | the record; name claim within the network |
 //! | `{p}ips/{network_id}/{ipv4}` | endpoint ID | claim |
+//! | `{p}reservations/{network_id}/{ipv4}` | `Reservation` | an address claimed before its endpoint (Docker's IPAM) |
 //! | `{p}nodes/{name}` | `Node` | persistent registration |
 //! | `{p}alive/{name}` | empty | attached to the node's lease: liveness |
 //! | `{p}vteps/{network_id}/{ip}:{port}` | `ExternalVtep` | |
@@ -44,8 +45,8 @@
 //!
 //! # Files
 //!
-//! [`keys`] (layout, typed keys and records), `networks`, `endpoints`, `vteps` (one kind of
-//! record each), [`liveness`] (node registration and its lease), [`watch`] (snapshot and watch).
+//! [`keys`] (layout, typed keys and records), `networks`, `endpoints`, `vteps`, `reservations`
+//! (one kind of record each), [`liveness`] (node registration and its lease), [`watch`] (snapshot and watch).
 
 pub mod keys;
 pub mod liveness;
@@ -53,6 +54,7 @@ pub mod watch;
 
 mod endpoints;
 mod networks;
+mod reservations;
 mod vteps;
 
 use std::fmt;
