@@ -6,6 +6,8 @@
 //!   the store, so a network created on one host is listed on every other at once. Each
 //!   operation that changes something is logged once, here.
 //! - `connect`: connect and disconnect, the operations that change this host.
+//! - `docker`: what Docker's plugin needs beyond that: addresses reserved before their
+//!   endpoint, endpoints whose interface Docker moves itself, found again by Docker's ID.
 //! - `sync`: registration and liveness, following etcd (snapshot, watch, re-list), and what
 //!   happens at start.
 //! - `reconcile`: making bridges, TAPs, veths and the data plane match the view.
@@ -23,6 +25,7 @@
 //! vanished meanwhile and removes the devices no record explains.
 
 mod connect;
+mod docker;
 mod reconcile;
 mod sync;
 
@@ -38,6 +41,7 @@ use crate::error::AgentError;
 use crate::store::{KeepAlive, Store};
 
 pub use connect::ConnectSpec;
+pub use docker::DockerJoin;
 use reconcile::Local;
 
 /// What an agent is told at start.
