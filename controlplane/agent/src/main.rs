@@ -1,5 +1,6 @@
 //! `ovnet-agent`: one per host. Starts the VXLAN data plane on the host's VTEP address, follows
-//! the cluster state in etcd, and serves the gRPC API for `ovctl` on a unix socket.
+//! the cluster state in etcd, and serves the gRPC API for `ovctl` on a unix socket (and, with
+//! `--docker-plugin`, Docker's network and IPAM plugin on another).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 use ovnet_agent::agent::{Agent, AgentConfig};
 use ovnet_agent::api::Api;
+use ovnet_agent::docker::{Dockerd, Plugin};
 use ovnet_agent::domain::NodeName;
 use ovnet_agent::store::{Store, StoreConfig, DEFAULT_ENDPOINT, DEFAULT_PREFIX, DEFAULT_TIMEOUT};
 use ovnet_dataplane::{Dataplane, DataplaneConfig, DEFAULT_POLL, DEFAULT_SLICE};
@@ -73,6 +75,15 @@ struct Args {
     /// Linux 6.17+ and the host's settings allow it; see the README).
     #[arg(long, env = "OVNET_NO_TUNNEL_GSO", value_parser = clap::builder::FalseyValueParser::new())]
     no_tunnel_gso: bool,
+    /// Also serve Docker's network and IPAM plugin on this unix socket; dockerd finds it as
+    /// plugin `ovnet` at /run/docker/plugins/ovnet.sock (`docker network create -d ovnet
+    /// --ipam-driver ovnet`). The plugin is named after the socket's file.
+    #[arg(long, env = "OVNET_DOCKER_PLUGIN", value_name = "PATH")]
+    docker_plugin: Option<PathBuf>,
+    /// dockerd's API socket, which the plugin asks for the names of networks and containers.
+    #[arg(long, env = "OVNET_DOCKER_HOST", default_value = ovnet_agent::docker::DEFAULT_SOCKET,
+          value_name = "unix://PATH")]
+    docker_host: String,
 }
 
 /// `--slice-us`: 0, or what the kernel takes (100 µs to 100 ms).
@@ -114,6 +125,11 @@ fn bind_api(path: &Path) -> Result<UnixListener, String> {
             .map_err(|e| format!("removing the stale socket {}: {e}", path.display()))?;
     }
     UnixListener::bind(path).map_err(|e| format!("binding the API socket {}: {e}", path.display()))
+}
+
+/// Completes once `stop` says so (every server of the agent stops on the same signal).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 async fn shutdown_signal() {
@@ -158,6 +174,10 @@ async fn run(args: Args) -> Result<(), String> {
         log::warn!("{e}; starting anyway and retrying in the background");
     }
     let listener = bind_api(&args.api)?;
+    let docker_listener = match &args.docker_plugin {
+        Some(path) => Some((path.clone(), ovnet_agent::docker::bind(path)?)),
+        None => None,
+    };
     let agent = Arc::new(Agent::new(
         AgentConfig {
             node: node.clone(),
@@ -183,11 +203,36 @@ async fn run(args: Args) -> Result<(), String> {
         args.etcd.join(","),
         args.api.display()
     );
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let docker = docker_listener.map(|(path, listener)| {
+        let plugin = Arc::new(Plugin::new(
+            agent.clone(),
+            &Plugin::name_of(&path),
+            Dockerd::new(&args.docker_host),
+        ));
+        tokio::spawn(ovnet_agent::docker::serve(
+            plugin,
+            listener,
+            path,
+            stopped(stop_rx.clone()),
+        ))
+    });
     let served = tonic::transport::Server::builder()
         .add_service(AgentServer::new(Api::new(agent.clone())))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx))
         .await;
     log::info!("shutting down");
+    if let Some(d) = docker {
+        match d.await {
+            Ok(Err(e)) => log::error!("{e}"),
+            Err(e) => log::error!("the Docker plugin failed: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
     sync.abort();
     reg.abort();
     agent.deregister().await;
