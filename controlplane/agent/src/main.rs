@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 use ovnet_agent::agent::{Agent, AgentConfig};
 use ovnet_agent::api::Api;
-use ovnet_agent::docker::{Dockerd, Plugin};
+use ovnet_agent::docker::{firewall, Dockerd, Plugin};
 use ovnet_agent::domain::NodeName;
 use ovnet_agent::store::{Store, StoreConfig, DEFAULT_ENDPOINT, DEFAULT_PREFIX, DEFAULT_TIMEOUT};
 use ovnet_dataplane::{Dataplane, DataplaneConfig, DEFAULT_POLL, DEFAULT_SLICE};
@@ -84,6 +84,11 @@ struct Args {
     #[arg(long, env = "OVNET_DOCKER_HOST", default_value = ovnet_agent::docker::DEFAULT_SOCKET,
           value_name = "unix://PATH")]
     docker_host: String,
+    /// Leave Docker's DOCKER-USER chain alone: by default, on a host where Docker's firewall
+    /// is on (FORWARD policy DROP), the agent accepts ovnet's bridges and uplink there, or
+    /// Docker's policy would drop ovnet's traffic (see the README to add the rules yourself).
+    #[arg(long, env = "OVNET_LEAVE_DOCKER_FIREWALL", value_parser = clap::builder::FalseyValueParser::new())]
+    leave_docker_firewall: bool,
 }
 
 /// `--slice-us`: 0, or what the kernel takes (100 µs to 100 ms).
@@ -203,6 +208,7 @@ async fn run(args: Args) -> Result<(), String> {
         args.etcd.join(","),
         args.api.display()
     );
+    let firewall = (!args.leave_docker_firewall).then(|| tokio::spawn(firewall::keep()));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -235,6 +241,9 @@ async fn run(args: Args) -> Result<(), String> {
     }
     sync.abort();
     reg.abort();
+    if let Some(f) = firewall {
+        f.abort();
+    }
     agent.deregister().await;
     let _ = std::fs::remove_file(&args.api);
     served.map_err(|e| format!("serving the API: {e}"))

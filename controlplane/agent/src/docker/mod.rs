@@ -10,7 +10,9 @@
 //!   answered with `{"Err"}` before any handler runs);
 //! - `options`: what the requests ask for, decided as pure functions;
 //! - `driver`: the `NetworkDriver` calls; `ipam`: the `IpamDriver` calls;
-//! - `dockerd`: what the protocol does not say (network and container names), asked of dockerd.
+//! - `dockerd`: what the protocol does not say (network and container names), asked of dockerd;
+//! - [`firewall`]: Docker's FORWARD policy kept off ovnet's devices (run with or without the
+//!   plugin: a Docker host's firewall drops ovnet's bridged frames either way).
 //!
 //! # Which ovnet network a Docker network is
 //!
@@ -36,6 +38,7 @@
 
 mod dockerd;
 mod driver;
+pub mod firewall;
 mod ipam;
 pub mod options;
 pub mod protocol;
