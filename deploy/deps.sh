@@ -23,7 +23,8 @@ TABLE=(
     "agent      util-linux                    nsenter unshare"
     "agent      nftables                      nft"
     "agent      kmod                          modprobe"
-    "agent      procps                        sysctl ps pgrep"
+    "agent      procps                        sysctl ps pgrep kill"
+    "agent      iptables                      iptables"
     "quickstart etcd-server                   etcd"
     "quickstart iperf3                        iperf3"
     "quickstart iputils-ping                  ping"
@@ -32,6 +33,8 @@ TABLE=(
     "test       prometheus                    promtool"
     "test       systemd                       systemd-analyze"
     "test       libc-bin                      getent"
+    "test       docker.io                     /usr/sbin/dockerd /usr/bin/docker"
+    "test       busybox-static                /bin/busybox"
 )
 GROUPS_ALL=(build agent quickstart test)
 
