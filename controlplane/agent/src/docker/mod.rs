@@ -56,7 +56,7 @@ use axum::Router;
 use tokio::net::UnixListener;
 
 use crate::agent::Agent;
-use crate::domain::reservation::RESERVATION_TTL;
+use crate::domain::reservation::{Reservation, RESERVATION_TTL};
 use crate::domain::{EndpointId, NetworkId};
 pub use dockerd::{Dockerd, DockerdError, DEFAULT_SOCKET};
 use protocol::{Activate, Answer, Failure, Reply, MAX_BODY};
@@ -110,8 +110,7 @@ impl Plugin {
 
     /// Releases this node's reservations that have waited longer than [`RESERVATION_TTL`]
     /// since `seen` first saw them; `seen` keeps the first sighting of each.
-    async fn sweep(&self, seen: &mut HashMap<(NetworkId, EndpointId), Instant>) {
-        let now = Instant::now();
+    async fn sweep(&self, seen: &mut Sightings) {
         let reservations = match self.agent.reservations().await {
             Ok(r) => r,
             Err(e) => {
@@ -119,27 +118,38 @@ impl Plugin {
                 return;
             }
         };
-        let current: HashSet<(NetworkId, EndpointId)> = reservations
-            .iter()
-            .map(|r| (r.network_id.clone(), r.endpoint_id.clone()))
-            .collect();
-        seen.retain(|k, _| current.contains(k));
-        for r in reservations {
-            let first = *seen
-                .entry((r.network_id.clone(), r.endpoint_id.clone()))
-                .or_insert(now);
-            if now.duration_since(first) > RESERVATION_TTL {
-                log::info!(
-                    "releasing {} in network {}: reserved for a container that never joined",
-                    r.ipv4,
-                    r.network_id
-                );
-                if let Err(e) = self.agent.release_reservation(&r.network_id, r.ipv4).await {
-                    log::warn!("releasing the reservation of {}: {e}", r.ipv4);
-                }
+        for r in overdue(&reservations, seen, Instant::now(), RESERVATION_TTL) {
+            log::info!(
+                "releasing {} in network {}: reserved for a container that never joined",
+                r.ipv4,
+                r.network_id
+            );
+            if let Err(e) = self.agent.release_reservation(&r.network_id, r.ipv4).await {
+                log::warn!("releasing the reservation of {}: {e}", r.ipv4);
             }
         }
     }
+}
+
+/// When the sweep first saw each reservation (by the agent's clock: another host's clock is
+/// never compared with ours).
+type Sightings = HashMap<(NetworkId, EndpointId), Instant>;
+
+/// The reservations of `current` first seen more than `ttl` before `now`; `seen` forgets the
+/// ones gone and notes the new ones at `now`.
+fn overdue<'a>(
+    current: &'a [Reservation],
+    seen: &mut Sightings,
+    now: Instant,
+    ttl: Duration,
+) -> Vec<&'a Reservation> {
+    let key = |r: &Reservation| (r.network_id.clone(), r.endpoint_id.clone());
+    let present: HashSet<_> = current.iter().map(key).collect();
+    seen.retain(|k, _| present.contains(k));
+    current
+        .iter()
+        .filter(|r| now.duration_since(*seen.entry(key(r)).or_insert(now)) > ttl)
+        .collect()
 }
 
 /// Binds the plugin's socket, refusing to take it from a running agent.
@@ -227,7 +237,7 @@ pub async fn serve(
     let sweeper = {
         let p = plugin.clone();
         tokio::spawn(async move {
-            let mut seen = HashMap::new();
+            let mut seen = Sightings::new();
             loop {
                 tokio::time::sleep(SWEEP_EVERY).await;
                 p.sweep(&mut seen).await;
@@ -246,4 +256,41 @@ pub async fn serve(
     sweeper.abort();
     let _ = std::fs::remove_file(&path);
     served.map_err(|e| format!("serving the Docker plugin: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::NodeName;
+
+    fn reservation(last: u8) -> Reservation {
+        Reservation {
+            network_id: NetworkId::parse(&"a".repeat(64)).unwrap(),
+            ipv4: std::net::Ipv4Addr::new(10, 0, 0, last),
+            endpoint_id: EndpointId::random(),
+            node: NodeName::parse("host1").unwrap(),
+            created: String::new(),
+        }
+    }
+
+    #[test]
+    fn reservations_are_released_a_ttl_after_they_were_first_seen() {
+        let ttl = Duration::from_secs(120);
+        let t0 = Instant::now();
+        let (a, b) = (reservation(2), reservation(3));
+        let mut seen = Sightings::new();
+        assert!(overdue(std::slice::from_ref(&a), &mut seen, t0, ttl).is_empty());
+        let t1 = t0 + Duration::from_secs(100);
+        assert!(overdue(&[a.clone(), b.clone()], &mut seen, t1, ttl).is_empty());
+        // a is overdue, b (first seen at t1) not yet.
+        let t2 = t0 + Duration::from_secs(121);
+        assert_eq!(overdue(&[a.clone(), b.clone()], &mut seen, t2, ttl), [&a]);
+        // Once gone (taken or released), it is forgotten; b's turn comes.
+        let t3 = t1 + Duration::from_secs(121);
+        assert_eq!(overdue(std::slice::from_ref(&b), &mut seen, t3, ttl), [&b]);
+        assert_eq!(seen.len(), 1);
+        // A reservation made again under the same address is a new one.
+        let a2 = reservation(2);
+        assert!(overdue(&[a2], &mut seen, t3, ttl).is_empty());
+    }
 }
