@@ -274,6 +274,66 @@ fn docker_users_story() {
     assert_eq!(body, r#"{"Implements":["NetworkDriver","IpamDriver"]}"#);
     d1.run("web5", &["--network", "demo"]);
     d1.ok(&["rm", "-f", "web5"]);
+    // An address Docker asked for and never used is given back by ReleaseAddress.
+    let before = c.ip_keys(&id);
+    let (code, body) = post(
+        &sock,
+        "/IpamDriver.RequestAddress",
+        br#"{"PoolID":"10.0.0.0/24","Address":"","Options":null}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let addr = s(&answer, "Address").to_owned();
+    let reserved = addr.split('/').next().unwrap().to_owned();
+    assert_eq!(c.etcd_keys("/ovnet/reservations/").len(), 1, "{addr}");
+    let release = format!(r#"{{"PoolID":"10.0.0.0/24","Address":"{reserved}"}}"#);
+    let (code, body) = post(&sock, "/IpamDriver.ReleaseAddress", release.as_bytes());
+    assert_eq!((code, body.as_str()), (200, "{}"));
+    assert!(c.etcd_keys("/ovnet/reservations/").is_empty());
+    assert_eq!(c.ip_keys(&id), before, "the address went back");
+
+    // Without --subnet, a second host's dockerd gets a subnet of its own (the protocol does
+    // not tell the plugin the network's name at that point): the first container says what
+    // to do, and doing it works. Removing that Docker network leaves ovnet's alone.
+    d1.ok(&create_args(&[], "blue"));
+    let blue = wait_until("ovnet network blue", LONG, || {
+        let out = c.ovctl(1, &["network", "inspect", "blue"]);
+        match out.code {
+            Some(0) => Ok(c.inspect(1, "blue")),
+            _ => Err(out.stderr),
+        }
+    });
+    let blue_subnet = s(&blue["IPAM"]["Config"][0], "Subnet").to_owned();
+    assert_eq!(blue_subnet, "10.0.1.0/24");
+    d2.ok(&create_args(&[], "blue"));
+    let out = d2.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "b2",
+        "--network",
+        "blue",
+        IMAGE,
+        "sleep",
+        "100000",
+    ]);
+    assert!(
+        out.stderr.contains(
+            "ovnet network blue has subnet 10.0.1.0/24, but this Docker network got \
+             10.0.2.0/24: remove it and create it again with --subnet 10.0.1.0/24"
+        ),
+        "{out:?}"
+    );
+    d2.ok(&["rm", "-f", "b2"]);
+    d2.ok(&["network", "rm", "blue"]);
+    assert_eq!(s(&c.inspect(1, "blue"), "Id"), s(&blue, "Id"));
+    d2.ok(&create_args(&["--subnet", &blue_subnet], "blue"));
+    d2.run("b2", &["--network", "blue"]);
+    assert_eq!(d2.ip("b2", "blue"), "10.0.1.2");
+    d2.ok(&["rm", "-f", "b2"]);
+    d2.ok(&["network", "rm", "blue"]);
+    d1.ok(&["network", "rm", "blue"]);
+    assert_eq!(networks(), 1, "blue went with its last Docker network");
 
     // docker network rm on host2, while host1 still has containers: Docker's network goes,
     // ovnet's stays.
