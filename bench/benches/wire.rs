@@ -159,7 +159,7 @@ fn udp_run(payload: usize, count: usize) -> Vec<Vec<u8>> {
 
 fn bench_gro(c: &mut Criterion) {
     let mut g = c.benchmark_group("gro");
-    let mut header = [0u8; virtio::HEADER_LEN + 18 + 60 + 60];
+    let mut header = [0u8; virtio::HEADER_LEN + gso::MAX_HEADERS];
     for frame_len in [512, 1450] {
         let segs = run_of_segments(frame_len);
         let (count, hlen) = coalesce(&segs, &mut header);

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use ovnet_dataplane::{Dataplane, DataplaneConfig, FloodEntry, MacAddr, NetworkTable, Vni};
-use ovnet_sys::{link, netns, Offloads, Tap, TapConfig};
+use ovnet_sys::netns;
 use ovnet_testbed::{Container, Host, Pid, Testbed};
 
 use crate::interrupt;
@@ -278,20 +278,13 @@ fn table_for(local: &Container, remote: &Container, remote_host: &Host) -> Resul
 /// to `br0`: the production setup of the data plane's own end-to-end tests.
 fn start_dataplane(tb: &Testbed, h: &Host, table: &NetworkTable) -> Result<Dataplane> {
     let tap_name = "ovtap42";
-    let (dp, tap) = netns::with(&h.ns, || -> Result<(Dataplane, Tap)> {
+    let vni = Vni::new(VNI).expect("42 is a valid VNI");
+    let dp = netns::with(&h.ns, || -> Result<Dataplane> {
         let dp = Dataplane::start(&DataplaneConfig::new(vtep(h)))?;
-        let tap = Tap::open(&TapConfig {
-            vnet_hdr: true,
-            ..TapConfig::new(tap_name)
-        })?;
-        tap.set_offloads(Offloads {
-            csum: true,
-            tso4: true,
-            tso6: true,
-            ..Offloads::default()
-        })?;
-        link::set_mtu(tap_name, MTU)?;
-        Ok((dp, tap))
+        // The data plane opens its TAP, with its offloads, in the host's namespace.
+        dp.add_network(vni, tap_name, MTU, table)
+            .with_context(|| format!("adding VNI {VNI}"))?;
+        Ok(dp)
     })
     .with_context(|| format!("entering host {}", h.n))?
     .with_context(|| format!("starting the data plane on host {}", h.n))?;
@@ -300,9 +293,6 @@ fn start_dataplane(tb: &Testbed, h: &Host, table: &NetworkTable) -> Result<Datap
         &["ip", "link", "set", tap_name, "master", "br0", "up"],
     )
     .with_context(|| format!("bridging {tap_name} on host {}", h.n))?;
-    let vni = Vni::new(VNI).expect("42 is a valid VNI");
-    dp.add_network(vni, tap, MTU, table)
-        .with_context(|| format!("adding VNI {VNI} on host {}", h.n))?;
     Ok(dp)
 }
 

@@ -15,7 +15,7 @@ use ovnet_proto::v1::{
     ListNetworksRequest, ListNetworksResponse, ListNodesRequest, ListNodesResponse,
     ListVtepsRequest, ListVtepsResponse, Network, NetworkDetail, NetworkStats, NodeStatus, Peer,
     RemoveNetworkRequest, RemoveNetworkResponse, RemoveVtepRequest, RemoveVtepResponse,
-    StatsRequest, StatsResponse,
+    StatsRequest, StatsResponse, StatusRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -201,6 +201,29 @@ impl ovnet_proto::Agent for Api {
                     .collect(),
             }
         })
+    }
+
+    async fn status(&self, _: Request<StatusRequest>) -> Answer<ovnet_proto::v1::AgentStatus> {
+        let s = self.agent.status().await;
+        let h = s.health;
+        Ok(Response::new(ovnet_proto::v1::AgentStatus {
+            node: s.node.to_string(),
+            vtep_ip: s.vtep.ip().to_string(),
+            vtep_port: u32::from(s.vtep.port()),
+            etcd_endpoints: s.etcd,
+            synced: h.synced,
+            sync_error: h.sync_error.unwrap_or_default(),
+            lease_alive: h.lease_alive,
+            lease_error: h.lease_error.unwrap_or_default(),
+            revision: h.revision,
+            networks: s
+                .networks
+                .into_iter()
+                .map(|(name, vni, mtu)| ovnet_proto::v1::LocalNetwork { name, vni, mtu })
+                .collect(),
+            devices: s.devices,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
     }
 
     async fn dataplane(&self, _: Request<DataplaneRequest>) -> Answer<DataplaneStatus> {

@@ -6,7 +6,7 @@
 //! bridge `ovbr<vni>`, TAP `ovtap<vni>`, host end of a container's veth `ovv<endpoint id[..11]>`.
 //! Setup shells out to iproute2 (`ip`) and `nsenter`: it runs once per connect, never per packet.
 
-use ovnet_sys::{link, Offloads, Tap, TapConfig};
+use ovnet_sys::link;
 use tokio::process::Command;
 
 use crate::domain::{EndpointId, IfName};
@@ -175,43 +175,18 @@ pub async fn ensure_bridge(vni: u32, mtu: u32) -> Result<String> {
     Ok(br)
 }
 
-/// Opens the TAP of network `vni` with `queues` queues and puts it on the network's bridge.
-/// With `offloads`, the TAP carries a `virtio_net_hdr` and accepts checksum and TCP
-/// segmentation offloads, so the kernel hands over 64 KB super-frames (the data plane segments
-/// them into a UDP GSO train). With several queues the kernel spreads flows over them, one
-/// send thread each.
-pub async fn open_tap(vni: u32, mtu: u32, offloads: bool, queues: usize) -> Result<Vec<Tap>> {
+/// Puts the data plane's TAP of network `vni` (which the data plane opened, with its MTU) on
+/// the network's bridge, up.
+pub async fn attach_tap(vni: u32) -> Result<()> {
     let name = tap_name(vni);
-    let cfg = TapConfig {
-        vnet_hdr: offloads,
-        multi_queue: queues > 1,
-        ..TapConfig::new(name.clone())
-    };
-    let taps = Tap::open_queues(&cfg, queues.max(1))
-        .map_err(|e| HostError::new(format!("creating TAP {name}"), e))?;
-    if offloads {
-        let all = Offloads {
-            csum: true,
-            tso4: true,
-            tso6: true,
-            tso_ecn: true,
-            udp_tunnel: false,
-        };
-        for t in &taps {
-            t.set_offloads(all)
-                .map_err(|e| HostError::new(format!("enabling offloads on {name}"), e))?;
-        }
-    }
-    link::set_mtu(&name, mtu)
-        .map_err(|e| HostError::new(format!("setting the MTU of {name}"), e))?;
     disable_ipv6(&name);
     run(
         &format!("attaching {name} to its bridge"),
         "ip",
         &["link", "set", &name, "master", &bridge_name(vni), "up"],
     )
-    .await?;
-    Ok(taps)
+    .await
+    .map(|_| ())
 }
 
 /// What a container gets on connect.
@@ -231,37 +206,9 @@ pub struct ContainerLink<'a> {
     pub cidr: &'a str,
     /// MTU of both ends.
     pub mtu: u32,
-    /// Whether the data plane sends TCP super-frames whole through its uplink (UDP tunnel
-    /// GSO); see [`tso_segments`].
-    pub whole: bool,
-}
-
-/// Most TCP segments the container's stack may put in one TSO super-frame.
-///
-/// - Sent `whole` through the uplink, a super-frame becomes one outer IPv4 datagram (at most
-///   65535 bytes): outer IPv4, UDP and VXLAN headers (36 bytes), the inner Ethernet header and
-///   inner IP and TCP headers with options (at most 134 bytes), and segments of at most
-///   MTU - 40 payload bytes each. At MTU 1450 that is 46, what the TCP stack builds within its
-///   64 KB GSO limit anyway: as large as the kernel's vxlan sends, and 6 % more TCP throughput
-///   with two streams than with 44 (bench, same run).
-/// - Otherwise as many as the data plane can send in a single UDP GSO `sendmsg`, whose payload
-///   is capped at 65507 bytes (the IPv4 limit) and whose datagrams are VXLAN header + Ethernet
-///   header + MTU each. Bigger super-frames would cost a second send, receive and TAP write
-///   for a handful of segments. (Where the uplink is given up later, larger super-frames
-///   still go, in two sends.)
-pub fn tso_segments(mtu: u32, whole: bool) -> u32 {
-    const MAX_DATAGRAM: u32 = 65_535;
-    const MAX_GSO_PAYLOAD: u32 = MAX_DATAGRAM - 20 - 8;
-    const MAX_GSO_SEGMENTS: u32 = 64;
-    let mtu = mtu.max(68);
-    let segments = if whole {
-        const OUTER: u32 = 20 + 8 + 8;
-        const INNER_HEADERS: u32 = 14 + 60 + 60;
-        (MAX_DATAGRAM - OUTER - INNER_HEADERS) / (mtu - 40)
-    } else {
-        MAX_GSO_PAYLOAD / (8 + 14 + mtu)
-    };
-    segments.clamp(1, MAX_GSO_SEGMENTS)
+    /// Most TCP segments the container's stack may put in one TSO super-frame
+    /// (`gso_max_segs`): what the data plane sends in one go (`Dataplane::tso_segments`).
+    pub gso_max_segs: u32,
 }
 
 /// The first `ethN` name free in the container's namespace.
@@ -288,7 +235,7 @@ pub async fn free_ifname(netns_path: &str) -> Result<IfName> {
 pub async fn connect_container(l: &ContainerLink<'_>) -> Result<()> {
     let ifname = l.ifname;
     let mtu = l.mtu.to_string();
-    let segs = tso_segments(l.mtu, l.whole).to_string();
+    let segs = l.gso_max_segs.to_string();
     let agent_pid = std::process::id().to_string();
     // Created from inside the container's namespace with the peer placed in ours: works for
     // named namespaces and /proc/PID/ns/net paths alike.
@@ -362,8 +309,8 @@ pub struct HandoffLink<'a> {
     pub mac: &'a str,
     /// MTU of both ends.
     pub mtu: u32,
-    /// See [`ContainerLink::whole`].
-    pub whole: bool,
+    /// See [`ContainerLink::gso_max_segs`].
+    pub gso_max_segs: u32,
 }
 
 /// Creates the veth pair of a container whose runtime moves the interface itself: the
@@ -372,7 +319,7 @@ pub struct HandoffLink<'a> {
 /// the bridge, up. On error, whatever was created is removed.
 pub async fn handoff_veth(l: &HandoffLink<'_>) -> Result<()> {
     let mtu = l.mtu.to_string();
-    let segs = tso_segments(l.mtu, l.whole).to_string();
+    let segs = l.gso_max_segs.to_string();
     run(
         "creating the container's veth",
         "ip",
@@ -438,30 +385,6 @@ mod tests {
         for name in [bridge_name(1), tap_name(1), v] {
             assert!(DEVICE_KINDS.iter().any(|p| name.starts_with(p)), "{name}");
             assert!(name.starts_with(DEVICE_PREFIX), "{name}");
-        }
-    }
-
-    #[test]
-    fn super_frames_fit_one_gso_send() {
-        assert_eq!(tso_segments(1450, false), 44);
-        assert!(tso_segments(1450, false) * (8 + 14 + 1450) <= 65_507);
-        assert_eq!(tso_segments(9000, false), 7);
-        assert_eq!(tso_segments(68, false), 64);
-    }
-
-    #[test]
-    fn super_frames_sent_whole_fit_one_outer_datagram() {
-        assert_eq!(tso_segments(1450, true), 46);
-        for mtu in [68, 576, 1280, 1400, 1450, 1500, 4000, 9000] {
-            let n = tso_segments(mtu, true);
-            // Worst case: inner Ethernet + IPv4 and TCP with full options, segments of the
-            // largest payload the MTU allows, inside outer IPv4 + UDP + VXLAN.
-            let outer = 36 + 14 + 60 + 60 + n * (mtu - 40);
-            assert!(
-                outer <= 65_535,
-                "MTU {mtu}: {n} segments make {outer} bytes"
-            );
-            assert!(n >= tso_segments(mtu, false), "MTU {mtu}");
         }
     }
 

@@ -13,6 +13,8 @@
 //! - [`view`]: the agent's copy of the cluster and what it implies for this host (pure).
 //! - [`agent`]: the operations, following etcd, and reconciling the host with the view.
 //! - [`error`]: [`error::AgentError`], what every operation can fail with.
+//! - [`metrics`]: Prometheus metrics, `/healthz` and `/readyz` over HTTP.
+//! - [`health`]: whether the agent follows etcd and keeps its lease (`/readyz`, metrics).
 
 #![forbid(unsafe_code)]
 
@@ -21,6 +23,8 @@ pub mod api;
 pub mod docker;
 pub mod domain;
 pub mod error;
+pub mod health;
 pub mod host;
+pub mod metrics;
 pub mod store;
 pub mod view;

@@ -57,8 +57,9 @@ struct Args {
     no_offloads: bool,
     /// Data-plane worker threads, each carrying traffic both ways: as many TAP queues per
     /// network and receive sockets on the VXLAN port. Default: the number of CPUs, at most 4.
-    #[arg(long, env = "OVNET_QUEUES")]
-    queues: Option<usize>,
+    /// (`--queues` and `OVNET_QUEUES`, the old names, still work.)
+    #[arg(long, visible_alias = "queues", env = "OVNET_WORKERS")]
+    workers: Option<usize>,
     /// Longest time, in microseconds, a data-plane worker keeps polling (yielding the CPU
     /// between polls) after its last packet before it sleeps; saves a wake-up per burst under
     /// load, and shrinks by itself when traffic is sparse. 0: always sleep at once.
@@ -89,6 +90,10 @@ struct Args {
     /// Docker's policy would drop ovnet's traffic (see the README to add the rules yourself).
     #[arg(long, env = "OVNET_LEAVE_DOCKER_FIREWALL", value_parser = clap::builder::FalseyValueParser::new())]
     leave_docker_firewall: bool,
+    /// Serve Prometheus metrics (`/metrics`), liveness (`/healthz`) and readiness (`/readyz`)
+    /// over HTTP on this address, e.g. 127.0.0.1:9476. Off unless given.
+    #[arg(long, env = "OVNET_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// `--slice-us`: 0, or what the kernel takes (100 µs to 100 ms).
@@ -103,6 +108,18 @@ fn parse_slice_us(s: &str) -> Result<u64, String> {
             "{us} µs is outside what the scheduler takes: give 100 to 100000, or 0 for the \
              kernel's default"
         ))
+    }
+}
+
+/// `OVNET_QUEUES`, the old name of `OVNET_WORKERS`, if set (and `OVNET_WORKERS` is not).
+fn old_workers_env() -> Result<Option<usize>, String> {
+    match std::env::var("OVNET_QUEUES") {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("OVNET_QUEUES={v:?} is not a number of workers")),
+        Err(_) => Ok(None),
     }
 }
 
@@ -156,15 +173,18 @@ async fn run(args: Args) -> Result<(), String> {
     let node = args.node.unwrap_or_else(hostname);
     let node = NodeName::parse(&node).map_err(|e| format!("{e} (pass --node)"))?;
     let vtep = SocketAddrV4::new(args.vtep_ip, args.vtep_port);
-    let queues = args
-        .queues
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .clamp(1, 4);
+    let workers = match args.workers {
+        Some(n) => n,
+        None => old_workers_env()?
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+    }
+    .clamp(1, 4);
     let mut dp_cfg = DataplaneConfig::new(SocketAddr::V4(vtep));
     dp_cfg.gso = !args.no_offloads;
     dp_cfg.gro = !args.no_offloads;
+    dp_cfg.tap_offloads = !args.no_offloads;
     dp_cfg.tunnel_gso = !args.no_tunnel_gso;
-    dp_cfg.workers = queues;
+    dp_cfg.workers = workers;
     dp_cfg.poll = Duration::from_micros(args.poll_us);
     dp_cfg.slice = (args.slice_us > 0).then(|| Duration::from_micros(args.slice_us));
     let dp = Dataplane::start(&dp_cfg).map_err(|e| e.to_string())?;
@@ -183,13 +203,15 @@ async fn run(args: Args) -> Result<(), String> {
         Some(path) => Some((path.clone(), ovnet_agent::docker::bind(path)?)),
         None => None,
     };
+    let metrics_listener = match args.metrics_addr {
+        Some(addr) => Some(ovnet_agent::metrics::bind(addr).await?),
+        None => None,
+    };
     let agent = Arc::new(Agent::new(
         AgentConfig {
             node: node.clone(),
             vtep,
             lease_ttl: Duration::from_secs(args.lease_ttl.max(1)),
-            offloads: !args.no_offloads,
-            queues,
         },
         store,
         dp,
@@ -202,6 +224,20 @@ async fn run(args: Args) -> Result<(), String> {
         let a = agent.clone();
         tokio::spawn(async move { a.run_registration().await })
     };
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics = metrics_listener.map(|l| {
+        let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        log::info!("serving metrics, /healthz and /readyz on http://{addr}");
+        let a = agent.clone();
+        tokio::spawn(async move {
+            let stopped = async {
+                let _ = metrics_stopped.await;
+            };
+            if let Err(e) = ovnet_agent::metrics::serve(l, a, stopped).await {
+                log::warn!("metrics endpoint: {e}");
+            }
+        })
+    });
     log::info!(
         "ovnet-agent {} on node {node}: VTEP {vtep}, etcd {}, API {}",
         env!("CARGO_PKG_VERSION"),
@@ -238,6 +274,10 @@ async fn run(args: Args) -> Result<(), String> {
             Err(e) => log::error!("the Docker plugin failed: {e}"),
             Ok(Ok(())) => {}
         }
+    }
+    let _ = stop_metrics.send(());
+    if let Some(m) = metrics {
+        let _ = m.await;
     }
     sync.abort();
     reg.abort();
@@ -288,5 +328,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("100 to 100000"), "{e}");
+    }
+
+    #[test]
+    fn workers_are_set_by_their_name_or_the_old_one() {
+        for flag in ["--workers", "--queues"] {
+            let a =
+                Args::try_parse_from(["ovnet-agent", "--vtep-ip", "10.9.9.1", flag, "3"]).unwrap();
+            assert_eq!(a.workers, Some(3), "{flag}");
+        }
+        let a = Args::try_parse_from(["ovnet-agent", "--vtep-ip", "10.9.9.1"]).unwrap();
+        assert_eq!(a.vtep_port, VXLAN_PORT);
     }
 }

@@ -134,12 +134,15 @@ async fn keep_alive_renews_recovers_and_stops() {
     let s = etcd.store("keepalive").await;
     let n1 = node("n1");
     let lease = s.register_node(&n1, Duration::from_secs(2)).await.unwrap();
-    let ka = s.keep_alive(n1.clone(), lease);
+    let health = std::sync::Arc::new(ovnet_agent::health::Health::default());
+    let ka = s.keep_alive(n1.clone(), lease, health.clone());
 
     // Alive well past the TTL: the renewals are what is under test, so time has to pass.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(alive(&s, "n1").await);
     assert_eq!(ka.lease_id(), lease.id);
+    let h = health.snapshot();
+    assert!(h.lease_alive && h.lease_error.is_none(), "{h:?}");
 
     // The lease disappears behind the agent's back (as if etcd lost it): the task notices,
     // grants a new one and writes the keys again.

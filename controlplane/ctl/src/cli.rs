@@ -42,6 +42,9 @@ pub enum Command {
     Stats(StatsArgs),
     /// Show this host's data-plane workers (load, flow steering) and offloads.
     Dataplane(DataplaneArgs),
+    /// Check this host: agent, etcd, lease, VTEP, UDP port, MTUs, sysctls, firewall, kernel
+    /// features, leftover devices. One line per check; exit code 0 only if none fails.
+    Doctor,
 }
 
 /// `ovctl network ...`

@@ -65,6 +65,16 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Doctor => match crate::doctor::run(&path).await {
+            Ok(report) => {
+                out(&report);
+                Ok(())
+            }
+            Err(report) => {
+                out(&report);
+                Err(CliError::new("some checks failed (see above)").into())
+            }
+        },
         Command::Dataplane(args) => {
             let agent = Agent::connect(&path).await?;
             let resp = agent

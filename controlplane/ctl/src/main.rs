@@ -4,7 +4,8 @@
 //! - [`cli`]: the command line (clap) and the checks made before calling the agent;
 //! - [`client`]: the connection to the agent, timeouts, and error messages;
 //! - [`commands`]: one function per command;
-//! - [`mod@format`]: what is printed (tables, inspect JSON, stats), as pure functions.
+//! - [`mod@format`]: what is printed (tables, inspect JSON, stats), as pure functions;
+//! - [`doctor`]: `ovctl doctor`, the host's checks.
 //!
 //! Errors are one line on stderr, `Error: <message>`, with exit code 1 (clap's usage errors
 //! keep its exit code 2).
@@ -14,6 +15,7 @@
 mod cli;
 mod client;
 mod commands;
+mod doctor;
 mod format;
 
 use std::process::ExitCode;

@@ -1,211 +1,41 @@
-//! The running data plane: worker threads moving frames between TAPs and the underlay, and the
-//! small typed interface the control plane drives it through.
+//! The running data plane: the handle that starts its threads and the small typed interface
+//! the control plane drives it through.
 //!
 //! Threads: a fixed set of workers (by default one per core), each owning one listening
 //! socket on the VXLAN port (`SO_REUSEPORT`) and one queue of every network's multi-queue TAP,
-//! carrying traffic both ways (see [`crate::worker`]). Sends go through a pool of underlay
-//! sockets whose ports are the outer source ports; with several workers a flow's socket is
-//! the one that steers it to the peer worker it was given ([`crate::steer`]), otherwise one
-//! picked by inner-flow hash. TCP super-frames leave whole through an uplink TAP where the
-//! kernel allows it ([`ovnet_sys::uplink`]). Each worker owns its buffers; none allocates or
-//! locks per packet. They sleep in `epoll` beside an eventfd, so stopping them never waits
-//! for traffic.
+//! carrying traffic both ways (`worker`); and one housekeeping thread for the chores
+//! on a clock (`housekeeping`). Sends go through a pool of underlay sockets whose
+//! ports are the outer source ports (`send`). TCP super-frames leave whole through an
+//! uplink TAP where the kernel allows it (`uplink`). Each worker owns its buffers;
+//! none allocates or locks per packet. They sleep in `epoll` beside an eventfd, so stopping
+//! them never waits for traffic.
 //!
-//! The control plane's seam is four calls: [`Dataplane::add_network`],
+//! The control plane's seam is a handful of calls: [`Dataplane::add_network`] (a TAP name and
+//! an MTU: the data plane opens the TAP itself, with its own offloads),
 //! [`Dataplane::update_network`] (a whole [`NetworkTable`], swapped in atomically),
-//! [`Dataplane::remove_network`] and the counter reads.
+//! [`Dataplane::remove_network`], and the reads: counters, [`Dataplane::report`] (workers and
+//! offloads), [`Dataplane::tso_segments`] (the segment cap containers need).
 
-use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use ovnet_sys::{Epoll, Tap, UdpConfig, UnderlaySocket, Uplink, Waker};
-use ovnet_wire::{ethernet, flow, MacAddr, Vni};
+use ovnet_sys::{Epoll, UdpConfig, UnderlaySocket, Waker};
+use ovnet_wire::{MacAddr, Vni};
 
+use crate::capability::{Capabilities, Capability, Offload, OffloadState};
+use crate::config::{DataplaneConfig, DataplaneError};
 use crate::counters::{CounterSnapshot, Counters};
-use crate::fdb::{FxHashMap, LearnedTable, NetworkTable, Table, DEFAULT_AGEING};
-use crate::steer::FlowSteering;
-use crate::worker::{register_worker, tap_token, worker_loop};
-
-/// Room for one 802.1Q tag on top of the Ethernet header, as the kernel's bridge allows.
-const L2_OVERHEAD: usize = ethernet::HEADER_LEN + 4;
-
-/// How to start a data plane.
-#[derive(Debug, Clone)]
-pub struct DataplaneConfig {
-    /// The local VTEP: the underlay address and VXLAN port to listen on.
-    pub vtep: SocketAddr,
-    /// Send sockets, each with its own ephemeral source port, picked by inner-flow hash.
-    /// Zero sends from the listening socket (fixed source port).
-    pub tx_sockets: usize,
-    /// Ageing of MACs learned from traffic.
-    pub ageing: Duration,
-    /// Send segmented super-frames with UDP GSO (one `sendmsg` per train) where the kernel
-    /// accepts it; falls back to one send per datagram if it refuses.
-    pub gso: bool,
-    /// Receive with UDP GRO (many datagrams per `recvmsg`).
-    pub gro: bool,
-    /// With `gso`, send TCP super-frames to IPv4 VTEPs whole through an uplink TAP, for the
-    /// kernel to segment where the underlay needs it (UDP tunnel GSO, Linux 6.17+), instead of
-    /// segmenting them here. Falls back to segmenting where the kernel or the host's settings
-    /// refuse it (see [`ovnet_sys::uplink`]).
-    pub tunnel_gso: bool,
-    /// Worker threads, each with its own listening socket on the VXLAN port
-    /// (`SO_REUSEPORT`) and one queue of every network's TAP (give networks as many queues).
-    /// More than one lets different flows use different cores.
-    pub workers: usize,
-    /// The longest a worker keeps polling after its last packet before it sleeps, yielding
-    /// the CPU between polls. While traffic flows this saves the sleep and the wake-up per
-    /// burst (a cross-CPU wake-up costs several microseconds on a virtual machine); the window
-    /// shrinks when traffic is too sparse for polling to pay, and without traffic a worker
-    /// sleeps. Zero sleeps at once.
-    pub poll: Duration,
-    /// The time slice each worker asks the scheduler for ([`ovnet_sys::sched`]); `None` keeps
-    /// the kernel's default (0.7 to 3 ms).
-    pub slice: Option<Duration>,
-}
-
-impl DataplaneConfig {
-    /// Defaults: 8 send sockets, 300 s ageing, UDP GSO, GRO and tunnel GSO on, one worker,
-    /// polling for [`DEFAULT_POLL`], a slice of [`DEFAULT_SLICE`].
-    pub fn new(vtep: SocketAddr) -> DataplaneConfig {
-        DataplaneConfig {
-            vtep,
-            tx_sockets: 8,
-            ageing: DEFAULT_AGEING,
-            gso: true,
-            gro: true,
-            tunnel_gso: true,
-            workers: 1,
-            poll: DEFAULT_POLL,
-            slice: Some(DEFAULT_SLICE),
-        }
-    }
-}
-
-/// The default longest poll after a worker's last packet: longer than the gap between a TCP
-/// sender's bursts under load (measured best of 20, 50, 100 and 200 µs on 2 cores).
-pub const DEFAULT_POLL: Duration = Duration::from_micros(100);
-
-/// The default time slice of a worker: the kernel's shortest. Measured on 2 cores with one
-/// worker per agent, interleaved runs: TCP 2 streams +3 to 4 % under BBR, +5 % under CUBIC
-/// with two workers, one stream the same under BBR and 3 to 4 % slower under CUBIC; 300 µs
-/// and 1 ms were 1 to 5 % slower for both BBR figures.
-pub const DEFAULT_SLICE: Duration = Duration::from_micros(100);
-
-/// What the control plane did wrong, or what the OS refused.
-#[derive(Debug)]
-pub enum DataplaneError {
-    /// A socket or thread could not be set up.
-    Io(&'static str, io::Error),
-    /// `add_network` for a VNI that is already there.
-    NetworkExists(Vni),
-    /// An operation on a VNI that is not there.
-    NoSuchNetwork(Vni),
-}
-
-impl std::fmt::Display for DataplaneError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DataplaneError::Io(what, e) => write!(f, "{what}: {e}"),
-            DataplaneError::NetworkExists(v) => {
-                write!(f, "VNI {v} is already served by this data plane")
-            }
-            DataplaneError::NoSuchNetwork(v) => {
-                write!(f, "VNI {v} is not served by this data plane")
-            }
-        }
-    }
-}
-
-impl std::error::Error for DataplaneError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            DataplaneError::Io(_, e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-/// One network as the packet path sees it: immutable, replaced whole on change.
-#[derive(Debug)]
-pub(crate) struct Network {
-    pub(crate) vni: Vni,
-    pub(crate) table: Table,
-    /// The TAP's queues: queue `j` is read by worker `j % workers`; worker `i` writes to
-    /// queue `i % queues.len()`.
-    pub(crate) queues: Vec<Arc<Tap>>,
-    pub(crate) counters: Arc<Counters>,
-    /// Largest IP packet (the network's MTU).
-    pub(crate) mtu: usize,
-    /// Largest frame: the MTU plus Ethernet and one VLAN tag.
-    pub(crate) max_frame: usize,
-}
-
-pub(crate) type Networks = FxHashMap<Vni, Arc<Network>>;
-
-/// What one worker sleeps on, shared so that the control plane can register TAP queues
-/// and wake it.
-#[derive(Debug)]
-pub(crate) struct WorkerSlot {
-    pub(crate) epoll: Epoll,
-    pub(crate) waker: Waker,
-    /// The worker's listening socket on the VXLAN port (`SO_REUSEPORT`): the kernel spreads
-    /// peers' flows over the workers' sockets by their outer source ports.
-    pub(crate) socket: UnderlaySocket,
-    /// The last [`Shared::generation`] the worker saw between two passes.
-    pub(crate) seen: AtomicU64,
-}
-
-/// Sets up flow steering for `workers` workers: the kernel gives a datagram to the listening
-/// socket of `source port % workers` (see [`crate::steer`]), and `tx` gets more send sockets
-/// until each residue has one. Returns the send sockets of each residue, or `None` (flows
-/// spread by hash, as without steering) if the kernel refuses the program or no ports can be
-/// found; why is logged.
-fn steering(
-    listener: &UnderlaySocket,
-    tx: &mut Vec<UnderlaySocket>,
-    workers: usize,
-    vtep: SocketAddr,
-) -> Option<Vec<Vec<usize>>> {
-    if let Err(e) = listener.steer_by_source_port(workers as u32) {
-        log::info!("flows spread over workers by hash: steering by source port failed ({e})");
-        return None;
-    }
-    let mut by_worker = vec![Vec::new(); workers];
-    let mut i = 0;
-    // Ephemeral ports are random: a few more binds cover every residue.
-    while by_worker.iter().any(Vec::is_empty) && i < tx.len() + 16 * workers {
-        if i == tx.len() {
-            match UnderlaySocket::bind(&UdpConfig::new(SocketAddr::new(vtep.ip(), 0))) {
-                Ok(s) => tx.push(s),
-                Err(e) => {
-                    log::info!("flows spread over workers by hash: binding a send socket: {e}");
-                    break;
-                }
-            }
-        }
-        if let Ok(a) = tx[i].local_addr() {
-            by_worker[usize::from(a.port()) % workers].push(i);
-        }
-        i += 1;
-    }
-    // The sockets not looked at yet (all residues were covered before them).
-    for (j, s) in tx.iter().enumerate().skip(i) {
-        if let Ok(a) = s.local_addr() {
-            by_worker[usize::from(a.port()) % workers].push(j);
-        }
-    }
-    if by_worker.iter().any(Vec::is_empty) {
-        return None;
-    }
-    Some(by_worker)
-}
+use crate::fdb::{FxHashMap, LearnedTable, NetworkTable, Table};
+use crate::housekeeping::Housekeeping;
+use crate::network::{open_tap, Network, Networks};
+use crate::send::{tso_segments, TxSockets};
+use crate::shared::{Shared, WorkerSlot};
+use crate::uplink::UplinkPath;
+use crate::worker::{register_worker, tap_token, Worker};
 
 /// What the workers are doing and the offloads in use, for operators ([`Dataplane::report`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,170 +54,13 @@ pub struct DataplaneReport {
     pub slice: Option<Duration>,
     /// Whether frame trains leave with UDP GSO ([`Dataplane::udp_gso`]).
     pub udp_gso: bool,
-    /// Whether TCP super-frames leave whole through the uplink ([`Dataplane::tunnel_gso`]).
+    /// Whether TCP super-frames leave through the uplink ([`Dataplane::tunnel_gso`]).
     pub tunnel_gso: bool,
-}
-
-/// The uplink TAP through which super-frames leave whole (UDP tunnel GSO).
-#[derive(Debug)]
-pub(crate) struct UplinkPath {
-    /// Worker `i` writes to queue `i % queues.len()`.
-    pub(crate) queues: Vec<Tap>,
-    /// The uplink's MAC, the destination of every frame written to it.
-    pub(crate) mac: MacAddr,
-    /// The local VTEP address, the outer source.
-    pub(crate) src: Ipv4Addr,
-    /// Cleared for good when the kernel refuses a frame or the host does not forward them.
-    pub(crate) on: AtomicBool,
-    /// Super-frames written, checked against what the host forwarded.
-    pub(crate) written: AtomicU64,
-}
-
-impl UplinkPath {
-    /// Opens the uplink for a data plane bound to `vtep` with `workers` workers, if the VTEP
-    /// is a routable IPv4 address and the kernel and host allow it; why not is logged.
-    fn open(vtep: SocketAddr, workers: usize) -> Option<UplinkPath> {
-        let SocketAddr::V4(v4) = vtep else {
-            log::info!("UDP tunnel GSO is used with IPv4 underlays only; segmenting super-frames");
-            return None;
-        };
-        let src = *v4.ip();
-        if src.is_loopback() || src.is_unspecified() {
-            return None;
-        }
-        let name = format!("ovu{}", vtep.port());
-        match Uplink::open(&name, workers) {
-            Ok(up) => {
-                log::info!("sending TCP super-frames whole through uplink {name} (UDP tunnel GSO)");
-                Some(UplinkPath {
-                    queues: up.queues,
-                    mac: MacAddr(up.mac),
-                    src,
-                    on: AtomicBool::new(true),
-                    written: AtomicU64::new(0),
-                })
-            }
-            Err(e) => {
-                log::info!("not using UDP tunnel GSO ({e}); segmenting super-frames");
-                None
-            }
-        }
-    }
-}
-
-/// What every worker thread shares.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) networks: ArcSwap<Networks>,
-    /// Bumped after every change of `networks`.
-    pub(crate) generation: AtomicU64,
-    pub(crate) learned: LearnedTable,
-    pub(crate) global: Counters,
-    pub(crate) tx: Vec<UnderlaySocket>,
-    /// The local port of each of `tx` (of the listening socket if there are none).
-    pub(crate) tx_ports: Vec<u16>,
-    /// The workers' loads and, where this VTEP decides, which peer worker each flow goes to.
-    pub(crate) flows: FlowSteering,
-    /// With several workers and steering on: the send sockets whose port sends a datagram to
-    /// each peer worker (`port % workers`), by worker.
-    pub(crate) steer: Option<Vec<Vec<usize>>>,
-    pub(crate) workers: Vec<WorkerSlot>,
-    /// Where super-frames leave whole, if the kernel and host allow it.
-    pub(crate) uplink: Option<UplinkPath>,
-    /// UDP GSO is used until a send says the kernel cannot do it.
-    pub(crate) gso: AtomicBool,
-    /// Received UDP datagrams are coalesced into `GSO_UDP_L4` TAP writes until a TAP refuses
-    /// one (kernels before 6.2).
-    pub(crate) udp_coalesce: AtomicBool,
-    /// How long a worker polls after its last packet before it sleeps.
-    pub(crate) poll: Duration,
-    /// The time slice workers ask for; `None`: the kernel's default.
-    pub(crate) slice: Option<Duration>,
-}
-
-impl Shared {
-    /// The outer source port of the frame's flow: that of its send socket.
-    pub(crate) fn tx_port(&self, frame: &[u8], worker: usize, dst: &SocketAddr) -> u16 {
-        self.tx_ports[self
-            .tx_index(frame, worker, dst)
-            .min(self.tx_ports.len() - 1)]
-    }
-
-    /// Index of the send socket of the frame's flow (see [`Shared::tx_at`]), which local
-    /// `worker` sends to `dst`.
-    pub(crate) fn tx_index(&self, frame: &[u8], worker: usize, dst: &SocketAddr) -> usize {
-        if self.tx.is_empty() {
-            return 0;
-        }
-        let hash = flow::flow_hash(frame);
-        let pick = |n: usize| ((u64::from(hash) * n as u64) >> 32) as usize;
-        match &self.steer {
-            Some(by_worker) => {
-                let w = self
-                    .flows
-                    .peer_worker(hash, worker, dst, self.learned.now_ms());
-                let socks = &by_worker[w as usize];
-                socks[pick(socks.len())]
-            }
-            None => pick(self.tx.len()),
-        }
-    }
-
-    /// Send socket `i`: its ephemeral port is the outer source port of the flows hashed to it.
-    pub(crate) fn tx_at(&self, i: usize) -> &UnderlaySocket {
-        self.tx.get(i).unwrap_or(&self.workers[0].socket)
-    }
-
-    /// The send socket of the frame's flow.
-    pub(crate) fn tx_socket(
-        &self,
-        frame: &[u8],
-        worker: usize,
-        dst: &SocketAddr,
-    ) -> &UnderlaySocket {
-        self.tx_at(self.tx_index(frame, worker, dst))
-    }
-}
-
-#[derive(Debug)]
-struct Worker {
-    shared: Arc<Shared>,
-    index: usize,
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Worker {
-    fn spawn(shared: &Arc<Shared>, index: usize) -> Result<Worker, DataplaneError> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s, st) = (shared.clone(), stop.clone());
-        let handle = std::thread::Builder::new()
-            .name(format!("ovnet-worker-{index}"))
-            .spawn(move || worker_loop(&s, index, &st))
-            .map_err(|e| DataplaneError::Io("spawning a worker thread", e))?;
-        Ok(Worker {
-            shared: shared.clone(),
-            index,
-            stop,
-            handle: Some(handle),
-        })
-    }
-
-    fn stop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        let _ = self.shared.workers[self.index].waker.wake();
-        if let Some(h) = self.handle.take() {
-            if h.join().is_err() {
-                log::error!("a data-plane worker thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.stop();
-    }
+    /// Every offload the data plane can use: whether it is on, was unavailable at start, or
+    /// was turned off since (and why, and when).
+    pub offloads: Vec<(Offload, OffloadState)>,
+    /// MACs in the learned table, including aged ones the next sweep removes.
+    pub learned_macs: usize,
 }
 
 /// A running data plane. Dropping it stops every thread.
@@ -397,14 +70,16 @@ pub struct Dataplane {
     /// Serialises table writers (the control plane); readers never take it.
     writer: Mutex<()>,
     workers: Vec<Worker>,
+    housekeeping: Option<Housekeeping>,
 }
 
 /// How long `remove_network` waits for the workers to let go of a network's TAP.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Dataplane {
-    /// Binds the underlay sockets in the calling thread's network namespace and starts the
-    /// workers. Networks are added with [`Dataplane::add_network`].
+    /// Binds the underlay sockets in the calling thread's network namespace, probes the
+    /// offloads, and starts the workers and the housekeeping thread there. Networks are added
+    /// with [`Dataplane::add_network`].
     pub fn start(cfg: &DataplaneConfig) -> Result<Dataplane, DataplaneError> {
         let count = cfg.workers.max(1);
         let mut slots = Vec::with_capacity(count);
@@ -425,129 +100,131 @@ impl Dataplane {
                 seen: AtomicU64::new(0),
             });
         }
-        let mut tx = Vec::with_capacity(cfg.tx_sockets);
-        for _ in 0..cfg.tx_sockets {
-            let s = UnderlaySocket::bind(&UdpConfig::new(SocketAddr::new(cfg.vtep.ip(), 0)))
-                .map_err(|e| DataplaneError::Io("binding a VXLAN send socket", e))?;
-            tx.push(s);
-        }
-        let steer = if count > 1 && !tx.is_empty() {
-            steering(&slots[0].socket, &mut tx, count, cfg.vtep)
-        } else {
-            None
-        };
-        let gso = cfg.gso && tx.first().unwrap_or(&slots[0].socket).probe_gso();
-        let ports: io::Result<Vec<u16>> = if tx.is_empty() {
-            vec![&slots[0].socket]
-        } else {
-            tx.iter().collect()
-        }
-        .into_iter()
-        .map(|s| s.local_addr().map(|a| a.port()))
-        .collect();
-        let tx_ports =
-            ports.map_err(|e| DataplaneError::Io("reading a send socket's address", e))?;
+        let tx = TxSockets::open(cfg.vtep, cfg.tx_sockets, count, &slots[0].socket)?;
         let bound = slots[0]
             .socket
             .local_addr()
             .map_err(|e| DataplaneError::Io("reading the VXLAN socket's address", e))?;
-        let uplink = if gso && cfg.tunnel_gso {
-            UplinkPath::open(bound, count)
+        let udp_gso = if !cfg.gso {
+            Capability::off()
+        } else if tx.first().unwrap_or(&slots[0].socket).probe_gso() {
+            Capability::on()
         } else {
-            None
+            Capability::unavailable("the kernel has no UDP GSO (Linux 4.18+)")
         };
-        if cfg.gro {
-            for w in &slots {
-                if let Err(e) = w.socket.enable_gro() {
-                    log::info!("UDP GRO unavailable ({e}); receiving one datagram per call");
+        let (uplink, tunnel_gso) = if !cfg.gso || !cfg.tunnel_gso {
+            (None, Capability::off())
+        } else if !udp_gso.is_on() {
+            (None, Capability::unavailable("needs UDP GSO"))
+        } else {
+            match UplinkPath::open(bound, count) {
+                Ok(up) => (Some(up), Capability::on()),
+                Err(why) => {
+                    log::info!("not using UDP tunnel GSO ({why}); segmenting super-frames");
+                    (None, Capability::unavailable(why))
                 }
             }
-        }
+        };
+        let udp_gro = if cfg.gro {
+            // Every socket is asked, as before; the first refusal is what is reported.
+            let refused = slots
+                .iter()
+                .filter_map(|w| w.socket.enable_gro().err())
+                .fold(None, |first, e| first.or(Some(e)));
+            match refused {
+                None => Capability::on(),
+                Some(e) => {
+                    log::info!("UDP GRO unavailable ({e}); receiving one datagram per call");
+                    Capability::unavailable(e.to_string())
+                }
+            }
+        } else {
+            Capability::off()
+        };
+        let udp_coalesce = if cfg.tap_offloads {
+            Capability::on()
+        } else {
+            Capability::off()
+        };
         let shared = Arc::new(Shared {
             networks: ArcSwap::from_pointee(FxHashMap::default()),
             generation: AtomicU64::new(0),
             learned: LearnedTable::new(cfg.ageing),
             global: Counters::default(),
+            clock: cfg.clock.clone(),
+            caps: Capabilities {
+                udp_gso,
+                udp_gro,
+                udp_coalesce,
+                tunnel_gso,
+            },
             tx,
-            tx_ports,
-            flows: FlowSteering::new(count, cfg.vtep),
-            steer,
             workers: slots,
             uplink,
-            gso: AtomicBool::new(gso),
-            udp_coalesce: AtomicBool::new(true),
             poll: cfg.poll,
             slice: cfg.slice,
+            tap_offloads: cfg.tap_offloads,
         });
         let mut workers = Vec::with_capacity(count);
         for i in 0..count {
             // On failure the workers started so far are stopped by their Drop.
             workers.push(Worker::spawn(&shared, i)?);
         }
+        let housekeeping = Housekeeping::spawn(&shared)?;
         Ok(Dataplane {
             shared,
             writer: Mutex::new(()),
             workers,
+            housekeeping: Some(housekeeping),
         })
-    }
-
-    /// The bound VTEP address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.shared.workers[0]
-            .socket
-            .local_addr()
-            .expect("a bound socket has a local address")
     }
 
     /// Whether sends still use UDP GSO: false if it was configured off, or since the kernel
     /// refused it (the data plane then sends trains with `sendmmsg`).
     pub fn udp_gso(&self) -> bool {
-        self.shared.gso.load(Ordering::Relaxed)
+        self.shared.caps.udp_gso.is_on()
     }
 
     /// Whether TCP super-frames leave whole through the uplink (UDP tunnel GSO): false if it
     /// was configured off, could not be set up, or since the kernel refused a frame or the
     /// host stopped forwarding them.
     pub fn tunnel_gso(&self) -> bool {
-        self.shared
-            .uplink
-            .as_ref()
-            .is_some_and(|u| u.on.load(Ordering::Relaxed))
+        self.shared.caps.tunnel_gso.is_on()
+    }
+
+    /// Most TCP segments a container's stack may put in one TSO super-frame on a network with
+    /// MTU `mtu`, for this data plane to send it in one go: what the agent sets as the
+    /// container interface's `gso_max_segs` (see [`crate::tso_segments`]).
+    pub fn tso_segments(&self, mtu: u32) -> u32 {
+        tso_segments(mtu, self.tunnel_gso())
     }
 
     /// Each worker's load, flow steering, the poll window, the slice and the offloads in use.
     pub fn report(&self) -> DataplaneReport {
         let s = &self.shared;
         DataplaneReport {
-            busy_per_mille: s.flows.loads(s.learned.now_ms()),
-            steering: s.steer.is_some(),
-            flows_moved: s.flows.moves(),
+            busy_per_mille: s.tx.flows.loads(s.clock.now_ms()),
+            steering: s.tx.steering(),
+            flows_moved: s.tx.flows.moves(),
             poll: s.poll,
             slice: s.slice,
             udp_gso: self.udp_gso(),
             tunnel_gso: self.tunnel_gso(),
+            offloads: s.caps.report(),
+            learned_macs: s.learned.len(),
         }
     }
 
-    /// Starts serving VNI `vni` on `tap` (already created, in whatever namespace), with frames
-    /// up to `mtu` bytes of payload, forwarding as `table` says.
+    /// Starts serving VNI `vni` on TAP `tap`, forwarding as `table` says, with frames up to
+    /// `mtu` bytes of payload. The data plane opens the TAP itself, creating it if need be, in
+    /// the calling thread's network namespace: one queue per worker (queue `j` is read by
+    /// worker `j`; the kernel keeps each flow on one queue, so frames of a flow stay in
+    /// order), with the offloads the data plane uses, and MTU `mtu`. The caller attaches it
+    /// (to a bridge, say) and brings it up. The TAP goes when the network is removed.
     pub fn add_network(
         &self,
         vni: Vni,
-        tap: Tap,
-        mtu: u32,
-        table: &NetworkTable,
-    ) -> Result<(), DataplaneError> {
-        self.add_network_queues(vni, vec![tap], mtu, table)
-    }
-
-    /// [`Dataplane::add_network`] for the queues of a multi-queue TAP: queue `j` is read by
-    /// worker `j % workers` (the kernel keeps each flow on one queue, so frames of a flow stay
-    /// in order).
-    pub fn add_network_queues(
-        &self,
-        vni: Vni,
-        queues: Vec<Tap>,
+        tap: &str,
         mtu: u32,
         table: &NetworkTable,
     ) -> Result<(), DataplaneError> {
@@ -555,26 +232,16 @@ impl Dataplane {
         if self.shared.networks.load().contains_key(&vni) {
             return Err(DataplaneError::NetworkExists(vni));
         }
-        if queues.is_empty() {
-            return Err(DataplaneError::Io(
-                "adding a network",
-                io::Error::new(io::ErrorKind::InvalidInput, "no TAP queue given"),
-            ));
-        }
-        let queues: Vec<Arc<Tap>> = queues.into_iter().map(Arc::new).collect();
-        let net = Arc::new(Network {
-            vni,
-            table: Table::compile(table),
-            queues: queues.clone(),
-            counters: Arc::new(Counters::default()),
-            mtu: mtu as usize,
-            max_frame: mtu as usize + L2_OVERHEAD,
-        });
-        self.publish(vni, Some(net));
         let workers = &self.shared.workers;
-        for (j, tap) in queues.iter().enumerate() {
+        let queues: Vec<Arc<_>> = open_tap(tap, mtu, workers.len(), self.shared.tap_offloads)?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        let net = Network::new(vni, Table::compile(table), queues.clone(), mtu);
+        self.publish(vni, Some(Arc::new(net)));
+        for (j, q) in queues.iter().enumerate() {
             let w = &workers[j % workers.len()];
-            if let Err(e) = w.epoll.add(tap.as_raw_fd(), tap_token(vni, j)) {
+            if let Err(e) = w.epoll.add(q.as_raw_fd(), tap_token(vni, j)) {
                 for (k, t) in queues.iter().enumerate().take(j) {
                     let _ = workers[k % workers.len()].epoll.delete(t.as_raw_fd());
                 }
@@ -596,20 +263,13 @@ impl Dataplane {
             .get(&vni)
             .cloned()
             .ok_or(DataplaneError::NoSuchNetwork(vni))?;
-        let net = Arc::new(Network {
-            vni,
-            table: Table::compile(table),
-            queues: old.queues.clone(),
-            counters: old.counters.clone(),
-            mtu: old.mtu,
-            max_frame: old.max_frame,
-        });
-        self.publish(vni, Some(net));
+        let net = old.with_table(Table::compile(table));
+        self.publish(vni, Some(Arc::new(net)));
         Ok(())
     }
 
     /// Stops serving `vni`; returns once no worker uses its TAP any more, so the TAP is
-    /// closed (and, not being persistent, gone) unless the caller holds another queue of it.
+    /// closed and, not being persistent, gone.
     pub fn remove_network(&self, vni: Vni) -> Result<(), DataplaneError> {
         let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let Some(old) = self.shared.networks.load().get(&vni).cloned() else {
@@ -671,9 +331,10 @@ impl Dataplane {
         self.shared.global.snapshot()
     }
 
-    /// MACs learned from traffic in `vni`, with their VTEPs.
+    /// MACs learned from traffic in `vni` and not aged out, with their VTEPs.
     pub fn learned(&self, vni: Vni) -> Vec<(MacAddr, SocketAddr)> {
-        self.shared.learned.entries(vni)
+        let s = &self.shared;
+        s.learned.entries(vni, s.clock.now_ms())
     }
 
     /// Stops every thread and closes every TAP and socket.
@@ -696,6 +357,9 @@ impl Drop for Dataplane {
     fn drop(&mut self) {
         for w in &mut self.workers {
             w.stop();
+        }
+        if let Some(mut h) = self.housekeeping.take() {
+            h.stop();
         }
     }
 }

@@ -289,41 +289,79 @@ mod hostile {
         }
     }
 
-    /// A datagram that is often almost valid: a VXLAN header, then an Ethernet/IPv4/TCP frame
-    /// with random corruptions, truncations and extensions.
-    fn datagram(r: &mut Rng) -> Vec<u8> {
-        let mut d = vxlan::header(vni()).to_vec();
-        let base = udp_frame(LOCAL_MAC, REMOTE_MAC, LOCAL_IP, REMOTE_IP, r.below(3000));
-        let mut f = if r.below(2) == 0 {
-            base
-        } else {
-            let b = etherparse::PacketBuilder::ethernet2(LOCAL_MAC.0, REMOTE_MAC.0)
-                .ipv4(LOCAL_IP.octets(), REMOTE_IP.octets(), 64)
-                .tcp(1, 2, r.next() as u32, 100)
-                .ack(1);
-            let mut v = Vec::new();
-            b.write(&mut v, &vec![7u8; r.below(65_000)]).unwrap();
-            v
-        };
-        for _ in 0..r.below(8) {
-            if !f.is_empty() {
-                let i = r.below(f.len());
-                f[i] = r.next() as u8;
+    /// Makes datagrams that are often almost valid: a VXLAN header, then an Ethernet/IPv4
+    /// frame (UDP, a new TCP flow, or the next segment of the last TCP flow, so that runs
+    /// form), with random corruptions, truncations and extensions in half of them.
+    struct Gen {
+        r: Rng,
+        /// The next in-order sequence number and payload length of the last TCP flow.
+        next: Option<(u32, usize)>,
+    }
+
+    impl Gen {
+        fn datagram(&mut self) -> Vec<u8> {
+            let r = &mut self.r;
+            let mut d = vxlan::header(vni()).to_vec();
+            let tcp = |seq: u32, len: usize| {
+                let b = etherparse::PacketBuilder::ethernet2(LOCAL_MAC.0, REMOTE_MAC.0)
+                    .ipv4(LOCAL_IP.octets(), REMOTE_IP.octets(), 64)
+                    .tcp(1, 2, seq, 100)
+                    .ack(1);
+                let mut v = Vec::new();
+                b.write(&mut v, &vec![7u8; len]).unwrap();
+                v
+            };
+            let mut f = match (r.below(4), self.next) {
+                (0, _) => udp_frame(LOCAL_MAC, REMOTE_MAC, LOCAL_IP, REMOTE_IP, r.below(3000)),
+                (1, _) | (_, None) => {
+                    let (seq, len) = (r.next() as u32, r.below(65_000));
+                    self.next = Some((seq.wrapping_add(len as u32), len));
+                    tcp(seq, len)
+                }
+                (_, Some((seq, len))) => {
+                    self.next = Some((seq.wrapping_add(len as u32), len));
+                    tcp(seq, len)
+                }
+            };
+            if r.below(2) == 0 {
+                for _ in 0..=r.below(8) {
+                    if !f.is_empty() {
+                        let i = r.below(f.len());
+                        f[i] = r.next() as u8;
+                    }
+                }
+                if r.below(3) == 0 {
+                    f.truncate(r.below(f.len() + 1));
+                }
+                if r.below(5) == 0 {
+                    d[0] = r.next() as u8;
+                }
             }
+            d.extend_from_slice(&f);
+            d
         }
-        if r.below(3) == 0 {
-            f.truncate(r.below(f.len() + 1));
-        }
-        d.extend_from_slice(&f);
-        if r.below(5) == 0 {
-            d[0] = r.next() as u8;
-        }
-        d
+    }
+
+    /// How far the inputs got: how many passed each step.
+    #[derive(Debug, Default)]
+    struct Depth {
+        inputs: usize,
+        parsed: usize,
+        admitted: usize,
+        checksum_ok: usize,
+        segmented: usize,
+        encapsulated: usize,
+        candidates: usize,
+        continued: usize,
+        coalesced: usize,
     }
 
     #[test]
     fn random_datagrams_never_panic_the_receive_or_send_path() {
-        let mut r = Rng(0x0123_4567_89ab_cdef);
+        let mut g = Gen {
+            r: Rng(0x0123_4567_89ab_cdef),
+            next: None,
+        };
         let mut t = NetworkTable::new();
         t.macs.insert(LOCAL_MAC, vtep1());
         t.arp.insert(LOCAL_IP, LOCAL_MAC);
@@ -332,27 +370,73 @@ mod hostile {
             learn: true,
         });
         let table = Table::compile(&t);
+        // The send path sees the frames as host 1 does, where they come from its container.
+        let host1 = Table::compile(&two_host_table());
         let learned = LearnedTable::new(DEFAULT_AGEING);
         let mut scratch = vec![0u8; 70_000];
         let mut reply = [0u8; REPLY_BUF_LEN];
         let mut header = [0u8; 256];
         let mut prev: Option<(Vec<u8>, gro::Segment)> = None;
+        let mut depth = Depth::default();
         for i in 0..3000 {
-            let mut d = datagram(&mut r);
+            let mut d = g.datagram();
+            depth.inputs += 1;
             let from = "192.168.50.1:4789".parse().unwrap();
             let Ok((v, _)) = parse(&d) else { continue };
+            depth.parsed += 1;
             let frame = &mut d[vxlan::HEADER_LEN..];
-            let _ = admit(frame, from, v, &table, &learned, i, 1468);
-            let _ = checksum::complete_partial(frame);
-            let _ = gso::segment_tcp(frame, 1450, &mut scratch, |_| {});
-            let _ = encap(frame, v, &table, &learned, i, usize::MAX, &mut reply);
+            if admit(frame, from, v, &table, &learned, i, 1468).is_ok() {
+                depth.admitted += 1;
+            }
+            if matches!(
+                checksum::complete_partial(frame),
+                checksum::L4Checksum::Valid | checksum::L4Checksum::Completed
+            ) {
+                depth.checksum_ok += 1;
+            }
+            if gso::segment_tcp(frame, 1450, &mut scratch, |_| {}).is_ok() {
+                depth.segmented += 1;
+            }
+            let e = encap(frame, v, &host1, &learned, i, usize::MAX, &mut reply);
+            if !matches!(e, crate::encap::Encap::Drop(_)) {
+                depth.encapsulated += 1;
+            }
             if let Some(seg) = gro::candidate(frame) {
+                depth.candidates += 1;
                 if let Some((pf, ps)) = &prev {
-                    let _ = gro::continues(pf, ps, frame, &seg, ps.payload_len, 100);
+                    if gro::continues(pf, ps, frame, &seg, ps.payload_len, 100) {
+                        depth.continued += 1;
+                    }
                 }
-                let _ = gro::super_header(frame, &seg, 2, seg.payload_len * 2, true, &mut header);
+                let n = gro::super_header(frame, &seg, 2, seg.payload_len * 2, true, &mut header);
+                if n.is_some() {
+                    depth.coalesced += 1;
+                }
                 prev = Some((frame.to_vec(), seg));
             }
         }
+        // Random bytes that stop at the first check test nothing behind it: at least a tenth of
+        // the inputs must pass every step, and some must fail each (the corruptions bite).
+        eprintln!("{depth:?}");
+        let share = |n: usize| n * 100 / depth.inputs;
+        for (step, n) in [
+            ("parse", depth.parsed),
+            ("admit", depth.admitted),
+            ("checksum", depth.checksum_ok),
+            ("segmentation", depth.segmented),
+            ("encap", depth.encapsulated),
+            ("GRO candidate", depth.candidates),
+            ("super-frame header", depth.coalesced),
+        ] {
+            assert!(
+                (10..=99).contains(&share(n)),
+                "{step}: {n} of {} inputs passed ({depth:?})",
+                depth.inputs
+            );
+        }
+        assert!(
+            depth.continued >= depth.inputs / 10,
+            "too few segments continued a run: {depth:?}"
+        );
     }
 }

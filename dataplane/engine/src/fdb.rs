@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use ovnet_wire::{MacAddr, Vni, VXLAN_PORT};
@@ -220,16 +220,16 @@ impl Table {
 #[derive(Debug)]
 pub struct Learned {
     vtep: SocketAddr,
-    /// Milliseconds since the table's epoch at the last packet.
+    /// The caller's milliseconds at the last packet.
     seen_ms: AtomicU64,
 }
 
 /// MACs learned from received traffic, per VNI, with ageing. Shared by the receive path (which
-/// writes) and the send path (which reads).
+/// writes) and the send path (which reads). Times are the caller's milliseconds (the data
+/// plane's [`crate::clock::Clock`]); the table keeps no clock of its own.
 #[derive(Debug)]
 pub struct LearnedTable {
     map: DashMap<(Vni, MacAddr), Learned>,
-    epoch: Instant,
     ageing_ms: u64,
 }
 
@@ -242,14 +242,19 @@ impl LearnedTable {
     pub fn new(ageing: Duration) -> LearnedTable {
         LearnedTable {
             map: DashMap::new(),
-            epoch: Instant::now(),
             ageing_ms: ageing.as_millis().min(u64::MAX as u128) as u64,
         }
     }
 
-    /// Milliseconds since the table's epoch: the clock entries are stamped with.
-    pub fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+    /// How many entries the table holds, aged or not (the sweep, [`LearnedTable::expire`],
+    /// removes aged ones).
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the table holds no entry at all.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
     }
 
     /// The live (not aged out) VTEP for `mac` in `vni`.
@@ -292,9 +297,9 @@ impl LearnedTable {
         self.map.retain(|(v, _), _| *v != vni);
     }
 
-    /// The live entries of `vni`, sorted by MAC.
-    pub fn entries(&self, vni: Vni) -> Vec<(MacAddr, SocketAddr)> {
-        let now = self.now_ms();
+    /// The entries of `vni` live at `now_ms`, sorted by MAC.
+    pub fn entries(&self, vni: Vni, now_ms: u64) -> Vec<(MacAddr, SocketAddr)> {
+        let now = now_ms;
         let mut out: Vec<_> = self
             .map
             .iter()
@@ -383,8 +388,14 @@ mod tests {
         assert_eq!(l.lookup(vni, &mac(5), 6_000), Some(sa("192.168.50.4:4789")));
         // Aged out after 10 s without traffic.
         assert_eq!(l.lookup(vni, &mac(5), 16_000), None);
+        assert_eq!(l.len(), 1, "aged, but not swept yet");
+        assert_eq!(l.entries(vni, 16_000), vec![]);
+        assert_eq!(
+            l.entries(vni, 15_999),
+            vec![(mac(5), sa("192.168.50.4:4789"))]
+        );
         assert_eq!(l.expire(16_000), 1);
-        assert!(l.entries(vni).is_empty());
+        assert!(l.is_empty());
     }
 
     #[test]

@@ -1,31 +1,52 @@
 //! ovnet's VXLAN forwarding engine (RFC 7348): per-VNI forwarding tables, the encap and decap
-//! decisions, drop counters, and the worker threads that move frames between TAP devices and
-//! the UDP underlay.
+//! decisions, drop counters, and the threads that move frames between TAP devices and the UDP
+//! underlay.
 //!
-//! Layers, bottom up: [`ovnet_wire`] parses and builds packets (no I/O); [`fdb`] holds the
-//! forwarding state; [`encap`] and [`decap`] decide what happens to one packet as pure
-//! functions; [`dataplane`] runs them on OS threads over [`ovnet_sys`]' TAPs and sockets.
+//! Layers, bottom up; every module depends only on those above it in this list:
+//! - Decisions, no I/O: [`fdb`] (forwarding state), [`encap`] and [`decap`] (what happens to
+//!   one packet, as pure functions over [`ovnet_wire`]'s views), `steer` (which peer worker a
+//!   flow goes to), [`counters`] (drop reasons and traffic counts).
+//! - State: [`config`], [`clock`] (the ageing clock, injectable), [`capability`] (offloads
+//!   accepted and refused), `network` (one VNI as the packet path sees it, its TAP), `uplink`
+//!   (UDP tunnel GSO), `pacing` (poll window, load meter).
+//! - Paths, over [`ovnet_sys`]' TAPs and sockets: `receive` (underlay to TAP) and `send` (TAP
+//!   to underlay: trains, segmentation, socket choice).
+//! - Threads: `shared` (what they share), `worker` (the packet loop), `housekeeping` (the
+//!   chores on a clock), and [`dataplane`], the handle that starts them.
 //!
 //! This crate knows nothing of etcd, gRPC or async runtimes: the control plane drives it through
-//! [`Dataplane`]'s handful of calls and reads its [`CounterSnapshot`]s. No packet from the
-//! network or a TAP can make it panic; every drop is counted by [`DropReason`].
+//! [`Dataplane`]'s handful of calls and reads its [`CounterSnapshot`]s and
+//! [`DataplaneReport`]. No packet from the network or a TAP can make it panic; every drop is
+//! counted by [`DropReason`].
 
 #![forbid(unsafe_code)]
 
+pub mod capability;
+pub mod clock;
+pub mod config;
 pub mod counters;
 pub mod dataplane;
 pub mod decap;
 pub mod encap;
 pub mod fdb;
+mod housekeeping;
+mod network;
+mod pacing;
+mod receive;
+mod send;
+mod shared;
 mod steer;
+mod uplink;
 mod worker;
 
 #[cfg(test)]
 mod testutil;
 
+pub use capability::{Offload, OffloadState};
+pub use clock::Clock;
+pub use config::{DataplaneConfig, DataplaneError, DEFAULT_POLL, DEFAULT_SLICE};
 pub use counters::{CounterSnapshot, DropReason};
-pub use dataplane::{
-    Dataplane, DataplaneConfig, DataplaneError, DataplaneReport, DEFAULT_POLL, DEFAULT_SLICE,
-};
+pub use dataplane::{Dataplane, DataplaneReport};
 pub use fdb::{FloodEntry, NetworkTable};
-pub use ovnet_wire::{MacAddr, Vni};
+pub use ovnet_wire::{MacAddr, Vni, VXLAN_PORT};
+pub use send::tso_segments;

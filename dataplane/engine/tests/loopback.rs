@@ -2,24 +2,32 @@
 //! with real TAPs, in a private network namespace of the test's own (nothing to clean up: it
 //! disappears with its last descriptor). Frames are injected on one host's TAP with a packet
 //! socket and must come out, byte for byte, of the other host's TAP of the same VNI, and only
-//! there.
+//! there. The failures the data plane counts are provoked for real: a TAP that is down, a VTEP
+//! without a route, a wrong checksum, a kernel that refuses UDP GSO; and learned MACs age on
+//! the data plane's own clock, moved forward instead of waited for.
 
 use std::collections::HashSet;
+use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::time::Duration;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 use etherparse::PacketBuilder;
 use ovnet_dataplane::{
-    Dataplane, DataplaneConfig, DropReason, FloodEntry, MacAddr, NetworkTable, Vni,
+    Clock, Dataplane, DataplaneConfig, DropReason, FloodEntry, MacAddr, NetworkTable, Offload,
+    OffloadState, Vni,
 };
-use ovnet_sys::packet::{Direction, PacketSocket};
-use ovnet_sys::{link, netns, Tap, TapConfig};
+use ovnet_sys::testing::{refuse_udp_gso, Direction, PacketSocket};
+use ovnet_sys::{link, netns};
 use ovnet_wire::vxlan;
 
 const MAC_A: MacAddr = MacAddr([2, 0x42, 10, 0, 0, 2]);
 const MAC_B: MacAddr = MacAddr([2, 0x42, 10, 0, 0, 3]);
 const IP_A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const IP_B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+
+/// How long anything that should happen may take on a loaded machine.
+const DEADLINE: Duration = Duration::from_secs(10);
 
 fn vtep(i: u8) -> SocketAddr {
     SocketAddr::new(Ipv4Addr::new(127, 0, 0, i).into(), 4789)
@@ -51,6 +59,8 @@ fn table(me: u8) -> NetworkTable {
 struct Bed {
     dp1: Dataplane,
     dp2: Dataplane,
+    /// Host 2's clock, which its learned MACs age by: still until moved.
+    clock2: Clock,
     /// Packet sockets on host 1's TAP for VNI 42 and 43, and host 2's.
     h1_42: PacketSocket,
     h1_43: PacketSocket,
@@ -59,14 +69,23 @@ struct Bed {
     /// A socket on host 1's VTEP address (a known VTEP) and one on an unknown address.
     known: UdpSocket,
     stranger: UdpSocket,
+    /// The bed's network namespace.
+    ns: File,
 }
 
-fn open_tap(name: &str) -> (Tap, PacketSocket) {
-    let tap = Tap::open(&TapConfig::new(name)).unwrap();
-    link::set_mtu(name, 1450).unwrap();
+impl Bed {
+    /// Runs `f` on the calling thread inside the bed's namespace.
+    fn inside<R>(&self, f: impl FnOnce() -> R) -> R {
+        netns::with(&format!("/proc/self/fd/{}", self.ns.as_raw_fd()), f).unwrap()
+    }
+}
+
+/// Serves `v` on TAP `name` of `dp`, brings the TAP up and binds a packet socket to it.
+fn serve(dp: &Dataplane, v: u32, name: &str, table: &NetworkTable) -> PacketSocket {
+    dp.add_network(vni(v), name, 1450, table).unwrap();
+    assert_eq!(link::mtu(name).unwrap(), 1450);
     link::set_up(name).unwrap();
-    let sock = PacketSocket::bind(name).unwrap();
-    (tap, sock)
+    PacketSocket::bind(name).unwrap()
 }
 
 fn bed() -> Bed {
@@ -77,28 +96,31 @@ fn bed() -> Bed {
         std::fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1").ok();
         let mut cfg = DataplaneConfig::new(vtep(1));
         cfg.tx_sockets = 4;
+        // Plain TAPs: a packet socket sees each frame as it is, none coalesced.
+        cfg.tap_offloads = false;
         let dp1 = Dataplane::start(&cfg).unwrap();
         cfg.vtep = vtep(2);
+        // Host 2's clock moves only when a test moves it (its MACs age to the millisecond).
+        let clock2 = Clock::manual();
+        cfg.clock = clock2.clone();
         let dp2 = Dataplane::start(&cfg).unwrap();
-        let (t1_42, h1_42) = open_tap("h1v42");
-        let (t1_43, h1_43) = open_tap("h1v43");
-        let (t2_42, h2_42) = open_tap("h2v42");
-        let (t2_43, h2_43) = open_tap("h2v43");
-        dp1.add_network(vni(42), t1_42, 1450, &table(1)).unwrap();
-        dp1.add_network(vni(43), t1_43, 1450, &table(1)).unwrap();
-        dp2.add_network(vni(42), t2_42, 1450, &table(2)).unwrap();
-        dp2.add_network(vni(43), t2_43, 1450, &table(2)).unwrap();
+        let h1_42 = serve(&dp1, 42, "h1v42", &table(1));
+        let h1_43 = serve(&dp1, 43, "h1v43", &table(1));
+        let h2_42 = serve(&dp2, 42, "h2v42", &table(2));
+        let h2_43 = serve(&dp2, 43, "h2v43", &table(2));
         let known = UdpSocket::bind("127.0.0.1:0").unwrap();
         let stranger = UdpSocket::bind("127.0.0.9:0").unwrap();
         Bed {
             dp1,
             dp2,
+            clock2,
             h1_42,
             h1_43,
             h2_42,
             h2_43,
             known,
             stranger,
+            ns: File::open("/proc/thread-self/ns/net").unwrap(),
         }
     })
     .join()
@@ -128,9 +150,9 @@ fn arp_request(src: MacAddr, sip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
 /// The next frame the data plane wrote into this TAP (skipping what the kernel sent out of it).
 fn next_incoming(sock: &PacketSocket, timeout: Duration) -> Option<Vec<u8>> {
     let mut buf = [0u8; 2048];
-    let deadline = std::time::Instant::now() + timeout;
+    let deadline = Instant::now() + timeout;
     loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let left = deadline.saturating_duration_since(Instant::now());
         match sock.recv(&mut buf, left).unwrap() {
             Some((n, Direction::Incoming)) => return Some(buf[..n].to_vec()),
             Some((_, Direction::Outgoing)) => continue,
@@ -140,7 +162,7 @@ fn next_incoming(sock: &PacketSocket, timeout: Duration) -> Option<Vec<u8>> {
 }
 
 fn expect_frame(sock: &PacketSocket, want: &[u8]) {
-    let got = next_incoming(sock, Duration::from_secs(3)).expect("no frame arrived within 3 s");
+    let got = next_incoming(sock, DEADLINE).expect("no frame arrived in time");
     assert_eq!(got, want, "frame differs");
 }
 
@@ -151,12 +173,9 @@ fn expect_silence(sock: &PacketSocket) {
 }
 
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let deadline = Instant::now() + DEADLINE;
     while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -238,7 +257,7 @@ fn bursts_of_small_frames_arrive_whole_and_in_order() {
             sent.push(f);
         }
         for (i, want) in sent.iter().enumerate().skip(first) {
-            let got = next_incoming(&b.h2_42, Duration::from_secs(3)).unwrap_or_else(|| {
+            let got = next_incoming(&b.h2_42, DEADLINE).unwrap_or_else(|| {
                 panic!(
                     "frame {i} of {} did not arrive: sender {:?}, receiver {:?}",
                     sent.len(),
@@ -391,4 +410,227 @@ fn learning_from_an_external_vtep() {
         )]
     );
     assert_eq!(b.dp2.counters(vni(42)).unwrap().learned, 1);
+}
+
+/// Runs `ip ARGS` inside the bed's namespace.
+fn ip(b: &Bed, args: &[&str]) {
+    let out = b.inside(|| {
+        std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .unwrap()
+    });
+    assert!(out.status.success(), "ip {args:?}: {out:?}");
+}
+
+#[test]
+fn a_tap_that_is_down_counts_tap_write_errors_until_it_is_up_again() {
+    let b = bed();
+    // A TAP that is down takes no frames: the kernel answers EIO (tun_get_user()).
+    ip(&b, &["link", "set", "h2v42", "down"]);
+    let f = udp_frame(MAC_A, MAC_B, IP_A, IP_B, b"to a TAP that is down");
+    b.h1_42.send(&f).unwrap();
+    wait_for("a TAP write error", || {
+        b.dp2
+            .counters(vni(42))
+            .unwrap()
+            .dropped(DropReason::TapWriteError)
+            == 1
+    });
+    let c = b.dp2.counters(vni(42)).unwrap();
+    assert_eq!((c.rx_packets, c.total_dropped()), (0, 1), "{c:?}");
+    // Up again: the next frame is delivered, and nothing else was dropped. (A fresh packet
+    // socket: the old one reports the device's going down as ENETDOWN.)
+    ip(&b, &["link", "set", "h2v42", "up"]);
+    let h2 = b.inside(|| PacketSocket::bind("h2v42").unwrap());
+    let g = udp_frame(MAC_A, MAC_B, IP_A, IP_B, b"up again");
+    b.h1_42.send(&g).unwrap();
+    expect_frame(&h2, &g);
+    wait_for("the frame to be counted", || {
+        b.dp2.counters(vni(42)).unwrap().rx_packets == 1
+    });
+    assert_eq!(b.dp2.counters(vni(42)).unwrap().total_dropped(), 1);
+}
+
+#[test]
+fn a_vtep_without_a_route_counts_send_errors() {
+    let b = bed();
+    // A container behind a VTEP this namespace has no route to (TEST-NET-1): the kernel
+    // refuses each send with ENETUNREACH.
+    let far = MacAddr([2, 0x42, 10, 0, 0, 9]);
+    let mut t = table(1);
+    t.macs.insert(far, "192.0.2.1:4789".parse().unwrap());
+    b.dp1.update_network(vni(42), &t).unwrap();
+    let f = udp_frame(MAC_A, far, IP_A, Ipv4Addr::new(10, 0, 0, 9), b"nowhere");
+    b.h1_42.send(&f).unwrap();
+    wait_for("a send error", || {
+        b.dp1
+            .counters(vni(42))
+            .unwrap()
+            .dropped(DropReason::SendError)
+            == 1
+    });
+    // A burst: whether its frames leave one by one or in trains, every send fails and is
+    // counted, and nothing is counted as sent.
+    for i in 0..20u8 {
+        b.h1_42
+            .send(&udp_frame(
+                MAC_A,
+                far,
+                IP_A,
+                Ipv4Addr::new(10, 0, 0, 9),
+                &[i; 30],
+            ))
+            .unwrap();
+    }
+    // The peer still gets what is for it: the data plane carries on.
+    let g = udp_frame(MAC_A, MAC_B, IP_A, IP_B, b"still flowing");
+    b.h1_42.send(&g).unwrap();
+    expect_frame(&b.h2_42, &g);
+    wait_for("the good frame to be counted", || {
+        b.dp1.counters(vni(42)).unwrap().tx_packets == 1
+    });
+    let c = b.dp1.counters(vni(42)).unwrap();
+    let errors = c.dropped(DropReason::SendError);
+    assert!((2..=21).contains(&errors), "{c:?}");
+    assert_eq!(c.total_dropped(), errors, "{c:?}");
+}
+
+/// `frame` with its UDP or TCP checksum made wrong (and not the partial sum a sender leaves to
+/// hardware either).
+fn with_bad_checksum(mut frame: Vec<u8>, field: usize) -> Vec<u8> {
+    frame[field] ^= 0x5a;
+    frame[field + 1] ^= 0xa5;
+    frame
+}
+
+#[test]
+fn frames_with_a_wrong_checksum_are_dropped_as_bad_checksum() {
+    let b = bed();
+    let udp = udp_frame(MAC_A, MAC_B, IP_A, IP_B, b"checksummed payload");
+    // Ethernet 14 + IPv4 20: the UDP checksum is at 6, the TCP one at 16.
+    let bad_udp = with_bad_checksum(udp.clone(), 14 + 20 + 6);
+    let mut tcp = Vec::new();
+    PacketBuilder::ethernet2(MAC_A.0, MAC_B.0)
+        .ipv4(IP_A.octets(), IP_B.octets(), 64)
+        .tcp(40000, 5000, 1, 1000)
+        .write(&mut tcp, b"tcp payload")
+        .unwrap();
+    let bad_tcp = with_bad_checksum(tcp, 14 + 20 + 16);
+    b.known.send_to(&datagram(42, &bad_udp), vtep(2)).unwrap();
+    b.known.send_to(&datagram(42, &bad_tcp), vtep(2)).unwrap();
+    // A good one last: once it arrives, the bad ones have been processed.
+    b.known.send_to(&datagram(42, &udp), vtep(2)).unwrap();
+    expect_frame(&b.h2_42, &udp);
+    expect_silence(&b.h2_42);
+    let c = b.dp2.counters(vni(42)).unwrap();
+    assert_eq!(c.dropped(DropReason::BadChecksum), 2, "{c:?}");
+    assert_eq!(c.total_dropped(), 2, "{c:?}");
+}
+
+#[test]
+fn learned_macs_age_out_after_300_s_of_the_data_planes_clock() {
+    let b = bed();
+    // Host 2 learns from an external VTEP at 127.0.0.9:4789 (the default ageing, 300 s).
+    let ext = SocketAddr::new(Ipv4Addr::new(127, 0, 0, 9).into(), 4789);
+    let peer = b.inside(|| UdpSocket::bind(ext).unwrap());
+    peer.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut t = table(2);
+    t.flood.push(FloodEntry {
+        addr: ext,
+        learn: true,
+    });
+    b.dp2.update_network(vni(42), &t).unwrap();
+    let far = MacAddr([2, 0xaa, 0, 0, 0, 1]);
+    let far_ip = Ipv4Addr::new(10, 0, 0, 99);
+    let from_far = udp_frame(far, MAC_B, far_ip, IP_B, b"from outside");
+    peer.send_to(&datagram(42, &from_far), vtep(2)).unwrap();
+    expect_frame(&b.h2_42, &from_far);
+    assert_eq!(b.dp2.learned(vni(42)), vec![(far, ext)]);
+    assert_eq!(b.dp2.report().learned_macs, 1);
+
+    // A frame for it goes to its VTEP alone, even 1 ms before the 300 s are up.
+    let to_far = udp_frame(MAC_B, far, IP_B, far_ip, b"to outside");
+    let mut buf = [0u8; 2048];
+    let mut expect_at_peer = || {
+        let (n, _) = peer
+            .recv_from(&mut buf)
+            .expect("nothing reached the external VTEP");
+        assert_eq!(&buf[..n], &datagram(42, &to_far)[..]);
+    };
+    b.clock2.advance(Duration::from_millis(299_999));
+    b.h2_42.send(&to_far).unwrap();
+    expect_at_peer();
+    assert_eq!(b.dp2.learned(vni(42)), vec![(far, ext)]);
+    assert_eq!(b.dp2.counters(vni(42)).unwrap().flooded, 0);
+
+    // At 300 s it is gone: the same frame is unknown unicast, flooded to every VTEP.
+    b.clock2.advance(Duration::from_millis(1));
+    assert_eq!(b.dp2.learned(vni(42)), vec![]);
+    b.h2_42.send(&to_far).unwrap();
+    expect_at_peer();
+    expect_frame(&b.h1_42, &to_far);
+    wait_for("the flood to be counted", || {
+        b.dp2.counters(vni(42)).unwrap().flooded == 1
+    });
+    // And the housekeeping thread sweeps it out of the table (every 10 s of the clock; the
+    // last sweep was at 299.999 s at the latest).
+    b.clock2.advance(Duration::from_secs(10));
+    wait_for("the sweep", || b.dp2.report().learned_macs == 0);
+}
+
+#[test]
+fn a_kernel_refusing_udp_gso_turns_it_off_and_frames_still_arrive_in_order() {
+    let b = bed();
+    assert!(b.dp1.udp_gso());
+    // From now on the kernel refuses host 1's GSO sends (EINVAL: see refuse_udp_gso).
+    let changed = b.inside(|| refuse_udp_gso(vtep(1).ip())).unwrap();
+    assert!(changed >= 1, "no socket of host 1 found");
+    // Bursts of equal frames, which leave in trains once the worker reads several at a time;
+    // the first train is refused, then sent datagram by datagram.
+    let deadline = Instant::now() + 3 * DEADLINE;
+    let mut sent = 0u64;
+    while b.dp1.udp_gso() {
+        assert!(
+            Instant::now() < deadline,
+            "no train was sent in 30 s: {:?}",
+            b.dp1.counters(vni(42))
+        );
+        let burst: Vec<Vec<u8>> = (0..50u32)
+            .map(|i| {
+                let mut payload = [0x77u8; 40];
+                payload[..4].copy_from_slice(&(sent as u32 + i).to_be_bytes());
+                udp_frame(MAC_A, MAC_B, IP_A, IP_B, &payload)
+            })
+            .collect();
+        for f in &burst {
+            b.h1_42.send(f).unwrap();
+        }
+        for (i, want) in burst.iter().enumerate() {
+            let got = next_incoming(&b.h2_42, DEADLINE)
+                .unwrap_or_else(|| panic!("frame {i} of a burst did not arrive"));
+            assert_eq!(&got, want, "frame {i} differs or is out of order");
+        }
+        sent += burst.len() as u64;
+    }
+    let report = b.dp1.report();
+    assert!(!report.udp_gso);
+    let (_, state) = report
+        .offloads
+        .iter()
+        .find(|(o, _)| *o == Offload::UdpGso)
+        .unwrap();
+    match state {
+        OffloadState::TurnedOff { reason, .. } => {
+            assert!(reason.contains("os error 22"), "{reason}")
+        }
+        other => panic!("UDP GSO is {other:?}"),
+    }
+    wait_for("every frame counted as sent", || {
+        b.dp1.counters(vni(42)).unwrap().tx_packets == sent
+    });
+    let c = b.dp1.counters(vni(42)).unwrap();
+    assert_eq!(c.total_dropped(), 0, "{c:?}");
+    assert!(c.trains > 0, "{c:?}");
+    expect_silence(&b.h2_42);
 }

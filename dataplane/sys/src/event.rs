@@ -1,6 +1,7 @@
 //! Blocking primitives of the worker threads: an eventfd [`Waker`] that interrupts a wait (for
 //! shutdown or a configuration change), [`Epoll`], the set of descriptors a worker sleeps on
-//! (its socket, one TAP queue of every network, its waker), and [`poll_readable`], a thin
+//! (its socket, one TAP queue of every network, its waker), and [`poll_writable`], which a
+//! send waits in while a socket buffer is full. Tests also get `poll_readable`, a thin
 //! `poll(2)` over a few fds.
 //!
 //! Workers use non-blocking descriptors, drain them in bounded batches, then sleep with the
@@ -9,7 +10,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-/// An eventfd that makes [`poll_readable`] return; cheap to signal from any thread.
+/// An eventfd that makes a wait on it return; cheap to signal from any thread.
 #[derive(Debug)]
 pub struct Waker {
     fd: OwnedFd,
@@ -139,6 +140,7 @@ impl Epoll {
 
 /// Waits until at least one of `fds` is readable or `timeout_ms` passes (-1 waits forever).
 /// Sets `ready[i]` for each readable descriptor and returns how many are. At most 8 fds.
+#[cfg(any(test, feature = "test-support"))]
 pub fn poll_readable(fds: &[RawFd], ready: &mut [bool], timeout_ms: i32) -> io::Result<usize> {
     const MAX: usize = 8;
     assert!(

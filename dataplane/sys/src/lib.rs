@@ -2,22 +2,29 @@
 //! network namespaces and the wake-up/poll primitives the worker threads block on.
 //!
 //! This is the one crate in the workspace that contains `unsafe` code: every `ioctl`, `setns`,
-//! `poll` and (later) `sendmmsg`/`recvmmsg` call lives here behind a safe, typed API, and every
+//! `poll`, `sendmsg`/`sendmmsg` and `recvmsg` call lives here behind a safe, typed API, and every
 //! `unsafe` block carries a `// SAFETY:` line. It knows nothing of VXLAN, forwarding tables,
-//! etcd or async runtimes: the engine (`ovnet-dataplane`) builds on it.
+//! etcd or async runtimes: the engine (`ovnet-dataplane`) builds on it. From `ovnet-wire` it
+//! takes only the sizes of the `virtio_net_hdr` formats a TAP prefixes frames with.
+//!
+//! `testing` (the `test-support` feature) holds what tests need of the OS and production
+//! never does: a raw packet socket, and a way to make the kernel refuse UDP GSO.
 
 pub mod event;
 pub mod link;
 pub mod netns;
-pub mod packet;
 pub mod sched;
 pub mod tap;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 pub mod udp;
 pub mod uplink;
 
-pub use event::{poll_readable, poll_writable, Epoll, Waker};
+#[cfg(any(test, feature = "test-support"))]
+pub use event::poll_readable;
+pub use event::{poll_writable, Epoll, Waker};
 pub use tap::{Offloads, Tap, TapConfig, TapError};
-pub use udp::{UdpConfig, UnderlaySocket};
+pub use udp::{Sent, Transmit, UdpConfig, UnderlaySocket};
 pub use uplink::Uplink;
 
 /// Interface names are limited to `IFNAMSIZ - 1` bytes by the kernel (`include/uapi/linux/if.h`).

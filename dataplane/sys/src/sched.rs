@@ -84,10 +84,11 @@ pub fn slice_of(tid: libc::pid_t) -> io::Result<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ovnet_testbed::skip;
 
     #[test]
     fn a_thread_gets_the_slice_it_asks_for_and_keeps_its_nice_value() {
-        std::thread::spawn(|| {
+        let got = std::thread::spawn(|| {
             // SAFETY: getpriority/setpriority on this thread (tid) only read and set its nice.
             let tid = unsafe { libc::gettid() } as libc::id_t;
             // SAFETY: as above.
@@ -95,31 +96,43 @@ mod tests {
             assert!(set_own_slice(Duration::from_micros(300)).unwrap());
             // SAFETY: as above.
             assert_eq!(unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) }, 3);
-            let got = slice_of(0).unwrap();
-            // Linux 6.12+ reports the slice (clamped to 0.1..100 ms); earlier kernels 0.
-            assert!(
-                got == Duration::from_micros(300) || got.is_zero(),
-                "slice {got:?}"
-            );
+            slice_of(0).unwrap()
         })
         .join()
         .unwrap();
+        // Linux 6.12+ reports the slice (clamped to 0.1..100 ms); earlier kernels take the
+        // request and ignore it, reporting 0.
+        if got.is_zero() && !ovnet_testbed::kernel_at_least(6, 12) {
+            return skip(format!(
+                "Linux {} has no custom time slices (6.12+): the slice asked for is not \
+                 visible",
+                ovnet_testbed::kernel_release()
+            ));
+        }
+        assert_eq!(got, Duration::from_micros(300));
     }
 
     #[test]
     fn a_real_time_thread_is_left_alone() {
-        std::thread::spawn(|| {
+        let outcome = std::thread::spawn(|| {
             let p = libc::sched_param { sched_priority: 1 };
             // SAFETY: sets this thread's policy; `p` is a valid sched_param.
             if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) } != 0 {
-                return; // not allowed here (no CAP_SYS_NICE): nothing to check
+                return Err(io::Error::last_os_error());
             }
-            assert!(!set_own_slice(Duration::from_micros(300)).unwrap());
+            let left_alone = !set_own_slice(Duration::from_micros(300)).unwrap();
             let p = libc::sched_param { sched_priority: 0 };
             // SAFETY: as above, back to the default policy.
             unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &p) };
+            Ok(left_alone)
         })
         .join()
         .unwrap();
+        match outcome {
+            Ok(left_alone) => assert!(left_alone, "the slice request changed a SCHED_FIFO thread"),
+            Err(e) => skip(format!(
+                "cannot make a thread real-time here ({e}): run as root or with CAP_SYS_NICE"
+            )),
+        }
     }
 }

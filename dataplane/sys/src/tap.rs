@@ -11,6 +11,12 @@ use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
+// The prefixes of frames on a TAP opened with `vnet_hdr`: `struct virtio_net_hdr` (without
+// `num_buffers`), or with `tunnel_hdr` `struct virtio_net_hdr_v1_hash_tunnel`, the only length
+// with which a TAP takes UDP tunnel GSO frames (Linux 6.17+). Defined with their formats.
+use ovnet_wire::tunnel::VNET_TUNNEL_HDR_LEN;
+use ovnet_wire::virtio::HEADER_LEN as VNET_HDR_LEN;
+
 use crate::link::IfReq;
 
 // include/uapi/linux/if_tun.h
@@ -27,14 +33,13 @@ const TUN_F_TSO6: libc::c_uint = 0x04;
 const TUN_F_TSO_ECN: libc::c_uint = 0x08;
 const TUN_F_UDP_TUNNEL_GSO: libc::c_uint = 0x080;
 
-/// Size of `struct virtio_net_hdr` (without `num_buffers`), the prefix of every frame read from
-/// or written to a TAP opened with [`TapConfig::vnet_hdr`].
-pub const VNET_HDR_LEN: usize = 10;
-
-/// Size of `struct virtio_net_hdr_v1_hash_tunnel`: the prefix of every frame on a TAP opened
-/// with [`TapConfig::tunnel_hdr`]. A TAP takes UDP tunnel GSO frames only with a header this
-/// long (Linux 6.17+).
-pub const VNET_TUNNEL_HDR_LEN: usize = 24;
+/// Whether a failed write to a TAP means "this kernel or TAP cannot take this kind of GSO
+/// frame": `EINVAL` from `virtio_net_hdr_to_skb()` (`include/linux/virtio_net.h`) for a GSO type
+/// the kernel does not know (`GSO_UDP_L4` before Linux 6.2) or a tunnel frame on a TAP without
+/// `TUN_F_UDP_TUNNEL_GSO`. The writer stops sending that kind; any other error is one frame's.
+pub fn refuses_gso(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EINVAL)
+}
 
 /// How to open a TAP queue.
 #[derive(Debug, Clone)]
@@ -43,8 +48,8 @@ pub struct TapConfig {
     pub name: String,
     /// Prefix every frame with a `virtio_net_hdr` (`IFF_VNET_HDR`), required for offloads.
     pub vnet_hdr: bool,
-    /// With `vnet_hdr`: use the 24-byte tunnel header ([`VNET_TUNNEL_HDR_LEN`]) instead of the
-    /// 10-byte one.
+    /// With `vnet_hdr`: use the 24-byte tunnel header (`virtio_net_hdr_v1_hash_tunnel`)
+    /// instead of the 10-byte one.
     pub tunnel_hdr: bool,
     /// Open one of several queues of a multi-queue TAP (`IFF_MULTI_QUEUE`).
     pub multi_queue: bool,
@@ -247,7 +252,7 @@ impl Tap {
         Ok(())
     }
 
-    fn set_vnet_hdr_len(&self, len: usize) -> Result<(), TapError> {
+    pub(crate) fn set_vnet_hdr_len(&self, len: usize) -> Result<(), TapError> {
         let len = len as libc::c_int;
         // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which lives across the call.
         let rc = unsafe {

@@ -8,7 +8,7 @@
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
@@ -44,7 +44,7 @@ pub struct UnderlaySocket {
     sock: UdpSocket,
 }
 
-fn setsockopt_int(
+pub(crate) fn setsockopt_int(
     fd: RawFd,
     level: libc::c_int,
     opt: libc::c_int,
@@ -118,19 +118,9 @@ impl UnderlaySocket {
         self.sock.local_addr()
     }
 
-    /// Sends one datagram gathered from `parts` (for example the 8-byte VXLAN header and the
-    /// frame, without copying them together).
-    pub fn send_to_vectored(&self, parts: &[IoSlice<'_>], dst: SocketAddr) -> io::Result<usize> {
-        SockRef::from(&self.sock).send_to_vectored(parts, &SockAddr::from(dst))
-    }
-
-    /// Sends one datagram from a single buffer.
-    pub fn send_to(&self, buf: &[u8], dst: SocketAddr) -> io::Result<usize> {
-        self.sock.send_to(buf, dst)
-    }
-
     /// Receives one datagram; `WouldBlock` when none is queued.
-    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    #[cfg(test)]
+    fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         self.sock.recv_from(buf)
     }
 }
@@ -146,10 +136,6 @@ pub const MAX_GSO_PAYLOAD: usize = 65_535 - 20 - 8;
 /// after; the lower is used).
 pub const MAX_GSO_SEGMENTS: usize = 64;
 
-fn sockaddr_of(dst: SocketAddr) -> SockAddr {
-    SockAddr::from(dst)
-}
-
 /// A `msghdr` that sends the bytes gathered from `parts` to `addr`, without control data.
 /// It points into `addr` and `parts`: use it only while both are alive.
 fn msghdr_to(addr: &SockAddr, parts: &[IoSlice<'_>]) -> libc::msghdr {
@@ -164,7 +150,7 @@ fn msghdr_to(addr: &SockAddr, parts: &[IoSlice<'_>]) -> libc::msghdr {
 }
 
 /// The IP socket address in a `sockaddr_storage` filled by the kernel.
-fn socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+pub(crate) fn socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(ss.ss_family) {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in, which it is large and
@@ -185,34 +171,133 @@ fn socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
+/// One send: datagrams to one destination gathered from `parts`, `per` slices each (for
+/// example a VXLAN header and a frame), every datagram `segment` bytes long but the last, which
+/// may be shorter: the shape UDP GSO takes. At most [`MAX_GSO_SEGMENTS`] datagrams and
+/// [`MAX_GSO_PAYLOAD`] bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Transmit<'a> {
+    /// Where every datagram goes.
+    pub dst: SocketAddr,
+    /// The datagrams' bytes, `per` slices each.
+    pub parts: &'a [IoSlice<'a>],
+    /// Slices per datagram (at least one).
+    pub per: usize,
+    /// The size of every datagram but the last: the UDP GSO segment size.
+    pub segment: usize,
+}
+
+impl Transmit<'_> {
+    /// How many datagrams this send carries.
+    pub fn datagrams(&self) -> usize {
+        self.parts.len().div_ceil(self.per.max(1))
+    }
+}
+
+/// How an [`UnderlaySocket::send`] went, when it did not fail outright.
+#[derive(Debug)]
+pub enum Sent {
+    /// Every datagram left: in one UDP GSO `sendmsg` if GSO was asked for and there were
+    /// several, else one by one (a `sendmmsg` batch).
+    Done,
+    /// UDP GSO was asked for and the kernel refused it ([`is_gso_refusal`]); the datagrams were
+    /// then sent one by one, which went as `then` says. Do not ask for GSO again: `refusal`
+    /// says why.
+    GsoRefused {
+        /// The kernel's answer to the GSO send.
+        refusal: io::Error,
+        /// The outcome of sending the datagrams one by one instead.
+        then: io::Result<()>,
+    },
+}
+
+/// Whether a failed UDP GSO send means "this kernel or route cannot do UDP GSO": `EIO` (the
+/// route's device cannot checksum the segments, UDP-Lite, IPsec) or `EINVAL` (no UDP GSO, or
+/// the socket sends without checksums); see `udp_send_skb()` in `net/ipv4/udp.c`. quinn-udp
+/// halts segmentation offload on the same two.
+pub fn is_gso_refusal(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL))
+}
+
 impl UnderlaySocket {
     /// Whether the kernel accepts `UDP_SEGMENT` on this socket (probed with setsockopt; the
-    /// real test is the first send, see [`UnderlaySocket::send_gso`]).
+    /// real test is the first GSO send, see [`UnderlaySocket::send`]).
     pub fn probe_gso(&self) -> bool {
         // Setting the socket-wide default to 0 changes nothing but fails on kernels without
         // UDP GSO (before 4.18).
         setsockopt_int(self.sock.as_raw_fd(), libc::SOL_UDP, UDP_SEGMENT, 0).is_ok()
     }
 
-    /// Sends `buf` as one datagram per `segment` bytes (the last may be shorter) in a single
-    /// `sendmsg` with a `UDP_SEGMENT` control message: UDP GSO (Linux 4.18). `buf` must hold
-    /// at most [`MAX_GSO_SEGMENTS`] segments and [`MAX_GSO_PAYLOAD`] bytes. Fails with `EIO`
-    /// or `EINVAL` where the route's device cannot do it: the caller falls back to plain
-    /// sends.
-    pub fn send_gso(&self, buf: &[u8], segment: u16, dst: SocketAddr) -> io::Result<usize> {
-        self.send_gso_vectored(&[IoSlice::new(buf)], segment, dst)
+    /// Sends the datagrams of `t`, in order: one with a plain `sendmsg`; several with one UDP
+    /// GSO `sendmsg` (Linux 4.18) if `gso`, else with `sendmmsg` batches. Where the kernel
+    /// refuses GSO, sends them one by one instead and says so ([`Sent::GsoRefused`]), as
+    /// quinn-udp degrades. While the socket buffer is full it waits for room (back-pressure
+    /// rather than loss, as the kernel's qdisc gives a local sender). Fails if the datagrams
+    /// could not be sent (no route to `t.dst`, for example); some of several may have left.
+    pub fn send(&self, t: &Transmit<'_>, gso: bool) -> io::Result<Sent> {
+        if t.datagrams() <= 1 {
+            self.blocking(|| self.send_gathered(t.parts, t.dst))?;
+            return Ok(Sent::Done);
+        }
+        if !gso {
+            self.send_each(t)?;
+            return Ok(Sent::Done);
+        }
+        let segment = u16::try_from(t.segment).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a UDP GSO segment of {} bytes", t.segment),
+            )
+        })?;
+        match self.blocking(|| self.send_gso(t.parts, segment, t.dst)) {
+            Ok(_) => Ok(Sent::Done),
+            Err(refusal) if is_gso_refusal(&refusal) => Ok(Sent::GsoRefused {
+                refusal,
+                then: self.send_each(t),
+            }),
+            Err(e) => Err(e),
+        }
     }
 
-    /// [`UnderlaySocket::send_gso`] with the bytes gathered from `parts` (for example one
-    /// header and one payload slice per segment): the kernel copies them once, into the
-    /// packet, and splits the whole every `segment` bytes regardless of where parts end.
-    pub fn send_gso_vectored(
-        &self,
-        parts: &[IoSlice<'_>],
-        segment: u16,
-        dst: SocketAddr,
-    ) -> io::Result<usize> {
-        let addr = sockaddr_of(dst);
+    /// Retries `send` while the socket buffer is full (waiting until it has room) or a signal
+    /// interrupted it.
+    fn blocking(&self, mut send: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
+        loop {
+            match send() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(e) = crate::poll_writable(self.sock.as_raw_fd(), 100) {
+                        log::error!("poll for a writable socket failed: {e}");
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                r => return r,
+            }
+        }
+    }
+
+    /// Sends each datagram of `t` on its own, in `sendmmsg` batches.
+    fn send_each(&self, t: &Transmit<'_>) -> io::Result<()> {
+        let count = t.datagrams();
+        let mut sent = 0;
+        while sent < count {
+            sent += self.blocking(|| self.send_many(&t.parts[t.per * sent..], t.per, t.dst))?;
+        }
+        Ok(())
+    }
+
+    /// Sends one datagram gathered from `parts` (for example the 8-byte VXLAN header and the
+    /// frame, without copying them together).
+    fn send_gathered(&self, parts: &[IoSlice<'_>], dst: SocketAddr) -> io::Result<usize> {
+        SockRef::from(&self.sock).send_to_vectored(parts, &SockAddr::from(dst))
+    }
+
+    /// Sends the bytes gathered from `parts` as one datagram per `segment` bytes (the last may
+    /// be shorter) in a single `sendmsg` with a `UDP_SEGMENT` control message: the kernel
+    /// copies them once, into the packet, and splits the whole every `segment` bytes
+    /// regardless of where parts end. At most [`MAX_GSO_SEGMENTS`] segments and
+    /// [`MAX_GSO_PAYLOAD`] bytes.
+    fn send_gso(&self, parts: &[IoSlice<'_>], segment: u16, dst: SocketAddr) -> io::Result<usize> {
+        let addr = SockAddr::from(dst);
         // Room for one cmsg carrying a u16, aligned as cmsghdr requires.
         let mut control = [0u64; 4];
         // SAFETY: CMSG_SPACE is a pure size computation.
@@ -241,20 +326,14 @@ impl UnderlaySocket {
     }
 
     /// Sends consecutive groups of `per` slices of `parts` as one datagram each, all to `dst`,
-    /// with one `sendmmsg`: the batch that stands in for UDP GSO where the kernel or route
-    /// refuses it. Sends at most [`MAX_GSO_SEGMENTS`] datagrams per call and returns how many
-    /// left (at least one); `WouldBlock` if the socket buffer took none. The caller resumes
-    /// after the ones sent.
-    pub fn send_many(
-        &self,
-        parts: &[IoSlice<'_>],
-        per: usize,
-        dst: SocketAddr,
-    ) -> io::Result<usize> {
+    /// with one `sendmmsg`. Sends at most [`MAX_GSO_SEGMENTS`] datagrams per call and returns
+    /// how many left (at least one); `WouldBlock` if the socket buffer took none. The caller
+    /// resumes after the ones sent.
+    fn send_many(&self, parts: &[IoSlice<'_>], per: usize, dst: SocketAddr) -> io::Result<usize> {
         if per == 0 || parts.is_empty() {
             return Ok(0);
         }
-        let addr = sockaddr_of(dst);
+        let addr = SockAddr::from(dst);
         // SAFETY: an all-zero mmsghdr is a valid empty header.
         let mut msgs: [libc::mmsghdr; MAX_GSO_SEGMENTS] = unsafe { std::mem::zeroed() };
         let mut count = 0;
@@ -385,25 +464,66 @@ impl AsRawFd for UnderlaySocket {
     }
 }
 
+impl AsFd for UnderlaySocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn bind_loopback() -> UnderlaySocket {
+        UnderlaySocket::bind(&UdpConfig::new("127.0.0.1:0".parse().unwrap())).unwrap()
+    }
+
+    /// The next `count` datagrams on `rx`, each as (bytes, source), waiting up to 2 s each.
+    fn receive(rx: &UnderlaySocket, count: usize) -> Vec<(Vec<u8>, SocketAddr)> {
+        let mut buf = [0u8; 4096];
+        let mut out = Vec::new();
+        while out.len() < count {
+            let mut ready = [false];
+            crate::poll_readable(&[rx.as_raw_fd()], &mut ready, 2000).unwrap();
+            assert!(ready[0], "datagram {} of {count} did not arrive", out.len());
+            let (n, from) = rx.recv_from(&mut buf).unwrap();
+            out.push((buf[..n].to_vec(), from));
+        }
+        out
+    }
+
+    /// Five datagrams of 100 bytes but the last (60), each a header of 8 and a payload.
+    fn train() -> (Vec<[u8; 8]>, Vec<Vec<u8>>) {
+        let headers: Vec<[u8; 8]> = (0..5u8).map(|i| [0x08, 0, 0, 0, 0, 0, 42, i]).collect();
+        let payloads = (0..5u8)
+            .map(|i| vec![i; if i < 4 { 92 } else { 52 }])
+            .collect();
+        (headers, payloads)
+    }
+
+    fn gathered<'a>(headers: &'a [[u8; 8]], payloads: &'a [Vec<u8>]) -> Vec<IoSlice<'a>> {
+        headers
+            .iter()
+            .zip(payloads)
+            .flat_map(|(h, p)| [IoSlice::new(h), IoSlice::new(p)])
+            .collect()
+    }
+
     #[test]
     fn loopback_round_trip_with_gathered_send() {
-        let rx = UnderlaySocket::bind(&UdpConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
-        let tx = UnderlaySocket::bind(&UdpConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
+        let (rx, tx) = (bind_loopback(), bind_loopback());
         let dst = rx.local_addr().unwrap();
-        let n = tx
-            .send_to_vectored(&[IoSlice::new(b"head"), IoSlice::new(b"-body")], dst)
-            .unwrap();
-        assert_eq!(n, 9);
+        let parts = [IoSlice::new(b"head"), IoSlice::new(b"-body")];
+        let t = Transmit {
+            dst,
+            parts: &parts,
+            per: 2,
+            segment: 9,
+        };
+        assert!(matches!(tx.send(&t, true).unwrap(), Sent::Done));
+        let got = receive(&rx, 1);
+        assert_eq!(got, [(b"head-body".to_vec(), tx.local_addr().unwrap())]);
         let mut buf = [0u8; 64];
-        let mut ready = [false];
-        crate::poll_readable(&[rx.as_raw_fd()], &mut ready, 2000).unwrap();
-        let (n, from) = rx.recv_from(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"head-body");
-        assert_eq!(from, tx.local_addr().unwrap());
         assert_eq!(
             rx.recv_from(&mut buf).unwrap_err().kind(),
             io::ErrorKind::WouldBlock
@@ -412,35 +532,25 @@ mod tests {
 
     #[test]
     fn gso_send_arrives_as_separate_datagrams_or_one_gro_run() {
-        let rx = UnderlaySocket::bind(&UdpConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
-        let plain = UnderlaySocket::bind(&UdpConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
-        let tx = UnderlaySocket::bind(&UdpConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
+        let (rx, plain, tx) = (bind_loopback(), bind_loopback(), bind_loopback());
         assert!(tx.probe_gso());
-        let mut train = Vec::new();
-        for i in 0..5u8 {
-            train.extend_from_slice(&[i; 100]);
-        }
-        train.truncate(460); // the last segment is shorter
-                             // Without GRO: five datagrams.
-        assert_eq!(
-            tx.send_gso(&train, 100, plain.local_addr().unwrap())
-                .unwrap(),
-            460
-        );
-        let mut buf = [0u8; 4096];
-        let mut lens = Vec::new();
-        while lens.len() < 5 {
-            let mut ready = [false];
-            crate::poll_readable(&[plain.as_raw_fd()], &mut ready, 2000).unwrap();
-            let (n, _, seg) = plain.recv_gro(&mut buf).unwrap();
-            assert_eq!(seg, None);
-            assert_eq!(buf[0] as usize, lens.len());
-            lens.push(n);
-        }
+        let (headers, payloads) = train();
+        let parts = gathered(&headers, &payloads);
+        let mut t = Transmit {
+            dst: plain.local_addr().unwrap(),
+            parts: &parts,
+            per: 2,
+            segment: 100,
+        };
+        // Without GRO: five datagrams.
+        assert!(matches!(tx.send(&t, true).unwrap(), Sent::Done));
+        let lens: Vec<usize> = receive(&plain, 5).iter().map(|(d, _)| d.len()).collect();
         assert_eq!(lens, [100, 100, 100, 100, 60]);
         // With GRO: the datagrams may come back together, with the segment size.
         rx.enable_gro().unwrap();
-        tx.send_gso(&train, 100, rx.local_addr().unwrap()).unwrap();
+        t.dst = rx.local_addr().unwrap();
+        assert!(matches!(tx.send(&t, true).unwrap(), Sent::Done));
+        let mut buf = [0u8; 4096];
         let mut got = 0;
         while got < 460 {
             let mut ready = [false];
@@ -456,33 +566,97 @@ mod tests {
     }
 
     #[test]
-    fn send_many_sends_each_group_as_one_datagram_in_order() {
-        let rx = UnderlaySocket::bind(&UdpConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
-        let tx = UnderlaySocket::bind(&UdpConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
-        let dst = rx.local_addr().unwrap();
+    fn a_refused_gso_send_leaves_one_datagram_at_a_time_and_says_why() {
+        let (rx, tx) = (bind_loopback(), bind_loopback());
+        // Without UDP checksums the kernel refuses GSO (EINVAL, udp_send_skb()) but still
+        // sends plain datagrams: a real refusal, on any kernel.
+        setsockopt_int(tx.as_raw_fd(), libc::SOL_SOCKET, libc::SO_NO_CHECK, 1).unwrap();
+        let (headers, payloads) = train();
+        let parts = gathered(&headers, &payloads);
+        let t = Transmit {
+            dst: rx.local_addr().unwrap(),
+            parts: &parts,
+            per: 2,
+            segment: 100,
+        };
+        match tx.send(&t, true).unwrap() {
+            Sent::GsoRefused { refusal, then } => {
+                assert!(is_gso_refusal(&refusal), "{refusal}");
+                assert_eq!(refusal.raw_os_error(), Some(libc::EINVAL), "{refusal}");
+                then.unwrap();
+            }
+            Sent::Done => panic!("the kernel took a UDP GSO send without checksums"),
+        }
+        let got: Vec<Vec<u8>> = receive(&rx, 5).into_iter().map(|(d, _)| d).collect();
+        for (i, d) in got.iter().enumerate() {
+            assert_eq!(&d[..8], &headers[i], "datagram {i} out of order");
+            assert_eq!(&d[8..], &payloads[i][..], "datagram {i}");
+        }
+        // Asked without GSO, the same send is no refusal.
+        assert!(matches!(tx.send(&t, false).unwrap(), Sent::Done));
+        assert_eq!(receive(&rx, 5).len(), 5);
+    }
+
+    #[test]
+    fn only_eio_and_einval_are_gso_refusals() {
+        for (errno, refusal) in [
+            (libc::EIO, true),
+            (libc::EINVAL, true),
+            (libc::EAGAIN, false),
+            (libc::ENOBUFS, false),
+            (libc::EMSGSIZE, false),
+            (libc::ENETUNREACH, false),
+        ] {
+            let e = io::Error::from_raw_os_error(errno);
+            assert_eq!(is_gso_refusal(&e), refusal, "{e}");
+        }
+        assert!(!is_gso_refusal(&io::Error::other("not an OS error")));
+    }
+
+    #[test]
+    fn a_send_without_gso_takes_several_batches_in_order() {
+        let (rx, tx) = (bind_loopback(), bind_loopback());
         let header = [0x08u8, 0, 0, 0, 0, 0, 42, 0];
         let payloads: Vec<Vec<u8>> = (0..70u8).map(|i| vec![i; 1 + usize::from(i) * 7]).collect();
-        let mut parts = Vec::new();
-        for p in &payloads {
-            parts.push(IoSlice::new(&header));
-            parts.push(IoSlice::new(p));
+        let parts: Vec<IoSlice<'_>> = payloads
+            .iter()
+            .flat_map(|p| [IoSlice::new(&header), IoSlice::new(p)])
+            .collect();
+        // 70 datagrams: more than one sendmmsg takes.
+        let t = Transmit {
+            dst: rx.local_addr().unwrap(),
+            parts: &parts,
+            per: 2,
+            segment: 8 + 70 * 7,
+        };
+        assert_eq!(t.datagrams(), 70);
+        assert!(matches!(tx.send(&t, false).unwrap(), Sent::Done));
+        for (p, (d, _)) in payloads.iter().zip(receive(&rx, 70)) {
+            assert_eq!(&d[..8], &header);
+            assert_eq!(&d[8..], &p[..]);
         }
-        // 70 datagrams: the first call takes at most 64, the caller resumes after them.
-        let mut sent = 0;
-        while sent < payloads.len() {
-            let n = tx.send_many(&parts[2 * sent..], 2, dst).unwrap();
-            assert!((1..=MAX_GSO_SEGMENTS).contains(&n), "{n}");
-            sent += n;
-        }
-        let mut buf = [0u8; 2048];
-        let mut ready = [false];
-        for p in &payloads {
-            crate::poll_readable(&[rx.as_raw_fd()], &mut ready, 2000).unwrap();
-            let (n, _) = rx.recv_from(&mut buf).unwrap();
-            assert_eq!(&buf[..8], &header);
-            assert_eq!(&buf[8..n], &p[..]);
-        }
-        assert_eq!(tx.send_many(&[], 2, dst).unwrap(), 0);
+        assert_eq!(tx.send_many(&[], 2, t.dst).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_send_to_an_unroutable_address_fails() {
+        std::thread::spawn(|| {
+            crate::netns::unshare().unwrap();
+            crate::link::set_up("lo").unwrap();
+            let tx = bind_loopback();
+            let parts = [IoSlice::new(b"x")];
+            let t = Transmit {
+                // TEST-NET-1: no route in a namespace with only lo.
+                dst: "192.0.2.1:4789".parse().unwrap(),
+                parts: &parts,
+                per: 1,
+                segment: 1,
+            };
+            let e = tx.send(&t, true).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::NetworkUnreachable, "{e}");
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
@@ -498,9 +672,9 @@ mod tests {
         let mut seen = [0usize; 2];
         let mut buf = [0u8; 64];
         for _ in 0..16 {
-            let tx = UnderlaySocket::bind(&UdpConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
+            let tx = bind_loopback();
             let port = tx.local_addr().unwrap().port();
-            tx.send_to(&port.to_be_bytes(), cfg.bind).unwrap();
+            tx.sock.send_to(&port.to_be_bytes(), cfg.bind).unwrap();
             let want = usize::from(port % 2);
             let mut ready = [false; 2];
             let fds = [group[0].as_raw_fd(), group[1].as_raw_fd()];

@@ -13,6 +13,11 @@ use core::net::{Ipv4Addr, Ipv6Addr};
 use crate::checksum::{fold, ones_complement_sum, pseudo_header_v4, pseudo_header_v6};
 use crate::Error;
 
+/// Room for the headers of any frame this crate segments or coalesces, and so of one segment:
+/// Ethernet with one 802.1Q tag (18), IPv4 with options (60; IPv6 without extension headers
+/// takes 40) and TCP with options (60). The one definition every header buffer is sized by.
+pub const MAX_HEADERS: usize = crate::ethernet::HEADER_LEN + 4 + 60 + 60;
+
 const TCP_FIN: u8 = 0x01;
 const TCP_PSH: u8 = 0x08;
 const TCP_CWR: u8 = 0x80;

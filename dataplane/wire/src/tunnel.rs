@@ -17,7 +17,7 @@ use core::net::Ipv4Addr;
 
 use crate::checksum::{fold, ones_complement_sum};
 use crate::gro::rebuild_headers;
-use crate::gso::TcpFrame;
+use crate::gso::{self, TcpFrame};
 use crate::virtio::{self, VnetHdr};
 use crate::{vxlan, MacAddr, Vni};
 
@@ -33,7 +33,7 @@ pub const OUTER_V4_LEN: usize = 14 + 20 + 8 + vxlan::HEADER_LEN;
 
 /// Room for everything [`super_frame_v4`] writes: the virtio header, the outer headers and
 /// the inner frame's headers (Ethernet with one VLAN tag, IP and TCP with options).
-pub const HEADER_ROOM: usize = VNET_TUNNEL_HDR_LEN + OUTER_V4_LEN + 18 + 60 + 60;
+pub const HEADER_ROOM: usize = VNET_TUNNEL_HDR_LEN + OUTER_V4_LEN + gso::MAX_HEADERS;
 
 /// Largest inner frame that fits one outer IPv4 packet.
 pub const MAX_INNER_V4: usize = 65_535 - (OUTER_V4_LEN - 14);

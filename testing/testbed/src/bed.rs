@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use ovnet_wire::VXLAN_PORT;
+
 use crate::cmd::ctx;
 use crate::cmd::{ns_path, run};
 use crate::etcd::Etcd;
@@ -441,7 +443,7 @@ impl Testbed {
     }
 
     /// Puts a Linux kernel VXLAN device `vx{vni}` on `host`, the way a host that does not run
-    /// ovnet would be set up: local address the host's underlay IP, port 4789, no learning,
+    /// ovnet would be set up: local address the host's underlay IP, port [`VXLAN_PORT`], no learning,
     /// `mtu`, enslaved to `bridge` (which must exist) and up; a static FDB entry for each
     /// `(mac, vtep)` in `macs`, and the all-zero (flood) entry towards each VTEP in `flood`.
     /// Returns the device name.
@@ -456,10 +458,11 @@ impl Testbed {
     ) -> io::Result<String> {
         self.check_owned(&host.ns)?;
         let dev = format!("vx{vni}");
-        let (vni, mtu, local) = (
+        let (vni, mtu, local, port) = (
             vni.to_string(),
             mtu.to_string(),
             host.underlay_ip.to_string(),
+            VXLAN_PORT.to_string(),
         );
         let ns = host.ns.as_str();
         run(&[
@@ -474,7 +477,7 @@ impl Testbed {
             "id",
             &vni,
             "dstport",
-            "4789",
+            &port,
             "local",
             &local,
             "dev",

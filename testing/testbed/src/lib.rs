@@ -18,6 +18,9 @@
 //! namespaces, and [`sweep_stale`] removes what a killed earlier run left behind.
 //! IPv6 is disabled in every namespace it creates, to keep captures free of ND/MLD noise.
 //!
+//! Tests that cannot run on this host (a missing kernel feature or privilege) call [`skip`],
+//! which says why where `cargo test` shows it and counts it.
+//!
 //! All `unsafe` (four syscalls) lives in the private `sys` module.
 
 #![deny(unsafe_code)]
@@ -26,6 +29,7 @@ mod bed;
 mod cmd;
 mod etcd;
 mod names;
+mod skip;
 #[allow(unsafe_code)]
 mod sys;
 mod traffic;
@@ -36,4 +40,5 @@ pub use bed::{
 pub use cmd::{in_netns, ns_path, run, NETNS_DIR};
 pub use etcd::{ETCD_CLIENT_PORT, ETCD_PEER_PORT};
 pub use names::sweep_stale;
+pub use skip::{kernel_at_least, kernel_release, skip, SKIP_LOG_ENV};
 pub use traffic::{ping, tcp_transfer_verified, udp_burst_verified, PingStats, UdpBurst};

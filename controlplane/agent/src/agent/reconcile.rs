@@ -196,7 +196,7 @@ impl Agent {
                 bridge: &bridge,
                 mac: &ep.mac.to_string(),
                 mtu: n.mtu,
-                whole: self.dp.tunnel_gso(),
+                gso_max_segs: self.dp.tso_segments(n.mtu),
             })
             .await?;
             return Ok(veth);
@@ -210,7 +210,7 @@ impl Agent {
             mac: &ep.mac.to_string(),
             cidr: &format!("{}/{}", ep.ipv4, n.subnet.prefix_len()),
             mtu: n.mtu,
-            whole: self.dp.tunnel_gso(),
+            gso_max_segs: self.dp.tso_segments(n.mtu),
         })
         .await?;
         Ok(veth)
@@ -218,8 +218,15 @@ impl Agent {
 
     async fn setup(&self, n: &Network, table: &NetworkTable) -> Result<(), SetupError> {
         host::ensure_bridge(n.vni.get(), n.mtu).await?;
-        let taps = host::open_tap(n.vni.get(), n.mtu, self.cfg.offloads, self.cfg.queues).await?;
-        self.dp.add_network_queues(n.vni, taps, n.mtu, table)?;
+        // The data plane opens the network's TAP, with its own offloads and queues.
+        self.dp
+            .add_network(n.vni, &host::tap_name(n.vni.get()), n.mtu, table)?;
+        if let Err(e) = host::attach_tap(n.vni.get()).await {
+            if let Err(e2) = self.dp.remove_network(n.vni) {
+                log::warn!("removing VNI {} from the data plane: {e2}", n.vni);
+            }
+            return Err(e.into());
+        }
         Ok(())
     }
 

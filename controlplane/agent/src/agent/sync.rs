@@ -44,10 +44,13 @@ impl Agent {
                         lease.id,
                         lease.ttl
                     );
-                    *self.keepalive.lock().await = Some(self.store.keep_alive(node, lease));
+                    self.health.lease_kept();
+                    *self.keepalive.lock().await =
+                        Some(self.store.keep_alive(node, lease, self.health.clone()));
                     return;
                 }
                 Err(e) => {
+                    self.health.lease_failed(&e);
                     if !warned {
                         log::warn!("registering node {}: {e}; retrying", node.name);
                         warned = true;
@@ -60,6 +63,7 @@ impl Agent {
 
     /// Stops renewing the lease and revokes it, so peers withdraw this VTEP at once.
     pub async fn deregister(&self) {
+        self.health.lease_released();
         if let Some(ka) = self.keepalive.lock().await.take() {
             if let Err(e) = ka.stop().await {
                 log::warn!("revoking the liveness lease: {e}");
@@ -76,6 +80,7 @@ impl Agent {
             let (rev, state) = match self.store.snapshot().await {
                 Ok(s) => s,
                 Err(e) => {
+                    self.health.sync_failed(&e);
                     if !warned {
                         log::warn!(
                             "listing the cluster state: {e}; forwarding continues with the last \
@@ -96,14 +101,16 @@ impl Agent {
                 local.view = View::from_state(state);
                 if !started {
                     self.recover(&mut local, rev).await;
-                    started = true;
                 } else {
                     self.reconcile(&mut local).await;
                 }
             }
+            self.health.listed(rev, !started);
+            started = true;
             let mut watch = match self.store.watch(rev + 1).await {
                 Ok(w) => w,
                 Err(e) => {
+                    self.health.sync_failed(&e);
                     log::warn!("watching the cluster state: {e}");
                     tokio::time::sleep(RETRY).await;
                     continue;
@@ -112,12 +119,17 @@ impl Agent {
             while let Some(ev) = watch.next().await {
                 if let WatchEvent::Resync { reason } = &ev {
                     log::info!("watch ended ({reason}); re-listing");
+                    self.health.watch_ended();
                     break;
                 }
                 let mut local = self.local.lock().await;
                 local.view.apply(&ev);
                 self.reconcile(&mut local).await;
+                if let WatchEvent::Put { revision, .. } | WatchEvent::Delete { revision, .. } = ev {
+                    self.health.applied(revision);
+                }
             }
+            self.health.watch_ended();
         }
     }
 

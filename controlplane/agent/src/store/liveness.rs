@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use super::{Record, RecordKey, Store};
 use crate::domain::{Node, NodeName};
 use crate::error::AgentError;
+use crate::health::Health;
 
 /// Shortest renewal period, whatever the TTL.
 const MIN_RENEW_PERIOD: Duration = Duration::from_millis(200);
@@ -136,9 +137,10 @@ impl Store {
     ///
     /// `node` is what gets written again if the lease is lost, so pass the same record given
     /// to [`Store::register_node`].
-    pub fn keep_alive(&self, node: Node, lease: Lease) -> KeepAlive {
+    /// Each renewal's outcome is written to `health`.
+    pub fn keep_alive(&self, node: Node, lease: Lease, health: Arc<Health>) -> KeepAlive {
         let lease_id = Arc::new(AtomicI64::new(lease.id));
-        let task = tokio::spawn(run(self.clone(), node, lease, lease_id.clone()));
+        let task = tokio::spawn(run(self.clone(), node, lease, lease_id.clone(), health));
         KeepAlive {
             task,
             lease_id,
@@ -189,7 +191,13 @@ impl Store {
     }
 }
 
-async fn run(store: Store, node: Node, mut lease: Lease, lease_id: Arc<AtomicI64>) {
+async fn run(
+    store: Store,
+    node: Node,
+    mut lease: Lease,
+    lease_id: Arc<AtomicI64>,
+    health: Arc<Health>,
+) {
     let period = (lease.ttl / 3).max(MIN_RENEW_PERIOD);
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -226,6 +234,10 @@ async fn run(store: Store, node: Node, mut lease: Lease, lease_id: Arc<AtomicI64
                 Err(e)
             }
         };
+        match &outcome {
+            Ok(()) => health.lease_kept(),
+            Err(e) => health.lease_failed(e),
+        }
         match outcome {
             Ok(()) if !healthy => {
                 log::info!("liveness of node {} renewed again", node.name);

@@ -133,6 +133,11 @@ impl fmt::Debug for Store {
 }
 
 impl Store {
+    /// The etcd client URLs this store was given, comma-separated.
+    pub fn endpoints(&self) -> &str {
+        &self.endpoints
+    }
+
     /// Creates the client. Connecting is lazy: an etcd that is down shows up as
     /// [`AgentError::Unavailable`] on the first call (see [`Store::ping`]).
     pub async fn connect(config: StoreConfig) -> Result<Store, AgentError> {

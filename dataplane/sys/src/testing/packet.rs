@@ -1,7 +1,7 @@
 //! An `AF_PACKET` socket bound to one interface: sends raw Ethernet frames out of it and sees
-//! every frame it receives or sends. Tests and benchmarks use it to play the role of a
-//! container behind a TAP (a frame sent on the TAP's interface is what the data plane reads
-//! from the TAP; a frame the data plane writes to the TAP shows up here as received).
+//! every frame it receives or sends. Tests use it to play the role of a container behind a
+//! TAP (a frame sent on the TAP's interface is what the data plane reads from the TAP; a frame
+//! the data plane writes to the TAP shows up here as received).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
