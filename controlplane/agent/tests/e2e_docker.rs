@@ -157,7 +157,18 @@ fn docker_users_story() {
         "subnet 10.0.0.0/16 overlaps with subnet 10.0.0.0/24 of network demo",
     );
     refused(&create_args(&["--ipv6"], "w"), "IPv4 only");
+    refused(
+        &create_args(
+            &["--subnet", "10.0.5.0/24", "--aux-address", "r=10.0.5.9"],
+            "v",
+        ),
+        "ovnet keeps no --aux-address",
+    );
     assert_eq!(networks(), 1, "nothing made by the refused commands");
+    assert!(
+        c.etcd_keys("/ovnet/reservations/").is_empty(),
+        "the refused commands' addresses went back"
+    );
 
     // Containers on both hosts get ovnet's addresses, MACs and MTU, and a default route
     // through the network's gateway.

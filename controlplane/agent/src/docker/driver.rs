@@ -175,6 +175,14 @@ pub(super) async fn create_network(
             p.name
         )));
     }
+    if !pool.aux_addresses.is_empty() {
+        // Docker reserved them through RequestAddress already; it gives them back when this
+        // creation fails.
+        return Err(Failure::failed(
+            "ovnet keeps no --aux-address: every address of an ovnet network is a container's, \
+             its gateway's, or free",
+        ));
+    }
     if internal {
         return Err(Failure::failed(
             "internal networks (--internal) are not supported by this ovnet yet",

@@ -146,7 +146,9 @@ impl Plugin {
             })
             .ok_or_else(|| {
                 Failure::failed(format!(
-                    "no ovnet network has subnet {subnet}, and dockerd has no {} network with it",
+                    "no ovnet network has subnet {subnet}, and dockerd has no {} network with it \
+                     (an address asked for while a network is created: ovnet keeps no \
+                     --aux-address)",
                     self.name
                 ))
             })?;
