@@ -26,8 +26,8 @@ pub use v1::{
     DisconnectRequest, DisconnectResponse, Endpoint, ExternalVtep, InspectNetworkRequest,
     ListNetworksRequest, ListNetworksResponse, ListNodesRequest, ListNodesResponse,
     ListVtepsRequest, ListVtepsResponse, Network, NetworkDetail, NetworkStats, Node, NodeStatus,
-    Peer, RemoveNetworkRequest, RemoveNetworkResponse, RemoveVtepRequest, RemoveVtepResponse,
-    StatsRequest, StatsResponse,
+    Peer, PortMapping, RemoveNetworkRequest, RemoveNetworkResponse, RemoveVtepRequest,
+    RemoveVtepResponse, StatsRequest, StatsResponse,
 };
 
 /// Re-exported so users can encode/decode records without naming prost themselves.

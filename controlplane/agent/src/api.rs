@@ -8,19 +8,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ovnet_dataplane::CounterSnapshot;
+use ovnet_dataplane::{CounterSnapshot, Offload, OffloadState};
 use ovnet_proto::v1::{
     AddVtepRequest, ConnectRequest, CreateNetworkRequest, DataplaneRequest, DataplaneStatus,
     DisconnectRequest, DisconnectResponse, Endpoint, ExternalVtep, InspectNetworkRequest,
     ListNetworksRequest, ListNetworksResponse, ListNodesRequest, ListNodesResponse,
-    ListVtepsRequest, ListVtepsResponse, Network, NetworkDetail, NetworkStats, NodeStatus, Peer,
-    RemoveNetworkRequest, RemoveNetworkResponse, RemoveVtepRequest, RemoveVtepResponse,
-    StatsRequest, StatsResponse, StatusRequest,
+    ListVtepsRequest, ListVtepsResponse, Network, NetworkDetail, NetworkStats, NodeStatus,
+    OffloadStatus, Peer, RemoveNetworkRequest, RemoveNetworkResponse, RemoveVtepRequest,
+    RemoveVtepResponse, StatsRequest, StatsResponse, StatusRequest,
 };
 use tonic::{Request, Response, Status};
 
 use crate::agent::{Agent, ConnectSpec};
 use crate::domain::plan::{parse_vtep, NetworkSpec};
+use crate::domain::time::rfc3339;
 use crate::error::AgentError;
 
 /// The service implementation.
@@ -62,6 +63,21 @@ fn answer<T, U>(result: Result<T, AgentError>, to_proto: impl FnOnce(T) -> U) ->
     result.map(|v| Response::new(to_proto(v))).map_err(status)
 }
 
+fn offload_status(o: Offload, st: &OffloadState) -> OffloadStatus {
+    let (state, reason, since) = match st {
+        OffloadState::Off => ("off", String::new(), String::new()),
+        OffloadState::On => ("on", String::new(), String::new()),
+        OffloadState::Unavailable(why) => ("unavailable", why.clone(), String::new()),
+        OffloadState::TurnedOff { reason, at } => ("turned off", reason.clone(), rfc3339(*at)),
+    };
+    OffloadStatus {
+        name: o.name().to_owned(),
+        state: state.to_owned(),
+        reason,
+        since,
+    }
+}
+
 fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
@@ -88,6 +104,7 @@ impl From<CreateNetworkRequest> for NetworkSpec {
             vni: r.vni,
             mtu: r.mtu,
             labels: r.labels,
+            internal: r.internal,
         }
     }
 }
@@ -143,6 +160,7 @@ impl ovnet_proto::Agent for Api {
             ipv4: r.ipv4,
             container_id: r.container_id,
             owner: r.owner,
+            publish: r.publish,
         };
         answer(self.agent.connect(spec).await, |e| e.to_proto())
     }
@@ -236,6 +254,11 @@ impl ovnet_proto::Agent for Api {
             udp_gso: r.udp_gso,
             tunnel_gso: r.tunnel_gso,
             slice_us: r.slice.map_or(0, micros),
+            offloads: r
+                .offloads
+                .iter()
+                .map(|(o, st)| offload_status(*o, st))
+                .collect(),
         }))
     }
 }

@@ -12,6 +12,7 @@ use ipnet::Ipv4Net;
 use ovnet_wire::Vni;
 
 use crate::domain::ipam::IpamError;
+use crate::domain::ports::{BadPort, HostPort};
 use crate::domain::records::BadRecord;
 use crate::domain::runtime::BadRuntimeValue;
 use crate::domain::values::{BadIfName, Name, NodeName};
@@ -107,6 +108,12 @@ pub enum Invalid {
     /// An external VTEP port above 65535.
     #[error("invalid vtep port {0}: must be 1..=65535")]
     VtepPort(u32),
+    /// A published port that cannot be one.
+    #[error(transparent)]
+    Port(BadPort),
+    /// Ports to publish on an internal network.
+    #[error("network {0} is internal: ports cannot be published on it")]
+    PublishOnInternal(Name),
     /// No network named in the request.
     #[error("a network name or ID is required")]
     NoNetwork,
@@ -265,6 +272,17 @@ pub enum InUse {
         /// Its endpoints' names.
         endpoints: Vec<String>,
     },
+    /// A host port published on the node already (docker's words).
+    #[error("Bind for {0} failed: port is already allocated")]
+    Port(HostPort),
+    /// A host port a process of the host holds, or an address the host does not have.
+    #[error("failed to bind host port {host}/{}: {cause}", host.protocol)]
+    HostPort {
+        /// The port.
+        host: HostPort,
+        /// Why binding it failed, as Go (and so docker) words it: "address already in use".
+        cause: String,
+    },
     /// `network disconnect` on a node that does not serve the endpoint.
     #[error("container {container} is connected on node {node}: disconnect it there")]
     OtherNode {
@@ -284,6 +302,10 @@ pub enum ConnectFailure {
     /// The network's bridge, TAP or data-plane entry could not be set up here.
     #[error("network {0} could not be set up on this host (see the agent's log)")]
     NetworkDown(Name),
+    /// The host's NAT and filter rules (ovnet's nftables table) could not be applied, so the
+    /// container would be neither isolated nor reachable as asked.
+    #[error("{0}")]
+    Edge(String),
 }
 
 impl From<IpamError> for AgentError {

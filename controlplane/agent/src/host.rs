@@ -5,6 +5,8 @@
 //! own devices from everybody else's and remove the stale ones:
 //! bridge `ovbr<vni>`, TAP `ovtap<vni>`, host end of a container's veth `ovv<endpoint id[..11]>`.
 //! Setup shells out to iproute2 (`ip`) and `nsenter`: it runs once per connect, never per packet.
+//! The edge's part of the host side (the gateway, default routes, forwarding) is
+//! [`crate::edge::host`].
 
 use ovnet_sys::link;
 use tokio::process::Command;
@@ -72,7 +74,7 @@ impl From<NetnsError> for HostError {
 type Result<T> = std::result::Result<T, HostError>;
 
 /// Runs a command; its stderr becomes the error.
-async fn run(what: &str, program: &str, args: &[&str]) -> Result<String> {
+pub(crate) async fn run(what: &str, program: &str, args: &[&str]) -> Result<String> {
     let out = Command::new(program)
         .args(args)
         .kill_on_drop(true)
@@ -89,7 +91,7 @@ async fn run(what: &str, program: &str, args: &[&str]) -> Result<String> {
 }
 
 /// Runs `ip ARGS` inside the network namespace at `ns_path`.
-async fn ip_in(ns_path: &str, what: &str, args: &[&str]) -> Result<String> {
+pub(crate) async fn ip_in(ns_path: &str, what: &str, args: &[&str]) -> Result<String> {
     let net = format!("--net={ns_path}");
     let mut full = vec![net.as_str(), "ip"];
     full.extend_from_slice(args);

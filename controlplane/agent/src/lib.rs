@@ -8,6 +8,8 @@
 //! - [`store`]: etcd: the key layout, the transactions that claim what a planner decided,
 //!   liveness, snapshot and watch. Records are typed where they are read.
 //! - [`host`]: the host side of a network: bridge, TAP, container veths.
+//! - [`edge`]: the network edge: the gateway on every host, the way out (masquerade) and in
+//!   (published ports) through ovnet's nftables table, the per-network DNS resolvers.
 //! - [`domain`]: typed values and records, the IPAM rules and the create-network and
 //!   create-endpoint planners, as pure functions.
 //! - [`view`]: the agent's copy of the cluster and what it implies for this host (pure).
@@ -22,6 +24,7 @@ pub mod agent;
 pub mod api;
 pub mod docker;
 pub mod domain;
+pub mod edge;
 pub mod error;
 pub mod health;
 pub mod host;

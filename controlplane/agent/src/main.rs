@@ -13,6 +13,8 @@ use ovnet_agent::agent::{Agent, AgentConfig};
 use ovnet_agent::api::Api;
 use ovnet_agent::docker::{firewall, Dockerd, Plugin};
 use ovnet_agent::domain::NodeName;
+use ovnet_agent::edge::nft::{Nft, DEFAULT_NFT};
+use ovnet_agent::edge::EdgeConfig;
 use ovnet_agent::store::{Store, StoreConfig, DEFAULT_ENDPOINT, DEFAULT_PREFIX, DEFAULT_TIMEOUT};
 use ovnet_dataplane::{Dataplane, DataplaneConfig, DEFAULT_POLL, DEFAULT_SLICE};
 use ovnet_proto::AgentServer;
@@ -94,6 +96,20 @@ struct Args {
     /// over HTTP on this address, e.g. 127.0.0.1:9476. Off unless given.
     #[arg(long, env = "OVNET_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
+    /// Upstream DNS resolver for names outside the cluster, IP[:PORT] (repeatable, or
+    /// comma-separated in the environment). Default: the nameservers of /etc/resolv.conf.
+    #[arg(long = "dns-upstream", env = "OVNET_DNS_UPSTREAM", value_name = "IP[:PORT]",
+          value_delimiter = ',', value_parser = parse_upstream)]
+    dns_upstreams: Vec<SocketAddr>,
+    /// The nft program (Debian's nftables) that loads ovnet's table `ip ovnet`: masquerade,
+    /// published ports, the forward filter.
+    #[arg(long, env = "OVNET_NFT", default_value = DEFAULT_NFT, value_name = "PATH")]
+    nft: PathBuf,
+}
+
+/// `--dns-upstream`: `IP`, `IPv4:PORT` or `[IPv6]:PORT`.
+fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
+    ovnet_dns::parse_upstream(s).map_err(|e| e.to_string())
 }
 
 /// `--slice-us`: 0, or what the kernel takes (100 µs to 100 ms).
@@ -212,6 +228,10 @@ async fn run(args: Args) -> Result<(), String> {
             node: node.clone(),
             vtep,
             lease_ttl: Duration::from_secs(args.lease_ttl.max(1)),
+            edge: EdgeConfig {
+                nft: Nft::new(&args.nft),
+                dns_upstreams: (!args.dns_upstreams.is_empty()).then_some(args.dns_upstreams),
+            },
         },
         store,
         dp,
@@ -339,5 +359,34 @@ mod tests {
         }
         let a = Args::try_parse_from(["ovnet-agent", "--vtep-ip", "10.9.9.1"]).unwrap();
         assert_eq!(a.vtep_port, VXLAN_PORT);
+    }
+
+    #[test]
+    fn dns_upstreams_repeat_or_come_comma_separated() {
+        let a = Args::try_parse_from([
+            "ovnet-agent",
+            "--vtep-ip",
+            "10.9.9.1",
+            "--dns-upstream",
+            "192.0.2.53",
+            "--dns-upstream",
+            "192.0.2.54:5353,[2001:db8::53]:53",
+        ])
+        .unwrap();
+        let got: Vec<String> = a.dns_upstreams.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            ["192.0.2.53:53", "192.0.2.54:5353", "[2001:db8::53]:53"]
+        );
+        let e = Args::try_parse_from([
+            "ovnet-agent",
+            "--vtep-ip",
+            "10.9.9.1",
+            "--dns-upstream",
+            "dns.example",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("want IP[:PORT]"), "{e}");
     }
 }

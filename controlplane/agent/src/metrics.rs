@@ -19,7 +19,7 @@ use axum::Router;
 use ovnet_dataplane::{CounterSnapshot, DataplaneReport, DropReason};
 use prometheus::{Encoder, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
 
-use crate::agent::{Agent, NetworkCounters, NO_NETWORK};
+use crate::agent::{Agent, NetworkCounters, PeerTraffic, NO_NETWORK};
 use crate::health::HealthSnapshot;
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown` completes.
@@ -75,6 +75,7 @@ async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
 #[derive(Debug)]
 pub struct Scrape {
     networks: Vec<NetworkCounters>,
+    peers: (Vec<PeerTraffic>, u64),
     dataplane: DataplaneReport,
     health: HealthSnapshot,
 }
@@ -117,6 +118,7 @@ impl Scrape {
         Scrape {
             // Only etcd lookups for a named network can fail; listing everything does not.
             networks: agent.stats(None).await.unwrap_or_default(),
+            peers: agent.peers().await,
             dataplane: agent.dataplane(),
             health: agent.health(),
         }
@@ -129,8 +131,13 @@ impl Scrape {
     /// - `network_drops_total` {network, vni, reason}: dropped frames by reason; drops before
     ///   a network is known are under network `(no network)`, vni 0;
     /// - `network_flooded_total`, `network_learned_total` {network, vni};
+    /// - `peer_packets_total`, `peer_bytes_total` {peer, node, direction}: datagrams and
+    ///   inner bytes to and from each peer VTEP (node empty for external VTEPs);
+    ///   `peer_last_heard_seconds` {peer, node}; `peer_overflow_total`: datagrams of peers
+    ///   beyond the data plane's table;
     /// - `worker_busy_ratio` {worker}: each worker's share of time spent moving frames;
-    /// - `dataplane_feature` {feature}: 1 if in use (`udp_gso`, `tunnel_gso`, `steering`);
+    /// - `dataplane_feature` {feature}: 1 if in use (each offload: `udp_gso`, `udp_gro`,
+    ///   `udp_coalesce`, `tunnel_gso`; and `steering`);
     /// - `flows_moved_total`: flows moved off a saturated worker;
     /// - `etcd_up`, `tables_synced`, `etcd_watch_revision`, `etcd_resyncs_total`,
     ///   `etcd_sync_failures_total`: following etcd;
@@ -195,6 +202,49 @@ impl Scrape {
                 .inc_by(c.learned);
         }
 
+        let peer_packets = f.counter(
+            "peer_packets_total",
+            "Datagrams sent to (tx) and admitted from (rx) each peer VTEP.",
+            &["peer", "node", "direction"],
+        )?;
+        let peer_bytes = f.counter(
+            "peer_bytes_total",
+            "Inner bytes sent to (tx) and admitted from (rx) each peer VTEP.",
+            &["peer", "node", "direction"],
+        )?;
+        let heard = f.gauge(
+            "peer_last_heard_seconds",
+            "Seconds since traffic from each peer VTEP was last admitted.",
+            &["peer", "node"],
+        )?;
+        for p in &self.peers.0 {
+            let (peer, node) = (p.addr.to_string(), p.node.clone().unwrap_or_default());
+            let c = &p.counters;
+            for (dir, n, b) in [
+                ("tx", c.tx_packets, c.tx_bytes),
+                ("rx", c.rx_packets, c.rx_bytes),
+            ] {
+                peer_packets
+                    .with_label_values(&[peer.as_str(), &node, dir])
+                    .inc_by(n);
+                peer_bytes
+                    .with_label_values(&[peer.as_str(), &node, dir])
+                    .inc_by(b);
+            }
+            if let Some(ago) = p.heard {
+                heard
+                    .with_label_values(&[peer.as_str(), &node])
+                    .set(ago.as_secs_f64());
+            }
+        }
+        f.counter(
+            "peer_overflow_total",
+            "Datagrams of peers beyond the data plane's per-peer table, counted together.",
+            &[],
+        )?
+        .with_label_values::<&str>(&[])
+        .inc_by(self.peers.1);
+
         let dp = &self.dataplane;
         let busy = f.gauge(
             "worker_busy_ratio",
@@ -210,13 +260,14 @@ impl Scrape {
             "1 if the data plane uses the feature (the kernel accepted it).",
             &["feature"],
         )?;
-        for (name, on) in [
-            ("udp_gso", dp.udp_gso),
-            ("tunnel_gso", dp.tunnel_gso),
-            ("steering", dp.steering),
-        ] {
-            features.with_label_values(&[name]).set(flag(on));
+        for (offload, state) in &dp.offloads {
+            features
+                .with_label_values(&[offload.name()])
+                .set(flag(state.is_on()));
         }
+        features
+            .with_label_values(&["steering"])
+            .set(flag(dp.steering));
         f.counter(
             "flows_moved_total",
             "Flows moved off a saturated worker.",

@@ -15,9 +15,10 @@
 //! never undoes a newer local write (say, an endpoint claimed, then released after a failed
 //! connect, coming back from the watch).
 //!
-//! Per-network services fed from the view (a DNS resolver answering with [`View::endpoints_of`])
-//! read it here; what the host side of a network holds (later: the gateway address, NAT rules)
-//! is added to [`Desired`].
+//! Per-network services fed from the view (the DNS resolver's zone, [`crate::edge::dns`]) read
+//! it here; what the host side of a network holds is derived from [`Desired`] (the edge's
+//! rules, [`crate::edge::spec`]). The table includes the network's gateway, which is on every
+//! host's bridge.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{SocketAddr, SocketAddrV4};
@@ -169,7 +170,12 @@ impl View {
         self.networks.values()
     }
 
-    /// The network with this ID.
+    /// The registered nodes, by name.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values()
+    }
+
+    /// The network with ID `id`.
     pub fn network_by_id(&self, id: &NetworkId) -> Option<&Network> {
         self.networks.values().find(|n| n.id == *id)
     }
@@ -184,6 +190,11 @@ impl View {
             .skip_while(move |((id, _), _)| id < network_id)
             .take_while(move |((id, _), _)| id == network_id)
             .map(|(_, e)| e)
+    }
+
+    /// Every endpoint of the cluster, by network ID and name.
+    pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.endpoints.values()
     }
 
     /// Endpoints served by node `me`.
@@ -218,6 +229,7 @@ impl View {
     /// The forwarding table of network `n` as node `me` should run it.
     pub fn table(&self, n: &Network, me: &NodeName) -> NetworkTable {
         let mut t = NetworkTable::new();
+        t.gateway = Some(crate::edge::gateway(n.gateway));
         let mut flood: Vec<SocketAddr> = Vec::new();
         let mut seen = HashSet::new();
         for e in self.endpoints_of(&n.id) {
@@ -349,6 +361,13 @@ mod tests {
         assert!(t.local_macs.contains(&mac2));
         assert!(!t.macs.contains_key(&mac2));
         assert_eq!(t.arp.len(), 3);
+        let gw = t
+            .gateway
+            .expect("every network has its gateway on every host");
+        assert_eq!(
+            (gw.ip.to_string(), gw.mac.to_string()),
+            ("10.0.0.1".into(), "02:42:0a:00:00:01".into())
+        );
         assert_eq!(t.nd.get(&mac3.ipv6_link_local()), Some(&mac3));
         let flood: Vec<_> = t.flood.iter().map(|f| f.addr).collect();
         assert_eq!(

@@ -126,6 +126,20 @@ fn a_live_agent_serves_metrics_health_and_readiness() {
         sample(&text, "ovnet_etcd_watch_revision").unwrap() > 1.0,
         "{text}"
     );
+    for dir in ["tx", "rx"] {
+        let series = format!(
+            "ovnet_peer_packets_total{{direction=\"{dir}\",node=\"host2\",peer=\"192.168.50.2\"}}"
+        );
+        let n = sample(&text, &series).unwrap_or_else(|| panic!("no {series}:\n{text}"));
+        assert!(n >= 3.0, "{series} = {n}: the pings were not counted");
+    }
+    let heard = "ovnet_peer_last_heard_seconds{node=\"host2\",peer=\"192.168.50.2\"}";
+    assert!(sample(&text, heard).is_some_and(|s| s < 60.0), "{text}");
+    assert_eq!(
+        sample(&text, "ovnet_peer_overflow_total"),
+        Some(0.0),
+        "{text}"
+    );
     assert!(
         sample(&text, "ovnet_worker_busy_ratio{worker=\"0\"}").is_some(),
         "{text}"

@@ -7,8 +7,9 @@ mod common;
 
 use common::{attach, create, ep, net, next_event, refused, Etcd};
 use ovnet_agent::domain::plan::{EndpointSpec, NetworkSpec};
+use ovnet_agent::domain::Endpoint;
 use ovnet_agent::error::AgentError;
-use ovnet_agent::store::{Record, RecordKey, WatchEvent};
+use ovnet_agent::store::{Record, RecordKey, Store, WatchEvent};
 use ovnet_proto::Message;
 
 fn is_invalid(e: &AgentError) -> bool {
@@ -313,4 +314,155 @@ async fn listings_are_paged_and_survive_a_value_too_large() {
     let (_, state) = s.snapshot().await.unwrap();
     assert_eq!(state.endpoints.len(), MORE + 1);
     assert_eq!(state.networks, vec![demo]);
+}
+
+/// Connects `name` on `node` to `network` publishing `ports` (host IP, host port, container
+/// port, protocol).
+async fn publish(
+    s: &Store,
+    network: &str,
+    name: &str,
+    node: &str,
+    ports: &[(&str, u32, u32, &str)],
+) -> Result<Endpoint, AgentError> {
+    let req = EndpointSpec {
+        name: name.to_owned(),
+        node: node.to_owned(),
+        netns: name.to_owned(),
+        publish: ports
+            .iter()
+            .map(|&(ip, host, ctr, proto)| ovnet_proto::PortMapping {
+                host_ip: ip.into(),
+                host_port: host,
+                container_port: ctr,
+                protocol: proto.into(),
+            })
+            .collect(),
+        ..EndpointSpec::default()
+    }
+    .check()?;
+    Ok(s.create_endpoint(network, &req).await?.record)
+}
+
+/// The port claims under the store's prefix, as `node/proto/ip:port`.
+async fn port_claims(s: &Store, prefix: &str) -> Vec<String> {
+    let key = format!("/test-{prefix}/ports/");
+    let r = s
+        .client()
+        .kv_client()
+        .get(
+            key.as_str(),
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    r.kvs()
+        .iter()
+        .map(|kv| String::from_utf8_lossy(kv.key())[key.len()..].to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn published_ports_are_claimed_per_node_with_their_endpoint() {
+    let etcd = Etcd::start();
+    let s = etcd.store("ports").await;
+    create(&s, net("demo")).await.unwrap();
+    let web = publish(&s, "demo", "web", "node1", &[("", 8080, 80, "tcp")])
+        .await
+        .unwrap();
+    assert_eq!(web.ports.len(), 1);
+    assert_eq!(web.ports[0].to_string(), "0.0.0.0:8080:80/tcp");
+    assert_eq!(
+        s.get_endpoint("demo", "web").await.unwrap().ports,
+        web.ports,
+        "the ports are part of the record"
+    );
+    assert_eq!(port_claims(&s, "ports").await, ["node1/tcp/0.0.0.0:8080"]);
+
+    // The same port at any address of node1 is taken, in docker's words; nothing is left.
+    let before = ep_names(&s, "demo").await;
+    refused(
+        publish(&s, "demo", "db", "node1", &[("192.0.2.10", 8080, 5432, "")]).await,
+        is_in_use,
+        "Bind for 192.0.2.10:8080 failed: port is already allocated",
+    );
+    refused(
+        publish(
+            &s,
+            "demo",
+            "db",
+            "node1",
+            &[("", 9000, 1, "tcp"), ("", 8080, 2, "tcp")],
+        )
+        .await,
+        is_in_use,
+        "Bind for 0.0.0.0:8080 failed: port is already allocated",
+    );
+    assert_eq!(ep_names(&s, "demo").await, before);
+    assert_eq!(port_claims(&s, "ports").await, ["node1/tcp/0.0.0.0:8080"]);
+    // Another node, or another protocol, is free.
+    publish(&s, "demo", "web2", "node2", &[("", 8080, 80, "tcp")])
+        .await
+        .unwrap();
+    publish(&s, "demo", "dns", "node1", &[("", 8080, 53, "udp")])
+        .await
+        .unwrap();
+
+    // Internal networks publish nothing.
+    let sealed = NetworkSpec {
+        internal: true,
+        ..net("sealed")
+    };
+    create(&s, sealed).await.unwrap();
+    refused(
+        publish(&s, "sealed", "x", "node1", &[("", 7000, 80, "tcp")]).await,
+        is_invalid,
+        "network sealed is internal: ports cannot be published on it",
+    );
+
+    // Disconnecting frees the port.
+    s.delete_endpoint("demo", "web").await.unwrap();
+    assert_eq!(
+        port_claims(&s, "ports").await,
+        ["node1/udp/0.0.0.0:8080", "node2/tcp/0.0.0.0:8080"]
+    );
+    publish(&s, "demo", "db", "node1", &[("192.0.2.10", 8080, 5432, "")])
+        .await
+        .unwrap();
+}
+
+/// Two agents racing for one port of one node, one at 0.0.0.0 and one at a single address
+/// (two different keys): exactly one wins.
+#[tokio::test]
+async fn a_wildcard_and_an_address_racing_for_a_port_have_one_winner() {
+    let etcd = Etcd::start();
+    let s1 = etcd.store("portrace").await;
+    let s2 = etcd.store("portrace").await;
+    create(&s1, net("demo")).await.unwrap();
+    for round in 0..10u32 {
+        let port = 20_000 + round;
+        let (na, nb) = (format!("a{round}"), format!("b{round}"));
+        let wild = [("", port, 80, "")];
+        let one = [("192.0.2.10", port, 80, "")];
+        let (a, b) = tokio::join!(
+            publish(&s1, "demo", &na, "node1", &wild),
+            publish(&s2, "demo", &nb, "node1", &one),
+        );
+        assert!(
+            a.is_ok() != b.is_ok(),
+            "round {round}: want one winner, got {a:?} and {b:?}"
+        );
+        let loser = a.err().or(b.err()).unwrap();
+        assert!(is_in_use(&loser), "{loser}");
+    }
+}
+
+async fn ep_names(s: &Store, network: &str) -> Vec<String> {
+    let id = s.find_network(network).await.unwrap().network.id;
+    s.list_endpoints(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name.to_string())
+        .collect()
 }

@@ -112,8 +112,10 @@ async fn network_explicit_values() {
         vni: Some(4242),
         mtu: Some(1400),
         labels: HashMap::from([("env".into(), "test".into())]),
+        internal: true,
     };
     let n = create(&s, spec).await.unwrap().to_proto();
+    assert!(n.internal);
     assert_eq!(n.subnet, "172.20.16.0/20");
     assert_eq!(n.gateway, "172.20.16.254");
     assert_eq!(n.vni, 4242);

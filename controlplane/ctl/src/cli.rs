@@ -9,6 +9,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use ovnet_proto::PortMapping;
 
 use crate::client::CliError;
 
@@ -103,6 +104,10 @@ pub struct CreateArgs {
     /// Set metadata on the network (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
+    /// Restrict external access to the network: no default route, nothing leaves the overlay,
+    /// no published ports, no upstream DNS.
+    #[arg(long)]
+    pub internal: bool,
     /// Network name.
     pub name: String,
 }
@@ -128,6 +133,10 @@ pub struct ConnectArgs {
     /// (default: the container name).
     #[arg(long, value_name = "NS")]
     pub netns: Option<String>,
+    /// Publish a container's port on this host (repeatable); HOSTIP defaults to every
+    /// address, the protocol to tcp.
+    #[arg(short = 'p', long, value_name = "[HOSTIP:]HOSTPORT:CTRPORT[/PROTO]")]
+    pub publish: Vec<String>,
     /// Network name or ID.
     pub network: String,
     /// Container name.
@@ -210,6 +219,47 @@ pub fn parse_labels(labels: &[String]) -> Result<HashMap<String, String>, CliErr
             ))),
         })
         .collect()
+}
+
+/// `-p [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp]` (docker's syntax without ranges) to the API's
+/// message; an empty host IP means every address of the host, the agent's default.
+pub fn parse_publish(s: &str) -> Result<PortMapping, CliError> {
+    let bad = |why: &str| {
+        CliError::new(format!(
+            "invalid argument \"{s}\" for \"-p, --publish\" flag: {why}"
+        ))
+    };
+    let (ports, protocol) = match s.rsplit_once('/') {
+        Some((p, proto)) => match proto.to_ascii_lowercase().as_str() {
+            "tcp" | "udp" => (p, proto.to_ascii_lowercase()),
+            _ => return Err(bad("the protocol must be tcp or udp")),
+        },
+        None => (s, "tcp".to_owned()),
+    };
+    let parts: Vec<&str> = ports.split(':').collect();
+    let (ip, host, ctr) = match parts.as_slice() {
+        [host, ctr] => ("", *host, *ctr),
+        [ip, host, ctr] => (*ip, *host, *ctr),
+        [_] => {
+            return Err(bad(
+                "give the host port too, HOSTPORT:CTRPORT (ovnet does not pick one)",
+            ))
+        }
+        _ => return Err(bad("want [HOSTIP:]HOSTPORT:CTRPORT[/PROTO]")),
+    };
+    let port = |p: &str| match p.parse::<u16>() {
+        Ok(0) | Err(_) => Err(bad("a port is a number from 1 to 65535 (no ranges)")),
+        Ok(p) => Ok(u32::from(p)),
+    };
+    if !ip.is_empty() && ip.parse::<Ipv4Addr>().is_err() {
+        return Err(bad("the host IP must be an IPv4 address"));
+    }
+    Ok(PortMapping {
+        host_ip: ip.to_owned(),
+        host_port: port(host)?,
+        container_port: port(ctr)?,
+        protocol,
+    })
 }
 
 /// `IPv4[:PORT]` to an address and a port; `None` when no port is given, for the agent to use
@@ -296,6 +346,57 @@ mod tests {
         ] {
             assert!(parse_vtep(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn published_ports_in_dockers_syntax() {
+        let m = |ip: &str, h: u32, c: u32, p: &str| PortMapping {
+            host_ip: ip.into(),
+            host_port: h,
+            container_port: c,
+            protocol: p.into(),
+        };
+        assert_eq!(parse_publish("8080:80").unwrap(), m("", 8080, 80, "tcp"));
+        assert_eq!(
+            parse_publish("192.168.50.1:5353:53/udp").unwrap(),
+            m("192.168.50.1", 5353, 53, "udp")
+        );
+        assert_eq!(
+            parse_publish("8080:80/TCP").unwrap(),
+            m("", 8080, 80, "tcp")
+        );
+        assert_eq!(
+            parse_publish("80").unwrap_err().to_string(),
+            "invalid argument \"80\" for \"-p, --publish\" flag: give the host port too, \
+             HOSTPORT:CTRPORT (ovnet does not pick one)"
+        );
+        for bad in [
+            "8080:80/sctp",
+            "0:80",
+            "8080-8081:80",
+            "70000:80",
+            "host:8080:80",
+            "1:2:3:4",
+            "",
+        ] {
+            assert!(parse_publish(bad).is_err(), "{bad}");
+        }
+        let cli = Cli::try_parse_from([
+            "ovctl",
+            "network",
+            "connect",
+            "-p",
+            "8080:80",
+            "demo",
+            "web1",
+            "--publish",
+            "53:53/udp",
+        ])
+        .unwrap();
+        let Command::Network(NetworkCmd::Connect(c)) = cli.command else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        assert_eq!(c.publish, ["8080:80", "53:53/udp"]);
     }
 
     #[test]

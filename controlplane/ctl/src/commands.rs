@@ -14,7 +14,8 @@ use ovnet_proto::{
 use tonic::Code;
 
 use crate::cli::{
-    check_driver, parse_labels, parse_vtep, Cli, Command, NetworkCmd, NodeCmd, VtepCmd,
+    check_driver, parse_labels, parse_publish, parse_vtep, Cli, Command, NetworkCmd, NodeCmd,
+    VtepCmd,
 };
 use crate::client::{Agent, CliError};
 use crate::format;
@@ -105,6 +106,7 @@ async fn network(path: &std::path::Path, cmd: NetworkCmd) -> Result<(), Failure>
                     vni: a.vni,
                     mtu: a.mtu,
                     labels,
+                    internal: a.internal,
                 }))
                 .await?;
             out(&format!("{}\n", net.id));
@@ -154,6 +156,11 @@ async fn network(path: &std::path::Path, cmd: NetworkCmd) -> Result<(), Failure>
             done(errors)
         }
         NetworkCmd::Connect(a) => {
+            let publish = a
+                .publish
+                .iter()
+                .map(|p| parse_publish(p))
+                .collect::<Result<Vec<_>, _>>()?;
             let agent = Agent::connect(path).await?;
             let netns = a.netns.unwrap_or_else(|| a.container.clone());
             agent
@@ -162,6 +169,7 @@ async fn network(path: &std::path::Path, cmd: NetworkCmd) -> Result<(), Failure>
                     container: a.container,
                     netns,
                     ipv4: a.ip,
+                    publish,
                     ..Default::default()
                 }))
                 .await?;

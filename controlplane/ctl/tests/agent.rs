@@ -465,16 +465,33 @@ fn dataplane_reports_the_workers_and_offloads_in_use() {
             "{text}"
         );
     }
-    let tunnel = if v["tunnel_gso"] == true { "on" } else { "off" };
+    let tunnel = if v["tunnel_gso"] == true {
+        "on"
+    } else {
+        "unavailable"
+    };
     assert_eq!(
-        lines[workers + 1..],
-        [
-            "poll window: 100 us",
-            "time slice: 100 us",
-            "UDP GSO: on",
-            &format!("UDP tunnel GSO: {tunnel}"),
-        ],
+        lines[workers + 1..workers + 3],
+        ["poll window: 100 us", "time slice: 100 us"],
         "{text}"
+    );
+    // Every offload with its state (and, where one is not in use, why).
+    let offloads = &lines[workers + 3..];
+    assert_eq!(offloads.len(), 4, "{text}");
+    assert!(offloads.contains(&"UDP GSO: on"), "{text}");
+    assert!(offloads.contains(&"UDP GRO: on"), "{text}");
+    assert!(
+        offloads
+            .iter()
+            .any(|l| l.starts_with(&format!("UDP tunnel GSO: {tunnel}"))),
+        "{text}"
+    );
+    let json = v["offloads"].as_array().unwrap();
+    assert_eq!(json.len(), 4, "{v}");
+    assert!(
+        json.iter()
+            .any(|o| o["name"] == "udp_gso" && o["state"] == "on"),
+        "{v}"
     );
 }
 

@@ -208,12 +208,30 @@ fn doctor_sees_each_broken_thing_alone() {
         ],
     );
 
-    // A kernel feature turned off: the agent restarted without UDP tunnel GSO.
-    c.set_agent_args(1, &["--no-tunnel-gso"]);
+    // A kernel feature refused at start: with strict reverse-path filtering host-wide the
+    // uplink cannot be set up (the rp_filter line warns too).
+    c.sh(&h1, &["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1"]);
     c.start_agent(1);
     c.wait_agent_ready(1);
     Doctor { c: &c }.expect(
-        "tunnel GSO off",
-        &[("warn", "kernel", "UDP tunnel GSO (the uplink) off")],
+        "tunnel GSO unavailable",
+        &[
+            ("warn", "rp_filter", "strict"),
+            ("warn", "kernel", "UDP tunnel GSO (the uplink) unavailable"),
+        ],
+    );
+    c.sh(&h1, &["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"]);
+
+    // Turned off by the operator: nothing to warn about.
+    c.stop_agent(1);
+    c.set_agent_args(1, &["--no-tunnel-gso"]);
+    c.start_agent(1);
+    c.wait_agent_ready(1);
+    let out = Doctor { c: &c }.expect("tunnel GSO off by configuration", &[]);
+    assert!(
+        out.stdout
+            .contains("UDP tunnel GSO (the uplink) off by configuration"),
+        "{}",
+        out.stdout
     );
 }

@@ -16,7 +16,7 @@
 //! [`Dataplane::remove_network`], and the reads: counters, [`Dataplane::report`] (workers and
 //! offloads), [`Dataplane::tso_segments`] (the segment cap containers need).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +32,7 @@ use crate::counters::{CounterSnapshot, Counters};
 use crate::fdb::{FxHashMap, LearnedTable, NetworkTable, Table};
 use crate::housekeeping::Housekeeping;
 use crate::network::{open_tap, Network, Networks};
+use crate::peers::{PeerSnapshot, PeerTable};
 use crate::send::{tso_segments, TxSockets};
 use crate::shared::{Shared, WorkerSlot};
 use crate::uplink::UplinkPath;
@@ -151,6 +152,7 @@ impl Dataplane {
             generation: AtomicU64::new(0),
             learned: LearnedTable::new(cfg.ageing),
             global: Counters::default(),
+            peers: PeerTable::default(),
             clock: cfg.clock.clone(),
             caps: Capabilities {
                 udp_gso,
@@ -329,6 +331,24 @@ impl Dataplane {
     /// Counters of drops that happened before a network was known (bad header, unknown VNI).
     pub fn global_counters(&self) -> CounterSnapshot {
         self.shared.global.snapshot()
+    }
+
+    /// Traffic per peer VTEP (its underlay address) since the data plane started (peers it
+    /// sent to or admitted traffic from), sorted by address, with how long ago each was last heard (`None`:
+    /// never); and the datagrams of peers beyond the table's bound, counted together.
+    pub fn peers(&self) -> (Vec<(IpAddr, PeerSnapshot, Option<Duration>)>, u64) {
+        let now = self.shared.clock.now_ms();
+        let (mut peers, overflow) = self.shared.peers.snapshot();
+        peers.sort_by_key(|(a, _)| *a);
+        let with_age = peers
+            .into_iter()
+            .map(|(a, p)| {
+                let ago =
+                    (p.last_rx > 0).then(|| Duration::from_millis(now.saturating_sub(p.last_rx)));
+                (a, p, ago)
+            })
+            .collect();
+        (with_age, overflow)
     }
 
     /// MACs learned from traffic in `vni` and not aged out, with their VTEPs.

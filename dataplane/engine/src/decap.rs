@@ -125,6 +125,40 @@ mod tests {
         admit(frame, from, vni(), &host2_table(), &learned, 0, 1518)
     }
 
+    /// Host 2's table with the network's gateway, which every host has on its bridge.
+    fn host2_table_with_gateway() -> Table {
+        let mut t = NetworkTable::new();
+        t.macs.insert(LOCAL_MAC, vtep1());
+        t.arp.insert(LOCAL_IP, LOCAL_MAC);
+        t.arp.insert(REMOTE_IP, REMOTE_MAC);
+        t.local_macs.insert(REMOTE_MAC);
+        t.flood.push(FloodEntry {
+            addr: vtep1(),
+            learn: false,
+        });
+        t.gateway = Some(GATEWAY);
+        Table::compile(&t)
+    }
+
+    #[test]
+    fn frames_claiming_the_gateway_are_spoofed() {
+        let learned = LearnedTable::new(DEFAULT_AGEING);
+        let t = host2_table_with_gateway();
+        let from: SocketAddr = "192.168.50.1:4789".parse().unwrap();
+        let admit2 = |f: &[u8]| admit(f, from, vni(), &t, &learned, 0, 1518);
+        // The gateway's MAC, from a peer: its own gateway's frames never leave it.
+        let f = udp_frame(GATEWAY.mac, REMOTE_MAC, GATEWAY.ip, REMOTE_IP, 20);
+        assert_eq!(admit2(&f), Err(DropReason::SpoofedSource));
+        let f = arp_request(GATEWAY.mac, GATEWAY.ip, REMOTE_IP);
+        assert_eq!(admit2(&f), Err(DropReason::SpoofedSource));
+        // The gateway's address behind a container's MAC.
+        let f = udp_frame(LOCAL_MAC, REMOTE_MAC, GATEWAY.ip, REMOTE_IP, 20);
+        assert_eq!(admit2(&f), Err(DropReason::SpoofedSource));
+        // The container's own traffic is admitted.
+        let f = udp_frame(LOCAL_MAC, REMOTE_MAC, LOCAL_IP, REMOTE_IP, 20);
+        assert_eq!(admit2(&f), Ok(Admitted::Deliver));
+    }
+
     #[test]
     fn parse_accepts_reserved_bits_and_returns_inner_frame() {
         let f = udp_frame(LOCAL_MAC, REMOTE_MAC, LOCAL_IP, REMOTE_IP, 20);

@@ -1,5 +1,6 @@
 //! The send path's decision for one frame read from a network's TAP: which VTEP(s) get it,
-//! whether it is answered locally (ARP / IPv6 ND from the table), or why it is dropped.
+//! whether it is answered locally (ARP / IPv6 ND from the table) or stays on the host (the
+//! local bridge's destinations, the network's gateway), or why it is dropped.
 //!
 //! A pure function of the frame and the tables, with no socket in sight: the worker carries out
 //! the [`Encap`] it returns, and tests check decisions directly.
@@ -63,6 +64,12 @@ pub fn encap<'t>(
     let (src, dst) = (eth.src(), eth.dst());
     if !src.is_unicast() {
         return Encap::Drop(DropReason::InvalidSourceMac);
+    }
+    // The gateway is this host's own bridge, on every host: what it sends (ARP for a remote
+    // container, a broadcast) and what is sent to it stays here. Its peers would drop it as
+    // spoofed, and a reply could never come back to this host's gateway anyway.
+    if table.is_gateway(&src) || table.is_gateway(&dst) {
+        return Encap::Local;
     }
     // A local container must not claim a remote endpoint's MAC, nor an IP bound to another MAC.
     if table.macs.contains_key(&src) || spoofs_ip(frame, &src, table) {
@@ -281,6 +288,49 @@ mod tests {
         assert_eq!(run(&[0u8; 13], &t).0, Encap::Drop(DropReason::Truncated));
         let f = udp_frame(LOCAL_MAC, REMOTE_MAC, LOCAL_IP, REMOTE_IP, 1600);
         assert_eq!(run(&f, &t).0, Encap::Drop(DropReason::Oversized));
+    }
+
+    #[test]
+    fn arp_for_the_gateway_is_left_to_the_local_bridge() {
+        let t = two_host_table_with_gateway();
+        // Without the gateway in the table, the request would be flooded to every peer.
+        let req = arp_request(LOCAL_MAC, LOCAL_IP, GATEWAY.ip);
+        assert_eq!(run(&req, &two_host_table()).0, Encap::Flood(&[vtep2()]));
+        assert_eq!(run(&req, &t).0, Encap::Local);
+    }
+
+    #[test]
+    fn frames_to_or_from_the_gateway_never_cross_the_overlay() {
+        let t = two_host_table_with_gateway();
+        // A container's frame routed out through its gateway, which reached the TAP anyway.
+        let out = udp_frame(
+            LOCAL_MAC,
+            GATEWAY.mac,
+            LOCAL_IP,
+            "192.0.2.9".parse().unwrap(),
+            100,
+        );
+        assert_eq!(run(&out, &t).0, Encap::Local);
+        // The host (the bridge) asking for a remote container, or sending to one: its peers
+        // would drop it, and the answer could not come back to this host's gateway.
+        let ask = arp_request(GATEWAY.mac, GATEWAY.ip, REMOTE_IP);
+        assert_eq!(run(&ask, &t).0, Encap::Local);
+        let f = udp_frame(GATEWAY.mac, REMOTE_MAC, GATEWAY.ip, REMOTE_IP, 10);
+        assert_eq!(run(&f, &t).0, Encap::Local);
+        let f = udp_frame(GATEWAY.mac, MacAddr::BROADCAST, GATEWAY.ip, REMOTE_IP, 10);
+        assert_eq!(run(&f, &t).0, Encap::Local);
+    }
+
+    #[test]
+    fn a_container_claiming_the_gateway_address_is_spoofing() {
+        let t = two_host_table_with_gateway();
+        let f = udp_frame(LOCAL_MAC, REMOTE_MAC, GATEWAY.ip, REMOTE_IP, 10);
+        assert_eq!(run(&f, &t).0, Encap::Drop(DropReason::SpoofedSource));
+        let garp = arp_request(LOCAL_MAC, GATEWAY.ip, GATEWAY.ip);
+        assert_eq!(run(&garp, &t).0, Encap::Drop(DropReason::SpoofedSource));
+        // Its ordinary traffic still goes.
+        let f = udp_frame(LOCAL_MAC, REMOTE_MAC, LOCAL_IP, REMOTE_IP, 10);
+        assert_eq!(run(&f, &t).0, Encap::Unicast(vtep2()));
     }
 
     #[test]

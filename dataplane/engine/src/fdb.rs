@@ -76,7 +76,11 @@ impl Hasher for FxHasher {
 
     #[inline]
     fn finish(&self) -> u64 {
-        self.0
+        // The multiply leaves the low bits depending only on the input's low bits, and hash
+        // tables index by the low bits: addresses that differ in their last bytes (MACs
+        // 02:42:0a:00:00:xx, IPs 10.0.0.x) would all land in one bucket. Rotating brings the
+        // well-mixed high bits down (as rustc-hash 2 does).
+        self.0.rotate_left(26)
     }
 }
 
@@ -115,6 +119,22 @@ pub struct NetworkTable {
     pub learning: bool,
     /// The VXLAN port of VTEPs learned from traffic when `learning` is on.
     pub learn_port: u16,
+    /// The network's gateway on this host's bridge: the same address and MAC on every host,
+    /// so it is always a local answer (ARP for it is never flooded), never a remote
+    /// destination, and never a source the overlay may deliver.
+    pub gateway: Option<Gateway>,
+}
+
+/// A network's gateway: an address of the subnet on the bridge of every host where the
+/// network has endpoints, with the same MAC everywhere (`02:42` and the address's bytes, like
+/// an endpoint's). It is the host's own: its frames stay on the host, and frames from the
+/// overlay that claim it are spoofed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Gateway {
+    /// The gateway address.
+    pub ip: Ipv4Addr,
+    /// The bridge's MAC.
+    pub mac: MacAddr,
 }
 
 impl NetworkTable {
@@ -148,10 +168,13 @@ pub struct Table {
     pub(crate) vteps: FxHashMap<IpAddr, VtepInfo>,
     pub(crate) learning: bool,
     pub(crate) learn_port: u16,
+    pub(crate) gateway_mac: Option<MacAddr>,
 }
 
 impl Table {
-    /// Compiles a table. Flood entries are deduplicated, keeping their order.
+    /// Compiles a table. Flood entries are deduplicated, keeping their order. The gateway, if
+    /// any, joins the IP → MAC table and the local MACs: ARP for it is the local bridge's to
+    /// answer, and a frame from the overlay claiming its MAC or address is spoofed.
     pub fn compile(t: &NetworkTable) -> Table {
         let mut vteps = FxHashMap::default();
         for addr in t.macs.values() {
@@ -171,12 +194,18 @@ impl Table {
             });
             e.learn |= f.learn;
         }
+        let mut arp: FxHashMap<Ipv4Addr, MacAddr> = t.arp.iter().map(|(k, v)| (*k, *v)).collect();
+        let mut local_macs: FxHashSet<MacAddr> = t.local_macs.iter().copied().collect();
+        if let Some(gw) = t.gateway {
+            arp.insert(gw.ip, gw.mac);
+            local_macs.insert(gw.mac);
+        }
         Table {
             macs: t.macs.iter().map(|(k, v)| (*k, *v)).collect(),
-            arp: t.arp.iter().map(|(k, v)| (*k, *v)).collect(),
+            arp,
             nd: t.nd.iter().map(|(k, v)| (*k, *v)).collect(),
             flood,
-            local_macs: t.local_macs.iter().copied().collect(),
+            local_macs,
             vteps,
             learning: t.learning,
             learn_port: if t.learn_port == 0 {
@@ -184,7 +213,13 @@ impl Table {
             } else {
                 t.learn_port
             },
+            gateway_mac: t.gateway.map(|g| g.mac),
         }
+    }
+
+    /// Whether `mac` is the network's gateway (this host's bridge).
+    pub fn is_gateway(&self, mac: &MacAddr) -> bool {
+        self.gateway_mac.as_ref() == Some(mac)
     }
 
     /// The VTEP a unicast MAC is statically bound to.
@@ -314,6 +349,29 @@ impl LearnedTable {
 
 #[cfg(test)]
 mod tests {
+    use std::hash::BuildHasher;
+
+    /// Addresses that differ only in their last bytes spread over a table's low-bit buckets.
+    #[test]
+    fn fx_hashes_of_neighbouring_addresses_spread_over_low_bits() {
+        let build = std::hash::BuildHasherDefault::<FxHasher>::default();
+        let buckets = |hashes: Vec<u64>| {
+            hashes
+                .into_iter()
+                .map(|h| h & 1023)
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        };
+        let macs = (0..1024u32)
+            .map(|i| build.hash_one(MacAddr([2, 0x42, 10, 0, (i >> 8) as u8, i as u8])))
+            .collect();
+        let ips = (0..1024u32)
+            .map(|i| build.hash_one(Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8)))
+            .collect();
+        assert!(buckets(macs) > 600, "MACs crowd into few buckets");
+        assert!(buckets(ips) > 600, "IPs crowd into few buckets");
+    }
+
     use super::*;
 
     fn mac(last: u8) -> MacAddr {

@@ -5,7 +5,8 @@
 //! Layers, bottom up; every module depends only on those above it in this list:
 //! - Decisions, no I/O: [`fdb`] (forwarding state), [`encap`] and [`decap`] (what happens to
 //!   one packet, as pure functions over [`ovnet_wire`]'s views), `steer` (which peer worker a
-//!   flow goes to), [`counters`] (drop reasons and traffic counts).
+//!   flow goes to), [`counters`] (drop reasons and traffic counts), [`peers`] (traffic per
+//!   peer VTEP).
 //! - State: [`config`], [`clock`] (the ageing clock, injectable), [`capability`] (offloads
 //!   accepted and refused), `network` (one VNI as the packet path sees it, its TAP), `uplink`
 //!   (UDP tunnel GSO), `pacing` (poll window, load meter).
@@ -32,6 +33,7 @@ pub mod fdb;
 mod housekeeping;
 mod network;
 mod pacing;
+pub mod peers;
 mod receive;
 mod send;
 mod shared;
@@ -47,6 +49,7 @@ pub use clock::Clock;
 pub use config::{DataplaneConfig, DataplaneError, DEFAULT_POLL, DEFAULT_SLICE};
 pub use counters::{CounterSnapshot, DropReason};
 pub use dataplane::{Dataplane, DataplaneReport};
-pub use fdb::{FloodEntry, NetworkTable};
+pub use fdb::{FloodEntry, Gateway, NetworkTable};
 pub use ovnet_wire::{MacAddr, Vni, VXLAN_PORT};
+pub use peers::PeerSnapshot;
 pub use send::tso_segments;

@@ -23,6 +23,8 @@ use crate::decap::{self, Admitted};
 use crate::fdb::LearnedTable;
 use crate::network::{write_frame, Network, Networks, BUF_LEN};
 use crate::pacing::BATCH;
+use crate::peers::PeerTable;
+use crate::shared::Shared;
 
 /// Room for a `virtio_net_hdr` and the headers of a super-frame.
 const SUPER_HEADER_LEN: usize = virtio::HEADER_LEN + gso::MAX_HEADERS;
@@ -80,6 +82,7 @@ pub(crate) struct Decapper<'s> {
     learned: &'s LearnedTable,
     /// Drops before a network is known (bad header, unknown VNI).
     global: &'s Counters,
+    peers: &'s PeerTable,
     caps: &'s Capabilities,
     /// The worker's index, which picks the TAP queue it writes to.
     index: usize,
@@ -91,18 +94,15 @@ pub(crate) struct Decapper<'s> {
 }
 
 impl<'s> Decapper<'s> {
-    /// The receive side of worker `index`.
-    pub(crate) fn new(
-        index: usize,
-        networks: &'s ArcSwap<Networks>,
-        learned: &'s LearnedTable,
-        global: &'s Counters,
-        caps: &'s Capabilities,
-    ) -> Decapper<'s> {
+    /// The receive side of worker `index`, over what the threads share.
+    pub(crate) fn new(index: usize, s: &'s Shared) -> Decapper<'s> {
+        let (networks, learned, global, peers, caps) =
+            (&s.networks, &s.learned, &s.global, &s.peers, &s.caps);
         Decapper {
             networks,
             learned,
             global,
+            peers,
             caps,
             index,
             scratch: vec![0u8; BUF_LEN],
@@ -176,6 +176,7 @@ impl<'s> Decapper<'s> {
             Ok(Admitted::Deliver) => {}
             Err(reason) => return net.counters.count_drop(reason),
         }
+        self.peers.received(from, frame.len(), now);
         let tap = net.queue_of(self.index);
         if frame.len() > net.max_frame {
             // A TCP super-frame (admit let only those through; a kernel vxlan peer sends its

@@ -38,6 +38,8 @@ use crate::encap::{self, Encap, ReplyKind, REPLY_BUF_LEN};
 use crate::fdb::LearnedTable;
 use crate::network::{write_frame, Network, Networks, BUF_LEN};
 use crate::pacing::BATCH;
+use crate::peers::PeerTable;
+use crate::shared::Shared;
 use crate::steer::FlowSteering;
 use crate::uplink::{Tunnel, TunnelWriter, UplinkPath};
 
@@ -248,6 +250,7 @@ pub(crate) struct Encapper<'s> {
     /// Where frames leave from if there are no send sockets.
     listener: &'s UnderlaySocket,
     uplink: Option<&'s UplinkPath>,
+    peers: &'s PeerTable,
     caps: &'s Capabilities,
     /// The worker's index, which picks the uplink queue it writes to.
     index: usize,
@@ -269,22 +272,20 @@ pub(crate) struct Encapper<'s> {
 }
 
 impl<'s> Encapper<'s> {
-    /// The send side of worker `index`.
-    pub(crate) fn new(
-        index: usize,
-        networks: &'s ArcSwap<Networks>,
-        learned: &'s LearnedTable,
-        tx: &'s TxSockets,
-        listener: &'s UnderlaySocket,
-        uplink: Option<&'s UplinkPath>,
-        caps: &'s Capabilities,
-    ) -> Encapper<'s> {
+    /// The send side of worker `index`, over what the threads share.
+    pub(crate) fn new(index: usize, s: &'s Shared) -> Encapper<'s> {
+        let (networks, learned, tx, peers, caps) =
+            (&s.networks, &s.learned, &s.tx, &s.peers, &s.caps);
+        // Replies (ARP, ND) are sent from the first worker's listening socket.
+        let listener = &s.workers[0].socket;
+        let uplink = s.uplink.as_ref();
         Encapper {
             networks,
             learned,
             tx,
             listener,
             uplink,
+            peers,
             caps,
             index,
             now: 0,
@@ -475,8 +476,9 @@ impl<'s> Encapper<'s> {
         t.closed = false;
         match sent {
             Ok(()) => {
-                net.counters
-                    .tx_many(count as u64, (bytes - count * vxlan::HEADER_LEN) as u64);
+                let inner = (bytes - count * vxlan::HEADER_LEN) as u64;
+                net.counters.tx_many(count as u64, inner);
+                self.peers.sent(dst, count as u64, inner);
                 if count > 1 {
                     net.counters.train();
                 }
@@ -519,7 +521,10 @@ impl<'s> Encapper<'s> {
             segment: header.len() + frame.len(),
         };
         match self.send(self.socket(i), &out) {
-            Ok(()) => net.counters.tx(frame.len()),
+            Ok(()) => {
+                net.counters.tx(frame.len());
+                self.peers.sent(dst, 1, frame.len() as u64);
+            }
             Err(e) => {
                 net.counters.count_drop(DropReason::SendError);
                 self.send_log
@@ -568,10 +573,11 @@ impl<'s> Encapper<'s> {
                 segment: train.stride,
             };
             match self.send(sock, &out) {
-                Ok(()) => net.counters.tx_many(
-                    batch.len() as u64,
-                    (bytes - batch.len() * vxlan::HEADER_LEN) as u64,
-                ),
+                Ok(()) => {
+                    let inner = (bytes - batch.len() * vxlan::HEADER_LEN) as u64;
+                    net.counters.tx_many(batch.len() as u64, inner);
+                    self.peers.sent(dst, batch.len() as u64, inner);
+                }
                 Err(e) => {
                     net.counters.count_drop(DropReason::SendError);
                     self.send_log
@@ -610,8 +616,9 @@ impl<'s> Encapper<'s> {
                 let payload = t.end - t.payload;
                 net.counters.super_frame();
                 net.counters.tunnel_frame();
-                net.counters
-                    .tx_many(segments as u64, (segments * t.payload + payload) as u64);
+                let inner = (segments * t.payload + payload) as u64;
+                net.counters.tx_many(segments as u64, inner);
+                self.peers.sent(dst, segments as u64, inner);
                 true
             }
             Tunnel::Unfit => false,

@@ -15,6 +15,7 @@ use crate::clock::Clock;
 use crate::counters::Counters;
 use crate::fdb::LearnedTable;
 use crate::network::Networks;
+use crate::peers::PeerTable;
 use crate::send::TxSockets;
 use crate::uplink::UplinkPath;
 
@@ -40,6 +41,8 @@ pub(crate) struct Shared {
     pub(crate) learned: LearnedTable,
     /// Drops that happened before a network was known.
     pub(crate) global: Counters,
+    /// Traffic per peer VTEP.
+    pub(crate) peers: PeerTable,
     /// The clock learned MACs age by.
     pub(crate) clock: Clock,
     /// The offloads in use, and which were refused.

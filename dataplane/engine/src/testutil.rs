@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use etherparse::{Icmpv6Header, Icmpv6Type, PacketBuilder};
 use ovnet_wire::{MacAddr, Vni};
 
-use crate::fdb::{FloodEntry, NetworkTable};
+use crate::fdb::{FloodEntry, Gateway, NetworkTable};
 
 pub const LOCAL_MAC: MacAddr = MacAddr([2, 0x42, 10, 0, 0, 2]);
 pub const REMOTE_MAC: MacAddr = MacAddr([2, 0x42, 10, 0, 0, 3]);
@@ -36,6 +36,19 @@ pub fn two_host_table() -> NetworkTable {
         addr: vtep2(),
         learn: false,
     });
+    t
+}
+
+/// The network's gateway, 10.0.0.1, with its MAC derived like an endpoint's.
+pub const GATEWAY: Gateway = Gateway {
+    ip: Ipv4Addr::new(10, 0, 0, 1),
+    mac: MacAddr([2, 0x42, 10, 0, 0, 1]),
+};
+
+/// [`two_host_table`] with the gateway, as every host of a network has it.
+pub fn two_host_table_with_gateway() -> NetworkTable {
+    let mut t = two_host_table();
+    t.gateway = Some(GATEWAY);
     t
 }
 

@@ -114,18 +114,8 @@ fn run(s: &Shared, index: usize, stop: &AtomicBool) {
             Err(e) => log::info!("data-plane worker {index} runs with the default time slice: {e}"),
         }
     }
-    let mut d = Decapper::new(index, &s.networks, &s.learned, &s.global, &s.caps);
-    let listener = &s.workers[0].socket;
-    let uplink = s.uplink.as_ref();
-    let mut e = Encapper::new(
-        index,
-        &s.networks,
-        &s.learned,
-        &s.tx,
-        listener,
-        uplink,
-        &s.caps,
-    );
+    let mut d = Decapper::new(index, s);
+    let mut e = Encapper::new(index, s);
     let mut rx_buf = vec![0u8; BUF_LEN];
     let mut arena = vec![0u8; ARENA_LEN];
     let mut tokens = [0u64; 64];

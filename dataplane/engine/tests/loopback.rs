@@ -231,6 +231,28 @@ fn frames_cross_exactly_and_stay_in_their_vni() {
         b.dp2.counters(vni(43)).unwrap().rx_packets == 1
     });
     assert_eq!(b.dp2.counters(vni(43)).unwrap().rx_bytes, g.len() as u64);
+
+    // Per peer: host 1 sent three frames to host 2 (42, 43, the broadcast) and heard one
+    // from it; no other peer appears and nothing overflowed.
+    wait_for("host 1's per-peer counts", || {
+        let (peers, _) = b.dp1.peers();
+        peers.len() == 1 && peers[0].1.tx_packets == 3 && peers[0].1.rx_packets == 1
+    });
+    let (peers, overflow) = b.dp1.peers();
+    let (addr, p, heard) = peers[0];
+    assert_eq!(addr, vtep(2).ip());
+    assert_eq!(overflow, 0);
+    assert_eq!(p.tx_bytes, (f.len() + g.len() + bc.len()) as u64);
+    assert_eq!(p.rx_bytes, big.len() as u64);
+    assert!(
+        heard.is_some_and(|ago| ago < Duration::from_secs(60)),
+        "{heard:?}"
+    );
+    // Host 2 heard host 1 three times, on a clock that stands still.
+    wait_for("host 2's per-peer counts", || {
+        let (peers, _) = b.dp2.peers();
+        peers.len() == 1 && peers[0].1.rx_packets == 3 && peers[0].1.tx_packets == 1
+    });
 }
 
 #[test]

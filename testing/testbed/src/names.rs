@@ -174,7 +174,18 @@ pub(crate) fn remove_netns(name: &str, kill_inside: bool) {
             eprintln!("ovnet-testbed: delete netns {name}: {e}");
         }
     }
+    // `ip netns exec` reads per-namespace files from here (the agent writes resolv.conf for
+    // the containers it connects); `ip netns del` leaves them. The name is ours alone.
+    let etc = Path::new(NETNS_ETC).join(name);
+    if etc.exists() {
+        if let Err(e) = std::fs::remove_dir_all(&etc) {
+            eprintln!("ovnet-testbed: remove {}: {e}", etc.display());
+        }
+    }
 }
+
+/// Where `ip netns exec NAME` finds the namespace's own `/etc` files.
+const NETNS_ETC: &str = "/etc/netns";
 
 #[cfg(test)]
 mod tests {

@@ -21,6 +21,7 @@ use std::process::Command;
 const NOT_PROGRAMS: &[(&str, &str)] = &[
     ("node", "`ovctl node ls` and ovnet's node names"),
     ("link", "`ip link` subcommand"),
+    ("route", "`ip route` subcommand"),
     (
         "cargo",
         "the Rust toolchain, a documented prerequisite (rustup), not a Debian package",

@@ -4,10 +4,20 @@
 //! is put in the view at once, and the reconciler builds (or removes) the veth as it does every
 //! other device. A connect whose host side cannot be built releases its claim again, so nothing
 //! is left half-created.
+//!
+//! Published ports are asked of the host first (a port a process of the host holds is refused
+//! before anything is claimed), then claimed with the endpoint. A container that is a named
+//! namespace gets `/etc/netns/NAME/resolv.conf` pointing at its network's resolver
+//! ([`crate::edge::resolv_conf`]), removed when it leaves that network.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
 
 use crate::domain::plan::EndpointSpec;
-use crate::domain::Endpoint;
-use crate::error::{AgentError, Exists, InUse};
+use crate::domain::{Endpoint, Name};
+use crate::edge::host::probe;
+use crate::edge::resolv_conf::{self, Written, NETNS_ETC};
+use crate::error::{AgentError, Exists, InUse, Invalid};
 use crate::host;
 use crate::store::{Found, Record, Stamped};
 
@@ -33,6 +43,8 @@ pub struct ConnectSpec {
     pub container_id: String,
     /// Who asks: `"ovctl"`, `"docker"`, `"cni"`; empty means `"ovctl"`.
     pub owner: String,
+    /// Host ports to publish to the container (`-p`), on this node.
+    pub publish: Vec<ovnet_proto::PortMapping>,
 }
 
 impl Agent {
@@ -72,8 +84,18 @@ impl Agent {
             ipv4: spec.ipv4,
             container_id: spec.container_id,
             owner: spec.owner,
+            publish: spec.publish,
         }
         .check()?;
+        if net.internal && !req.ports.is_empty() {
+            return Err(Invalid::PublishOnInternal(net.name.clone()).into());
+        }
+        for p in &req.ports {
+            probe(&p.host).map_err(|cause| InUse::HostPort {
+                host: p.host,
+                cause,
+            })?;
+        }
         let claimed = self.store.create_endpoint(net.id.as_str(), &req).await?;
         self.settle(&mut local, &found, claimed).await
     }
@@ -118,14 +140,16 @@ impl Agent {
             });
         }
         log::info!(
-            "connected {} to {} as {} {}/{} ({})",
+            "connected {} to {} as {} {}/{} ({}){}",
             ep.name,
             net.name,
             ep.ifname,
             ep.ipv4,
             ep.mac,
-            ep.netns
+            ep.netns,
+            published(&ep)
         );
+        point_at_resolver(&ep.netns, &net.name, net.gateway);
         Ok(ep)
     }
 
@@ -140,6 +164,11 @@ impl Agent {
             }
             .into());
         }
+        let net_name = local
+            .view
+            .network_by_id(&ep.network_id)
+            .map(|n| n.name.clone());
+        let netns = ep.netns.clone();
         // The record first: if etcd fails, nothing changed; if removing the veth then fails,
         // the next start removes the stale device.
         let gone = self
@@ -150,7 +179,49 @@ impl Agent {
             .view
             .delete(&Record::Endpoint(ep).key(), gone.revision);
         self.reconcile(&mut local).await;
+        if let Some(n) = net_name {
+            forget_resolver(&netns, &n);
+        }
         log::info!("disconnected {container} from {network}");
         Ok(())
+    }
+}
+
+/// ` publishing 0.0.0.0:8080:80/tcp, ...` for the log, or nothing.
+fn published(ep: &Endpoint) -> String {
+    if ep.ports.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = ep.ports.iter().map(ToString::to_string).collect();
+    format!(" publishing {}", list.join(", "))
+}
+
+/// Points a named namespace's resolv.conf at its network's resolver; a failure is logged, the
+/// connect stands (the container works, by address).
+fn point_at_resolver(netns: &str, network: &Name, gateway: Ipv4Addr) {
+    let Some(ns) = resolv_conf::named(netns) else {
+        return;
+    };
+    match resolv_conf::write(Path::new(NETNS_ETC), ns, network.as_str(), gateway) {
+        Ok(Written::Done(path)) => log::debug!("{} points at {gateway}", path.display()),
+        Ok(Written::Kept(path)) => log::info!(
+            "kept {}, which ovnet did not write for network {network}: point it at {gateway} \
+             for the network's names",
+            path.display()
+        ),
+        Err(e) => log::warn!(
+            "writing {NETNS_ETC}/{ns}/resolv.conf: {e}: the container resolves names only if \
+             its resolv.conf says nameserver {gateway}"
+        ),
+    }
+}
+
+/// Removes the resolv.conf ovnet wrote for a named namespace on `network`.
+pub(super) fn forget_resolver(netns: &str, network: &Name) {
+    let Some(ns) = resolv_conf::named(netns) else {
+        return;
+    };
+    if let Err(e) = resolv_conf::remove(Path::new(NETNS_ETC), ns, network.as_str()) {
+        log::warn!("removing {NETNS_ETC}/{ns}/resolv.conf: {e}");
     }
 }

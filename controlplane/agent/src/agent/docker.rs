@@ -13,7 +13,8 @@ use std::net::Ipv4Addr;
 use crate::domain::plan::EndpointSpec;
 use crate::domain::reservation::Reservation;
 use crate::domain::{Endpoint, EndpointId, Network, NetworkId, Owner};
-use crate::error::AgentError;
+use crate::edge::host::probe;
+use crate::error::{AgentError, InUse, Invalid};
 use crate::host;
 use crate::store::Record;
 
@@ -35,6 +36,8 @@ pub struct DockerJoin {
     pub sandbox: String,
     /// The address reserved for it.
     pub ipv4: Ipv4Addr,
+    /// Host ports to publish to it (`docker run -p`).
+    pub publish: Vec<ovnet_proto::PortMapping>,
 }
 
 impl Agent {
@@ -101,8 +104,18 @@ impl Agent {
             ipv4: None,
             container_id: j.container_id,
             owner: Owner::Docker.as_str().to_owned(),
+            publish: j.publish,
         }
         .check()?;
+        if found.network.internal && !req.ports.is_empty() {
+            return Err(Invalid::PublishOnInternal(found.network.name.clone()).into());
+        }
+        for p in &req.ports {
+            probe(&p.host).map_err(|cause| InUse::HostPort {
+                host: p.host,
+                cause,
+            })?;
+        }
         let claimed = self
             .store
             .create_reserved_endpoint(&found.network.id, j.ipv4, &req, &j.endpoint)

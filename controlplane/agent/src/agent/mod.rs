@@ -11,6 +11,8 @@
 //! - `sync`: registration and liveness, following etcd (snapshot, watch, re-list), and what
 //!   happens at start.
 //! - `reconcile`: making bridges, TAPs, veths and the data plane match the view.
+//! - `edge`: the same for the network edge: ovnet's nftables table, IPv4 forwarding, the
+//!   per-network DNS resolvers.
 //!
 //! One lock serialises everything that touches the host and the data plane: the watch loop's
 //! reconciliations and connect/disconnect. While etcd is unreachable the view and the data
@@ -26,6 +28,7 @@
 
 mod connect;
 mod docker;
+mod edge;
 mod reconcile;
 mod sync;
 
@@ -38,12 +41,14 @@ use tokio::sync::Mutex;
 
 use crate::domain::plan::NetworkSpec;
 use crate::domain::{Endpoint, ExternalVtep, Network, Node, NodeName};
+use crate::edge::EdgeConfig;
 use crate::error::AgentError;
 use crate::health::{Health, HealthSnapshot};
 use crate::store::{KeepAlive, Store};
 
 pub use connect::ConnectSpec;
 pub use docker::DockerJoin;
+pub use edge::DnsCounters;
 use reconcile::Local;
 
 /// What an agent is told at start.
@@ -55,6 +60,8 @@ pub struct AgentConfig {
     pub vtep: SocketAddrV4,
     /// TTL of the liveness lease.
     pub lease_ttl: Duration,
+    /// The network edge: the `nft` program, the upstream resolvers.
+    pub edge: EdgeConfig,
 }
 
 /// One host's agent.
@@ -102,6 +109,19 @@ pub struct AgentStatus {
     pub devices: Vec<String>,
 }
 
+/// Traffic with one peer VTEP, for the metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerTraffic {
+    /// The peer's underlay address.
+    pub addr: std::net::IpAddr,
+    /// The node registered with that VTEP address, if any (external VTEPs have none).
+    pub node: Option<String>,
+    /// What the data plane counted.
+    pub counters: ovnet_dataplane::PeerSnapshot,
+    /// How long ago the peer was last heard (`None`: never).
+    pub heard: Option<Duration>,
+}
+
 /// A network's data-plane counters on this host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetworkCounters {
@@ -137,7 +157,8 @@ impl Agent {
         let req = spec.check()?;
         let net = self.store.create_network(&req).await?;
         log::info!(
-            "created network {} id {} (VNI {}, subnet {})",
+            "created {}network {} id {} (VNI {}, subnet {})",
+            if net.internal { "internal " } else { "" },
             net.name,
             net.id,
             net.vni,
@@ -240,6 +261,27 @@ impl Agent {
             networks,
             devices,
         }
+    }
+
+    /// Traffic per peer VTEP, with the node behind each address; and the datagrams of peers
+    /// beyond the data plane's bound, counted together.
+    pub async fn peers(&self) -> (Vec<PeerTraffic>, u64) {
+        let (peers, overflow) = self.dp.peers();
+        let local = self.local.lock().await;
+        let traffic = peers
+            .into_iter()
+            .map(|(addr, counters, heard)| PeerTraffic {
+                addr,
+                node: local
+                    .view
+                    .nodes()
+                    .find(|n| std::net::IpAddr::V4(*n.vtep.ip()) == addr)
+                    .map(|n| n.name.to_string()),
+                counters,
+                heard,
+            })
+            .collect();
+        (traffic, overflow)
     }
 
     /// The data plane's workers and the offloads it uses.

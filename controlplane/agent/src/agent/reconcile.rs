@@ -6,9 +6,10 @@
 //! difference: sets up and tears down networks, swaps tables, builds and removes veths. A veth
 //! that is already there (after a restart) is adopted: put back on its bridge, not rebuilt.
 //!
-//! A network's host side grows here: a gateway address on the bridge or NAT rules for
-//! published ports would be fields of [`Desired`] and steps of `setup`, `teardown` and the
-//! per-network pass, like the bridge and the veths.
+//! The network edge is part of the same pass (`edge`): ovnet's nftables table is loaded
+//! before any bridge is built, the gateway goes on the bridge in `setup`, a container's default
+//! route is added with its veth, and the resolvers and IPv4 forwarding follow once the
+//! networks are up.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -16,10 +17,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use ovnet_dataplane::{DataplaneError, NetworkTable, Vni};
 
 use crate::domain::{Endpoint, EndpointId, Name, Network, Owner};
+use crate::edge;
 use crate::error::ConnectFailure;
 use crate::host::{self, bridge_name, veth_name, HostError};
 use crate::view::{Desired, View};
 
+use super::edge::EdgeState;
 use super::Agent;
 
 /// A network as built on this host.
@@ -43,6 +46,8 @@ pub(super) struct Local {
     /// Endpoints whose veth could not be built, with the record that failed: not tried again
     /// until the record changes.
     failed: HashMap<EndpointId, Endpoint>,
+    /// The edge: nftables table, resolvers, forwarding.
+    pub edge: EdgeState,
 }
 
 /// What one pass of [`Agent::reconcile`] could not do.
@@ -90,7 +95,9 @@ impl Agent {
                 self.teardown(vni, a).await;
             }
         }
+        let rules = self.apply_rules(&mut local.edge, &desired).await;
         let mut outcome = Outcome::default();
+        let mut built = Vec::new();
         for d in &desired {
             let vni = d.network.vni;
             if let Entry::Vacant(slot) = local.applied.entry(vni) {
@@ -122,9 +129,26 @@ impl Agent {
                     Err(e) => log::error!("updating network {}: {e}", d.network.name),
                 }
             }
-            self.reconcile_veths(d, a, &mut local.failed, &mut outcome)
+            self.reconcile_veths(d, a, &mut local.failed, &mut outcome, &mut built)
                 .await;
         }
+        match rules {
+            // Not isolated, not reachable as asked: the containers this pass plumbed fail.
+            Err(e) => {
+                for id in built {
+                    outcome
+                        .failed
+                        .entry(id)
+                        .or_insert_with(|| ConnectFailure::Edge(e.clone()));
+                }
+            }
+            Ok(()) => self.ensure_forwarding(&mut local.edge, &desired),
+        }
+        let applied = &local.applied;
+        self.reconcile_resolvers(&mut local.edge, &local.view, &desired, |v| {
+            applied.contains_key(&v)
+        })
+        .await;
         let local_ids: HashSet<&EndpointId> = desired
             .iter()
             .flat_map(|d| &d.endpoints)
@@ -135,13 +159,14 @@ impl Agent {
     }
 
     /// Builds the veths of `d`'s local endpoints that `a` lacks, removes those of endpoints
-    /// that are gone.
+    /// that are gone; the endpoints given a veth (built or adopted) are added to `built`.
     async fn reconcile_veths(
         &self,
         d: &Desired,
         a: &mut Applied,
         failed: &mut HashMap<EndpointId, Endpoint>,
         outcome: &mut Outcome,
+        built: &mut Vec<EndpointId>,
     ) {
         let wanted: HashSet<&EndpointId> = d.endpoints.iter().map(|e| &e.id).collect();
         let gone: Vec<EndpointId> = a
@@ -165,6 +190,7 @@ impl Agent {
                 Ok(veth) => {
                     failed.remove(&ep.id);
                     a.veths.insert(ep.id.clone(), veth);
+                    built.push(ep.id.clone());
                 }
                 Err(e) => {
                     log::error!(
@@ -213,11 +239,19 @@ impl Agent {
             gso_max_segs: self.dp.tso_segments(n.mtu),
         })
         .await?;
+        if !n.internal {
+            let routed = edge::host::default_route(&path, ep.ifname.as_str(), n.gateway).await;
+            if let Err(e) = routed {
+                let _ = host::delete_link(&veth).await;
+                return Err(e.into());
+            }
+        }
         Ok(veth)
     }
 
     async fn setup(&self, n: &Network, table: &NetworkTable) -> Result<(), SetupError> {
-        host::ensure_bridge(n.vni.get(), n.mtu).await?;
+        let bridge = host::ensure_bridge(n.vni.get(), n.mtu).await?;
+        edge::host::set_gateway(&bridge, &n.subnet, n.gateway).await?;
         // The data plane opens the network's TAP, with its own offloads and queues.
         self.dp
             .add_network(n.vni, &host::tap_name(n.vni.get()), n.mtu, table)?;

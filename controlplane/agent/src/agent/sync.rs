@@ -153,6 +153,9 @@ impl Agent {
                 ep.ipv4
             );
             let key = Record::Endpoint(ep.clone()).key();
+            if let Some(n) = local.view.network_by_id(&ep.network_id) {
+                super::connect::forget_resolver(&ep.netns, &n.name);
+            }
             match self
                 .store
                 .delete_endpoint(ep.network_id.as_str(), ep.name.as_str())

@@ -11,7 +11,7 @@ use serde_json::Map;
 use super::dockerd::NetworkInfo;
 use super::ipam::ADDRESS_SPACE;
 use super::options::{
-    check_fits, create_options, driver_options, endpoint_mac, parse_cidr_address, publishes_ports,
+    check_fits, create_options, driver_options, endpoint_mac, parse_cidr_address, published_ports,
     Wanted, CREATED_BY,
 };
 use super::protocol::{
@@ -66,7 +66,11 @@ impl Plugin {
             ),
         };
         let options = driver_options(&info.options).map_err(Failure::failed)?;
-        let wanted = Wanted { gateway, options };
+        let wanted = Wanted {
+            gateway,
+            options,
+            internal: info.internal,
+        };
         let fits = |net: Network| -> Result<Network, Failure> {
             check_fits(&net, &wanted).map_err(Failure::failed)?;
             self.bind(&info.id, &net.id);
@@ -84,6 +88,7 @@ impl Plugin {
             vni: wanted.options.vni,
             mtu: wanted.options.mtu,
             labels,
+            internal: info.internal,
             ..NetworkSpec::default()
         };
         match self.agent.create_network(spec).await {
@@ -183,17 +188,16 @@ pub(super) async fn create_network(
              its gateway's, or free",
         ));
     }
-    if internal {
-        return Err(Failure::failed(
-            "internal networks (--internal) are not supported by this ovnet yet",
-        ));
-    }
     let subnet = ipam::parse_subnet(&pool.pool).map_err(|e| Failure::failed(e.to_string()))?;
     let gateway = match pool.gateway.trim() {
         "" => None,
         g => Some(parse_cidr_address(g).map_err(Failure::failed)?.0),
     };
-    let wanted = Wanted { gateway, options };
+    let wanted = Wanted {
+        gateway,
+        options,
+        internal,
+    };
     match p.network_with_subnet(subnet).await? {
         Some(net) => {
             check_fits(&net, &wanted).map_err(Failure::failed)?;
@@ -286,11 +290,8 @@ pub(super) async fn create_endpoint(
             p.name
         )));
     }
-    if publishes_ports(&r.options) {
-        return Err(Failure::failed(
-            "published ports (-p) are not supported on ovnet networks yet",
-        ));
-    }
+    // Refused here already if unreadable; published at the join.
+    published_ports(&r.options).map_err(Failure::failed)?;
     let (ip, subnet) = parse_cidr_address(&iface.address).map_err(Failure::failed)?;
     let Some(net) = p.network_with_subnet(subnet).await? else {
         return Err(Failure::failed(format!(
@@ -348,6 +349,7 @@ pub(super) async fn join(State(p): State<Arc<Plugin>>, Body(r): Body<Join>) -> R
             container_id,
             sandbox: r.sandbox_key,
             ipv4: ip,
+            publish: published_ports(&r.options).map_err(Failure::failed)?,
         })
         .await
         .map_err(agent_failure)?;
@@ -357,7 +359,12 @@ pub(super) async fn join(State(p): State<Arc<Plugin>>, Body(r): Body<Join>) -> R
             src_name: ep.ifname.to_string(),
             dst_prefix: DST_PREFIX.to_owned(),
         },
-        gateway: net.gateway.to_string(),
+        // An internal network has no way out: no default route.
+        gateway: if net.internal {
+            String::new()
+        } else {
+            net.gateway.to_string()
+        },
         disable_gateway_service: true,
     })
 }

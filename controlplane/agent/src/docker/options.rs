@@ -161,6 +161,8 @@ pub struct Wanted {
     pub gateway: Option<Ipv4Addr>,
     /// The `-o` options.
     pub options: DriverOptions,
+    /// `--internal`.
+    pub internal: bool,
 }
 
 /// Why the ovnet network `net` does not fit a Docker network asking for `wanted`; `Ok` if
@@ -181,6 +183,13 @@ pub fn check_fits(net: &Network, wanted: &Wanted) -> Result<(), String> {
         if gw != net.gateway {
             differ.push(format!("gateway {} (not {gw})", net.gateway));
         }
+    }
+    if wanted.internal != net.internal {
+        differ.push(if net.internal {
+            "--internal (not given)".to_owned()
+        } else {
+            "no --internal".to_owned()
+        });
     }
     if differ.is_empty() {
         Ok(())
@@ -209,14 +218,69 @@ pub fn endpoint_mac(ip: Ipv4Addr, asked: &str) -> Result<MacAddr, String> {
     }
 }
 
-/// Whether `docker run -p` asked for published ports (`com.docker.network.portmap` not
-/// empty).
-pub fn publishes_ports(opts: &Options) -> bool {
-    match opts.get(PORT_MAP) {
-        None | Some(Value::Null) => false,
-        Some(Value::Array(a)) => !a.is_empty(),
-        Some(_) => true,
+/// One entry of Docker's `com.docker.network.portmap` (`docker run -p`).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct DockerPort {
+    /// IP protocol number: 6 TCP, 17 UDP, 132 SCTP.
+    proto: u32,
+    /// The container's port.
+    port: u32,
+    /// The host address, empty for all.
+    #[serde(rename = "HostIP")]
+    host_ip: String,
+    /// The host port; 0 when Docker was left to choose (`-p 80`, `-P`).
+    host_port: u32,
+    /// The end of a range of host ports, 0 or `host_port` for one.
+    host_port_end: u32,
+}
+
+/// The ports `docker run -p` asks to publish, in ovnet's terms: each one `-p
+/// [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp]` with one host port chosen by the user (ovnet does
+/// not pick host ports for Docker). An IPv6 host address is skipped: ovnet's networks are IPv4.
+pub fn published_ports(opts: &Options) -> Result<Vec<ovnet_proto::PortMapping>, String> {
+    let entries: Vec<DockerPort> = match opts.get(PORT_MAP) {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| format!("unreadable published ports ({PORT_MAP}): {e}"))?,
+    };
+    let mut out = Vec::new();
+    for p in entries {
+        let protocol = match p.proto {
+            6 => "tcp",
+            17 => "udp",
+            other => {
+                return Err(format!(
+                    "ovnet publishes TCP and UDP ports only, not IP protocol {other}"
+                ))
+            }
+        };
+        if p.host_port == 0 {
+            return Err(format!(
+                "ovnet publishes the host port you give: -p HOSTPORT:{}/{protocol} (not -p {} \
+                 or -P)",
+                p.port, p.port
+            ));
+        }
+        if p.host_port_end != 0 && p.host_port_end != p.host_port {
+            return Err(format!(
+                "ovnet publishes one host port per mapping, not the range {}-{}",
+                p.host_port, p.host_port_end
+            ));
+        }
+        let host_ip = match p.host_ip.trim() {
+            "" => Ipv4Addr::UNSPECIFIED.to_string(),
+            ip if ip.contains(':') => continue,
+            ip => ip.to_owned(),
+        };
+        out.push(ovnet_proto::PortMapping {
+            host_ip,
+            host_port: p.host_port,
+            container_port: p.port,
+            protocol: protocol.to_owned(),
+        });
     }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -329,6 +393,7 @@ mod tests {
                 vni: Some(256),
                 mtu: Some(1450),
             },
+            internal: false,
         };
         assert_eq!(check_fits(&demo, &same), Ok(()));
         let other = Wanted {
@@ -337,12 +402,13 @@ mod tests {
                 vni: Some(300),
                 mtu: None,
             },
+            internal: true,
         };
         assert_eq!(
             check_fits(&demo, &other).unwrap_err(),
             "ovnet network demo with subnet 10.0.0.0/24 has VNI 256 (not 300), gateway \
-             10.0.0.1 (not 10.0.0.254): create the Docker network with the same options, or \
-             drop them"
+             10.0.0.1 (not 10.0.0.254), no --internal: create the Docker network with the \
+             same options, or drop them"
         );
     }
 
@@ -366,15 +432,45 @@ mod tests {
     }
 
     #[test]
-    fn published_ports_are_seen() {
-        let o = |s: &str| serde_json::from_str::<Options>(s).unwrap();
-        assert!(!publishes_ports(&o("{}")));
-        assert!(!publishes_ports(&o(r#"{"com.docker.network.portmap":[]}"#)));
-        assert!(!publishes_ports(&o(
-            r#"{"com.docker.network.portmap":null}"#
-        )));
-        assert!(publishes_ports(&o(
-            r#"{"com.docker.network.portmap":[{"Proto":6,"Port":80,"HostPort":8080}]}"#
-        )));
+    fn published_ports_are_dockers_with_a_host_port() {
+        let ports = |s: &str| {
+            published_ports(&serde_json::from_str::<Options>(s).unwrap()).map(|v| {
+                v.iter()
+                    .map(|p| {
+                        format!(
+                            "{}:{}:{}/{}",
+                            p.host_ip, p.host_port, p.container_port, p.protocol
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(ports("{}"), Ok(vec![]));
+        assert_eq!(ports(r#"{"com.docker.network.portmap":[]}"#), Ok(vec![]));
+        assert_eq!(ports(r#"{"com.docker.network.portmap":null}"#), Ok(vec![]));
+        assert_eq!(
+            ports(
+                r#"{"com.docker.network.portmap":[
+                {"Proto":6,"IP":"","Port":80,"HostIP":"","HostPort":8080,"HostPortEnd":8080},
+                {"Proto":17,"IP":"","Port":53,"HostIP":"127.0.0.1","HostPort":5353},
+                {"Proto":6,"IP":"","Port":80,"HostIP":"::","HostPort":8080}]}"#
+            ),
+            Ok(vec![
+                "0.0.0.0:8080:80/tcp".to_owned(),
+                "127.0.0.1:5353:53/udp".to_owned()
+            ])
+        );
+        let e = ports(r#"{"com.docker.network.portmap":[{"Proto":6,"Port":80}]}"#).unwrap_err();
+        assert!(e.contains("-p HOSTPORT:80/tcp"), "{e}");
+        let e = ports(
+            r#"{"com.docker.network.portmap":[{"Proto":6,"Port":80,"HostPort":8000,
+            "HostPortEnd":8010}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("8000-8010"), "{e}");
+        let e = ports(r#"{"com.docker.network.portmap":[{"Proto":132,"Port":80,"HostPort":1}]}"#)
+            .unwrap_err();
+        assert!(e.contains("protocol 132"), "{e}");
+        assert!(ports(r#"{"com.docker.network.portmap":"x"}"#).is_err());
     }
 }

@@ -9,6 +9,7 @@
 //! - [`values`]: names, IDs, interface names;
 //! - [`records`]: networks, endpoints, nodes, external VTEPs, and their protobuf form;
 //! - [`ipam`]: the rules for subnets, gateways, VNIs, MTUs and addresses;
+//! - [`ports`]: published ports and when two of them collide on a node;
 //! - [`plan`]: the create-network and create-endpoint decisions the store's transactions
 //!   claim;
 //! - [`runtime`]: a container runtime's id of a container, and who made an endpoint;
@@ -20,6 +21,7 @@
 
 pub mod ipam;
 pub mod plan;
+pub mod ports;
 pub mod records;
 pub mod reservation;
 pub mod runtime;

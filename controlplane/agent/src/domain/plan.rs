@@ -17,6 +17,7 @@ use ipnet::Ipv4Net;
 use ovnet_wire::{MacAddr, Vni, VXLAN_PORT};
 
 use super::ipam;
+use super::ports::{self, HostPort, PortMapping};
 use super::records::{Endpoint, Network, DRIVER};
 use super::runtime::{ContainerId, Owner};
 use super::values::{EndpointId, IfName, Name, NetworkId, NodeName};
@@ -39,6 +40,8 @@ pub struct NetworkSpec {
     pub mtu: Option<u32>,
     /// User labels.
     pub labels: HashMap<String, String>,
+    /// `--internal`.
+    pub internal: bool,
 }
 
 /// A [`NetworkSpec`] whose every value has been checked.
@@ -56,6 +59,8 @@ pub struct NetworkRequest {
     pub mtu: u32,
     /// User labels.
     pub labels: HashMap<String, String>,
+    /// `--internal`.
+    pub internal: bool,
 }
 
 impl NetworkSpec {
@@ -81,6 +86,7 @@ impl NetworkSpec {
             vni,
             mtu,
             labels: self.labels,
+            internal: self.internal,
         })
     }
 }
@@ -143,6 +149,7 @@ pub fn plan_network(
         mtu: req.mtu,
         created,
         labels: req.labels.clone(),
+        internal: req.internal,
     })
 }
 
@@ -163,6 +170,8 @@ pub struct EndpointSpec {
     pub container_id: String,
     /// `"ovctl"`, `"docker"` or `"cni"`; empty means `"ovctl"`.
     pub owner: String,
+    /// Host ports to publish to the endpoint on its node.
+    pub publish: Vec<ovnet_proto::PortMapping>,
 }
 
 /// An [`EndpointSpec`] whose every value has been checked.
@@ -182,6 +191,8 @@ pub struct EndpointRequest {
     pub container_id: Option<ContainerId>,
     /// Who asks.
     pub owner: Owner,
+    /// Host ports to publish.
+    pub ports: Vec<PortMapping>,
 }
 
 impl EndpointSpec {
@@ -202,6 +213,12 @@ impl EndpointSpec {
             ipv4: self.ipv4.as_deref().map(parse_address).transpose()?,
             container_id: ContainerId::parse_optional(&self.container_id).map_err(Invalid::from)?,
             owner: Owner::parse(&self.owner).map_err(Invalid::from)?,
+            ports: self
+                .publish
+                .iter()
+                .map(PortMapping::from_proto)
+                .collect::<Result<_, _>>()
+                .map_err(Invalid::Port)?,
         })
     }
 }
@@ -232,10 +249,14 @@ pub struct Taken {
     pub name: bool,
     /// Addresses claimed by the network's endpoints.
     pub addresses: HashSet<Ipv4Addr>,
+    /// Host ports published on the endpoint's node (by endpoints of any network).
+    pub ports: Vec<HostPort>,
 }
 
 /// The endpoint `req` becomes in `net`: a requested address must be a free host of the subnet
 /// other than the gateway; otherwise the lowest free one; the MAC is docker's for the address.
+/// Ports are published only on a network that is not internal, and only where none collides
+/// with a port published on the node already ([`ports::check_free`]).
 pub fn plan_endpoint(
     req: &EndpointRequest,
     net: &Network,
@@ -246,6 +267,10 @@ pub fn plan_endpoint(
     if let Some(ip) = req.ipv4 {
         ipam::check_requested_ip(&net.subnet, net.gateway, ip)?;
     }
+    if net.internal && !req.ports.is_empty() {
+        return Err(Invalid::PublishOnInternal(net.name.clone()).into());
+    }
+    ports::check_free(&req.ports, &taken.ports).map_err(InUse::Port)?;
     if taken.name {
         return Err(Exists::Endpoint {
             name: req.name.clone(),
@@ -283,6 +308,7 @@ pub fn plan_endpoint(
         created,
         container_id: req.container_id.clone(),
         owner: req.owner,
+        ports: req.ports.clone(),
     })
 }
 
@@ -402,6 +428,7 @@ mod tests {
             node: "host1".into(),
             netns: name.into(),
             ipv4: ipv4.map(Into::into),
+            publish: Vec::new(),
             ..EndpointSpec::default()
         }
         .check()
@@ -437,6 +464,7 @@ mod tests {
         let taken = Taken {
             name: false,
             addresses: [Ipv4Addr::new(10, 0, 0, 2)].into(),
+            ports: Vec::new(),
         };
         let msg = |r: Result<Endpoint, AgentError>| r.unwrap_err().to_string();
         assert_eq!(
@@ -463,6 +491,7 @@ mod tests {
         let full = Taken {
             name: false,
             addresses: [Ipv4Addr::new(192, 168, 9, 2)].into(),
+            ports: Vec::new(),
         };
         assert!(msg(plan_ep(&ep("a", None), &tiny, &full))
             .starts_with("no available IPv4 addresses on this network's address pools: tiny ("));
@@ -488,6 +517,84 @@ mod tests {
             }
             .check(),
             Err(AgentError::Invalid(Invalid::Address(_)))
+        ));
+    }
+
+    fn publishing(ports: &[(&str, u32, u32)]) -> EndpointRequest {
+        EndpointSpec {
+            name: "web".into(),
+            node: "host1".into(),
+            publish: ports
+                .iter()
+                .map(|&(ip, host, ctr)| ovnet_proto::PortMapping {
+                    host_ip: ip.into(),
+                    host_port: host,
+                    container_port: ctr,
+                    protocol: String::new(),
+                })
+                .collect(),
+            ..EndpointSpec::default()
+        }
+        .check()
+        .unwrap()
+    }
+
+    #[test]
+    fn published_ports_are_claimed_once_per_node_in_dockers_words() {
+        let net = network("demo", 256, "10.0.0.0/24");
+        let held = Taken {
+            ports: vec![HostPort {
+                protocol: ports::Protocol::Tcp,
+                ip: Ipv4Addr::UNSPECIFIED,
+                port: 8080,
+            }],
+            ..Taken::default()
+        };
+        let msg = |r: Result<Endpoint, AgentError>| r.unwrap_err().to_string();
+        assert_eq!(
+            msg(plan_ep(&publishing(&[("", 8080, 80)]), &net, &held)),
+            "Bind for 0.0.0.0:8080 failed: port is already allocated"
+        );
+        // 0.0.0.0 holds every address of the port.
+        assert_eq!(
+            msg(plan_ep(
+                &publishing(&[("192.168.50.1", 8080, 80)]),
+                &net,
+                &held
+            )),
+            "Bind for 192.168.50.1:8080 failed: port is already allocated"
+        );
+        let ok = plan_ep(&publishing(&[("", 8081, 80)]), &net, &held).unwrap();
+        assert_eq!(ok.ports.len(), 1);
+        assert_eq!(ok.ports[0].to_string(), "0.0.0.0:8081:80/tcp");
+    }
+
+    #[test]
+    fn internal_networks_publish_nothing() {
+        let sealed = Network {
+            internal: true,
+            ..network("sealed", 256, "10.0.0.0/24")
+        };
+        let e = plan_ep(&publishing(&[("", 8080, 80)]), &sealed, &Taken::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "network sealed is internal: ports cannot be published on it"
+        );
+        assert!(plan_ep(&publishing(&[]), &sealed, &Taken::default()).is_ok());
+        let bad = EndpointSpec {
+            name: "w".into(),
+            node: "n".into(),
+            publish: vec![ovnet_proto::PortMapping {
+                host_port: 80,
+                container_port: 80,
+                protocol: "sctp".into(),
+                ..Default::default()
+            }],
+            ..EndpointSpec::default()
+        };
+        assert!(matches!(
+            bad.check(),
+            Err(AgentError::Invalid(Invalid::Port(_)))
         ));
     }
 }

@@ -14,6 +14,7 @@ use ovnet_proto::Message;
 use ovnet_wire::{MacAddr, Vni, VXLAN_PORT};
 
 use super::ipam;
+use super::ports::PortMapping;
 use super::runtime::{ContainerId, Owner};
 use super::values::{EndpointId, IfName, Name, NetworkId, NodeName};
 
@@ -78,6 +79,9 @@ pub struct Network {
     pub created: String,
     /// The user's labels.
     pub labels: HashMap<String, String>,
+    /// Sealed: no default route, nothing leaves the overlay, no published ports, no upstream
+    /// DNS (`docker network create --internal`).
+    pub internal: bool,
 }
 
 impl Network {
@@ -97,6 +101,7 @@ impl Network {
             )?,
             created: m.created,
             labels: m.labels,
+            internal: m.internal,
         })
     }
 
@@ -112,6 +117,7 @@ impl Network {
             created: self.created.clone(),
             labels: self.labels.clone(),
             driver: DRIVER.to_owned(),
+            internal: self.internal,
         }
     }
 }
@@ -142,6 +148,8 @@ pub struct Endpoint {
     pub container_id: Option<ContainerId>,
     /// The front end that made it.
     pub owner: Owner,
+    /// Host ports of its node published to it, in the order given.
+    pub ports: Vec<PortMapping>,
 }
 
 impl Endpoint {
@@ -168,6 +176,17 @@ impl Endpoint {
                 ContainerId::parse_optional(&m.container_id),
             )?,
             owner: field("owner", &m.owner, Owner::parse(&m.owner))?,
+            ports: m
+                .ports
+                .iter()
+                .map(|p| {
+                    let value = format!(
+                        "{}:{}:{}/{}",
+                        p.host_ip, p.host_port, p.container_port, p.protocol
+                    );
+                    field("ports", &value, PortMapping::from_proto(p))
+                })
+                .collect::<Result<_, _>>()?,
             netns: m.netns,
             created: m.created,
         })
@@ -191,6 +210,7 @@ impl Endpoint {
                 .map(ToString::to_string)
                 .unwrap_or_default(),
             owner: self.owner.as_str().to_owned(),
+            ports: self.ports.iter().map(PortMapping::to_proto).collect(),
         }
     }
 }
@@ -279,6 +299,7 @@ pub(crate) mod tests {
             mtu: 1450,
             created: "2020-04-10T14:47:27.897140984Z".into(),
             labels: HashMap::new(),
+            internal: false,
         }
     }
 
@@ -298,6 +319,7 @@ pub(crate) mod tests {
             created: "2020-04-10T14:50:00.000000001Z".into(),
             container_id: None,
             owner: Owner::Ovctl,
+            ports: Vec::new(),
         }
     }
 
@@ -306,9 +328,26 @@ pub(crate) mod tests {
         let net = network("demo", 256, "10.0.0.0/24");
         let bytes = net.to_proto().encode_to_vec();
         assert_eq!(Network::decode(&bytes).unwrap(), net);
+        let sealed = Network {
+            internal: true,
+            ..net.clone()
+        };
+        assert_eq!(
+            Network::decode(&sealed.to_proto().encode_to_vec()).unwrap(),
+            sealed
+        );
         assert_eq!(net.to_proto().driver, "overlay");
-        let ep = endpoint(&net, "web1", "host1", 2);
+        let mut ep = endpoint(&net, "web1", "host1", 2);
         assert_eq!(ep.to_proto().mac, "02:42:0a:00:00:02");
+        ep.ports.push(
+            PortMapping::from_proto(&ovnet_proto::PortMapping {
+                host_ip: "0.0.0.0".into(),
+                host_port: 8080,
+                container_port: 80,
+                protocol: "tcp".into(),
+            })
+            .unwrap(),
+        );
         assert_eq!(
             Endpoint::decode(&ep.to_proto().encode_to_vec()).unwrap(),
             ep
@@ -414,6 +453,15 @@ pub(crate) mod tests {
             "bad container_id \"-x\""
         );
         assert_eq!(bad_ep(|m| m.owner = "who".into()), "bad owner \"who\"");
+        assert_eq!(
+            bad_ep(|m| m.ports = vec![ovnet_proto::PortMapping {
+                host_ip: String::new(),
+                host_port: 0,
+                container_port: 80,
+                protocol: "tcp".into(),
+            }]),
+            "bad ports \":0:80/tcp\""
+        );
         let mut n = ovnet_proto::Node {
             name: "host1".into(),
             vtep_ip: "nonsense".into(),

@@ -1,5 +1,11 @@
-//! Endpoints in etcd: attach a container (claiming its name in the network and its address in
-//! one transaction), look one up, detach it (freeing its address), list a network's.
+//! Endpoints in etcd: attach a container (claiming its name in the network, its address and
+//! its published ports in one transaction), look one up, detach it (freeing its address and
+//! ports), list a network's.
+//!
+//! A published port is claimed on the endpoint's node, `{p}ports/{node}/{proto}/{ip}:{port}`.
+//! `0.0.0.0` collides with every address of its port, which no single-key compare can say:
+//! the planner checks it on the node's claims as read, and a transaction that publishes also
+//! requires that no claim of the node changed after that read (as subnets do for networks).
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -51,29 +57,53 @@ impl Store {
             .range_opts(&k_ep, GetOptions::new().with_revision(revision))
             .await?;
         let (_, claims) = self.range(&self.keys.ips(&net.id), revision).await?;
+        let held = if req.ports.is_empty() {
+            Vec::new()
+        } else {
+            self.range(&self.keys.ports(&req.node), revision).await?.1
+        };
         let taken = Taken {
             name: !existing.is_empty(),
             addresses: claims
                 .iter()
                 .filter_map(|kv| self.keys.parse_ip(&net.id, kv.key()))
                 .collect::<HashSet<Ipv4Addr>>(),
+            ports: held
+                .iter()
+                .filter_map(|kv| self.keys.parse_port(&req.node, kv.key()))
+                .collect(),
         };
         let ep = plan::plan_endpoint(req, &net, &taken, EndpointId::random(), now_rfc3339())?;
         let k_ip = self.keys.ip(&net.id, ep.ipv4);
-        let txn = Txn::new()
-            .when([
-                Compare::mod_revision(
-                    self.keys.network(net.name.as_str()),
+        let mut when = vec![
+            Compare::mod_revision(
+                self.keys.network(net.name.as_str()),
+                CompareOp::Equal,
+                mod_revision,
+            ),
+            Compare::create_revision(k_ep.clone(), CompareOp::Equal, 0),
+            Compare::create_revision(k_ip.clone(), CompareOp::Equal, 0),
+        ];
+        let mut then = vec![
+            TxnOp::put(k_ep, ep.to_proto().encode_to_vec(), None),
+            TxnOp::put(k_ip, ep.id.to_string(), None),
+        ];
+        if !ep.ports.is_empty() {
+            when.push(
+                Compare::mod_revision(self.keys.ports(&ep.node), CompareOp::Less, revision + 1)
+                    .with_prefix(),
+            );
+            for p in &ep.ports {
+                let k_port = self.keys.port(&ep.node, &p.host);
+                when.push(Compare::create_revision(
+                    k_port.clone(),
                     CompareOp::Equal,
-                    mod_revision,
-                ),
-                Compare::create_revision(k_ep.clone(), CompareOp::Equal, 0),
-                Compare::create_revision(k_ip.clone(), CompareOp::Equal, 0),
-            ])
-            .and_then([
-                TxnOp::put(k_ep, ep.to_proto().encode_to_vec(), None),
-                TxnOp::put(k_ip, ep.id.to_string(), None),
-            ]);
+                    0,
+                ));
+                then.push(TxnOp::put(k_port, ep.id.to_string(), None));
+            }
+        }
+        let txn = Txn::new().when(when).and_then(then);
         let resp = self.txn(txn).await?;
         Ok(resp.succeeded().then(|| Stamped {
             record: ep,
@@ -137,16 +167,22 @@ impl Store {
             Some(Err(e)) => return Err(e),
             _ => return Err(not_connected(name, &net.name)),
         };
+        let mut then = vec![
+            TxnOp::delete(k_ep.clone(), None),
+            TxnOp::delete(self.keys.ip(&net.id, ep.ipv4), None),
+        ];
+        then.extend(
+            ep.ports
+                .iter()
+                .map(|p| TxnOp::delete(self.keys.port(&ep.node, &p.host), None)),
+        );
         let txn = Txn::new()
             .when([Compare::mod_revision(
-                k_ep.clone(),
+                k_ep,
                 CompareOp::Equal,
                 kv.mod_revision(),
             )])
-            .and_then([
-                TxnOp::delete(k_ep, None),
-                TxnOp::delete(self.keys.ip(&net.id, ep.ipv4), None),
-            ]);
+            .and_then(then);
         let resp = self.txn(txn).await?;
         Ok(resp.succeeded().then(|| Stamped {
             record: ep,

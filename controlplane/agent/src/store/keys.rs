@@ -11,6 +11,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use ipnet::Ipv4Net;
 use ovnet_wire::Vni;
 
+use crate::domain::ports::{HostPort, Protocol};
 use crate::domain::records::BadRecord;
 use crate::domain::{Endpoint, ExternalVtep, Name, Network, NetworkId, Node, NodeName};
 
@@ -229,6 +230,36 @@ impl Keys {
         format!("{}reservations/{network_id}/{ip}", self.prefix)
     }
 
+    /// `{p}ports/{node}/`
+    pub fn ports(&self, node: &NodeName) -> String {
+        format!("{}ports/{node}/", self.prefix)
+    }
+
+    /// `{p}ports/{node}/{protocol}/{ip}:{port}` → endpoint ID (claim of a published port)
+    pub fn port(&self, node: &NodeName, host: &HostPort) -> String {
+        format!(
+            "{}ports/{node}/{}/{}:{}",
+            self.prefix, host.protocol, host.ip, host.port
+        )
+    }
+
+    /// The host port claimed by a key under [`Keys::ports`] of `node`.
+    pub fn parse_port(&self, node: &NodeName, key: &[u8]) -> Option<HostPort> {
+        let rest = std::str::from_utf8(key)
+            .ok()?
+            .strip_prefix(&self.ports(node))?;
+        let (protocol, addr) = rest.split_once('/')?;
+        let addr: SocketAddrV4 = addr.parse().ok()?;
+        if protocol.is_empty() || addr.port() == 0 {
+            return None;
+        }
+        Some(HostPort {
+            protocol: protocol.parse::<Protocol>().ok()?,
+            ip: *addr.ip(),
+            port: addr.port(),
+        })
+    }
+
     /// `{p}nodes/`
     pub fn nodes(&self) -> String {
         format!("{}nodes/", self.prefix)
@@ -360,6 +391,23 @@ mod tests {
             format!("/t/reservations/{a64}/10.0.0.2")
         );
         assert_eq!(Keys::new("").prefix(), DEFAULT_PREFIX);
+        let hp = HostPort {
+            protocol: Protocol::Udp,
+            ip: Ipv4Addr::UNSPECIFIED,
+            port: 53,
+        };
+        assert_eq!(k.port(&n1, &hp), "/t/ports/n1/udp/0.0.0.0:53");
+        assert_eq!(k.parse_port(&n1, k.port(&n1, &hp).as_bytes()), Some(hp));
+        let n2 = NodeName::parse("n2").unwrap();
+        assert_eq!(k.parse_port(&n2, k.port(&n1, &hp).as_bytes()), None);
+        for bad in [
+            "/t/ports/n1/udp/0.0.0.0:0",
+            "/t/ports/n1/sctp/0.0.0.0:53",
+            "/t/ports/n1//0.0.0.0:53",
+            "/t/ports/n1/udp",
+        ] {
+            assert_eq!(k.parse_port(&n1, bad.as_bytes()), None, "{bad}");
+        }
     }
 
     #[test]

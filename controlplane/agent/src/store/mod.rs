@@ -20,6 +20,7 @@
 //! | `{p}endpoints/{network_id}/{endpoint_name}` | `Endpoint` | the record; name claim within the network |
 //! | `{p}ips/{network_id}/{ipv4}` | endpoint ID | claim |
 //! | `{p}reservations/{network_id}/{ipv4}` | `Reservation` | an address claimed before its endpoint (Docker's IPAM) |
+//! | `{p}ports/{node}/{proto}/{host_ip}:{port}` | endpoint ID | claim of a published port (`0.0.0.0` for every address) |
 //! | `{p}nodes/{name}` | `Node` | persistent registration |
 //! | `{p}alive/{name}` | empty | attached to the node's lease: liveness |
 //! | `{p}vteps/{network_id}/{ip}:{port}` | `ExternalVtep` | |

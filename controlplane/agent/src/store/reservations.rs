@@ -230,30 +230,54 @@ impl Store {
             .await?;
         let mut addresses = self.claimed(&net.id, revision).await?;
         addresses.remove(&ip);
+        let held = if req.ports.is_empty() {
+            Vec::new()
+        } else {
+            self.range(&self.keys.ports(&req.node), revision).await?.1
+        };
         let taken = Taken {
             name: !existing.is_empty(),
             addresses,
+            ports: held
+                .iter()
+                .filter_map(|kv| self.keys.parse_port(&req.node, kv.key()))
+                .collect(),
         };
         let ep = plan::plan_endpoint(req, &net, &taken, id.clone(), now_rfc3339())?;
         let k_ip = self.keys.ip(&net.id, ip);
         let k_res = self.keys.reservation(&net.id, ip);
-        let txn = Txn::new()
-            .when([
-                Compare::mod_revision(
-                    self.keys.network(net.name.as_str()),
+        let mut when = vec![
+            Compare::mod_revision(
+                self.keys.network(net.name.as_str()),
+                CompareOp::Equal,
+                mod_revision,
+            ),
+            Compare::create_revision(k_ep.clone(), CompareOp::Equal, 0),
+            Compare::mod_revision(k_res.clone(), CompareOp::Equal, r_revision),
+            Compare::value(k_ip.clone(), CompareOp::Equal, r.endpoint_id.to_string()),
+        ];
+        let mut then = vec![
+            TxnOp::put(k_ep, ep.to_proto().encode_to_vec(), None),
+            TxnOp::put(k_ip, ep.id.to_string(), None),
+            TxnOp::delete(k_res, None),
+        ];
+        // Published ports are claimed as `create_endpoint` claims them.
+        if !ep.ports.is_empty() {
+            when.push(
+                Compare::mod_revision(self.keys.ports(&ep.node), CompareOp::Less, revision + 1)
+                    .with_prefix(),
+            );
+            for p in &ep.ports {
+                let k_port = self.keys.port(&ep.node, &p.host);
+                when.push(Compare::create_revision(
+                    k_port.clone(),
                     CompareOp::Equal,
-                    mod_revision,
-                ),
-                Compare::create_revision(k_ep.clone(), CompareOp::Equal, 0),
-                Compare::mod_revision(k_res.clone(), CompareOp::Equal, r_revision),
-                Compare::value(k_ip.clone(), CompareOp::Equal, r.endpoint_id.to_string()),
-            ])
-            .and_then([
-                TxnOp::put(k_ep, ep.to_proto().encode_to_vec(), None),
-                TxnOp::put(k_ip, ep.id.to_string(), None),
-                TxnOp::delete(k_res, None),
-            ]);
-        let resp = self.txn(txn).await?;
+                    0,
+                ));
+                then.push(TxnOp::put(k_port, ep.id.to_string(), None));
+            }
+        }
+        let resp = self.txn(Txn::new().when(when).and_then(then)).await?;
         Ok(resp.succeeded().then(|| Stamped {
             record: ep,
             revision: committed_at(&resp),

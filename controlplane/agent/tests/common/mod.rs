@@ -211,6 +211,7 @@ pub async fn attach(
         node: "node1".to_owned(),
         netns: format!("/var/run/netns/{name}"),
         ipv4: ipv4.map(str::to_owned),
+        publish: Vec::new(),
         ..EndpointSpec::default()
     }
     .check()?;

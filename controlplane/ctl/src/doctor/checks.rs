@@ -392,6 +392,34 @@ fn forward_policy(f: &Facts) -> Check {
 }
 
 fn kernel(dp: &DataplaneStatus) -> Vec<Check> {
+    if !dp.offloads.is_empty() {
+        let mut out: Vec<Check> = dp
+            .offloads
+            .iter()
+            .map(|o| {
+                let what = match o.name.as_str() {
+                    "udp_gso" => "UDP GSO",
+                    "udp_gro" => "UDP GRO",
+                    "udp_coalesce" => "UDP coalescing on TAPs",
+                    "tunnel_gso" => "UDP tunnel GSO (the uplink)",
+                    other => other,
+                };
+                match o.state.as_str() {
+                    "on" => Check::new("kernel", Level::Ok, format!("{what} in use")),
+                    "off" => {
+                        Check::new("kernel", Level::Ok, format!("{what} off by configuration"))
+                    }
+                    state => Check::new(
+                        "kernel",
+                        Level::Warn,
+                        format!("{what} {state}: {}", o.reason),
+                    ),
+                }
+            })
+            .collect();
+        out.push(steering(dp));
+        return out;
+    }
     let line = |on: bool, what: &str, off: &str| {
         if on {
             Check::new("kernel", Level::Ok, format!("{what} in use"))
@@ -412,12 +440,20 @@ fn kernel(dp: &DataplaneStatus) -> Vec<Check> {
             "needs Linux 6.17+, an IPv4 underlay, no strict rp_filter and a FORWARD chain that \
              accepts ovu*; TCP super-frames are segmented in userspace (see `ovctl dataplane`)",
         ),
-        line(
-            dp.steering || dp.worker_busy_per_mille.len() < 2,
-            "flow steering",
-            "the kernel refused the reuseport program; flows are spread by hash",
-        ),
+        steering(dp),
     ]
+}
+
+fn steering(dp: &DataplaneStatus) -> Check {
+    if dp.steering || dp.worker_busy_per_mille.len() < 2 {
+        Check::new("kernel", Level::Ok, "flow steering in use")
+    } else {
+        Check::new(
+            "kernel",
+            Level::Warn,
+            "flow steering off: the kernel refused the reuseport program; flows are spread by hash",
+        )
+    }
 }
 
 fn leftovers(f: &Facts, status: Option<&AgentStatus>) -> Check {
@@ -619,6 +655,40 @@ mod tests {
         let names: BTreeSet<&str> = bad.iter().map(|c| c.name).collect();
         assert_eq!(names, BTreeSet::from(["rp_filter", "kernel", "devices"]));
         assert!(bad.iter().any(|c| c.message.contains("ovbr999")));
+    }
+
+    #[test]
+    fn offloads_refused_warn_with_their_reason_and_configured_off_is_ok() {
+        use ovnet_proto::v1::OffloadStatus;
+        let mut f = healthy();
+        let o = |name: &str, state: &str, reason: &str| OffloadStatus {
+            name: name.into(),
+            state: state.into(),
+            reason: reason.into(),
+            since: String::new(),
+        };
+        f.dataplane.as_mut().unwrap().offloads = vec![
+            o("udp_gso", "on", ""),
+            o("udp_gro", "off", ""),
+            o(
+                "tunnel_gso",
+                "turned off",
+                "uplink ovu4789 refused a frame: EINVAL",
+            ),
+        ];
+        let bad = only_bad(&f);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert_eq!((bad[0].name, bad[0].level), ("kernel", Level::Warn));
+        assert!(
+            bad[0]
+                .message
+                .contains("turned off: uplink ovu4789 refused"),
+            "{bad:?}"
+        );
+        let all = run(&f);
+        assert!(all
+            .iter()
+            .any(|c| c.message == "UDP GRO off by configuration"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use ovnet_proto::{Endpoint, Network, NetworkDetail};
+use ovnet_proto::{Endpoint, Network, NetworkDetail, PortMapping};
 use serde::Serialize;
 
 use super::{driver, pretty};
@@ -73,6 +73,41 @@ struct ContainerJson<'a> {
     ipv6_address: &'static str,
     #[serde(rename = "Node")]
     node: &'a str,
+    /// Published ports in the shape of `docker inspect`'s `NetworkSettings.Ports`:
+    /// `"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]`; left out when there are none.
+    #[serde(rename = "Ports", skip_serializing_if = "BTreeMap::is_empty")]
+    ports: BTreeMap<String, Vec<PortBindingJson<'a>>>,
+}
+
+#[derive(Debug, Serialize)]
+struct PortBindingJson<'a> {
+    #[serde(rename = "HostIp")]
+    host_ip: &'a str,
+    #[serde(rename = "HostPort")]
+    host_port: String,
+}
+
+/// An endpoint's published ports keyed by `CTRPORT/PROTO`, as docker shows them.
+fn ports_json(ports: &[PortMapping]) -> BTreeMap<String, Vec<PortBindingJson<'_>>> {
+    let mut out: BTreeMap<String, Vec<PortBindingJson<'_>>> = BTreeMap::new();
+    for p in ports {
+        let proto = if p.protocol.is_empty() {
+            "tcp"
+        } else {
+            p.protocol.as_str()
+        };
+        out.entry(format!("{}/{proto}", p.container_port))
+            .or_default()
+            .push(PortBindingJson {
+                host_ip: if p.host_ip.is_empty() {
+                    "0.0.0.0"
+                } else {
+                    &p.host_ip
+                },
+                host_port: p.host_port.to_string(),
+            });
+    }
+    out
 }
 
 #[derive(Debug, Serialize)]
@@ -99,6 +134,7 @@ fn container_json<'a>(ep: &'a Endpoint, subnet: &str) -> ContainerJson<'a> {
         ipv4_address: with_prefix(&ep.ipv4, subnet),
         ipv6_address: "",
         node: &ep.node,
+        ports: ports_json(&ep.ports),
     }
 }
 
@@ -120,7 +156,7 @@ fn inspect_json<'a>(d: &'a NetworkDetail, empty: &'a Network) -> InspectJson<'a>
                 gateway: &n.gateway,
             }],
         },
-        internal: false,
+        internal: n.internal,
         attachable: true,
         containers: d
             .endpoints
@@ -226,6 +262,55 @@ mod tests {
 ]
 "#;
         assert_eq!(inspect(&[detail()]), expected);
+    }
+
+    #[test]
+    fn internal_networks_and_published_ports_show_as_in_docker() {
+        let mut d = detail();
+        d.network.as_mut().unwrap().internal = true;
+        let m = |ip: &str, h: u32, c: u32, p: &str| PortMapping {
+            host_ip: ip.into(),
+            host_port: h,
+            container_port: c,
+            protocol: p.into(),
+        };
+        d.endpoints[1].ports = vec![
+            m("0.0.0.0", 8080, 80, "tcp"),
+            m("192.168.50.1", 8443, 443, "tcp"),
+            m("192.168.50.1", 8081, 80, "tcp"),
+            m("", 5353, 53, "udp"),
+        ];
+        let out = inspect(&[d]);
+        assert!(out.contains("        \"Internal\": true,\n"), "{out}");
+        let want = r#"                "Node": "node1",
+                "Ports": {
+                    "443/tcp": [
+                        {
+                            "HostIp": "192.168.50.1",
+                            "HostPort": "8443"
+                        }
+                    ],
+                    "53/udp": [
+                        {
+                            "HostIp": "0.0.0.0",
+                            "HostPort": "5353"
+                        }
+                    ],
+                    "80/tcp": [
+                        {
+                            "HostIp": "0.0.0.0",
+                            "HostPort": "8080"
+                        },
+                        {
+                            "HostIp": "192.168.50.1",
+                            "HostPort": "8081"
+                        }
+                    ]
+                }
+            },"#;
+        assert!(out.contains(want), "{out}");
+        // web2 publishes nothing: no Ports key at all.
+        assert_eq!(out.matches("\"Ports\"").count(), 1, "{out}");
     }
 
     #[test]

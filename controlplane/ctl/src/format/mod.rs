@@ -53,6 +53,7 @@ mod tests {
             created: "2020-04-10T14:47:27.897140984Z".into(),
             labels: [("env".to_string(), "test".to_string())].into(),
             driver: "overlay".into(),
+            internal: false,
         }
     }
 
@@ -67,6 +68,7 @@ mod tests {
             netns: name.into(),
             ifname: "eth0".into(),
             created: "2020-04-10T14:50:00.000000001Z".into(),
+            ports: Vec::new(),
             ..Default::default()
         }
     }

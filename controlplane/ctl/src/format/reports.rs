@@ -123,13 +123,37 @@ pub fn dataplane(d: &DataplaneStatus) -> String {
     } else {
         format!("{} us", d.slice_us)
     };
-    out += &format!(
-        "poll window: {} us\ntime slice: {slice}\nUDP GSO: {}\nUDP tunnel GSO: {}\n",
-        d.poll_us,
-        on_off(d.udp_gso),
-        on_off(d.tunnel_gso)
-    );
+    out += &format!("poll window: {} us\ntime slice: {slice}\n", d.poll_us);
+    if d.offloads.is_empty() {
+        // An older agent: the two booleans only.
+        out += &format!(
+            "UDP GSO: {}\nUDP tunnel GSO: {}\n",
+            on_off(d.udp_gso),
+            on_off(d.tunnel_gso)
+        );
+    }
+    for o in &d.offloads {
+        out += &format!("{}: {}", offload_name(&o.name), o.state);
+        if !o.reason.is_empty() {
+            out += &format!(" ({})", o.reason);
+        }
+        if !o.since.is_empty() {
+            out += &format!(" since {}", o.since);
+        }
+        out.push('\n');
+    }
     out
+}
+
+/// How an offload is named for people.
+fn offload_name(name: &str) -> &str {
+    match name {
+        "udp_gso" => "UDP GSO",
+        "udp_gro" => "UDP GRO",
+        "udp_coalesce" => "UDP coalescing",
+        "tunnel_gso" => "UDP tunnel GSO",
+        other => other,
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -141,6 +165,15 @@ struct DataplaneJson<'a> {
     slice_us: u32,
     udp_gso: bool,
     tunnel_gso: bool,
+    offloads: Vec<OffloadJson<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct OffloadJson<'a> {
+    name: &'a str,
+    state: &'a str,
+    reason: &'a str,
+    since: &'a str,
 }
 
 /// `ovctl dataplane --json`: the fields of the proto's `DataplaneStatus`.
@@ -153,12 +186,23 @@ pub fn dataplane_json(d: &DataplaneStatus) -> String {
         slice_us: d.slice_us,
         udp_gso: d.udp_gso,
         tunnel_gso: d.tunnel_gso,
+        offloads: d
+            .offloads
+            .iter()
+            .map(|o| OffloadJson {
+                name: &o.name,
+                state: &o.state,
+                reason: &o.reason,
+                since: &o.since,
+            })
+            .collect(),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ovnet_proto::v1::OffloadStatus;
 
     fn sample_stats() -> Vec<NetworkStats> {
         vec![
@@ -212,6 +256,7 @@ mod tests {
             udp_gso: true,
             tunnel_gso: false,
             slice_us: 100,
+            offloads: vec![],
         }
     }
 
@@ -243,6 +288,31 @@ mod tests {
             steering: false,
             ..sample_dataplane()
         };
+        // An agent that reports each offload's state.
+        let states = DataplaneStatus {
+            offloads: vec![
+                OffloadStatus {
+                    name: "udp_gso".into(),
+                    state: "on".into(),
+                    ..Default::default()
+                },
+                OffloadStatus {
+                    name: "tunnel_gso".into(),
+                    state: "turned off".into(),
+                    reason: "uplink ovu4789 refused a frame".into(),
+                    since: "2026-12-05T00:00:00.000000000Z".into(),
+                },
+            ],
+            ..sample_dataplane()
+        };
+        assert!(
+            dataplane(&states).ends_with(
+                "time slice: 100 us\nUDP GSO: on\nUDP tunnel GSO: turned off (uplink ovu4789 \
+                 refused a frame) since 2026-12-05T00:00:00.000000000Z\n"
+            ),
+            "{}",
+            dataplane(&states)
+        );
         assert!(
             dataplane(&hashed).starts_with("workers: 2, flows spread by hash\n"),
             "{}",
