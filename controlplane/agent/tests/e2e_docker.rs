@@ -51,6 +51,21 @@ fn post(sock: &Path, path: &str, body: &[u8]) -> (u16, String) {
     (status, body)
 }
 
+/// `GET /` over HTTP/1.0 to `addr`: the whole answer.
+fn http_get(addr: &str) -> Result<String, String> {
+    let addr: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)
+        .map_err(|e| format!("read from {addr}: {e}"))?;
+    Ok(answer)
+}
+
 /// The `{"Err": ...}` of a failed call.
 fn err_of(body: &str) -> String {
     let v: serde_json::Value =
@@ -566,4 +581,131 @@ fn docker_firewall_leaves_ovnet_traffic_alone() {
         "FORWARD chain:\n{}",
         c.sh(&h1, &["iptables", "-S", "FORWARD"])
     );
+}
+
+/// The address `nslookup NAME` in container `ctr` answers with, if any.
+fn lookup(d: &ovnet_cluster::Dockerd, ctr: &str, name: &str) -> Result<String, String> {
+    let out = d.docker(&["exec", ctr, "nslookup", name]);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    // busybox: "Name:\tweb2" then "Address: 10.0.0.3"; the server's own lines come first.
+    text.split(&format!("Name:\t{name}"))
+        .nth(1)
+        .and_then(|rest| rest.lines().find_map(|l| l.strip_prefix("Address: ")))
+        .map(|a| a.trim().to_owned())
+        .ok_or(text)
+}
+
+/// Names across hosts through Docker's own resolver (which forwards what it does not know to
+/// the `--dns` given: the network's gateway, where ovnet's resolver answers for every host),
+/// published ports (`docker run -p`) and internal networks (`--internal`).
+#[test]
+fn docker_names_ports_and_internal_networks() {
+    if skipped("docker_names_ports_and_internal_networks") {
+        return;
+    }
+    let mut dc = DockerCluster::start(2, &[]);
+    let c3 = dc.c.netns("c3");
+    let (d1, d2, c) = (dc.d(1), dc.d(2), &dc.c);
+    for d in [d1, d2] {
+        d.ok(&create_args(&["--subnet", "10.0.0.0/24"], "demo"));
+    }
+    let dns = ["--network", "demo", "--dns", "10.0.0.1"];
+    d1.run("web1", &dns);
+    d2.run("web2", &dns);
+    c.connect(2, "demo", "c3", &c3);
+
+    // web1 resolves the names of the network's endpoints on every host, Docker's and ovctl's.
+    for (name, want) in [
+        ("web2", "10.0.0.3"),
+        ("web2.demo", "10.0.0.3"),
+        ("c3", "10.0.0.4"),
+    ] {
+        let got = wait_until(&format!("web1 to resolve {name}"), LONG, || {
+            lookup(d1, "web1", name)
+        });
+        assert_eq!(got, want, "{name}");
+    }
+    d1.ok(&["exec", "web1", "ping", "-c", "1", "-W", "5", "web2"]);
+    // A container that leaves is no longer a name.
+    d2.ok(&["rm", "-f", "web2"]);
+    wait_until("web2's name to go", LONG, || {
+        match lookup(d1, "web1", "web2") {
+            Ok(a) => Err(format!("still {a}")),
+            Err(_) => Ok(()),
+        }
+    });
+
+    // A published port is reachable from outside the overlay, at host1's address.
+    let serve = [
+        "sh",
+        "-c",
+        "mkdir -p /www && echo hello-ovnet > /www/index.html && exec httpd -f -p 80 -h /www",
+    ];
+    d1.ok(&ovnet_cluster::Dockerd::run_args(
+        "srv",
+        &["--network", "demo", "-p", "8080:80"],
+        &serve,
+    ));
+    let underlay = c.tb.underlay().to_owned();
+    let page = wait_until("the published port to answer", LONG, || {
+        ovnet_testbed::in_netns(&underlay, || http_get("192.168.50.1:8080"))
+            .map_err(|e| e.to_string())?
+    });
+    assert!(page.ends_with("\r\n\r\nhello-ovnet\n"), "{page:?}");
+    // The same host port again, and a host port left to choose, are refused.
+    let out = d1.docker(&ovnet_cluster::Dockerd::run_args(
+        "srv2",
+        &["--network", "demo", "-p", "8080:80"],
+        &["sleep", "100000"],
+    ));
+    assert!(
+        out.stderr
+            .contains("Bind for 0.0.0.0:8080 failed: port is already allocated"),
+        "{out:?}"
+    );
+    d1.ok(&["rm", "-f", "srv2"]);
+    let out = d1.docker(&ovnet_cluster::Dockerd::run_args(
+        "srv3",
+        &["--network", "demo", "-p", "80"],
+        &["sleep", "100000"],
+    ));
+    assert!(out.stderr.contains("-p HOSTPORT:80/tcp"), "{out:?}");
+    d1.ok(&["rm", "-f", "srv3"]);
+    assert!(
+        c.etcd_keys("/ovnet/reservations/").is_empty(),
+        "the refused runs' addresses went back"
+    );
+    // Gone with the container.
+    d1.ok(&["rm", "-f", "srv"]);
+    assert!(c.etcd_keys("/ovnet/ports/").is_empty());
+
+    // An internal network: the flag reaches ovnet, no default route, nothing published.
+    d1.ok(&create_args(
+        &["--internal", "--subnet", "10.1.0.0/24"],
+        "priv",
+    ));
+    let priv_net = wait_until("ovnet network priv", LONG, || {
+        let out = c.ovctl(1, &["network", "inspect", "priv"]);
+        match out.code {
+            Some(0) => Ok(c.inspect(1, "priv")),
+            _ => Err(out.stderr),
+        }
+    });
+    assert_eq!(priv_net["Internal"], true, "{priv_net}");
+    d1.run("p1", &["--network", "priv"]);
+    let route = d1.ok(&["exec", "p1", "ip", "route"]);
+    assert!(!route.contains("default"), "{route}");
+    let out = d1.docker(&ovnet_cluster::Dockerd::run_args(
+        "p2",
+        &["--network", "priv", "-p", "9090:80"],
+        &["sleep", "100000"],
+    ));
+    assert!(
+        out.stderr
+            .contains("network priv is internal: ports cannot be published on it"),
+        "{out:?}"
+    );
+    // The same network without --internal on host2 is refused: it would not be the same one.
+    let out = d2.docker(&create_args(&["--subnet", "10.1.0.0/24"], "priv"));
+    assert!(out.stderr.contains("--internal (not given)"), "{out:?}");
 }

@@ -36,9 +36,9 @@ const READY: Duration = Duration::from_secs(90);
 /// Upper bound on one docker CLI call.
 const DOCKER_TIMEOUT: &str = "120";
 /// The applets the image links to busybox.
-const APPLETS: [&str; 14] = [
+const APPLETS: [&str; 16] = [
     "sh", "ping", "ip", "cat", "sleep", "hostname", "nslookup", "wget", "ls", "nc", "true", "echo",
-    "ifconfig", "route",
+    "ifconfig", "route", "httpd", "mkdir",
 ];
 
 /// Why Docker tests cannot run on this machine (`None`: they can).
@@ -237,10 +237,16 @@ impl Dockerd {
 
     /// `docker run -d [EXTRA..] --name NAME IMAGE sleep 100000`; the container's ID.
     pub fn run(&self, name: &str, extra: &[&str]) -> String {
+        self.ok(&Self::run_args(name, extra, &["sleep", "100000"]))
+    }
+
+    /// The arguments of `docker run -d --name NAME [EXTRA..] IMAGE CMD..`.
+    pub fn run_args<'a>(name: &'a str, extra: &[&'a str], cmd: &[&'a str]) -> Vec<&'a str> {
         let mut args = vec!["run", "-d", "--name", name];
         args.extend_from_slice(extra);
-        args.extend_from_slice(&[IMAGE, "sleep", "100000"]);
-        self.ok(&args)
+        args.push(IMAGE);
+        args.extend_from_slice(cmd);
+        args
     }
 
     /// The address of container `name` on network `net`.
