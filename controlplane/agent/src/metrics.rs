@@ -19,7 +19,7 @@ use axum::Router;
 use ovnet_dataplane::{CounterSnapshot, DataplaneReport, DropReason};
 use prometheus::{Encoder, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
 
-use crate::agent::{Agent, NetworkCounters, PeerTraffic, NO_NETWORK};
+use crate::agent::{Agent, DnsCounters, NetworkCounters, PeerTraffic, NO_NETWORK};
 use crate::health::HealthSnapshot;
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown` completes.
@@ -76,6 +76,7 @@ async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
 pub struct Scrape {
     networks: Vec<NetworkCounters>,
     peers: (Vec<PeerTraffic>, u64),
+    dns: Vec<DnsCounters>,
     dataplane: DataplaneReport,
     health: HealthSnapshot,
 }
@@ -119,6 +120,7 @@ impl Scrape {
             // Only etcd lookups for a named network can fail; listing everything does not.
             networks: agent.stats(None).await.unwrap_or_default(),
             peers: agent.peers().await,
+            dns: agent.dns_counters().await,
             dataplane: agent.dataplane(),
             health: agent.health(),
         }
@@ -135,6 +137,10 @@ impl Scrape {
     ///   inner bytes to and from each peer VTEP (node empty for external VTEPs);
     ///   `peer_last_heard_seconds` {peer, node}; `peer_overflow_total`: datagrams of peers
     ///   beyond the data plane's table;
+    /// - `dns_queries_total` {network, transport}, `dns_answers_total` {network, rcode},
+    ///   `dns_forwarded_total`, `dns_upstream_failures_total` {network, kind: timeout,
+    ///   failure, mismatched, truncated}, `dns_drops_total` {network, reason}: each network's
+    ///   resolver on this host;
     /// - `worker_busy_ratio` {worker}: each worker's share of time spent moving frames;
     /// - `dataplane_feature` {feature}: 1 if in use (each offload: `udp_gso`, `udp_gro`,
     ///   `udp_coalesce`, `tunnel_gso`; and `steering`);
@@ -244,6 +250,60 @@ impl Scrape {
         )?
         .with_label_values::<&str>(&[])
         .inc_by(self.peers.1);
+
+        let queries = f.counter(
+            "dns_queries_total",
+            "Queries each network's resolver received, by transport.",
+            &["network", "transport"],
+        )?;
+        let answers = f.counter(
+            "dns_answers_total",
+            "Responses each network's resolver sent, by response code.",
+            &["network", "rcode"],
+        )?;
+        let forwarded = f.counter(
+            "dns_forwarded_total",
+            "Queries each network's resolver forwarded upstream.",
+            &["network"],
+        )?;
+        let upstream = f.counter(
+            "dns_upstream_failures_total",
+            "Upstream attempts that failed, by kind.",
+            &["network", "kind"],
+        )?;
+        let dns_drops = f.counter(
+            "dns_drops_total",
+            "Messages each network's resolver dropped without an answer, by reason.",
+            &["network", "reason"],
+        )?;
+        for d in &self.dns {
+            let (net, c) = (d.network.as_str(), &d.counters);
+            queries
+                .with_label_values(&[net, "udp"])
+                .inc_by(c.queries_udp);
+            queries
+                .with_label_values(&[net, "tcp"])
+                .inc_by(c.queries_tcp);
+            for code in ovnet_dns::Rcode::ALL {
+                answers
+                    .with_label_values(&[net, code.name()])
+                    .inc_by(c.answers(code));
+            }
+            forwarded.with_label_values(&[net]).inc_by(c.forwarded);
+            for (kind, n) in [
+                ("timeout", c.upstream_timeouts),
+                ("failure", c.upstream_failures),
+                ("mismatched", c.upstream_mismatched),
+                ("truncated", c.upstream_truncated),
+            ] {
+                upstream.with_label_values(&[net, kind]).inc_by(n);
+            }
+            for (i, r) in ovnet_dns::DropReason::ALL.iter().enumerate() {
+                dns_drops
+                    .with_label_values(&[net, r.name()])
+                    .inc_by(c.drops[i]);
+            }
+        }
 
         let dp = &self.dataplane;
         let busy = f.gauge(

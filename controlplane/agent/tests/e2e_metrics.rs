@@ -85,6 +85,13 @@ fn a_live_agent_serves_metrics_health_and_readiness() {
     c.connect(2, "demo", "web2", &web2);
     c.wait_ping(&web1, "10.0.0.3", Duration::from_secs(30));
     c.assert_ping(&web1, "10.0.0.3");
+    // A name looked up through the network's resolver on host 1 (the resolv.conf the agent
+    // wrote for the named namespace points at the gateway).
+    let hosts = wait_until("web2 to resolve", Duration::from_secs(30), || {
+        c.tb.exec(&web1, &["getent", "hosts", "web2"])
+            .map_err(|e| e.to_string())
+    });
+    assert!(hosts.starts_with("10.0.0.3"), "{hosts}");
 
     assert_eq!(get(&h1, "/healthz").unwrap(), (200, "ok\n".into()));
     let ready = wait_until(
@@ -140,6 +147,10 @@ fn a_live_agent_serves_metrics_health_and_readiness() {
         Some(0.0),
         "{text}"
     );
+    let dns = "ovnet_dns_answers_total{network=\"demo\",rcode=\"noerror\"}";
+    assert!(sample(&text, dns).is_some_and(|n| n >= 1.0), "{text}");
+    let q = "ovnet_dns_queries_total{network=\"demo\",transport=\"udp\"}";
+    assert!(sample(&text, q).is_some_and(|n| n >= 1.0), "{text}");
     assert!(
         sample(&text, "ovnet_worker_busy_ratio{worker=\"0\"}").is_some(),
         "{text}"
