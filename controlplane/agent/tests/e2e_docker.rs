@@ -17,11 +17,11 @@ use ovnet_cluster::{containers, s, wait_until, DockerCluster};
 
 const LONG: Duration = Duration::from_secs(60);
 
-/// Prints why the test cannot run here, if it cannot.
-fn skipped(test: &str) -> bool {
+/// Says (and records, see `ovnet_testbed::skip`) why the test cannot run here, if it cannot.
+fn skipped() -> bool {
     match unavailable() {
         Some(why) => {
-            println!("SKIPPED {test}: {why}");
+            ovnet_testbed::skip(why);
             true
         }
         None => false,
@@ -92,7 +92,7 @@ fn create_args<'a>(extra: &[&'a str], name: &'a str) -> Vec<&'a str> {
 /// across hosts, Docker's options and refusals, and what `docker network rm` leaves.
 #[test]
 fn docker_users_story() {
-    if skipped("docker_users_story") {
+    if skipped() {
         return;
     }
     let mut dc = DockerCluster::start(2, &[]);
@@ -401,7 +401,7 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 /// from another host (printed; no assertion on time).
 #[test]
 fn docker_churn_and_dockerd_restarts_release_everything() {
-    if skipped("docker_churn_and_dockerd_restarts_release_everything") {
+    if skipped() {
         return;
     }
     let mut dc = DockerCluster::start(2, &[]);
@@ -505,7 +505,7 @@ fn docker_churn_and_dockerd_restarts_release_everything() {
 /// each other across hosts again with the interfaces they had, and `docker run` works again.
 #[test]
 fn agent_sigkill_keeps_docker_containers() {
-    if skipped("agent_sigkill_keeps_docker_containers") {
+    if skipped() {
         return;
     }
     let mut dc = DockerCluster::start(2, &[]);
@@ -542,7 +542,7 @@ fn agent_sigkill_keeps_docker_containers() {
 /// the other host's, pings and a TCP transfer large enough for the fast path's super-frames.
 #[test]
 fn docker_firewall_leaves_ovnet_traffic_alone() {
-    if skipped("docker_firewall_leaves_ovnet_traffic_alone") {
+    if skipped() {
         return;
     }
     let mut dc = DockerCluster::start(2, &[1]);
@@ -600,7 +600,7 @@ fn lookup(d: &ovnet_cluster::Dockerd, ctr: &str, name: &str) -> Result<String, S
 /// published ports (`docker run -p`) and internal networks (`--internal`).
 #[test]
 fn docker_names_ports_and_internal_networks() {
-    if skipped("docker_names_ports_and_internal_networks") {
+    if skipped() {
         return;
     }
     let mut dc = DockerCluster::start(2, &[]);
