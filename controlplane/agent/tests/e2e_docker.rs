@@ -442,10 +442,12 @@ fn docker_churn_and_dockerd_restarts_release_everything() {
 
     let d1 = dc.d(1);
     let mut times = Vec::new();
+    let mut runs = Vec::new();
     for i in 0..50 {
         let name = format!("c{i}");
         let start = Instant::now();
         d1.run(&name, &["--network", "demo"]);
+        runs.push(start.elapsed());
         let ip = d1.ip(&name, "demo");
         c.wait_ping(&probe, &ip, LONG);
         times.push(start.elapsed());
@@ -456,13 +458,15 @@ fn docker_churn_and_dockerd_restarts_release_everything() {
     }
     settled("50 containers to leave nothing behind");
     times.sort();
+    runs.sort();
     println!(
-        "docker run to the first ping answered from another host, {} containers: p50 {:?}, \
-         p99 {:?}, max {:?}",
+        "{} containers: docker run to the first ping answered from another host p50 {:?}, \
+         p99 {:?}; of which docker run -d itself p50 {:?}, p99 {:?}",
         times.len(),
         quantile(&times, 0.50),
         quantile(&times, 0.99),
-        times[times.len() - 1]
+        quantile(&runs, 0.50),
+        quantile(&runs, 0.99)
     );
 
     // dockerd killed with containers running: when it comes back it stops them and gives
