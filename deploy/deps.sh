@@ -35,6 +35,8 @@ TABLE=(
     "test       libc-bin                      getent"
     "test       docker.io                     /usr/sbin/dockerd /usr/bin/docker"
     "test       busybox-static                /bin/busybox"
+    "test       coreutils                     mkfifo"
+    "test       containernetworking-plugins   /usr/lib/cni/portmap"
 )
 GROUPS_ALL=(build agent quickstart test)
 

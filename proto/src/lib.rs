@@ -22,12 +22,13 @@ pub mod v1 {
 pub use v1::agent_client::AgentClient;
 pub use v1::agent_server::{Agent, AgentServer};
 pub use v1::{
-    AddVtepRequest, ConnectRequest, CreateNetworkRequest, DataplaneRequest, DataplaneStatus,
-    DisconnectRequest, DisconnectResponse, Endpoint, ExternalVtep, InspectNetworkRequest,
-    ListNetworksRequest, ListNetworksResponse, ListNodesRequest, ListNodesResponse,
-    ListVtepsRequest, ListVtepsResponse, Network, NetworkDetail, NetworkStats, Node, NodeStatus,
-    Peer, PortMapping, RemoveNetworkRequest, RemoveNetworkResponse, RemoveVtepRequest,
-    RemoveVtepResponse, StatsRequest, StatsResponse,
+    AddVtepRequest, Attachment, ConnectRequest, CreateNetworkRequest, DataplaneRequest,
+    DataplaneStatus, DisconnectRequest, DisconnectResponse, Endpoint, ExternalVtep,
+    InspectNetworkRequest, ListAttachmentsRequest, ListAttachmentsResponse, ListNetworksRequest,
+    ListNetworksResponse, ListNodesRequest, ListNodesResponse, ListVtepsRequest, ListVtepsResponse,
+    Network, NetworkDetail, NetworkStats, Node, NodeStatus, Peer, PortMapping,
+    RemoveNetworkRequest, RemoveNetworkResponse, RemoveVtepRequest, RemoveVtepResponse,
+    StatsRequest, StatsResponse,
 };
 
 /// Re-exported so users can encode/decode records without naming prost themselves.

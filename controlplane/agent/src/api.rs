@@ -10,16 +10,18 @@ use std::time::Duration;
 
 use ovnet_dataplane::{CounterSnapshot, Offload, OffloadState};
 use ovnet_proto::v1::{
-    AddVtepRequest, ConnectRequest, CreateNetworkRequest, DataplaneRequest, DataplaneStatus,
-    DisconnectRequest, DisconnectResponse, Endpoint, ExternalVtep, InspectNetworkRequest,
-    ListNetworksRequest, ListNetworksResponse, ListNodesRequest, ListNodesResponse,
-    ListVtepsRequest, ListVtepsResponse, Network, NetworkDetail, NetworkStats, NodeStatus,
-    OffloadStatus, Peer, RemoveNetworkRequest, RemoveNetworkResponse, RemoveVtepRequest,
-    RemoveVtepResponse, StatsRequest, StatsResponse, StatusRequest,
+    AddVtepRequest, Attachment, ConnectRequest, CreateNetworkRequest, DataplaneRequest,
+    DataplaneStatus, DisconnectRequest, DisconnectResponse, Endpoint, ExternalVtep,
+    InspectNetworkRequest, ListAttachmentsRequest, ListAttachmentsResponse, ListNetworksRequest,
+    ListNetworksResponse, ListNodesRequest, ListNodesResponse, ListVtepsRequest, ListVtepsResponse,
+    Network, NetworkDetail, NetworkStats, NodeStatus, OffloadStatus, Peer, RemoveNetworkRequest,
+    RemoveNetworkResponse, RemoveVtepRequest, RemoveVtepResponse, StatsRequest, StatsResponse,
+    StatusRequest,
 };
 use tonic::{Request, Response, Status};
 
-use crate::agent::{Agent, ConnectSpec};
+use crate::agent::{Agent, AttachmentFilter, ConnectSpec};
+use crate::api_socket::caller;
 use crate::domain::plan::{parse_vtep, NetworkSpec};
 use crate::domain::time::rfc3339;
 use crate::error::AgentError;
@@ -45,11 +47,12 @@ pub fn status(e: AgentError) -> Status {
         AgentError::Invalid(_) => Status::invalid_argument(msg),
         AgentError::NotFound(_) => Status::not_found(msg),
         AgentError::Exists(_) => Status::already_exists(msg),
-        AgentError::InUse(_) | AgentError::Netns(_) | AgentError::Host(_) => {
-            Status::failed_precondition(msg)
-        }
+        AgentError::InUse(_)
+        | AgentError::Netns(_)
+        | AgentError::Host(_)
+        | AgentError::NodeTaken(_) => Status::failed_precondition(msg),
         AgentError::Conflict(_) => Status::aborted(msg),
-        AgentError::Unavailable { .. } => Status::unavailable(msg),
+        AgentError::Unavailable { .. } | AgentError::Access(_) => Status::unavailable(msg),
         AgentError::Etcd { .. } | AgentError::Corrupt { .. } | AgentError::Connect { .. } => {
             Status::internal(msg)
         }
@@ -57,6 +60,16 @@ pub fn status(e: AgentError) -> Status {
 }
 
 type Answer<T> = Result<Response<T>, Status>;
+
+/// Logs a call that changes something with who made it (the socket's peer credentials);
+/// reads are logged at debug level.
+fn audit<T>(req: &Request<T>, what: std::fmt::Arguments<'_>, changes: bool) {
+    if changes {
+        log::info!("API: {what} (by {})", caller(req));
+    } else {
+        log::debug!("API: {what} (by {})", caller(req));
+    }
+}
 
 /// The answer to a call: the operation's result in protobuf, or its error as a status.
 fn answer<T, U>(result: Result<T, AgentError>, to_proto: impl FnOnce(T) -> U) -> Answer<U> {
@@ -112,11 +125,20 @@ impl From<CreateNetworkRequest> for NetworkSpec {
 #[tonic::async_trait]
 impl ovnet_proto::Agent for Api {
     async fn create_network(&self, req: Request<CreateNetworkRequest>) -> Answer<Network> {
+        audit(
+            &req,
+            format_args!("create network {:?}", req.get_ref().name),
+            true,
+        );
         let spec = NetworkSpec::from(req.into_inner());
         answer(self.agent.create_network(spec).await, |n| n.to_proto())
     }
 
-    async fn list_networks(&self, _: Request<ListNetworksRequest>) -> Answer<ListNetworksResponse> {
+    async fn list_networks(
+        &self,
+        req: Request<ListNetworksRequest>,
+    ) -> Answer<ListNetworksResponse> {
+        audit(&req, format_args!("list networks"), false);
         answer(self.agent.list_networks().await, |nets| {
             ListNetworksResponse {
                 networks: nets.iter().map(|n| n.to_proto()).collect(),
@@ -125,6 +147,11 @@ impl ovnet_proto::Agent for Api {
     }
 
     async fn inspect_network(&self, req: Request<InspectNetworkRequest>) -> Answer<NetworkDetail> {
+        audit(
+            &req,
+            format_args!("inspect network {:?}", req.get_ref().name_or_id),
+            false,
+        );
         let detail = self.agent.inspect_network(&req.get_ref().name_or_id).await;
         answer(detail, |d| NetworkDetail {
             network: Some(d.network.to_proto()),
@@ -146,11 +173,24 @@ impl ovnet_proto::Agent for Api {
         &self,
         req: Request<RemoveNetworkRequest>,
     ) -> Answer<RemoveNetworkResponse> {
+        audit(
+            &req,
+            format_args!("remove network {:?}", req.get_ref().name_or_id),
+            true,
+        );
         let removed = self.agent.remove_network(&req.get_ref().name_or_id).await;
         answer(removed, |_| RemoveNetworkResponse {})
     }
 
     async fn connect_container(&self, req: Request<ConnectRequest>) -> Answer<Endpoint> {
+        {
+            let r = req.get_ref();
+            let what = format_args!(
+                "connect {:?} to {:?} (netns {:?})",
+                r.container, r.network, r.netns
+            );
+            audit(&req, what, true);
+        }
         let r = req.into_inner();
         let spec = ConnectSpec {
             network: r.network,
@@ -169,12 +209,24 @@ impl ovnet_proto::Agent for Api {
         &self,
         req: Request<DisconnectRequest>,
     ) -> Answer<DisconnectResponse> {
+        let r = req.get_ref();
+        audit(
+            &req,
+            format_args!("disconnect {:?} from {:?}", r.container, r.network),
+            true,
+        );
         let r = req.into_inner();
         let done = self.agent.disconnect(&r.network, &r.container).await;
         answer(done, |()| DisconnectResponse {})
     }
 
     async fn add_vtep(&self, req: Request<AddVtepRequest>) -> Answer<ExternalVtep> {
+        let r = req.get_ref();
+        audit(
+            &req,
+            format_args!("add VTEP {}:{} to {:?}", r.ip, r.port, r.network),
+            true,
+        );
         let r = req.into_inner();
         let addr = parse_vtep(&r.ip, r.port).map_err(|e| status(e.into()))?;
         answer(self.agent.add_vtep(&r.network, addr).await, |v| {
@@ -183,6 +235,12 @@ impl ovnet_proto::Agent for Api {
     }
 
     async fn remove_vtep(&self, req: Request<RemoveVtepRequest>) -> Answer<RemoveVtepResponse> {
+        let r = req.get_ref();
+        audit(
+            &req,
+            format_args!("remove VTEP {}:{} from {:?}", r.ip, r.port, r.network),
+            true,
+        );
         let r = req.into_inner();
         let addr = parse_vtep(&r.ip, r.port).map_err(|e| status(e.into()))?;
         let done = self.agent.remove_vtep(&r.network, addr).await;
@@ -190,6 +248,11 @@ impl ovnet_proto::Agent for Api {
     }
 
     async fn list_vteps(&self, req: Request<ListVtepsRequest>) -> Answer<ListVtepsResponse> {
+        audit(
+            &req,
+            format_args!("list VTEPs of {:?}", req.get_ref().network),
+            false,
+        );
         answer(self.agent.list_vteps(&req.get_ref().network).await, |vs| {
             ListVtepsResponse {
                 vteps: vs.iter().map(|v| v.to_proto()).collect(),
@@ -197,19 +260,27 @@ impl ovnet_proto::Agent for Api {
         })
     }
 
-    async fn list_nodes(&self, _: Request<ListNodesRequest>) -> Answer<ListNodesResponse> {
-        answer(self.agent.list_nodes().await, |nodes| ListNodesResponse {
-            nodes: nodes
-                .into_iter()
-                .map(|(node, alive)| NodeStatus {
-                    node: Some(node.to_proto()),
-                    alive,
-                })
-                .collect(),
+    async fn list_nodes(&self, req: Request<ListNodesRequest>) -> Answer<ListNodesResponse> {
+        audit(&req, format_args!("list nodes"), false);
+        answer(self.agent.node_liveness().await, |nodes| {
+            ListNodesResponse {
+                nodes: nodes
+                    .into_iter()
+                    .map(|n| NodeStatus {
+                        alive: n.alive(),
+                        lease: n.lease,
+                        heard_ms: n
+                            .heard
+                            .map(|h| u64::try_from(h.as_millis()).unwrap_or(u64::MAX)),
+                        node: Some(n.node.to_proto()),
+                    })
+                    .collect(),
+            }
         })
     }
 
     async fn stats(&self, req: Request<StatsRequest>) -> Answer<StatsResponse> {
+        audit(&req, format_args!("stats"), false);
         let filter = req.into_inner().network;
         answer(self.agent.stats(filter.as_deref()).await, |nets| {
             StatsResponse {
@@ -260,6 +331,31 @@ impl ovnet_proto::Agent for Api {
                 .map(|(o, st)| offload_status(*o, st))
                 .collect(),
         }))
+    }
+
+    async fn list_attachments(
+        &self,
+        req: Request<ListAttachmentsRequest>,
+    ) -> Answer<ListAttachmentsResponse> {
+        let r = req.into_inner();
+        let filter = AttachmentFilter {
+            network: r.network,
+            container_id: r.container_id,
+            ifname: r.ifname,
+            owner: r.owner,
+        };
+        answer(self.agent.attachments(&filter).await, |found| {
+            ListAttachmentsResponse {
+                attachments: found
+                    .into_iter()
+                    .map(|a| Attachment {
+                        endpoint: Some(a.endpoint.to_proto()),
+                        network: Some(a.network.to_proto()),
+                        host_ifname: a.host_ifname,
+                    })
+                    .collect(),
+            }
+        })
     }
 }
 

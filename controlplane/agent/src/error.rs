@@ -11,6 +11,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use ipnet::Ipv4Net;
 use ovnet_wire::Vni;
 
+use crate::domain::identity::NodeTaken;
 use crate::domain::ipam::IpamError;
 use crate::domain::ports::{BadPort, HostPort};
 use crate::domain::records::BadRecord;
@@ -52,6 +53,12 @@ pub enum AgentError {
         /// What failed, for logs ("range: no answer within 3s", a transport error...).
         cause: String,
     },
+    /// The node name is held by another host.
+    #[error(transparent)]
+    NodeTaken(#[from] NodeTaken),
+    /// etcd refused this agent's TLS or credentials, or the configuration of them is wrong.
+    #[error(transparent)]
+    Access(#[from] AccessError),
     /// etcd answered with an error that is not about reaching it.
     #[error("internal error: etcd {op} failed: {source}")]
     Etcd {
@@ -79,6 +86,122 @@ pub enum AgentError {
         /// What went wrong on the host.
         cause: ConnectFailure,
     },
+}
+
+/// Why etcd does not let this agent in: the TLS and user flags, and etcd's answers to them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccessError {
+    /// A certificate or key file that cannot be read.
+    #[error("reading {flag} {path}: {cause}")]
+    File {
+        /// The flag that names it.
+        flag: &'static str,
+        /// The file.
+        path: String,
+        /// Why.
+        cause: String,
+    },
+    /// Only one of the client certificate and its key.
+    #[error("--etcd-certfile and --etcd-keyfile go together: pass both")]
+    CertWithoutKey,
+    /// Certificate flags with an `http://` URL, or `https://` and `http://` mixed.
+    #[error(
+        "--etcd-cafile, --etcd-certfile and --etcd-keyfile need https:// etcd URLs, not {url}"
+    )]
+    TlsOverPlain {
+        /// The URL.
+        url: String,
+    },
+    /// A user without a password.
+    #[error("--etcd-username needs a password: pass --etcd-password or set OVNET_ETCD_PASSWORD")]
+    UserWithoutPassword,
+    /// A password without a user.
+    #[error("--etcd-password needs --etcd-username")]
+    PasswordWithoutUser,
+    /// etcd's certificate is not signed by the CA given (or no CA was given).
+    #[error("{}", untrusted(url, ca.as_deref(), cause))]
+    UntrustedServer {
+        /// The member.
+        url: String,
+        /// `--etcd-cafile`, if given.
+        ca: Option<String>,
+        /// What is wrong with it.
+        cause: String,
+    },
+    /// etcd's certificate is signed by the CA but not valid for this URL (name, dates).
+    #[error("etcd at {url} has a certificate that is not valid for it: {cause}")]
+    BadServerCertificate {
+        /// The member.
+        url: String,
+        /// What is wrong with it.
+        cause: String,
+    },
+    /// etcd refused the client certificate given.
+    #[error(
+        "etcd at {url} refused our client certificate {cert} (--etcd-certfile): is it signed \
+         by the CA etcd trusts (its --trusted-ca-file)?"
+    )]
+    ClientCertificateRefused {
+        /// The member.
+        url: String,
+        /// `--etcd-certfile`.
+        cert: String,
+    },
+    /// etcd wants a client certificate and none was given.
+    #[error(
+        "etcd at {url} requires a client certificate: pass --etcd-certfile and --etcd-keyfile"
+    )]
+    ClientCertificateRequired {
+        /// The member.
+        url: String,
+    },
+    /// An `https://` URL to an etcd that serves plain HTTP.
+    #[error("etcd at {url} does not speak TLS: use an http:// URL")]
+    NotTls {
+        /// The member.
+        url: String,
+    },
+    /// Wrong user or password.
+    #[error("etcd at {url} refused user {user:?}: wrong --etcd-username or --etcd-password")]
+    LoginRefused {
+        /// The member.
+        url: String,
+        /// The user.
+        user: String,
+    },
+    /// etcd has authentication on and no user was given.
+    #[error("etcd at {url} requires a user: pass --etcd-username and --etcd-password")]
+    LoginRequired {
+        /// The member.
+        url: String,
+    },
+    /// The user may not read or write the agent's keys.
+    #[error(
+        "etcd user {user:?} may not {what} the keys under {prefix}: grant its role readwrite \
+         on {prefix} with --prefix (etcdctl role grant-permission ROLE readwrite {prefix} \
+         --prefix)"
+    )]
+    Denied {
+        /// The user ("" without one).
+        user: String,
+        /// "read" or "write".
+        what: &'static str,
+        /// The key prefix.
+        prefix: String,
+    },
+}
+
+fn untrusted(url: &str, ca: Option<&str>, cause: &str) -> String {
+    match ca {
+        Some(ca) => format!(
+            "etcd at {url} has a certificate not signed by the CA of --etcd-cafile {ca} \
+             ({cause})"
+        ),
+        None => format!(
+            "etcd at {url} has a certificate this agent cannot check ({cause}): pass the CA \
+             that signed it with --etcd-cafile"
+        ),
+    }
 }
 
 /// A request that is wrong on its face.

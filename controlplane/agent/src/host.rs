@@ -73,13 +73,25 @@ impl From<NetnsError> for HostError {
 
 type Result<T> = std::result::Result<T, HostError>;
 
-/// Runs a command; its stderr becomes the error.
+/// Longest a host command may take: `ip` and `nsenter` answer in milliseconds, so one that
+/// has not after this is stuck (it is killed) and must not hold up the agent.
+pub const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs a command, killed after [`COMMAND_TIMEOUT`]; its stderr becomes the error.
 pub(crate) async fn run(what: &str, program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program)
+    let child = Command::new(program)
         .args(args)
+        .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
-        .output()
+        .output();
+    let out = tokio::time::timeout(COMMAND_TIMEOUT, child)
         .await
+        .map_err(|_| {
+            HostError::new(
+                what,
+                format!("{program} did not finish within {COMMAND_TIMEOUT:?} (killed)"),
+            )
+        })?
         .map_err(|e| HostError::new(what, format!("running {program}: {e}")))?;
     if !out.status.success() {
         return Err(HostError::new(
@@ -107,20 +119,38 @@ pub enum NetnsError {
     /// Given as a name under `/var/run/netns`.
     #[error("network namespace {0} not found: create it with `ip netns add {0}` or pass --netns")]
     Name(String),
+    /// A file that is not a namespace (a regular file, a FIFO...).
+    #[error(
+        "{0} is not a network namespace: pass a name under /var/run/netns or /proc/PID/ns/net"
+    )]
+    NotANamespace(String),
+    /// A namespace of another kind.
+    #[error("{0} is a namespace, but not a network namespace: pass /proc/PID/ns/net")]
+    OtherKind(String),
+    /// The agent's own namespace.
+    #[error("{0} is the host's own network namespace: a container needs its own")]
+    Host(String),
 }
 
 /// The file of a container's network namespace: a name under `/var/run/netns`, or a path
-/// such as `/proc/1234/ns/net`. Errors if it does not exist.
+/// such as `/proc/1234/ns/net`. Errors if it does not exist, is not a network namespace (a
+/// FIFO, a regular file, a mount namespace...) or is the host's own; looking never blocks.
 pub fn netns_path(netns: &str) -> std::result::Result<String, NetnsError> {
+    use ovnet_sys::netns::{check_netns, NotANetns};
     let path = ovnet_sys::netns::resolve(netns);
-    if !path.exists() {
-        return Err(if netns.contains('/') {
+    let shown = path.to_string_lossy().into_owned();
+    match check_netns(&path) {
+        Ok(Ok(())) => Ok(shown),
+        Ok(Err(NotANetns::NotANamespace)) => Err(NetnsError::NotANamespace(shown)),
+        Ok(Err(NotANetns::OtherKind)) => Err(NetnsError::OtherKind(shown)),
+        Ok(Err(NotANetns::OwnNamespace)) => Err(NetnsError::Host(shown)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(if netns.contains('/') {
             NetnsError::Path(netns.to_owned())
         } else {
             NetnsError::Name(netns.to_owned())
-        });
+        }),
+        Err(_) => Err(NetnsError::NotANamespace(shown)),
     }
-    Ok(path.to_string_lossy().into_owned())
 }
 
 /// Names of links in the agent's namespace starting with `prefix`.
@@ -398,5 +428,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(e, "network namespace /proc/999999999/ns/net not found");
+    }
+
+    /// What is not a container's network namespace is refused without blocking: a FIFO
+    /// (opening it for reading would wait for a writer), a regular file, a directory, a mount
+    /// namespace, and the agent's own network namespace.
+    #[test]
+    fn what_is_not_a_containers_namespace_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|s| s.success()) {
+            eprintln!("skipped the FIFO case: mkfifo is not available");
+        } else {
+            let e = netns_path(fifo.to_str().unwrap()).unwrap_err();
+            assert!(matches!(e, NetnsError::NotANamespace(_)), "{e}");
+        }
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let e = netns_path(file.to_str().unwrap()).unwrap_err();
+        assert!(
+            e.to_string().ends_with(
+                "is not a network namespace: pass a name under /var/run/netns or /proc/PID/ns/net"
+            ),
+            "{e}"
+        );
+        let e = netns_path(dir.path().to_str().unwrap()).unwrap_err();
+        assert!(matches!(e, NetnsError::NotANamespace(_)), "{e}");
+        let e = netns_path("/proc/self/ns/mnt").unwrap_err();
+        assert!(matches!(e, NetnsError::OtherKind(_)), "{e}");
+        let e = netns_path("/proc/self/ns/net").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/proc/self/ns/net is the host's own network namespace: a container needs its own"
+        );
     }
 }

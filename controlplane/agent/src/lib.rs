@@ -15,6 +15,8 @@
 //! - [`view`]: the agent's copy of the cluster and what it implies for this host (pure).
 //! - [`agent`]: the operations, following etcd, and reconciling the host with the view.
 //! - [`error`]: [`error::AgentError`], what every operation can fail with.
+//! - [`flags`], [`state`], [`supervise`]: the process around it: flags by subject, the state
+//!   directory (the node id), and the watch over its long-running tasks.
 //! - [`metrics`]: Prometheus metrics, `/healthz` and `/readyz` over HTTP.
 //! - [`health`]: whether the agent follows etcd and keeps its lease (`/readyz`, metrics).
 
@@ -22,12 +24,16 @@
 
 pub mod agent;
 pub mod api;
+pub mod api_socket;
 pub mod docker;
 pub mod domain;
 pub mod edge;
 pub mod error;
+pub mod flags;
 pub mod health;
 pub mod host;
 pub mod metrics;
+pub mod state;
 pub mod store;
+pub mod supervise;
 pub mod view;

@@ -3,7 +3,7 @@
 //! `--docker-plugin`, Docker's network and IPAM plugin on another).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,11 +15,14 @@ use ovnet_agent::docker::{firewall, Dockerd, Plugin};
 use ovnet_agent::domain::NodeName;
 use ovnet_agent::edge::nft::{Nft, DEFAULT_NFT};
 use ovnet_agent::edge::EdgeConfig;
+use ovnet_agent::error::AgentError;
+use ovnet_agent::flags::{EtcdFlags, IdentityFlags};
 use ovnet_agent::store::{Store, StoreConfig, DEFAULT_ENDPOINT, DEFAULT_PREFIX, DEFAULT_TIMEOUT};
+use ovnet_agent::supervise::{Supervised, Tasks};
+use ovnet_agent::{api_socket, state};
 use ovnet_dataplane::{Dataplane, DataplaneConfig, DEFAULT_POLL, DEFAULT_SLICE};
 use ovnet_proto::AgentServer;
 use ovnet_wire::VXLAN_PORT;
-use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
 /// The ovnet agent: userspace VXLAN overlay networking for containers, with etcd as the
@@ -38,6 +41,10 @@ struct Args {
         value_delimiter = ','
     )]
     etcd: Vec<String>,
+    #[command(flatten)]
+    etcd_security: EtcdFlags,
+    #[command(flatten)]
+    identity: IdentityFlags,
     /// This host's underlay IPv4 address: peers send VXLAN datagrams here.
     #[arg(long, env = "OVNET_VTEP_IP")]
     vtep_ip: Ipv4Addr,
@@ -47,6 +54,9 @@ struct Args {
     /// Unix socket of the API.
     #[arg(long, env = "OVNET_API", default_value = "/run/ovnet/agent.sock")]
     api: PathBuf,
+    /// Group that may use the API socket (mode 0660); default: the agent's own group.
+    #[arg(long, env = "OVNET_API_GROUP", value_name = "GROUP")]
+    api_group: Option<String>,
     /// Prefix of ovnet's keys in etcd.
     #[arg(long, default_value = DEFAULT_PREFIX)]
     prefix: String,
@@ -78,6 +88,19 @@ struct Args {
     /// Linux 6.17+ and the host's settings allow it; see the README).
     #[arg(long, env = "OVNET_NO_TUNNEL_GSO", value_parser = clap::builder::FalseyValueParser::new())]
     no_tunnel_gso: bool,
+    /// Serve Prometheus metrics (`/metrics`), liveness (`/healthz`) and readiness (`/readyz`)
+    /// over HTTP on this address, e.g. 127.0.0.1:9476. Off unless given.
+    #[arg(long, env = "OVNET_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    /// Upstream DNS resolver for names outside the cluster, IP[:PORT] (repeatable, or
+    /// comma-separated in the environment). Default: the nameservers of /etc/resolv.conf.
+    #[arg(long = "dns-upstream", env = "OVNET_DNS_UPSTREAM", value_name = "IP[:PORT]",
+          value_delimiter = ',', value_parser = parse_upstream)]
+    dns_upstreams: Vec<SocketAddr>,
+    /// The nft program (Debian's nftables) that loads ovnet's table `ip ovnet`: masquerade,
+    /// published ports, the forward filter.
+    #[arg(long, env = "OVNET_NFT", default_value = DEFAULT_NFT, value_name = "PATH")]
+    nft: PathBuf,
     /// Also serve Docker's network and IPAM plugin on this unix socket; dockerd finds it as
     /// plugin `ovnet` at /run/docker/plugins/ovnet.sock (`docker network create -d ovnet
     /// --ipam-driver ovnet`). The plugin is named after the socket's file.
@@ -92,19 +115,6 @@ struct Args {
     /// Docker's policy would drop ovnet's traffic (see the README to add the rules yourself).
     #[arg(long, env = "OVNET_LEAVE_DOCKER_FIREWALL", value_parser = clap::builder::FalseyValueParser::new())]
     leave_docker_firewall: bool,
-    /// Serve Prometheus metrics (`/metrics`), liveness (`/healthz`) and readiness (`/readyz`)
-    /// over HTTP on this address, e.g. 127.0.0.1:9476. Off unless given.
-    #[arg(long, env = "OVNET_METRICS_ADDR")]
-    metrics_addr: Option<SocketAddr>,
-    /// Upstream DNS resolver for names outside the cluster, IP[:PORT] (repeatable, or
-    /// comma-separated in the environment). Default: the nameservers of /etc/resolv.conf.
-    #[arg(long = "dns-upstream", env = "OVNET_DNS_UPSTREAM", value_name = "IP[:PORT]",
-          value_delimiter = ',', value_parser = parse_upstream)]
-    dns_upstreams: Vec<SocketAddr>,
-    /// The nft program (Debian's nftables) that loads ovnet's table `ip ovnet`: masquerade,
-    /// published ports, the forward filter.
-    #[arg(long, env = "OVNET_NFT", default_value = DEFAULT_NFT, value_name = "PATH")]
-    nft: PathBuf,
 }
 
 /// `--dns-upstream`: `IP`, `IPv4:PORT` or `[IPv6]:PORT`.
@@ -147,24 +157,6 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
-/// Binds the API socket, refusing to steal it from a running agent.
-fn bind_api(path: &Path) -> Result<UnixListener, String> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(format!(
-                "another ovnet-agent is serving {}: stop it or pass --api",
-                path.display()
-            ));
-        }
-        std::fs::remove_file(path)
-            .map_err(|e| format!("removing the stale socket {}: {e}", path.display()))?;
-    }
-    UnixListener::bind(path).map_err(|e| format!("binding the API socket {}: {e}", path.display()))
-}
-
 /// Completes once `stop` says so (every server of the agent stops on the same signal).
 async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -203,18 +195,30 @@ async fn run(args: Args) -> Result<(), String> {
     dp_cfg.workers = workers;
     dp_cfg.poll = Duration::from_micros(args.poll_us);
     dp_cfg.slice = (args.slice_us > 0).then(|| Duration::from_micros(args.slice_us));
+    let _state = state::lock(&args.identity.state_dir)?;
+    let node_id = state::node_id(&args.identity.state_dir)?;
     let dp = Dataplane::start(&dp_cfg).map_err(|e| e.to_string())?;
-    let store = Store::connect(StoreConfig {
-        endpoints: args.etcd.clone(),
-        prefix: args.prefix,
-        timeout: DEFAULT_TIMEOUT,
-    })
+    let store = Store::connect_with(
+        StoreConfig {
+            endpoints: args.etcd.clone(),
+            prefix: args.prefix,
+            timeout: DEFAULT_TIMEOUT,
+        },
+        args.etcd_security.security(),
+    )
     .await
     .map_err(|e| e.to_string())?;
-    if let Err(e) = store.ping().await {
-        log::warn!("{e}; starting anyway and retrying in the background");
+    // A certificate, a password or a permission that etcd refuses stops the agent now, saying
+    // which; an etcd that does not answer yet is waited for.
+    match store.check_access().await {
+        Ok(()) => {}
+        Err(AgentError::Unavailable { endpoints, cause }) => log::warn!(
+            "etcd at {endpoints} does not answer ({cause}); starting anyway and retrying in \
+             the background"
+        ),
+        Err(e) => return Err(e.to_string()),
     }
-    let listener = bind_api(&args.api)?;
+    let listener = api_socket::bind(&args.api, args.api_group.as_deref())?;
     let docker_listener = match &args.docker_plugin {
         Some(path) => Some((path.clone(), ovnet_agent::docker::bind(path)?)),
         None => None,
@@ -226,6 +230,8 @@ async fn run(args: Args) -> Result<(), String> {
     let agent = Arc::new(Agent::new(
         AgentConfig {
             node: node.clone(),
+            node_id,
+            replace_node: args.identity.replace_node,
             vtep,
             lease_ttl: Duration::from_secs(args.lease_ttl.max(1)),
             edge: EdgeConfig {
@@ -236,14 +242,54 @@ async fn run(args: Args) -> Result<(), String> {
         store,
         dp,
     ));
-    let sync = {
+    let mut tasks = Tasks::default();
+    tasks.add(Supervised::spawn("following etcd", {
         let a = agent.clone();
-        tokio::spawn(async move { a.run_sync().await })
-    };
-    let reg = {
+        async move {
+            a.run_sync().await;
+            None
+        }
+    }));
+    tasks.add(Supervised::spawn("peers' liveness", {
         let a = agent.clone();
-        tokio::spawn(async move { a.run_registration().await })
-    };
+        async move {
+            a.run_liveness().await;
+            None
+        }
+    }));
+    tasks.add(Supervised::spawn("registration", {
+        let a = agent.clone();
+        async move { Some(a.run_registration().await.to_string()) }
+    }));
+    if !args.leave_docker_firewall {
+        tasks.add(Supervised::spawn(
+            "keeping Docker's firewall off ovnet's devices",
+            async {
+                firewall::keep().await;
+                None
+            },
+        ));
+    }
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    if let Some((path, listener)) = docker_listener {
+        let plugin = Arc::new(Plugin::new(
+            agent.clone(),
+            &Plugin::name_of(&path),
+            Dockerd::new(&args.docker_host),
+        ));
+        let stopped = stopped(stop_rx.clone());
+        tasks.add(Supervised::spawn("the Docker plugin", async move {
+            match ovnet_agent::docker::serve(plugin, listener, path, stopped).await {
+                // Stopped with the agent: not a failure of its own.
+                Ok(()) => std::future::pending().await,
+                Err(e) => Some(e),
+            }
+        }));
+    }
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics = metrics_listener.map(|l| {
         let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -264,49 +310,26 @@ async fn run(args: Args) -> Result<(), String> {
         args.etcd.join(","),
         args.api.display()
     );
-    let firewall = (!args.leave_docker_firewall).then(|| tokio::spawn(firewall::keep()));
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop.send(true);
-    });
-    let docker = docker_listener.map(|(path, listener)| {
-        let plugin = Arc::new(Plugin::new(
-            agent.clone(),
-            &Plugin::name_of(&path),
-            Dockerd::new(&args.docker_host),
-        ));
-        tokio::spawn(ovnet_agent::docker::serve(
-            plugin,
-            listener,
-            path,
-            stopped(stop_rx.clone()),
-        ))
-    });
-    let served = tonic::transport::Server::builder()
+    let serve = tonic::transport::Server::builder()
         .add_service(AgentServer::new(Api::new(agent.clone())))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx))
-        .await;
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx));
+    let outcome = tokio::select! {
+        served = serve => served.map_err(|e| format!("serving the API: {e}")),
+        failed = tasks.first_failure() => Err(failed),
+    };
     log::info!("shutting down");
-    if let Some(d) = docker {
-        match d.await {
-            Ok(Err(e)) => log::error!("{e}"),
-            Err(e) => log::error!("the Docker plugin failed: {e}"),
-            Ok(Ok(())) => {}
-        }
-    }
     let _ = stop_metrics.send(());
     if let Some(m) = metrics {
         let _ = m.await;
     }
-    sync.abort();
-    reg.abort();
-    if let Some(f) = firewall {
-        f.abort();
-    }
+    tasks.abort();
     agent.deregister().await;
+    agent.farewell();
     let _ = std::fs::remove_file(&args.api);
-    served.map_err(|e| format!("serving the API: {e}"))
+    if let Some(path) = &args.docker_plugin {
+        let _ = std::fs::remove_file(path);
+    }
+    outcome
 }
 
 fn main() -> ExitCode {

@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{SocketAddr, SocketAddrV4};
 
-use ovnet_dataplane::{FloodEntry, NetworkTable};
+use ovnet_dataplane::{FloodEntry, NetworkTable, Vni};
 
 use crate::domain::{Endpoint, Name, Network, NetworkId, Node, NodeName};
 use crate::store::{Record, RecordKey, State, WatchEvent};
@@ -38,6 +38,9 @@ pub struct View {
     endpoints: BTreeMap<(NetworkId, Name), Endpoint>,
     nodes: BTreeMap<NodeName, Node>,
     alive: BTreeSet<NodeName>,
+    /// Nodes whose data plane this host heard lately (see `agent::liveness`): kept in the
+    /// tables even when their lease expired.
+    heard: BTreeSet<NodeName>,
     vteps: BTreeSet<(NetworkId, SocketAddrV4)>,
     /// The revision of the latest change applied to each key since the snapshot, deletions
     /// included.
@@ -165,6 +168,21 @@ impl View {
         }
     }
 
+    /// Sets the nodes heard lately; whether that changed anything.
+    pub fn set_heard(&mut self, heard: BTreeSet<NodeName>) -> bool {
+        if heard == self.heard {
+            return false;
+        }
+        self.heard = heard;
+        true
+    }
+
+    /// Whether node `name` counts as up: its lease is held, or its data plane was heard
+    /// lately.
+    pub fn is_up(&self, name: &NodeName) -> bool {
+        self.alive.contains(name) || self.heard.contains(name)
+    }
+
     /// The networks, by name.
     pub fn networks(&self) -> impl Iterator<Item = &Network> {
         self.networks.values()
@@ -215,6 +233,9 @@ impl View {
             .into_iter()
             .filter_map(|(id, endpoints)| {
                 let n = self.network_by_id(id)?;
+                if self.served(n).id != n.id {
+                    return None;
+                }
                 Some(Desired {
                     network: n.clone(),
                     table: self.table(n, me),
@@ -224,6 +245,38 @@ impl View {
             .collect();
         out.sort_by_key(|d| d.network.vni);
         out
+    }
+
+    /// The network served on `n`'s VNI. Two records claiming one VNI (written around the
+    /// store's claims): the one created first is served (the earliest `created`, then the
+    /// lowest ID), the same on every agent whatever the order the records came in; the others
+    /// are ignored ([`View::vni_conflicts`]), so a record written later never takes a VNI
+    /// from the network that has it.
+    fn served<'a>(&'a self, n: &'a Network) -> &'a Network {
+        self.networks
+            .values()
+            .filter(|o| o.vni == n.vni)
+            .min_by(|a, b| (&a.created, &a.id).cmp(&(&b.created, &b.id)))
+            .unwrap_or(n)
+    }
+
+    /// The VNIs that more than one network record claims, each with the network served (see
+    /// `served`) and the ones ignored.
+    pub fn vni_conflicts(&self) -> BTreeMap<Vni, (Name, Vec<Name>)> {
+        let mut by_vni: BTreeMap<Vni, Vec<&Network>> = BTreeMap::new();
+        for n in self.networks.values() {
+            by_vni.entry(n.vni).or_default().push(n);
+        }
+        by_vni
+            .into_iter()
+            .filter(|(_, nets)| nets.len() > 1)
+            .map(|(vni, mut nets)| {
+                nets.sort_by(|a, b| (&a.created, &a.id).cmp(&(&b.created, &b.id)));
+                let winner = nets[0].name.clone();
+                let losers = nets[1..].iter().map(|n| n.name.clone()).collect();
+                (vni, (winner, losers))
+            })
+            .collect()
     }
 
     /// The forwarding table of network `n` as node `me` should run it.
@@ -240,8 +293,8 @@ impl View {
                 continue;
             }
             // A dead node's VTEP is withdrawn: its MACs fall back to flooding, which no longer
-            // includes it either.
-            if !self.alive.contains(&e.node) {
+            // includes it either. Dead is: lease gone and not heard lately.
+            if !self.is_up(&e.node) {
                 continue;
             }
             let Some(node) = self.nodes.get(&e.node) else {
@@ -283,6 +336,7 @@ mod tests {
             vtep: format!("{ip}:4789").parse().unwrap(),
             agent_version: "test".into(),
             started: String::new(),
+            node_id: None,
         }
     }
 
@@ -397,6 +451,21 @@ mod tests {
         assert_eq!(v.desired(&me("host1"))[0].table.flood.len(), 2);
     }
 
+    /// A node whose lease expired but whose data plane is heard stays in the tables (a host
+    /// cut off from etcd, not from its peers); heard no more, it goes.
+    #[test]
+    fn a_node_heard_lately_stays_without_its_lease() {
+        let Hosts { view: mut v, .. } = three_hosts();
+        assert!(v.set_heard([me("host3")].into()));
+        assert!(!v.set_heard([me("host3")].into()), "no change");
+        v.delete(&RecordKey::Alive { name: me("host3") }, LATER);
+        let t = &v.desired(&me("host1"))[0].table;
+        assert!(t.macs.contains_key(&mac("02:42:0a:00:00:04")));
+        assert_eq!(t.flood.len(), 2);
+        assert!(v.set_heard(BTreeSet::new()));
+        assert_eq!(v.desired(&me("host1"))[0].table.flood.len(), 1);
+    }
+
     #[test]
     fn external_vteps_join_the_flood_list_and_are_learned_from() {
         let Hosts {
@@ -475,6 +544,53 @@ mod tests {
             record: Record::Endpoint(ep),
         });
         assert!(v.endpoints_of(&demo.id).any(|e| e.name == "late"));
+    }
+
+    /// A second record claiming a network's VNI does not change what this host serves,
+    /// whichever came first.
+    #[test]
+    fn two_records_with_one_vni_do_not_flip_the_data_plane() {
+        let Hosts { view: v, demo, .. } = three_hosts();
+        let mut impostor = network("impostor", 256, "10.9.0.0/24");
+        for (first, second) in [(true, false), (false, true)] {
+            let mut v = v.clone();
+            let ep = endpoint(&impostor, "evil", "host1", 2);
+            let mut rev = LATER;
+            let mut put = |v: &mut View, r: Record| {
+                rev += 1;
+                v.put(r, rev);
+            };
+            if first {
+                put(&mut v, Record::Network(impostor.clone()));
+            }
+            put(&mut v, Record::Endpoint(ep));
+            if second {
+                put(&mut v, Record::Network(impostor.clone()));
+            }
+            let d = v.desired(&me("host1"));
+            assert_eq!(d.len(), 1, "one network per VNI");
+            let want = if impostor.id < demo.id {
+                "impostor"
+            } else {
+                "demo"
+            };
+            assert_eq!(d[0].network.name, want);
+            let conflicts = v.vni_conflicts();
+            let (winner, losers) = &conflicts[&demo.vni];
+            assert_eq!(winner, want);
+            assert_eq!(losers.len(), 1);
+        }
+        // Written later: never served, even with the lowest ID.
+        let mut late = v.clone();
+        let mut young = network("young", 256, "10.8.0.0/24");
+        young.created = "2030-01-01T00:00:00.000000000Z".into();
+        young.id = crate::domain::NetworkId::parse(&"0".repeat(64)).unwrap();
+        late.put(Record::Network(young), LATER);
+        assert_eq!(late.desired(&me("host1"))[0].network.name, "demo");
+        impostor.vni = Vni::new(300).unwrap();
+        let mut v = v;
+        v.put(Record::Network(impostor), LATER);
+        assert!(v.vni_conflicts().is_empty());
     }
 
     #[test]

@@ -262,7 +262,8 @@ fn a_restarted_agent_releases_vanished_containers_and_removes_stray_devices() {
     c.assert_eth0(&a3, "10.0.0.3/24", "02:42:0a:00:00:03");
 }
 
-/// Packets from `from` to `to` UDP port 4789 counted by nftables in namespace `ns`.
+/// VXLAN datagrams (the I flag set: not the data planes' heartbeats) from `from` to UDP port
+/// 4789, counted by nftables in namespace `ns`.
 struct VxlanCounter {
     ns: String,
 }
@@ -274,7 +275,7 @@ impl VxlanCounter {
             "table inet ovtest {{\n\
                chain input {{\n\
                  type filter hook input priority 0; policy accept;\n\
-                 ip saddr {from} udp dport 4789 counter\n\
+                 ip saddr {from} udp dport 4789 @th,64,8 & 0x08 == 0x08 counter\n\
                }}\n\
              }}\n"
         );

@@ -30,6 +30,7 @@ use crate::capability::{Capabilities, Capability, Offload, OffloadState};
 use crate::config::{DataplaneConfig, DataplaneError};
 use crate::counters::{CounterSnapshot, Counters};
 use crate::fdb::{FxHashMap, LearnedTable, NetworkTable, Table};
+use crate::heartbeat::{Heard, Heartbeats};
 use crate::housekeeping::Housekeeping;
 use crate::network::{open_tap, Network, Networks};
 use crate::peers::{PeerSnapshot, PeerTable};
@@ -67,7 +68,9 @@ pub struct DataplaneReport {
 /// A running data plane. Dropping it stops every thread.
 #[derive(Debug)]
 pub struct Dataplane {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
+    /// Sends the heartbeats to the peers ([`crate::heartbeat`]).
+    pub(crate) heartbeats: Heartbeats,
     /// Serialises table writers (the control plane); readers never take it.
     writer: Mutex<()>,
     workers: Vec<Worker>,
@@ -166,7 +169,10 @@ impl Dataplane {
             poll: cfg.poll,
             slice: cfg.slice,
             tap_offloads: cfg.tap_offloads,
+            heard: Arc::new(Heard::default()),
         });
+        let heartbeats = Heartbeats::start(bound, shared.heard.clone())
+            .map_err(|e| DataplaneError::Io("binding the heartbeat socket", e))?;
         let mut workers = Vec::with_capacity(count);
         for i in 0..count {
             // On failure the workers started so far are stopped by their Drop.
@@ -175,6 +181,7 @@ impl Dataplane {
         let housekeeping = Housekeeping::spawn(&shared)?;
         Ok(Dataplane {
             shared,
+            heartbeats,
             writer: Mutex::new(()),
             workers,
             housekeeping: Some(housekeeping),

@@ -21,6 +21,7 @@ use crate::capability::Capabilities;
 use crate::counters::{Counters, DropReason, RateLimitedLog};
 use crate::decap::{self, Admitted};
 use crate::fdb::LearnedTable;
+use crate::heartbeat::Heard;
 use crate::network::{write_frame, Network, Networks, BUF_LEN};
 use crate::pacing::BATCH;
 use crate::peers::PeerTable;
@@ -84,6 +85,8 @@ pub(crate) struct Decapper<'s> {
     global: &'s Counters,
     peers: &'s PeerTable,
     caps: &'s Capabilities,
+    /// The ovnet peers' heartbeats ([`crate::heartbeat`]).
+    heard: &'s Heard,
     /// The worker's index, which picks the TAP queue it writes to.
     index: usize,
     scratch: Vec<u8>,
@@ -96,14 +99,21 @@ pub(crate) struct Decapper<'s> {
 impl<'s> Decapper<'s> {
     /// The receive side of worker `index`, over what the threads share.
     pub(crate) fn new(index: usize, s: &'s Shared) -> Decapper<'s> {
-        let (networks, learned, global, peers, caps) =
-            (&s.networks, &s.learned, &s.global, &s.peers, &s.caps);
+        let (networks, learned, global, peers, caps, heard) = (
+            &s.networks,
+            &s.learned,
+            &s.global,
+            &s.peers,
+            &s.caps,
+            &*s.heard,
+        );
         Decapper {
             networks,
             learned,
             global,
             peers,
             caps,
+            heard,
             index,
             scratch: vec![0u8; BUF_LEN],
             header: [0u8; SUPER_HEADER_LEN],
@@ -155,6 +165,9 @@ impl<'s> Decapper<'s> {
         now: u64,
     ) {
         let datagram = &mut buf[at..end];
+        if self.heard.signal(datagram, from, now) {
+            return;
+        }
         let vni = match decap::parse(datagram) {
             Ok((vni, _)) => vni,
             Err(reason) => return self.global.count_drop(reason),

@@ -58,4 +58,6 @@ pub(crate) struct Shared {
     pub(crate) slice: Option<Duration>,
     /// Whether networks' TAPs are opened with offloads.
     pub(crate) tap_offloads: bool,
+    /// The other ovnet VTEPs' heartbeats ([`crate::heartbeat`]).
+    pub(crate) heard: std::sync::Arc<crate::heartbeat::Heard>,
 }

@@ -19,6 +19,7 @@ pub mod tap;
 pub mod testing;
 pub mod udp;
 pub mod uplink;
+pub mod users;
 
 #[cfg(any(test, feature = "test-support"))]
 pub use event::poll_readable;

@@ -100,6 +100,60 @@ pub fn unshare() -> io::Result<()> {
     Ok(())
 }
 
+/// What a path given as a container's network namespace turned out to be, when it is not one
+/// the agent may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotANetns {
+    /// A file that is not a namespace (a regular file, a FIFO, a directory, a device...).
+    NotANamespace,
+    /// A namespace of another kind (mount, PID, user...).
+    OtherKind,
+    /// The agent's own network namespace, the host's.
+    OwnNamespace,
+}
+
+/// `statfs(2)`'s `f_type` of the namespace file system (`include/uapi/linux/magic.h`).
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+/// `NS_GET_NSTYPE`, `_IO(0xb7, 0x3)` (`include/uapi/linux/nsfs.h`, Linux 4.11).
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
+/// Checks, without blocking, that `path` is a network namespace other than the calling
+/// process's own. A FIFO, a device or a regular file is looked at through an `O_PATH`
+/// descriptor, which neither opens nor reads it; only a file of the namespace file system is
+/// opened for its type.
+pub fn check_netns(path: &Path) -> io::Result<Result<(), NotANetns>> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let handle = File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(path)?;
+    // SAFETY: an all-zero `statfs` is a valid value of this plain C struct.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `handle` is an open descriptor and `fs` a writable `statfs` it fills.
+    if unsafe { libc::fstatfs(handle.as_raw_fd(), &mut fs) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    #[allow(clippy::unnecessary_cast)] // f_type's type differs between C libraries.
+    if fs.f_type as i64 != NSFS_MAGIC {
+        return Ok(Err(NotANetns::NotANamespace));
+    }
+    // A namespace file: opening it reads nothing and cannot block.
+    let ns = File::open(path)?;
+    // SAFETY: NS_GET_NSTYPE takes no argument and only returns the namespace's type.
+    let kind = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_NSTYPE as _) };
+    if kind < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if kind != libc::CLONE_NEWNET {
+        return Ok(Err(NotANetns::OtherKind));
+    }
+    let (theirs, ours) = (ns.metadata()?, std::fs::metadata("/proc/self/ns/net")?);
+    if (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()) {
+        return Ok(Err(NotANetns::OwnNamespace));
+    }
+    Ok(Ok(()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

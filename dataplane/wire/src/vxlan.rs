@@ -226,6 +226,27 @@ pub const fn header(vni: Vni) -> [u8; HEADER_LEN] {
     [FLAG_VNI, 0, 0, 0, a, b, c, 0]
 }
 
+/// An ovnet heartbeat: a VXLAN header with the I flag clear (so the kernel's vxlan, and any
+/// receiver that follows RFC 7348, drops it) and `ovh` in the first reserved bytes; nothing
+/// after it. ovnet's data planes send one to each other ovnet VTEP every second and count
+/// who they hear from, so that a host cut off from etcd but not from its peers stays in their
+/// tables (`ovnet_dataplane::peers`). Never sent to VTEPs outside ovnet.
+pub const HEARTBEAT: [u8; HEADER_LEN] = [0x00, b'o', b'v', b'h', 0, 0, 0, 0];
+
+/// An ovnet goodbye: like [`HEARTBEAT`] with `ovb`, sent once to each peer by a data plane
+/// that stops cleanly, so that its peers stop counting it as heard at once.
+pub const GOODBYE: [u8; HEADER_LEN] = [0x00, b'o', b'v', b'b', 0, 0, 0, 0];
+
+/// Whether `datagram` is an ovnet [`HEARTBEAT`] (checked before the I flag, which it lacks).
+pub fn is_heartbeat(datagram: &[u8]) -> bool {
+    datagram.len() >= HEADER_LEN && datagram[..4] == HEARTBEAT[..4]
+}
+
+/// Whether `datagram` is an ovnet [`GOODBYE`].
+pub fn is_goodbye(datagram: &[u8]) -> bool {
+    datagram.len() >= HEADER_LEN && datagram[..4] == GOODBYE[..4]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,5 +368,21 @@ mod tests {
         assert_eq!(Vni::MAX.to_string(), "16777215");
         assert_eq!(format!("{:>4}", Vni::new(42).unwrap()), "  42");
         assert!(Vni::new(1) < Vni::new(2));
+    }
+
+    #[test]
+    fn heartbeats_are_told_from_vxlan() {
+        assert!(is_heartbeat(&HEARTBEAT));
+        assert_eq!(
+            Packet::new_checked(&HEARTBEAT[..]).unwrap_err(),
+            Error::BadFlags,
+            "a receiver that follows RFC 7348 drops it"
+        );
+        assert!(!is_heartbeat(&HEARTBEAT[..7]));
+        assert!(!is_heartbeat(&header(Vni::new(1).unwrap())));
+        assert!(is_goodbye(&GOODBYE) && !is_heartbeat(&GOODBYE) && !is_goodbye(&HEARTBEAT));
+        let mut flagged = HEARTBEAT;
+        flagged[0] = FLAG_VNI;
+        assert!(!is_heartbeat(&flagged));
     }
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub use ovnet_testbed::{Host, Pid, Testbed};
+pub use ovnet_testbed::{EtcdOptions, EtcdTls, Host, Pid, Testbed};
 use serde_json::Value;
 
 pub mod docker;
@@ -142,6 +142,10 @@ pub struct Cluster {
     agents: Vec<Option<Pid>>,
     /// Extra arguments of each host's agent, kept for restarts.
     extra: Vec<Vec<String>>,
+    /// Extra environment of each host's agent.
+    env: Vec<Vec<(String, String)>>,
+    /// `--user` of [`Cluster::etcdctl`], once etcd has users.
+    etcdctl_user: Option<String>,
     /// Every agent ever started, with its host number, for [`SHOW_LOGS`].
     started: Vec<(usize, Pid)>,
     agent_bin: PathBuf,
@@ -185,16 +189,23 @@ impl Cluster {
 
     /// Etcd and `n` hosts, no agent yet (start them with [`Cluster::start_agent`]).
     pub fn bed(n: u8) -> Cluster {
+        Cluster::bed_with(n, EtcdOptions::default())
+    }
+
+    /// [`Cluster::bed`] with etcd run as `etcd` says (three members, TLS).
+    pub fn bed_with(n: u8, etcd: EtcdOptions) -> Cluster {
         let agent_bin = workspace_binary("ovnet-agent");
         let ovctl_bin = workspace_binary("ovctl");
         let mut tb = Testbed::new().expect("test bed (needs root and iproute2)");
-        tb.start_etcd().expect("etcd");
+        tb.start_etcd_with(etcd).expect("etcd");
         let hosts: Vec<Host> = (1..=n).map(|i| tb.add_host(i).expect("add host")).collect();
         Cluster {
             tb,
             hosts,
             agents: vec![None; usize::from(n)],
             extra: vec![Vec::new(); usize::from(n)],
+            env: vec![Vec::new(); usize::from(n)],
+            etcdctl_user: None,
             started: Vec::new(),
             agent_bin,
             ovctl_bin,
@@ -216,16 +227,25 @@ impl Cluster {
         self.tb.dir().join(format!("host{h}.sock"))
     }
 
-    /// Starts (or restarts) the agent of host `h`, with its extra arguments.
+    /// The state directory of host `h`'s agent (its node id), kept across its restarts.
+    pub fn state_dir(&self, h: usize) -> PathBuf {
+        self.tb.dir().join(format!("state-host{h}"))
+    }
+
+    /// Starts (or restarts) the agent of host `h`, with its extra arguments and environment.
     pub fn start_agent(&mut self, h: usize) {
         let host = self.host(h).clone();
-        let (node, vtep, sock, etcd) = (
+        let (node, vtep, sock, etcd, state) = (
             Self::node(h),
             host.underlay_ip.to_string(),
             self.sock(h).to_string_lossy().into_owned(),
-            self.tb.etcd_url(),
+            self.tb.etcd_urls().join(","),
+            self.state_dir(h).to_string_lossy().into_owned(),
         );
         let agent = self.agent_bin.to_string_lossy().into_owned();
+        let extra = self.extra[h - 1].clone();
+        // `--node` among the extra arguments replaces the host's own name.
+        let named = extra.iter().any(|a| a == "--node");
         let mut args = vec![
             agent.as_str(),
             "--node",
@@ -236,13 +256,20 @@ impl Cluster {
             &vtep,
             "--api",
             &sock,
+            "--state-dir",
+            &state,
         ];
-        let extra = self.extra[h - 1].clone();
+        if named {
+            args.drain(1..3);
+        }
         args.extend(extra.iter().map(String::as_str));
-        let pid = self
-            .tb
-            .spawn(&host.ns, &args, &[("RUST_LOG", "info")])
-            .expect("spawn agent");
+        let mut env = vec![("RUST_LOG", "info")];
+        env.extend(
+            self.env[h - 1]
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        let pid = self.tb.spawn(&host.ns, &args, &env).expect("spawn agent");
         self.agents[h - 1] = Some(pid);
         self.started.push((h, pid));
     }
@@ -250,6 +277,32 @@ impl Cluster {
     /// Sets the extra arguments host `h`'s agent gets from its next start on.
     pub fn set_agent_args(&mut self, h: usize, extra: &[&str]) {
         self.extra[h - 1] = extra.iter().map(|s| (*s).to_owned()).collect();
+    }
+
+    /// Sets the extra environment host `h`'s agent gets from its next start on.
+    pub fn set_agent_env(&mut self, h: usize, env: &[(&str, &str)]) {
+        self.env[h - 1] = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+    }
+
+    /// Has [`Cluster::etcdctl`] log in as `user` (`name:password`) from now on.
+    pub fn set_etcdctl_user(&mut self, user: &str) {
+        self.etcdctl_user = Some(user.to_owned());
+    }
+
+    /// Waits up to `timeout` for host `h`'s agent to exit, and returns its exit code and log;
+    /// panics if it is still running then.
+    pub fn wait_agent_exit(&mut self, h: usize, timeout: Duration) -> (Option<i32>, String) {
+        let pid = self.agents[h - 1].expect("agent started");
+        let st = self.tb.wait_timeout(pid, timeout).expect("wait agent");
+        let log = self.tb.log(pid).unwrap_or_default();
+        let Some(st) = st else {
+            panic!("agent of host{h} still runs after {timeout:?}:\n{log}");
+        };
+        self.agents[h - 1] = None;
+        (st.code(), log)
     }
 
     /// The running agent of host `h`.
@@ -428,7 +481,9 @@ impl Cluster {
     }
 
     /// Runs `args` in namespace `ns` and returns stdout (panics on failure).
-    pub fn sh(&self, ns: &str, args: &[&str]) -> String {
+    pub fn sh<S: AsRef<str>>(&self, ns: &str, args: &[S]) -> String {
+        let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+        let args = args.as_slice();
         self.tb
             .exec(ns, args)
             .unwrap_or_else(|e| panic!("in {ns}: {e}"))
@@ -525,12 +580,43 @@ impl Cluster {
         self.etcd_keys(&format!("{PREFIX}ips/{net_id}/"))
     }
 
-    /// Runs `etcdctl ARGS` against the cluster's etcd, from the underlay namespace.
+    /// Runs `etcdctl ARGS` against the cluster's etcd (every member, with its TLS and the
+    /// user of [`Cluster::set_etcdctl_user`]), from the underlay namespace.
     pub fn etcdctl(&self, args: &[&str]) -> String {
-        let url = self.tb.etcd_url();
-        let mut full = vec!["etcdctl", "--endpoints", url.as_str()];
-        full.extend_from_slice(args);
-        self.sh(self.tb.underlay(), &full)
+        self.sh(self.tb.underlay(), &self.etcdctl_args(args))
+    }
+
+    /// Like [`Cluster::etcdctl`], but returns etcdctl's error instead of panicking.
+    pub fn try_etcdctl(&self, args: &[&str]) -> Result<String, String> {
+        let full = self.etcdctl_args(args);
+        let full: Vec<&str> = full.iter().map(String::as_str).collect();
+        self.tb
+            .exec(self.tb.underlay(), &full)
+            .map_err(|e| e.to_string())
+    }
+
+    fn etcdctl_args(&self, args: &[&str]) -> Vec<String> {
+        let mut full = vec![
+            "etcdctl".to_owned(),
+            "--endpoints".to_owned(),
+            self.tb.etcd_urls().join(","),
+        ];
+        if let Some(tls) = self.tb.etcd_tls() {
+            for (flag, path) in [
+                ("--cacert", tls.ca),
+                ("--cert", tls.cert),
+                ("--key", tls.key),
+            ] {
+                full.push(flag.to_owned());
+                full.push(path.to_string_lossy().into_owned());
+            }
+        }
+        if let Some(user) = &self.etcdctl_user {
+            full.push("--user".to_owned());
+            full.push(user.clone());
+        }
+        full.extend(args.iter().map(|s| (*s).to_owned()));
+        full
     }
 
     /// Keys in etcd under `prefix` (e.g. `/ovnet/endpoints/`).
@@ -543,12 +629,13 @@ impl Cluster {
     }
 }
 
-/// Whether `node ls` output `table` says `node` is alive (`None`: not listed).
+/// Whether `node ls` output `table` says `node` is alive (`None`: not listed): its third
+/// column (`ALIVE`) is `yes`.
 pub fn node_alive(table: &str, node: &str) -> Option<bool> {
     table.lines().skip(1).find_map(|l| {
         let cols: Vec<&str> = l.split_whitespace().collect();
         match cols.as_slice() {
-            [name, _, alive] if *name == node => Some(*alive == "yes"),
+            [name, _, alive, ..] if *name == node => Some(*alive == "yes"),
             _ => None,
         }
     })

@@ -186,7 +186,7 @@ pub(crate) fn terminate(procs: &mut [&mut Proc]) {
 /// process it started and deletes every namespace it created, also while panicking.
 pub struct Testbed {
     id: String,
-    underlay: String,
+    pub(crate) underlay: String,
     /// Namespaces in creation order; deleted in reverse.
     namespaces: Vec<String>,
     next_container: u32,
@@ -654,8 +654,10 @@ impl Drop for Testbed {
         let mut procs: Vec<&mut Proc> = self.children.iter_mut().collect();
         if let Some(etcd) = self.etcd.as_mut() {
             etcd.shutdown_proxy();
-            if let Some(p) = etcd.proc.as_mut() {
-                procs.push(p);
+            for m in &mut etcd.members {
+                if let Some(p) = m.proc.as_mut() {
+                    procs.push(p);
+                }
             }
         }
         terminate(&mut procs);

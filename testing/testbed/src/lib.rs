@@ -38,7 +38,7 @@ pub use bed::{
     Container, Host, Pid, Testbed, UNDERLAY_BRIDGE, UNDERLAY_BRIDGE_IP, UNDERLAY_BRIDGE_MAC,
 };
 pub use cmd::{in_netns, ns_path, run, NETNS_DIR};
-pub use etcd::{ETCD_CLIENT_PORT, ETCD_PEER_PORT};
+pub use etcd::{EtcdOptions, EtcdTls, ETCD_CLIENT_PORT, ETCD_METRICS_PORT, ETCD_PEER_PORT};
 pub use names::sweep_stale;
 pub use skip::{kernel_at_least, kernel_release, skip, SKIP_LOG_ENV};
 pub use traffic::{ping, tcp_transfer_verified, udp_burst_verified, PingStats, UdpBurst};

@@ -57,6 +57,17 @@ impl Agent {
             spec.netns
         };
         let path = host::netns_path(&netns)?;
+        if !self.is_registered() {
+            return Err(self
+                .store
+                .unavailable(format!("node {} is not registered yet", self.cfg.node)));
+        }
+        // The container's interfaces are read before the lock is taken: a command on a
+        // namespace never holds up the rest of the agent.
+        let ifname = match spec.ifname {
+            Some(i) => i,
+            None => host::free_ifname(&path).await?.to_string(),
+        };
         let mut local = self.local.lock().await;
         let found = self.store.find_network(&spec.network).await?;
         let net = found.network.clone();
@@ -72,10 +83,6 @@ impl Agent {
             }
             .into());
         }
-        let ifname = match spec.ifname {
-            Some(i) => i,
-            None => host::free_ifname(&path).await?.to_string(),
-        };
         let req = EndpointSpec {
             name: spec.container,
             node: self.cfg.node.to_string(),

@@ -6,10 +6,13 @@
 //!   the store, so a network created on one host is listed on every other at once. Each
 //!   operation that changes something is logged once, here.
 //! - `connect`: connect and disconnect, the operations that change this host.
+//! - `registration`: claiming the node's name, its liveness lease, leaving.
+//! - `liveness`: which other nodes are up: their lease, or their data plane heard lately.
+//! - `attachments`: this node's endpoints as a runtime looks them up (by container id and
+//!   interface), for the CNI plugin.
 //! - `docker`: what Docker's plugin needs beyond that: addresses reserved before their
 //!   endpoint, endpoints whose interface Docker moves itself, found again by Docker's ID.
-//! - `sync`: registration and liveness, following etcd (snapshot, watch, re-list), and what
-//!   happens at start.
+//! - `sync`: following etcd (snapshot, watch, re-list), and what happens at start.
 //! - `reconcile`: making bridges, TAPs, veths and the data plane match the view.
 //! - `edge`: the same for the network edge: ovnet's nftables table, IPv4 forwarding, the
 //!   per-network DNS resolvers.
@@ -26,10 +29,13 @@
 //! previous run left (bridges, container veths), releases the endpoints of containers that
 //! vanished meanwhile and removes the devices no record explains.
 
+mod attachments;
 mod connect;
 mod docker;
 mod edge;
+mod liveness;
 mod reconcile;
+mod registration;
 mod sync;
 
 use std::net::SocketAddrV4;
@@ -40,15 +46,17 @@ use ovnet_dataplane::{CounterSnapshot, Dataplane, DataplaneReport};
 use tokio::sync::Mutex;
 
 use crate::domain::plan::NetworkSpec;
-use crate::domain::{Endpoint, ExternalVtep, Network, Node, NodeName};
+use crate::domain::{Endpoint, ExternalVtep, Network, Node, NodeId, NodeName};
 use crate::edge::EdgeConfig;
 use crate::error::AgentError;
 use crate::health::{Health, HealthSnapshot};
 use crate::store::{KeepAlive, Store};
 
+pub use attachments::{Attachment, AttachmentFilter};
 pub use connect::ConnectSpec;
 pub use docker::DockerJoin;
 pub use edge::DnsCounters;
+pub use liveness::{NodeLiveness, HEARD_WINDOW};
 use reconcile::Local;
 
 /// What an agent is told at start.
@@ -56,6 +64,10 @@ use reconcile::Local;
 pub struct AgentConfig {
     /// This node's name.
     pub node: NodeName,
+    /// This host's identity, which holds the name.
+    pub node_id: NodeId,
+    /// Take the name from another host whose agent is down (`--replace-node`).
+    pub replace_node: bool,
     /// This node's VTEP (underlay address and VXLAN port).
     pub vtep: SocketAddrV4,
     /// TTL of the liveness lease.
@@ -72,6 +84,8 @@ pub struct Agent {
     dp: Dataplane,
     local: Mutex<Local>,
     keepalive: Mutex<Option<KeepAlive>>,
+    /// Whether the node's name is claimed.
+    registered: tokio::sync::watch::Sender<bool>,
     health: Arc<Health>,
 }
 
@@ -143,6 +157,7 @@ impl Agent {
             dp,
             local: Mutex::new(Local::default()),
             keepalive: Mutex::new(None),
+            registered: tokio::sync::watch::Sender::new(false),
             health: Arc::new(Health::default()),
         }
     }

@@ -48,6 +48,8 @@ pub(super) struct Local {
     failed: HashMap<EndpointId, Endpoint>,
     /// The edge: nftables table, resolvers, forwarding.
     pub edge: EdgeState,
+    /// The VNI conflicts last logged, so that each is logged once.
+    conflicts: BTreeMap<Vni, (Name, Vec<Name>)>,
 }
 
 /// What one pass of [`Agent::reconcile`] could not do.
@@ -82,6 +84,20 @@ impl Local {
 impl Agent {
     /// Makes the data plane and the host devices match the view.
     pub(super) async fn reconcile(&self, local: &mut Local) -> Outcome {
+        let conflicts = local.view.vni_conflicts();
+        if conflicts != local.conflicts {
+            for (vni, (winner, losers)) in &conflicts {
+                log::warn!(
+                    "networks {} claim VNI {vni} of network {winner}: they are ignored",
+                    losers
+                        .iter()
+                        .map(Name::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            local.conflicts = conflicts;
+        }
         let desired = local.view.desired(&self.cfg.node);
         let wanted: HashSet<Vni> = desired.iter().map(|d| d.network.vni).collect();
         let gone: Vec<Vni> = local

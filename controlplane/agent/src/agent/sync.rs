@@ -1,5 +1,6 @@
-//! Staying in step with the cluster: the node's registration and liveness lease, the loop that
-//! follows etcd (snapshot, watch, re-list after any watch failure), and what happens at start.
+//! Staying in step with the cluster: the loop that follows etcd (snapshot, watch, re-list after
+//! any watch failure), and what happens at start (after the node's name is claimed, see
+//! `registration`).
 //!
 //! Every change the agent learns goes through the view and then [`Agent::reconcile`]; the
 //! state that metrics would report (whether etcd answers, the watch's revision, re-lists, the
@@ -7,8 +8,7 @@
 
 use std::time::Duration;
 
-use crate::domain::time::now_rfc3339;
-use crate::domain::{Endpoint, Node};
+use crate::domain::Endpoint;
 use crate::error::AgentError;
 use crate::host::{self, veth_name};
 use crate::store::{Record, WatchEvent};
@@ -21,59 +21,11 @@ use super::Agent;
 const RETRY: Duration = Duration::from_secs(1);
 
 impl Agent {
-    fn node_record(&self) -> Node {
-        Node {
-            name: self.cfg.node.clone(),
-            vtep: self.cfg.vtep,
-            agent_version: env!("CARGO_PKG_VERSION").to_string(),
-            started: now_rfc3339(),
-        }
-    }
-
-    /// Registers the node and keeps its liveness lease, retrying while etcd is unreachable.
-    pub async fn run_registration(&self) {
-        let node = self.node_record();
-        let mut warned = false;
-        loop {
-            match self.store.register_node(&node, self.cfg.lease_ttl).await {
-                Ok(lease) => {
-                    log::info!(
-                        "registered node {} with VTEP {} (lease {:x}, ttl {:?})",
-                        node.name,
-                        node.vtep,
-                        lease.id,
-                        lease.ttl
-                    );
-                    self.health.lease_kept();
-                    *self.keepalive.lock().await =
-                        Some(self.store.keep_alive(node, lease, self.health.clone()));
-                    return;
-                }
-                Err(e) => {
-                    self.health.lease_failed(&e);
-                    if !warned {
-                        log::warn!("registering node {}: {e}; retrying", node.name);
-                        warned = true;
-                    }
-                    tokio::time::sleep(RETRY).await;
-                }
-            }
-        }
-    }
-
-    /// Stops renewing the lease and revokes it, so peers withdraw this VTEP at once.
-    pub async fn deregister(&self) {
-        self.health.lease_released();
-        if let Some(ka) = self.keepalive.lock().await.take() {
-            if let Err(e) = ka.stop().await {
-                log::warn!("revoking the liveness lease: {e}");
-            }
-        }
-    }
-
     /// Follows etcd forever: snapshot, reconcile, watch; re-list after any watch failure
     /// (a compacted start revision, a cancelled watch, a broken stream).
     pub async fn run_sync(&self) {
+        // Nothing is changed on the node's behalf before its name is claimed.
+        self.registered().await;
         let mut started = false;
         let mut warned = false;
         loop {

@@ -52,6 +52,26 @@ pub enum IpamError {
         /// The refused name.
         name: String,
     },
+    /// A name longer than [`crate::domain::values::MAX_NAME_LEN`].
+    #[error("invalid {kind} name {shown}...: {len} characters, at most {max} are allowed")]
+    NameTooLong {
+        /// "network", "container", "node".
+        kind: &'static str,
+        /// Its first characters.
+        shown: String,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Labels larger than [`crate::domain::values::MAX_LABELS_BYTES`] in all.
+    #[error("labels too large: {bytes} bytes of keys and values, at most {max} are allowed")]
+    LabelsTooLarge {
+        /// Their size.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A subnet that is not an IPv4 CIDR, or has host bits set, or is too small.
     #[error("invalid subnet {subnet}: {reason}")]
     InvalidSubnet {

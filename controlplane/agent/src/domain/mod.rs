@@ -9,6 +9,7 @@
 //! - [`values`]: names, IDs, interface names;
 //! - [`records`]: networks, endpoints, nodes, external VTEPs, and their protobuf form;
 //! - [`ipam`]: the rules for subnets, gateways, VNIs, MTUs and addresses;
+//! - [`identity`]: who holds a node name;
 //! - [`ports`]: published ports and when two of them collide on a node;
 //! - [`plan`]: the create-network and create-endpoint decisions the store's transactions
 //!   claim;
@@ -19,6 +20,7 @@
 //! No I/O here. A new kind of record, or a rule on a value (length limits on names and labels,
 //! say), starts in this module.
 
+pub mod identity;
 pub mod ipam;
 pub mod plan;
 pub mod ports;
@@ -30,4 +32,4 @@ pub mod values;
 
 pub use records::{Endpoint, ExternalVtep, Network, Node};
 pub use runtime::{ContainerId, Owner};
-pub use values::{EndpointId, IfName, Name, NetworkId, NodeName};
+pub use values::{EndpointId, IfName, Name, NetworkId, NodeId, NodeName};

@@ -77,6 +77,7 @@ impl NetworkSpec {
             (None, _) => None,
         };
         let vni = self.vni.map(ipam::parse_vni).transpose()?;
+        super::values::check_labels(&self.labels)?;
         let mtu = self.mtu.unwrap_or(ipam::DEFAULT_MTU);
         ipam::check_mtu(mtu)?;
         Ok(NetworkRequest {
@@ -428,7 +429,6 @@ mod tests {
             node: "host1".into(),
             netns: name.into(),
             ipv4: ipv4.map(Into::into),
-            publish: Vec::new(),
             ..EndpointSpec::default()
         }
         .check()

@@ -16,7 +16,7 @@ use ovnet_wire::{MacAddr, Vni, VXLAN_PORT};
 use super::ipam;
 use super::ports::PortMapping;
 use super::runtime::{ContainerId, Owner};
-use super::values::{EndpointId, IfName, Name, NetworkId, NodeName};
+use super::values::{EndpointId, IfName, Name, NetworkId, NodeId, NodeName};
 
 /// The only driver ovnet provides, `docker network create -d overlay`.
 pub const DRIVER: &str = "overlay";
@@ -100,7 +100,16 @@ impl Network {
                 ipam::check_mtu(m.mtu).map(|()| m.mtu),
             )?,
             created: m.created,
-            labels: m.labels,
+            labels: {
+                let l = m.labels;
+                let bytes: usize = l.iter().map(|(k, v)| k.len() + v.len()).sum();
+                field(
+                    "labels",
+                    &format!("{bytes} bytes"),
+                    super::values::check_labels(&l),
+                )?;
+                l
+            },
             internal: m.internal,
         })
     }
@@ -226,6 +235,8 @@ pub struct Node {
     pub agent_version: String,
     /// RFC 3339 time the agent started.
     pub started: String,
+    /// The host that holds the name; `None` in records written before ids existed.
+    pub node_id: Option<NodeId>,
 }
 
 impl Node {
@@ -233,11 +244,16 @@ impl Node {
     pub fn decode(bytes: &[u8]) -> Result<Node, BadRecord> {
         let m = ovnet_proto::Node::decode(bytes)?;
         let ip: Ipv4Addr = field("vtep_ip", &m.vtep_ip, m.vtep_ip.parse())?;
+        let node_id = match m.node_id.as_str() {
+            "" => None,
+            id => Some(field("node_id", id, NodeId::parse(id))?),
+        };
         Ok(Node {
             name: field("name", &m.name, NodeName::parse(&m.name))?,
             vtep: SocketAddrV4::new(ip, port("vtep_port", m.vtep_port)?),
             agent_version: m.agent_version,
             started: m.started,
+            node_id,
         })
     }
 
@@ -249,6 +265,11 @@ impl Node {
             vtep_port: u32::from(self.vtep.port()),
             agent_version: self.agent_version.clone(),
             started: self.started.clone(),
+            node_id: self
+                .node_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
         }
     }
 }
@@ -373,6 +394,7 @@ pub(crate) mod tests {
             vtep: "192.168.50.1:4789".parse().unwrap(),
             agent_version: "0.1.0".into(),
             started: "2020-04-10T14:00:00Z".into(),
+            node_id: Some(NodeId::random()),
         };
         assert_eq!(
             Node::decode(&node.to_proto().encode_to_vec()).unwrap(),

@@ -10,11 +10,38 @@ use std::fmt;
 
 use super::ipam::IpamError;
 
-/// Checks `name` against `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, docker's rule. `kind` only shapes the
-/// error ("network", "container", "node").
-///
-/// Length limits on names (a later change) belong here, for all three kinds at once.
+/// Longest name of a network, container or node: enough for any host name label or container
+/// name in use, and it keeps etcd keys, log lines and tables readable.
+pub const MAX_NAME_LEN: usize = 64;
+/// Most bytes a network's labels may take, keys and values together: labels are stored in
+/// the network's record, which every agent reads.
+pub const MAX_LABELS_BYTES: usize = 4096;
+
+/// Checks labels against [`MAX_LABELS_BYTES`].
+pub fn check_labels<'a>(
+    labels: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<(), IpamError> {
+    let bytes: usize = labels.into_iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_LABELS_BYTES {
+        return Err(IpamError::LabelsTooLarge {
+            bytes,
+            max: MAX_LABELS_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Checks `name` against `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, docker's rule, and [`MAX_NAME_LEN`].
+/// `kind` only shapes the error ("network", "container", "node").
 fn check_name(kind: &'static str, name: &str) -> Result<(), IpamError> {
+    if name.len() > MAX_NAME_LEN {
+        return Err(IpamError::NameTooLong {
+            kind,
+            shown: name.chars().take(16).collect(),
+            len: name.chars().count(),
+            max: MAX_NAME_LEN,
+        });
+    }
     let mut chars = name.chars();
     let ok = match chars.next() {
         Some(c) if c.is_ascii_alphanumeric() => {
@@ -148,6 +175,38 @@ hex_id!(
     EndpointId
 );
 
+/// Length of a node id: 16 random bytes (128 bits) in lowercase hex.
+pub const NODE_ID_LEN: usize = 32;
+
+/// The identity of a host behind its node name: [`NODE_ID_LEN`] lowercase hex digits, made at
+/// the host's first start and kept in its state directory, so that a restart is told from
+/// another host taking the name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(String);
+string_value!(NodeId);
+
+/// A string that is not a node id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid node id {0:?}: want {NODE_ID_LEN} lowercase hex digits")]
+pub struct BadNodeId(pub String);
+
+impl NodeId {
+    /// A new random id.
+    pub fn random() -> NodeId {
+        let bytes: [u8; NODE_ID_LEN / 2] = rand::random();
+        NodeId(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// `s` if it is a node id.
+    pub fn parse(s: &str) -> Result<NodeId, BadNodeId> {
+        if s.len() == NODE_ID_LEN && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Ok(NodeId(s.to_owned()))
+        } else {
+            Err(BadNodeId(s.to_owned()))
+        }
+    }
+}
+
 /// An interface name inside a container: 1 to 15 bytes (the kernel's `IFNAMSIZ` less the
 /// NUL), not `.` or `..`, no `/`, `:` or white space.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -193,6 +252,19 @@ mod tests {
             assert_eq!(Name::parse("network", ok).unwrap().as_str(), ok);
             NodeName::parse(ok).unwrap();
         }
+        let long = "a".repeat(MAX_NAME_LEN);
+        Name::parse("network", &long).unwrap();
+        let e = Name::parse("network", &format!("{long}b")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid network name aaaaaaaaaaaaaaaa...: 65 characters, at most 64 are allowed"
+        );
+        let labels: std::collections::HashMap<String, String> =
+            [("k".to_owned(), "v".repeat(MAX_LABELS_BYTES))].into();
+        assert_eq!(
+            check_labels(&labels).unwrap_err().to_string(),
+            "labels too large: 4097 bytes of keys and values, at most 4096 are allowed"
+        );
         for bad in ["", "-x", ".x", "_x", "a/b", "a b", "é", "a:b"] {
             let e = Name::parse("network", bad).unwrap_err();
             assert!(e.to_string().starts_with("invalid network name"), "{e}");

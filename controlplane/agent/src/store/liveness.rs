@@ -6,19 +6,22 @@
 //! (it expired while this agent could not reach etcd, or etcd lost its data), the task grants a
 //! new lease and writes both keys again, so the node comes back alive by itself. While etcd is
 //! unreachable it keeps trying, logging once when it starts failing and once when it recovers.
-//! (A claim on the node's name, so that a second host cannot register under it, would be
-//! made in [`Store::register_node`].)
+//! Registering claims the node's name ([`Store::claim_node`]); should the name have moved to
+//! another host while this agent was cut off, the task stops and says so
+//! ([`KeepAlive::lost`]).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp};
-use ovnet_proto::Message;
+use etcd_client::{LeaseKeepAliveStream, LeaseKeeper};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::members::Retry;
 use super::{Record, RecordKey, Store};
+use crate::domain::identity::NodeTaken;
 use crate::domain::{Node, NodeName};
 use crate::error::AgentError;
 use crate::health::Health;
@@ -43,9 +46,28 @@ pub struct KeepAlive {
     lease_id: Arc<AtomicI64>,
     store: Store,
     ttl: Duration,
+    lost: watch::Receiver<Option<NodeTaken>>,
 }
 
 impl KeepAlive {
+    /// Resolves when the node's name is lost to another host (the task has stopped then);
+    /// never while the name is held. Independent of `self`, so it can be awaited while the
+    /// keep-alive is stored elsewhere.
+    pub fn lost(&self) -> impl std::future::Future<Output = NodeTaken> + Send + 'static {
+        let mut rx = self.lost.clone();
+        async move {
+            loop {
+                if let Some(t) = rx.borrow_and_update().clone() {
+                    return t;
+                }
+                if rx.changed().await.is_err() {
+                    // The task is gone without a word (aborted): nothing more will come.
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+
     /// The lease currently held (it changes when the task had to register again).
     pub fn lease_id(&self) -> i64 {
         self.lease_id.load(Ordering::Relaxed)
@@ -71,38 +93,40 @@ impl Drop for KeepAlive {
 type Keeper = (LeaseKeeper, LeaseKeepAliveStream);
 
 impl Store {
-    /// Registers (or re-registers) a node: writes `{p}nodes/{name}` and, on a new lease of
-    /// `ttl` (rounded up to whole seconds), `{p}alive/{name}`. Keep the lease with
-    /// [`Store::keep_alive`].
+    /// Registers (or re-registers) a node: claims its name ([`Store::claim_node`], never
+    /// replacing another host) and writes, on a new lease of `ttl` (rounded up to whole
+    /// seconds), `{p}alive/{name}`. Keep the lease with [`Store::keep_alive`].
     pub async fn register_node(&self, node: &Node, ttl: Duration) -> Result<Lease, AgentError> {
+        self.claim_node(node, ttl, false)
+            .await
+            .map(|(lease, _)| lease)
+    }
+
+    /// A new lease of `ttl`, rounded up to whole seconds.
+    pub(super) async fn grant(&self, ttl: Duration) -> Result<Lease, AgentError> {
         let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
         let secs = i64::try_from(secs.max(1)).unwrap_or(i64::MAX);
-        let mut lc = self.client.lease_client();
-        let grant = self.call("lease grant", lc.grant(secs, None)).await?;
-        let lease = Lease {
+        // A lease granted twice is harmless: the one not used expires.
+        let grant = self
+            .call("lease grant", Retry::Always, |c| async move {
+                c.lease_client().grant(secs, None).await
+            })
+            .await?;
+        Ok(Lease {
             id: grant.id(),
             ttl: Duration::from_secs(u64::try_from(grant.ttl()).unwrap_or(1)),
-        };
-        let txn = Txn::new().and_then([
-            TxnOp::put(
-                self.keys.node(&node.name),
-                node.to_proto().encode_to_vec(),
-                None,
-            ),
-            TxnOp::put(
-                self.keys.alive(&node.name),
-                Vec::new(),
-                Some(PutOptions::new().with_lease(lease.id)),
-            ),
-        ]);
-        self.txn(txn).await?;
-        Ok(lease)
+        })
     }
 
     /// Revokes a lease: the node's `{p}alive/` key goes at once, its registration stays.
     pub async fn revoke_lease(&self, lease: &Lease) -> Result<(), AgentError> {
-        let mut lc = self.client.lease_client();
-        match self.call("lease revoke", lc.revoke(lease.id)).await {
+        let id = lease.id;
+        let revoked = self
+            .call("lease revoke", Retry::Always, |c| async move {
+                c.lease_client().revoke(id).await
+            })
+            .await;
+        match revoked {
             Ok(_) => Ok(()),
             // Already expired or revoked: the goal is reached.
             Err(AgentError::Etcd {
@@ -140,12 +164,14 @@ impl Store {
     /// Each renewal's outcome is written to `health`.
     pub fn keep_alive(&self, node: Node, lease: Lease, health: Arc<Health>) -> KeepAlive {
         let lease_id = Arc::new(AtomicI64::new(lease.id));
-        let task = tokio::spawn(run(self.clone(), node, lease, lease_id.clone(), health));
+        let (tx, lost) = watch::channel(None);
+        let task = tokio::spawn(run(self.clone(), node, lease, lease_id.clone(), health, tx));
         KeepAlive {
             task,
             lease_id,
             store: self.clone(),
             ttl: lease.ttl,
+            lost,
         }
     }
 
@@ -153,23 +179,22 @@ impl Store {
     async fn renew(&self, keeper: &mut Option<Keeper>, id: i64) -> Result<bool, AgentError> {
         let Some((k, stream)) = keeper.as_mut() else {
             // Opening the stream already renews once and checks the lease exists.
-            let mut lc = self.client.lease_client();
-            return match tokio::time::timeout(self.timeout, lc.keep_alive(id)).await {
-                Ok(Ok(pair)) => {
+            let opened = self
+                .call("lease keep-alive", Retry::Always, |c| async move {
+                    match c.lease_client().keep_alive(id).await {
+                        Ok(pair) => Ok(Some(pair)),
+                        Err(etcd_client::Error::LeaseKeepAliveError(_)) => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                })
+                .await?;
+            return Ok(match opened {
+                Some(pair) => {
                     *keeper = Some(pair);
-                    Ok(true)
+                    true
                 }
-                Ok(Err(etcd_client::Error::LeaseKeepAliveError(_))) => Ok(false),
-                Ok(Err(e)) => Err(AgentError::from_etcd(
-                    e,
-                    &self.endpoints,
-                    "lease keep-alive",
-                )),
-                Err(_) => Err(self.unavailable(format!(
-                    "lease keep-alive: no answer within {:?}",
-                    self.timeout
-                ))),
-            };
+                None => false,
+            });
         };
         let round_trip = async {
             k.keep_alive().await?;
@@ -197,6 +222,7 @@ async fn run(
     mut lease: Lease,
     lease_id: Arc<AtomicI64>,
     health: Arc<Health>,
+    lost: watch::Sender<Option<NodeTaken>>,
 ) {
     let period = (lease.ttl / 3).max(MIN_RENEW_PERIOD);
     let mut ticker = tokio::time::interval(period);
@@ -224,6 +250,12 @@ async fn run(
                         lease = new;
                         lease_id.store(new.id, Ordering::Relaxed);
                         Ok(())
+                    }
+                    Err(AgentError::NodeTaken(t)) => {
+                        let t = t.taken_over();
+                        log::error!("{t}");
+                        let _ = lost.send(Some(t));
+                        return;
                     }
                     Err(e) => Err(e),
                 }

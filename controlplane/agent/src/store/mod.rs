@@ -43,17 +43,25 @@
 //!   result is [`AgentError::Conflict`].
 //! - Every etcd call is bounded by [`StoreConfig::timeout`]; an etcd that does not answer gives
 //!   [`AgentError::Unavailable`], never a hang.
+//! - With several etcd members, calls go to one member at a time and a member that does not
+//!   answer is set aside ([`members`]): the cluster's death of a member, the leader included,
+//!   costs a retry, not a failed call.
 //!
 //! # Files
 //!
 //! [`keys`] (layout, typed keys and records), `networks`, `endpoints`, `vteps`, `reservations`
-//! (one kind of record each), [`liveness`] (node registration and its lease), [`watch`] (snapshot and watch).
+//! (one kind of record each), [`liveness`] (node registration and its lease), [`watch`]
+//! (snapshot and watch), `members` (which etcd member to call), [`security`] (TLS and etcd
+//! users).
 
+mod claim;
 pub mod keys;
 pub mod liveness;
+pub mod security;
 pub mod watch;
 
 mod endpoints;
+mod members;
 mod networks;
 mod reservations;
 mod vteps;
@@ -61,16 +69,21 @@ mod vteps;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, GetOptions, KeyValue, Txn, TxnResponse};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, Txn, TxnOp};
+use etcd_client::{DeleteOptions, TxnResponse};
 
 use crate::domain::Network;
-use crate::error::{AgentError, Invalid, NotFound};
+use crate::error::{AccessError, AgentError, Invalid, NotFound};
 
 pub use keys::{Keys, Record, RecordKey, DEFAULT_PREFIX};
 pub use liveness::{KeepAlive, Lease};
+pub use security::EtcdSecurity;
 pub use watch::{State, Watch, WatchEvent};
+
+use members::{MemberError, Members, Retry};
 
 /// How many times an operation re-reads and retries after losing a race.
 pub const MAX_ATTEMPTS: usize = 8;
@@ -79,8 +92,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default etcd endpoint.
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2379";
 
-/// Where the store is and how long to wait for it. (TLS and authentication, when they come,
-/// are options here, turned into [`ConnectOptions`] by [`Store::connect`].)
+/// Where the store is and how long to wait for it. (TLS and etcd users are given apart, to
+/// [`Store::connect_with`].)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
     /// etcd client URLs, e.g. `http://127.0.0.1:2379`.
@@ -114,13 +127,14 @@ pub struct Found {
 /// One attempt of a change ([`Store::retry`]): the change made, or `None` after a lost race.
 type Attempt<'a, T> = Pin<Box<dyn Future<Output = Result<Option<T>, AgentError>> + Send + 'a>>;
 
-/// A handle on the cluster store. Cheap to clone; clones share the connection.
+/// A handle on the cluster store. Cheap to clone; clones share the connections.
 #[derive(Clone)]
 pub struct Store {
-    client: Client,
+    members: Arc<Members>,
     keys: Keys,
     endpoints: String,
     timeout: Duration,
+    security: Arc<EtcdSecurity>,
 }
 
 impl fmt::Debug for Store {
@@ -139,51 +153,103 @@ impl Store {
         &self.endpoints
     }
 
-    /// Creates the client. Connecting is lazy: an etcd that is down shows up as
-    /// [`AgentError::Unavailable`] on the first call (see [`Store::ping`]).
+    /// Creates the clients, without TLS or a user. Connecting is lazy: an etcd that is down
+    /// shows up as [`AgentError::Unavailable`] on the first call (see [`Store::ping`]).
     pub async fn connect(config: StoreConfig) -> Result<Store, AgentError> {
+        Store::connect_with(config, EtcdSecurity::default()).await
+    }
+
+    /// Creates the clients, one per member, with TLS and a user as `security` says. Nothing is
+    /// sent yet: [`Store::check_access`] says whether etcd lets the agent in.
+    pub async fn connect_with(
+        config: StoreConfig,
+        security: EtcdSecurity,
+    ) -> Result<Store, AgentError> {
         if config.endpoints.is_empty() {
             return Err(Invalid::NoEtcdEndpoint.into());
         }
         let endpoints = config.endpoints.join(",");
-        let options = ConnectOptions::new()
+        let user = security.user()?;
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(config.timeout)
             // HTTP/2 pings on open streams, so a watch or a lease keep-alive on a vanished
             // etcd breaks instead of waiting forever.
-            .with_keep_alive(Duration::from_secs(5), config.timeout);
-        let client = match tokio::time::timeout(
-            config.timeout,
-            Client::connect(&config.endpoints, Some(options)),
-        )
-        .await
-        {
-            Ok(Ok(c)) => c,
-            Ok(Err(etcd_client::Error::InvalidUri(e))) => {
+            .with_keep_alive(Duration::from_secs(5), config.timeout)
+            // etcd's tokens expire (after 5 minutes unused by default): log in again.
+            .with_auto_token_refresh(user.is_some());
+        options = security.apply(&config.endpoints, options)?;
+        let members = match Members::new(&config.endpoints, options, user).await {
+            Ok(m) => m,
+            Err(etcd_client::Error::InvalidUri(e)) => {
                 return Err(Invalid::EtcdEndpoint {
                     endpoints,
                     cause: e.to_string(),
                 }
                 .into())
             }
-            Ok(Err(e)) => return Err(AgentError::from_etcd(e, &endpoints, "connect")),
-            Err(_) => {
-                return Err(AgentError::Unavailable {
-                    endpoints,
-                    cause: format!("connect: no answer within {:?}", config.timeout),
-                })
+            Err(etcd_client::Error::InvalidArgs(cause)) => {
+                return Err(Invalid::EtcdEndpoint { endpoints, cause }.into())
             }
+            Err(e) => return Err(AgentError::from_etcd(e, &endpoints, "connect")),
         };
+        let keys = Keys::new(&config.prefix);
+        let members = Arc::new(members);
+        members.start_probes(keys.prefix().to_owned());
         Ok(Store {
-            client,
-            keys: Keys::new(&config.prefix),
+            members,
+            keys,
             endpoints,
             timeout: config.timeout,
+            security: Arc::new(security),
         })
     }
 
-    /// The underlying etcd client (for tests and tools; ovnet code should use the typed calls).
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// The etcd client of the member in use (for tests and tools; ovnet code should use the
+    /// typed calls). Not logged in yet if the agent has made no call.
+    pub fn client(&self) -> Client {
+        self.members.client(self.members.pick())
+    }
+
+    /// Checks that etcd lets the agent in: it answers over TLS with a certificate the agent
+    /// trusts, takes the agent's certificate and user, and lets that user read and write the
+    /// keys under the prefix (a transaction that writes nothing, but that etcd checks as if it
+    /// did). [`AgentError::Access`] says which part is wrong; [`AgentError::Unavailable`] that
+    /// no member answers.
+    pub async fn check_access(&self) -> Result<(), AgentError> {
+        let user = self.security.username.clone().unwrap_or_default();
+        let prefix = self.keys.prefix().to_owned();
+        let denied = |what| AccessError::Denied {
+            user: user.clone(),
+            what,
+            prefix: prefix.clone(),
+        };
+        match self.ping().await {
+            Err(e) if is_permission_denied(&e) => return Err(denied("read").into()),
+            Err(e) => {
+                let url = self.members.url(self.members.pick()).to_owned();
+                return Err(
+                    match security::refused_at_first_contact(&e, &url, &self.security) {
+                        Some(a) => a.into(),
+                        None => e,
+                    },
+                );
+            }
+            Ok(_) => {}
+        };
+        // Never true (no key has a negative version), so nothing is written; etcd checks the
+        // permissions of both branches all the same.
+        // (Deleting the whole prefix needs write permission on all of it.)
+        let probe = format!("{prefix}nodes/");
+        let txn = Txn::new()
+            .when([Compare::version(probe, CompareOp::Less, 0)])
+            .and_then([TxnOp::delete(
+                prefix.clone(),
+                Some(DeleteOptions::new().with_prefix()),
+            )]);
+        match self.txn(txn).await {
+            Err(e) if is_permission_denied(&e) => Err(denied("write").into()),
+            other => other.map(|_| ()),
+        }
     }
 
     /// Checks that etcd answers; returns its current revision.
@@ -255,33 +321,78 @@ impl Store {
     // Plumbing
     // ---------------------------------------------------------------------------------------
 
-    /// Runs one etcd call under the timeout, classifying its failure.
-    async fn call<T>(
-        &self,
-        op: &'static str,
-        fut: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, AgentError> {
-        match tokio::time::timeout(self.timeout, fut).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                let e = AgentError::from_etcd(e, &self.endpoints, op);
-                if let AgentError::Unavailable { cause, .. } = &e {
-                    log::debug!("etcd at {} unreachable: {cause}", self.endpoints);
-                }
-                Err(e)
-            }
-            Err(_) => {
-                log::debug!(
-                    "etcd at {} unreachable: {op}: no answer within {:?}",
-                    self.endpoints,
-                    self.timeout
-                );
-                Err(self.unavailable(format!("{op}: no answer within {:?}", self.timeout)))
-            }
-        }
+    /// Runs one etcd call on the member in use, under the timeout, classifying its failure.
+    /// A member that does not answer is set aside and, if `retry` allows, the call is made
+    /// again on the next one, each member at most once.
+    async fn call<T, F, Fut>(&self, op: &'static str, retry: Retry, f: F) -> Result<T, AgentError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.call_member(op, retry, f).await.map(|(v, _)| v)
     }
 
-    fn unavailable(&self, cause: String) -> AgentError {
+    /// [`Store::call`], also saying which member answered (for streams kept open on it).
+    async fn call_member<T, F, Fut>(
+        &self,
+        op: &'static str,
+        retry: Retry,
+        f: F,
+    ) -> Result<(T, usize), AgentError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut last = None;
+        for _ in 0..self.members.len() {
+            let i = self.members.pick();
+            let url = self.members.url(i);
+            // `sent`: whether the request may have reached etcd.
+            let (failure, sent) = match self.members.ready(i, self.timeout).await {
+                Ok(client) => match tokio::time::timeout(self.timeout, f(client)).await {
+                    Ok(Ok(v)) => {
+                        self.members.up(i);
+                        return Ok((v, i));
+                    }
+                    Ok(Err(e)) => {
+                        let sent = !members::unsent(&e);
+                        (MemberError::Etcd(e), sent)
+                    }
+                    Err(_) => (MemberError::Timeout, true),
+                },
+                Err(e) => (e, false),
+            };
+            let e = match failure {
+                MemberError::Etcd(e) => self.classify(e, url, op),
+                MemberError::Timeout => self.unavailable(format!(
+                    "{op}: no answer from {url} within {:?}",
+                    self.timeout
+                )),
+            };
+            let AgentError::Unavailable { cause, .. } = &e else {
+                return Err(e);
+            };
+            log::debug!("etcd at {url} unreachable: {cause}");
+            self.members.down(i, cause);
+            if retry == Retry::IfUnsent && sent {
+                return Err(e);
+            }
+            last = Some(e);
+        }
+        Err(last.unwrap_or_else(|| self.unavailable(format!("{op}: no etcd member"))))
+    }
+
+    /// An etcd error as the agent reports it: an access problem, etcd unreachable, or etcd's
+    /// refusal.
+    fn classify(&self, e: etcd_client::Error, url: &str, op: &'static str) -> AgentError {
+        if let Some(a) = security::access_error(&e, url, &self.security) {
+            return a.into();
+        }
+        AgentError::from_etcd(e, &self.endpoints, op)
+    }
+
+    /// [`AgentError::Unavailable`] with this store's endpoints.
+    pub(crate) fn unavailable(&self, cause: String) -> AgentError {
         AgentError::Unavailable {
             endpoints: self.endpoints.clone(),
             cause,
@@ -307,8 +418,14 @@ impl Store {
             if at > 0 {
                 opts = opts.with_revision(at);
             }
-            let mut kv = self.client.kv_client();
-            match self.call("range", kv.get(from.clone(), Some(opts))).await {
+            let key = from.clone();
+            let read = self
+                .call("range", Retry::Always, |c| {
+                    let (key, opts) = (key.clone(), opts.clone());
+                    async move { c.kv_client().get(key, Some(opts)).await }
+                })
+                .await;
+            match read {
                 Ok(mut resp) => {
                     if at == 0 {
                         at = resp.header().map(|h| h.revision()).unwrap_or_default();
@@ -335,8 +452,13 @@ impl Store {
                         .with_limit(1)
                         .with_keys_only()
                         .with_revision(at);
-                    let mut kv = self.client.kv_client();
-                    let resp = self.call("range", kv.get(from.clone(), Some(opts))).await?;
+                    let key = from.clone();
+                    let resp = self
+                        .call("range", Retry::Always, |c| {
+                            let (key, opts) = (key.clone(), opts.clone());
+                            async move { c.kv_client().get(key, Some(opts)).await }
+                        })
+                        .await?;
                     if at == 0 {
                         at = resp.header().map(|h| h.revision()).unwrap_or_default();
                     }
@@ -374,16 +496,23 @@ impl Store {
         key: &str,
         opts: GetOptions,
     ) -> Result<(i64, Vec<KeyValue>), AgentError> {
-        let mut kv = self.client.kv_client();
-        let mut resp = self.call("range", kv.get(key, Some(opts))).await?;
+        let mut resp = self
+            .call("range", Retry::Always, |c| {
+                let opts = opts.clone();
+                async move { c.kv_client().get(key, Some(opts)).await }
+            })
+            .await?;
         let rev = resp.header().map(|h| h.revision()).unwrap_or_default();
         Ok((rev, resp.take_kvs()))
     }
 
     /// Runs a transaction; returns etcd's answer (check `succeeded()`).
     async fn txn(&self, txn: Txn) -> Result<TxnResponse, AgentError> {
-        let mut kv = self.client.kv_client();
-        self.call("txn", kv.txn(txn)).await
+        self.call("txn", Retry::IfUnsent, |c| {
+            let txn = txn.clone();
+            async move { c.kv_client().txn(txn).await }
+        })
+        .await
     }
 
     /// The record stored at `kv`, or the reason it is not one.
@@ -456,6 +585,17 @@ fn is_out_of_range(e: &AgentError) -> bool {
             source: etcd_client::Error::GRpcStatus(s),
             ..
         } if s.code() == tonic::Code::OutOfRange
+    )
+}
+
+/// Whether etcd refused a request for the user's lack of permission.
+fn is_permission_denied(e: &AgentError) -> bool {
+    matches!(
+        e,
+        AgentError::Etcd {
+            source: etcd_client::Error::GRpcStatus(s),
+            ..
+        } if s.code() == tonic::Code::PermissionDenied
     )
 }
 

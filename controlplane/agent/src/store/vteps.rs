@@ -5,6 +5,7 @@ use std::net::SocketAddrV4;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use ovnet_proto::Message;
 
+use super::members::Retry;
 use super::{Found, Record, Store};
 use crate::domain::{ExternalVtep, NetworkId};
 use crate::error::{AgentError, Exists, NotFound};
@@ -74,9 +75,12 @@ impl Store {
     /// Removes an external VTEP from a network (name, ID or ID prefix).
     pub async fn remove_vtep(&self, network: &str, addr: SocketAddrV4) -> Result<(), AgentError> {
         let net = self.get_network(network).await?;
-        let mut kv = self.client.kv_client();
+        let key = self.keys.vtep(&net.id, addr);
         let resp = self
-            .call("delete", kv.delete(self.keys.vtep(&net.id, addr), None))
+            .call("delete", Retry::IfUnsent, |c| {
+                let key = key.clone();
+                async move { c.kv_client().delete(key, None).await }
+            })
             .await?;
         if resp.deleted() == 0 {
             return Err(NotFound::Vtep {

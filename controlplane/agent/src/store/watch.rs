@@ -15,10 +15,11 @@
 use std::collections::HashSet;
 
 use etcd_client::{EventType, WatchOptions, WatchResponse, WatchStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::keys::decode_record;
+use super::members::Retry;
 use super::{Keys, Record, Store};
 use crate::domain::{Endpoint, ExternalVtep, Network, Node, NodeName};
 use crate::error::AgentError;
@@ -138,19 +139,42 @@ impl Store {
         if from_revision > 0 {
             opts = opts.with_start_revision(from_revision);
         }
-        let mut wc = self.client.watch_client();
-        let mut stream = self
-            .call("watch", wc.watch(self.keys.prefix(), Some(opts)))
+        let prefix = self.keys.prefix().to_owned();
+        // Opened on one member, and waiting for its "created" answer (or its refusal) before
+        // handing the watch out.
+        let ((stream, first), member) = self
+            .call_member("watch", Retry::Always, |c| {
+                let (prefix, opts) = (prefix.clone(), opts.clone());
+                async move {
+                    let mut stream = c.watch_client().watch(prefix, Some(opts)).await?;
+                    let first = stream.message().await?;
+                    Ok((stream, first))
+                }
+            })
             .await?;
-        // Wait for etcd's "created" answer (or its refusal) before handing the watch out.
-        let first = self
-            .call("watch", async { stream.message().await })
-            .await?
+        let first = first
             .ok_or_else(|| self.unavailable("watch: stream closed before it started".to_owned()))?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        let task = tokio::spawn(pump(self.keys.clone(), stream, first, from_revision, tx));
+        let gone = Gone {
+            url: self.members.url(member).to_owned(),
+            signal: self.members.down_signal(member),
+        };
+        let task = tokio::spawn(pump(
+            self.keys.clone(),
+            stream,
+            first,
+            from_revision,
+            gone,
+            tx,
+        ));
         Ok(Watch { rx, task })
     }
+}
+
+/// The member a watch is open on, and the signal that it was set aside.
+struct Gone {
+    url: String,
+    signal: watch::Receiver<u64>,
 }
 
 /// Forwards decoded events until the watch ends or the receiver goes away.
@@ -159,21 +183,34 @@ async fn pump(
     mut stream: WatchStream,
     first: WatchResponse,
     from_revision: i64,
+    mut gone: Gone,
     tx: mpsc::Sender<WatchEvent>,
 ) {
     let mut next = Some(first);
     loop {
+        let message = async {
+            tokio::select! {
+                m = stream.message() => Some(m),
+                // The member stopped answering: its stream may never say so.
+                _ = gone.signal.changed() => None,
+            }
+        };
         let resp = match next.take() {
             Some(r) => r,
-            None => match stream.message().await {
-                Ok(Some(r)) => r,
-                Ok(None) => {
+            None => match message.await {
+                None => {
+                    let reason = format!("etcd member {} stopped answering", gone.url);
+                    let _ = tx.send(resync(reason)).await;
+                    return;
+                }
+                Some(Ok(Some(r))) => r,
+                Some(Ok(None)) => {
                     let _ = tx
                         .send(resync("the etcd watch stream was closed".to_owned()))
                         .await;
                     return;
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     let _ = tx.send(resync(format!("the etcd watch broke: {e}"))).await;
                     return;
                 }

@@ -211,7 +211,6 @@ pub async fn attach(
         node: "node1".to_owned(),
         netns: format!("/var/run/netns/{name}"),
         ipv4: ipv4.map(str::to_owned),
-        publish: Vec::new(),
         ..EndpointSpec::default()
     }
     .check()?;
@@ -230,6 +229,7 @@ pub fn node(name: &str) -> Node {
         vtep: "192.0.2.10:4789".parse().unwrap(),
         agent_version: "test".to_owned(),
         started: ovnet_agent::domain::time::now_rfc3339(),
+        node_id: Some(ovnet_agent::domain::NodeId::random()),
     }
 }
 

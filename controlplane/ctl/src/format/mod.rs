@@ -68,7 +68,6 @@ mod tests {
             netns: name.into(),
             ifname: "eth0".into(),
             created: "2020-04-10T14:50:00.000000001Z".into(),
-            ports: Vec::new(),
             ..Default::default()
         }
     }

@@ -95,25 +95,37 @@ pub fn vtep_ls(vteps: &[ExternalVtep]) -> String {
     table(&["IP", "PORT"], &rows)
 }
 
-/// `ovctl node ls`: `NAME  VTEP  ALIVE`, sorted by name; VTEP as `ip:port`, ALIVE `yes`/`no`.
+/// `ovctl node ls`: `NAME  VTEP  ALIVE  STATUS`, sorted by name; VTEP as `ip:port`, ALIVE
+/// `yes`/`no`, STATUS why: the node's etcd lease, and when the answering agent's data plane
+/// last heard the node's (a node whose lease expired is alive while it is heard).
 pub fn node_ls(nodes: &[NodeStatus]) -> String {
     let empty = ovnet_proto::Node::default();
-    let mut v: Vec<(&ovnet_proto::Node, bool)> = nodes
+    let mut v: Vec<(&ovnet_proto::Node, &NodeStatus)> = nodes
         .iter()
-        .map(|s| (s.node.as_ref().unwrap_or(&empty), s.alive))
+        .map(|s| (s.node.as_ref().unwrap_or(&empty), s))
         .collect();
     v.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     let rows: Vec<Vec<String>> = v
         .iter()
-        .map(|(n, alive)| {
+        .map(|(n, s)| {
             vec![
                 n.name.clone(),
                 format!("{}:{}", n.vtep_ip, n.vtep_port),
-                if *alive { "yes" } else { "no" }.to_string(),
+                if s.alive { "yes" } else { "no" }.to_string(),
+                node_status(s),
             ]
         })
         .collect();
-    table(&["NAME", "VTEP", "ALIVE"], &rows)
+    table(&["NAME", "VTEP", "ALIVE", "STATUS"], &rows)
+}
+
+/// Why a node is alive or not: `lease`/`no lease`, and `heard 0.4s ago`/`not heard`.
+fn node_status(s: &NodeStatus) -> String {
+    let lease = if s.lease { "lease" } else { "no lease" };
+    match s.heard_ms {
+        Some(ms) => format!("{lease}, heard {:.1}s ago", ms as f64 / 1000.0),
+        None => lease.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -189,25 +201,30 @@ mod tests {
 
     #[test]
     fn node_table() {
-        let n = |name: &str, ip: &str, alive| NodeStatus {
+        let n = |name: &str, ip: &str, alive, lease, heard_ms| NodeStatus {
             node: Some(Node {
                 name: name.into(),
                 vtep_ip: ip.into(),
                 vtep_port: 4789,
                 agent_version: "0.1.0".into(),
                 started: "2020-04-10T14:00:00Z".into(),
+                ..Default::default()
             }),
             alive,
+            lease,
+            heard_ms,
         };
         let out = node_ls(&[
-            n("node2", "192.168.205.11", false),
-            n("node1", "192.168.205.10", true),
+            n("node2", "192.168.205.11", false, false, Some(12_000)),
+            n("node1", "192.168.205.10", true, true, None),
+            n("node3", "192.168.205.12", true, false, Some(400)),
         ]);
         assert_eq!(
             out,
-            "NAME      VTEP                  ALIVE\n\
-             node1     192.168.205.10:4789   yes\n\
-             node2     192.168.205.11:4789   no\n"
+            "NAME      VTEP                  ALIVE     STATUS\n\
+             node1     192.168.205.10:4789   yes       lease\n\
+             node2     192.168.205.11:4789   no        no lease, heard 12.0s ago\n\
+             node3     192.168.205.12:4789   yes       no lease, heard 0.4s ago\n"
         );
     }
 }
