@@ -23,7 +23,8 @@ TABLE=(
     "agent      util-linux                    nsenter unshare"
     "agent      nftables                      nft"
     "agent      kmod                          modprobe"
-    "agent      procps                        sysctl ps pgrep"
+    "agent      procps                        sysctl ps pgrep kill"
+    "agent      iptables                      iptables"
     "quickstart etcd-server                   etcd"
     "quickstart iperf3                        iperf3"
     "quickstart iputils-ping                  ping"
@@ -32,9 +33,10 @@ TABLE=(
     "test       prometheus                    promtool"
     "test       systemd                       systemd-analyze"
     "test       libc-bin                      getent"
+    "test       docker.io                     /usr/sbin/dockerd /usr/bin/docker"
+    "test       busybox-static                /bin/busybox"
     "test       coreutils                     mkfifo"
     "test       containernetworking-plugins   /usr/lib/cni/portmap"
-    "test       iptables                      iptables"
 )
 GROUPS_ALL=(build agent quickstart test)
 

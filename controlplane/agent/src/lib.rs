@@ -3,8 +3,8 @@
 //!
 //! From the edges in:
 //! - [`api`]: the gRPC service `ovctl` talks to; a thin adapter over [`agent`]'s operations,
-//!   and the only place where an error becomes a gRPC status. (Other front ends, a Docker
-//!   network/IPAM plugin or a CNI plugin, would be adapters beside it.)
+//!   and the only place where an error becomes a gRPC status.
+//! - [`docker`]: Docker's network and IPAM plugin, another adapter over the same operations.
 //! - [`store`]: etcd: the key layout, the transactions that claim what a planner decided,
 //!   liveness, snapshot and watch. Records are typed where they are read.
 //! - [`host`]: the host side of a network: bridge, TAP, container veths.
@@ -27,6 +27,7 @@
 pub mod agent;
 pub mod api;
 pub mod api_socket;
+pub mod docker;
 pub mod domain;
 pub mod edge;
 pub mod error;

@@ -1,5 +1,6 @@
 //! `ovnet-agent`: one per host. Starts the VXLAN data plane on the host's VTEP address, follows
-//! the cluster state in etcd, and serves the gRPC API for `ovctl` on a unix socket.
+//! the cluster state in etcd, and serves the gRPC API for `ovctl` on a unix socket (and, with
+//! `--docker-plugin`, Docker's network and IPAM plugin on another).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 use ovnet_agent::agent::{Agent, AgentConfig};
 use ovnet_agent::api::Api;
+use ovnet_agent::docker::{firewall, Dockerd, Plugin};
 use ovnet_agent::domain::NodeName;
 use ovnet_agent::edge::nft::{Nft, DEFAULT_NFT};
 use ovnet_agent::edge::EdgeConfig;
@@ -121,6 +123,20 @@ struct Args {
     /// published ports, the forward filter.
     #[arg(long, env = "OVNET_NFT", default_value = DEFAULT_NFT, value_name = "PATH")]
     nft: PathBuf,
+    /// Also serve Docker's network and IPAM plugin on this unix socket; dockerd finds it as
+    /// plugin `ovnet` at /run/docker/plugins/ovnet.sock (`docker network create -d ovnet
+    /// --ipam-driver ovnet`). The plugin is named after the socket's file.
+    #[arg(long, env = "OVNET_DOCKER_PLUGIN", value_name = "PATH")]
+    docker_plugin: Option<PathBuf>,
+    /// dockerd's API socket, which the plugin asks for the names of networks and containers.
+    #[arg(long, env = "OVNET_DOCKER_HOST", default_value = ovnet_agent::docker::DEFAULT_SOCKET,
+          value_name = "unix://PATH")]
+    docker_host: String,
+    /// Leave Docker's DOCKER-USER chain alone: by default, on a host where Docker's firewall
+    /// is on (FORWARD policy DROP), the agent accepts ovnet's bridges and uplink there, or
+    /// Docker's policy would drop ovnet's traffic (see the README to add the rules yourself).
+    #[arg(long, env = "OVNET_LEAVE_DOCKER_FIREWALL", value_parser = clap::builder::FalseyValueParser::new())]
+    leave_docker_firewall: bool,
 }
 
 /// `--dns-upstream`: `IP`, `IPv4:PORT` or `[IPv6]:PORT`.
@@ -161,6 +177,11 @@ fn hostname() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Completes once `stop` says so (every server of the agent stops on the same signal).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 async fn shutdown_signal() {
@@ -225,6 +246,10 @@ async fn run(args: Args) -> Result<(), String> {
         Err(e) => return Err(e.to_string()),
     }
     let listener = api_socket::bind(&args.api, args.api_group.as_deref())?;
+    let docker_listener = match &args.docker_plugin {
+        Some(path) => Some((path.clone(), ovnet_agent::docker::bind(path)?)),
+        None => None,
+    };
     let metrics_listener = match args.metrics_addr {
         Some(addr) => Some(ovnet_agent::metrics::bind(addr).await?),
         None => None,
@@ -271,6 +296,35 @@ async fn run(args: Args) -> Result<(), String> {
             None
         }
     }));
+    if !args.leave_docker_firewall {
+        tasks.add(Supervised::spawn(
+            "keeping Docker's firewall off ovnet's devices",
+            async {
+                firewall::keep().await;
+                None
+            },
+        ));
+    }
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    if let Some((path, listener)) = docker_listener {
+        let plugin = Arc::new(Plugin::new(
+            agent.clone(),
+            &Plugin::name_of(&path),
+            Dockerd::new(&args.docker_host),
+        ));
+        let stopped = stopped(stop_rx.clone());
+        tasks.add(Supervised::spawn("the Docker plugin", async move {
+            match ovnet_agent::docker::serve(plugin, listener, path, stopped).await {
+                // Stopped with the agent: not a failure of its own.
+                Ok(()) => std::future::pending().await,
+                Err(e) => Some(e),
+            }
+        }));
+    }
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics = metrics_listener.map(|l| {
         let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -293,7 +347,7 @@ async fn run(args: Args) -> Result<(), String> {
     );
     let serve = tonic::transport::Server::builder()
         .add_service(AgentServer::new(Api::new(agent.clone())))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal());
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx));
     let outcome = tokio::select! {
         served = serve => served.map_err(|e| format!("serving the API: {e}")),
         failed = tasks.first_failure() => Err(failed),
@@ -307,6 +361,9 @@ async fn run(args: Args) -> Result<(), String> {
     agent.deregister().await;
     agent.farewell();
     let _ = std::fs::remove_file(&args.api);
+    if let Some(path) = &args.docker_plugin {
+        let _ = std::fs::remove_file(path);
+    }
     outcome
 }
 

@@ -10,6 +10,8 @@
 //! - `liveness`: which other nodes are up: their lease, or their data plane heard lately.
 //! - `attachments`: this node's endpoints as a runtime looks them up (by container id and
 //!   interface), for the CNI plugin.
+//! - `docker`: what Docker's plugin needs beyond that: addresses reserved before their
+//!   endpoint, endpoints whose interface Docker moves itself, found again by Docker's ID.
 //! - `sync`: following etcd (snapshot, watch, re-list), and what happens at start.
 //! - `reconcile`: making bridges, TAPs, veths and the data plane match the view.
 //! - `underlay`: the node's underlay MTU, read and kept current in its record.
@@ -30,6 +32,7 @@
 
 mod attachments;
 mod connect;
+mod docker;
 mod edge;
 mod liveness;
 mod reconcile;
@@ -54,6 +57,7 @@ use crate::store::{KeepAlive, Store};
 
 pub use attachments::{Attachment, AttachmentFilter};
 pub use connect::ConnectSpec;
+pub use docker::DockerJoin;
 pub use edge::DnsCounters;
 pub use liveness::{NodeLiveness, HEARD_WINDOW};
 use reconcile::Local;

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ovnet_dataplane::{DataplaneError, NetworkTable, Vni};
 
-use crate::domain::{Endpoint, EndpointId, Name, Network};
+use crate::domain::{Endpoint, EndpointId, Name, Network, Owner};
 use crate::edge;
 use crate::error::ConnectFailure;
 use crate::host::{self, bridge_name, veth_name, HostError};
@@ -256,6 +256,19 @@ impl Agent {
         let bridge = bridge_name(n.vni.get());
         if host::link_exists(&veth) {
             host::reattach(&veth, &bridge).await?;
+            return Ok(veth);
+        }
+        if ep.owner == Owner::Docker {
+            // Docker moves the interface into the container itself, after the join.
+            host::handoff_veth(&host::HandoffLink {
+                container_end: ep.ifname.as_str(),
+                host_veth: &veth,
+                bridge: &bridge,
+                mac: &ep.mac.to_string(),
+                mtu: n.mtu,
+                gso_max_segs: self.dp.tso_segments(n.mtu),
+            })
+            .await?;
             return Ok(veth);
         }
         let path = host::netns_path(&ep.netns).map_err(HostError::from)?;

@@ -15,6 +15,7 @@
 //! - [`plan`]: the create-network and create-endpoint decisions the store's transactions
 //!   claim;
 //! - [`runtime`]: a container runtime's id of a container, and who made an endpoint;
+//! - [`reservation`]: an address handed out before its endpoint exists (Docker's IPAM);
 //! - [`time`]: the time stamps records carry.
 //!
 //! No I/O here. A new kind of record, or a rule on a value (length limits on names and labels,
@@ -26,6 +27,7 @@ pub mod mtu;
 pub mod plan;
 pub mod ports;
 pub mod records;
+pub mod reservation;
 pub mod runtime;
 pub mod time;
 pub mod values;
