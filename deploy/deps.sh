@@ -17,6 +17,8 @@ set -euo pipefail
 
 # group       package                       programs (or files) ovnet uses from it
 TABLE=(
+    "build      gcc                           cc (the linker cargo calls)"
+    "build      libc6-dev                     /usr/lib/x86_64-linux-gnu/crt1.o"
     "build      protobuf-compiler             protoc"
     "build      libprotobuf-dev               /usr/include/google/protobuf/descriptor.proto"
     "agent      iproute2                      ip bridge ss"
