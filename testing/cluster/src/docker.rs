@@ -382,6 +382,12 @@ impl DockerCluster {
         let mut docker = Vec::new();
         for h in 1..=usize::from(n) {
             let ns = c.host(h).ns.clone();
+            if iptables.contains(&h) {
+                // dockerd sets FORWARD's policy to DROP only when it turns IPv4 forwarding on
+                // itself, and a new namespace inherits the machine's setting: make it off, as
+                // on a fresh host, so the firewall is Docker's whatever the machine runs.
+                c.sh(&ns, &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+            }
             let d = Dockerd::start(
                 &Self::dockerd_dir(&c, h),
                 &ns,
