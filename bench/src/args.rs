@@ -1,30 +1,40 @@
-//! The harness' command line:
-//! `ovnet-bench [--repeat N] [--duration SECONDS] [--json PATH] [--variants LIST] [--tests LIST]`.
+//! The harness' command line: `ovnet-bench [--repeat N] [--duration SECONDS] [--json PATH]
+//! [--variants LIST] [--topologies LIST] [--tests LIST]`, and the hidden `flood-send` helper
+//! the harness runs inside a container.
 
+use std::net::SocketAddrV4;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::report::Variant;
+pub use crate::kinds::Test;
+use crate::kinds::{Topology, Variant};
 
 /// Usage text for `--help` and errors.
 pub const USAGE: &str = "\
-usage: ovnet-bench [--repeat N] [--duration SECONDS] [--json PATH] [--variants LIST] [--tests LIST]
+usage: ovnet-bench [--repeat N] [--duration SECONDS] [--json PATH] [--variants LIST]
+                   [--topologies LIST] [--tests LIST]
 
-Builds two hosts (network namespaces on a veth underlay) with one container each on a bridge
-(MTU 1450), once per variant, and measures iperf3 TCP (1 and 2 streams), iperf3 UDP with
-64-byte datagrams, ping round trips and the CPU time of the VXLAN path, each test on every
-variant in turn (the first variant first in odd runs, last in even ones). Needs root, iproute2,
-iperf3 and etcd; for `ovnet`, release builds of the agent and the CLI next to this binary:
-    cargo build --release -p ovnet-agent -p ovctl
+Builds simulated hosts (network namespaces) with one container each on a bridge (MTU 1450),
+once per variant and topology, and measures iperf3 TCP (1 and 2 streams), iperf3 UDP with
+64-byte datagrams, ping round trips at several intervals and under load, the agents' CPU when
+idle, broadcast flooding, and the CPU time of the VXLAN path; each test on every variant in
+turn (the first variant first in odd runs, last in even ones). Needs root, iproute2, iperf3
+and etcd; for `ovnet`, release builds of the agent and the CLI next to this binary:
+    cargo build --release -p ovnet-agent -p ovctl -p ovnet-bench
 
 options:
   --repeat N          runs of every measurement; medians are reported (default 3)
-  --duration SECONDS  length of each iperf3 test (default 10)
+  --duration SECONDS  length of each iperf3, idle and flood test (default 10)
   --json PATH         where to write the results (default bench/results/latest.json)
   --variants LIST     comma-separated, in order: kernel, ovnet, direct (ovnet's data plane
                       linked into the harness, without agents or etcd) (default kernel,ovnet)
-  --tests LIST        comma-separated, any of: tcp1, tcp2, udp, ping (default all four)
+  --topologies LIST   comma-separated, in order: veth (two hosts joined by one veth pair),
+                      switch (two hosts on an underlay bridge), three (three hosts on the
+                      bridge: flooding) (default all three)
+  --tests LIST        comma-separated, any of: tcp1, tcp2, udp, ping1, ping10, ping100,
+                      pingload (ping every 10 ms beside a TCP stream), ping (the four pings),
+                      idle, flood (default all); each topology takes those it supports
   -h, --help          this text";
 
 /// Parsed options.
@@ -32,111 +42,64 @@ options:
 pub struct Args {
     /// Runs of every measurement.
     pub repeat: u32,
-    /// Seconds of each iperf3 test.
+    /// Seconds of each iperf3, idle and flood test.
     pub duration: u32,
     /// Output file of the JSON document.
     pub json: PathBuf,
     /// Variants to run, in order, without duplicates.
     pub variants: Vec<Variant>,
-    /// Measurements to take in each run.
-    pub tests: Tests,
+    /// Underlays to build, in order, without duplicates.
+    pub topologies: Vec<Topology>,
+    /// Measurements to take in each run, in run order.
+    pub tests: Vec<Test>,
 }
 
-/// Which measurements a run takes (all by default; fewer for quick comparisons).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tests {
-    /// iperf3 TCP, one stream.
-    pub tcp1: bool,
-    /// iperf3 TCP, two streams.
-    pub tcp2: bool,
-    /// iperf3 UDP, 64-byte datagrams.
-    pub udp: bool,
-    /// ping round trips.
-    pub ping: bool,
+/// The keys of `tests`.
+pub fn keys(tests: &[Test]) -> Vec<&'static str> {
+    tests.iter().map(|t| t.key()).collect()
 }
 
-impl Tests {
-    /// Every measurement.
-    pub const ALL: Tests = Tests {
-        tcp1: true,
-        tcp2: true,
-        udp: true,
-        ping: true,
-    };
-
-    /// The selected measurements, in run order.
-    pub fn list(&self) -> Vec<Test> {
-        [
-            (self.tcp1, Test::Tcp1),
-            (self.tcp2, Test::Tcp2),
-            (self.udp, Test::Udp),
-            (self.ping, Test::Ping),
-        ]
-        .into_iter()
-        .filter_map(|(on, t)| on.then_some(t))
-        .collect()
-    }
-
-    /// The keys of the selected measurements, in run order.
-    pub fn keys(&self) -> Vec<&'static str> {
-        self.list().into_iter().map(Test::key).collect()
-    }
-}
-
-/// One measurement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Test {
-    /// iperf3 TCP, one stream.
-    Tcp1,
-    /// iperf3 TCP, two streams.
-    Tcp2,
-    /// iperf3 UDP, 64-byte datagrams.
-    Udp,
-    /// ping round trips.
-    Ping,
-}
-
-impl Test {
-    /// Its name on the command line and in the JSON.
-    pub fn key(self) -> &'static str {
-        match self {
-            Test::Tcp1 => "tcp1",
-            Test::Tcp2 => "tcp2",
-            Test::Udp => "udp",
-            Test::Ping => "ping",
-        }
-    }
-}
-
-fn tests(list: &str) -> Result<Tests> {
-    let mut out = Tests {
-        tcp1: false,
-        tcp2: false,
-        udp: false,
-        ping: false,
-    };
+fn tests(list: &str) -> Result<Vec<Test>> {
+    let mut out = Vec::new();
     for key in list.split(',').map(str::trim).filter(|k| !k.is_empty()) {
-        match key {
-            "tcp1" => out.tcp1 = true,
-            "tcp2" => out.tcp2 = true,
-            "udp" => out.udp = true,
-            "ping" => out.ping = true,
-            _ => bail!("unknown test {key:?}: use tcp1, tcp2, udp or ping"),
-        }
+        let picked: Vec<Test> = match key {
+            "ping" => Test::PINGS.to_vec(),
+            _ => vec![Test::from_key(key).ok_or_else(|| {
+                anyhow!(
+                    "unknown test {key:?}: use {} or ping",
+                    keys(&Test::ALL).join(", ")
+                )
+            })?],
+        };
+        out.extend(picked);
     }
-    if out.keys().is_empty() {
-        bail!("--tests needs at least one of tcp1, tcp2, udp, ping");
+    if out.is_empty() {
+        bail!(
+            "--tests needs at least one of {}",
+            keys(&Test::ALL).join(", ")
+        );
     }
+    out.sort_unstable();
+    out.dedup();
     Ok(out)
 }
 
 /// What the command line asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// Run the benchmark.
     Run(Args),
     /// Print [`USAGE`].
     Help,
+    /// The flood test's sender, run by the harness inside a container:
+    /// `ovnet-bench flood-send ADDR:PORT SECONDS` sends 64-byte datagrams to a broadcast
+    /// address as fast as it can and prints how many it sent.
+    FloodSend {
+        /// Where to.
+        to: SocketAddrV4,
+        /// For how long.
+        seconds: f64,
+    },
 }
 
 /// Default output: `bench/results/latest.json` in the source tree (git-ignored).
@@ -156,19 +119,45 @@ fn positive(name: &str, value: &str, max: u32) -> Result<u32> {
     Ok(n)
 }
 
-fn variants(list: &str) -> Result<Vec<Variant>> {
+/// A comma-separated list of keys, in order and without duplicates; `what` names the option.
+fn list<T: PartialEq + Copy>(
+    list: &str,
+    what: &str,
+    all: &[T],
+    key: fn(T) -> &'static str,
+) -> Result<Vec<T>> {
+    let known: Vec<&str> = all.iter().map(|&t| key(t)).collect();
     let mut out = Vec::new();
-    for key in list.split(',').map(str::trim).filter(|k| !k.is_empty()) {
-        let v = Variant::from_key(key)
-            .ok_or_else(|| anyhow!("unknown variant {key:?}: use kernel, ovnet or direct"))?;
+    for k in list.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+        let v = all
+            .iter()
+            .copied()
+            .find(|&t| key(t) == k)
+            .ok_or_else(|| anyhow!("unknown {what} {k:?}: use {}", known.join(", ")))?;
         if !out.contains(&v) {
             out.push(v);
         }
     }
     if out.is_empty() {
-        bail!("--variants needs at least one of kernel, ovnet, direct");
+        bail!("--{what}s needs at least one of {}", known.join(", "));
     }
     Ok(out)
+}
+
+/// The hidden `flood-send ADDR:PORT SECONDS` command.
+fn flood_send(rest: &[String]) -> Result<Command> {
+    let [to, seconds] = rest else {
+        bail!("usage: ovnet-bench flood-send ADDR:PORT SECONDS");
+    };
+    let to: SocketAddrV4 = to
+        .parse()
+        .with_context(|| format!("flood-send wants an IPv4 ADDR:PORT, not {to:?}"))?;
+    let seconds: f64 = seconds
+        .parse()
+        .ok()
+        .filter(|s: &f64| *s > 0.0 && *s <= 3600.0)
+        .ok_or_else(|| anyhow!("flood-send wants 0 < SECONDS <= 3600, not {seconds:?}"))?;
+    Ok(Command::FloodSend { to, seconds })
 }
 
 /// Parses the arguments after the program name. Accepts `--opt value` and `--opt=value`.
@@ -177,14 +166,27 @@ where
     I: IntoIterator<Item = S>,
     S: Into<String>,
 {
+    let all: Vec<String> = args.into_iter().map(Into::into).collect();
+    if all.first().map(String::as_str) == Some("flood-send") {
+        return flood_send(&all[1..]);
+    }
     let mut out = Args {
         repeat: 3,
         duration: 10,
         json: default_json_path(),
         variants: vec![Variant::Kernel, Variant::Ovnet],
-        tests: Tests::ALL,
+        topologies: Topology::ALL.to_vec(),
+        tests: Test::ALL.to_vec(),
     };
-    let mut it = args.into_iter().map(Into::into);
+    let options = [
+        "--repeat",
+        "--duration",
+        "--json",
+        "--variants",
+        "--topologies",
+        "--tests",
+    ];
+    let mut it = all.into_iter();
     while let Some(arg) = it.next() {
         let (name, inline) = match arg.split_once('=') {
             Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
@@ -193,7 +195,7 @@ where
         if name == "-h" || name == "--help" {
             return Ok(Command::Help);
         }
-        if !["--repeat", "--duration", "--json", "--variants", "--tests"].contains(&name.as_str()) {
+        if !options.contains(&name.as_str()) {
             bail!("unknown argument {arg:?}\n\n{USAGE}");
         }
         let value = match inline {
@@ -208,7 +210,10 @@ where
             "--json" if value.is_empty() => bail!("--json needs a path"),
             "--json" => out.json = PathBuf::from(value),
             "--tests" => out.tests = tests(&value)?,
-            _ => out.variants = variants(&value)?,
+            "--topologies" => {
+                out.topologies = list(&value, "topology", &Topology::ALL, Topology::key)?
+            }
+            _ => out.variants = list(&value, "variant", &Variant::ALL, Variant::key)?,
         }
     }
     Ok(Command::Run(out))
@@ -221,7 +226,7 @@ mod tests {
     fn run(args: &[&str]) -> Args {
         match parse(args.iter().copied()).unwrap() {
             Command::Run(a) => a,
-            Command::Help => panic!("help"),
+            other => panic!("{other:?}"),
         }
     }
 
@@ -235,15 +240,27 @@ mod tests {
             a.json
         );
         assert_eq!(a.variants, vec![Variant::Kernel, Variant::Ovnet]);
-        assert_eq!(a.tests, Tests::ALL);
+        assert_eq!(a.tests, Test::ALL.to_vec());
+        assert_eq!(a.topologies, Topology::ALL.to_vec());
     }
 
     #[test]
-    fn a_subset_of_tests() {
-        let a = run(&["--tests", "ping,tcp2"]);
-        assert_eq!(a.tests.keys(), vec!["tcp2", "ping"]);
+    fn a_subset_of_tests_in_run_order() {
+        let a = run(&["--tests", "ping10,tcp2"]);
+        assert_eq!(keys(&a.tests), vec!["tcp2", "ping10"]);
         let a = run(&["--tests=udp"]);
-        assert_eq!(a.tests.keys(), vec!["udp"]);
+        assert_eq!(keys(&a.tests), vec!["udp"]);
+        let a = run(&["--tests", "ping,ping1,flood"]);
+        assert_eq!(
+            keys(&a.tests),
+            vec!["ping1", "ping10", "ping100", "pingload", "flood"]
+        );
+    }
+
+    #[test]
+    fn topologies_in_the_order_given() {
+        let a = run(&["--topologies", "switch,veth,switch"]);
+        assert_eq!(a.topologies, vec![Topology::Switch, Topology::Veth]);
     }
 
     #[test]
@@ -253,6 +270,26 @@ mod tests {
         assert_eq!(a.json, PathBuf::from("/tmp/x.json"));
         let a = run(&["--variants=direct,kernel,direct"]);
         assert_eq!(a.variants, vec![Variant::Direct, Variant::Kernel]);
+    }
+
+    #[test]
+    fn the_flood_sender() {
+        assert_eq!(
+            parse(["flood-send", "10.0.0.255:5301", "2.5"]).unwrap(),
+            Command::FloodSend {
+                to: "10.0.0.255:5301".parse().unwrap(),
+                seconds: 2.5
+            }
+        );
+        for bad in [
+            &["flood-send"][..],
+            &["flood-send", "10.0.0.255", "1"],
+            &["flood-send", "10.0.0.255:1", "0"],
+            &["flood-send", "10.0.0.255:1", "x"],
+            &["flood-send", "10.0.0.255:1", "1", "2"],
+        ] {
+            assert!(parse(bad.iter().copied()).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -267,6 +304,8 @@ mod tests {
             &["--json="],
             &["--variants", "kernel,bpf"],
             &["--variants", ","],
+            &["--topologies", "ring"],
+            &["--topologies", ""],
             &["--tests", "tcp3"],
             &["--tests", ""],
             &["--fast"],
