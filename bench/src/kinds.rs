@@ -231,6 +231,10 @@ pub enum Metric {
     PagesTcp1,
     /// The same for two streams.
     PagesTcp2,
+    /// The busiest data-plane worker's share of all the workers' CPU time (every host
+    /// together) during the TCP two-stream test, in percent: 100 when both flows sit on one
+    /// worker, 50 when two workers share them evenly.
+    BusiestWorkerTcp2,
     /// 64-byte broadcast datagrams from one container: received per second by the container
     /// that received fewest.
     FloodKpps,
@@ -242,7 +246,7 @@ pub enum Metric {
 
 impl Metric {
     /// The rows of the table, in order (a row no variant measured is left out).
-    pub const TABLE: [Metric; 25] = [
+    pub const TABLE: [Metric; 26] = [
         Metric::Tcp1,
         Metric::Tcp2,
         Metric::Udp64Kpps,
@@ -265,13 +269,14 @@ impl Metric {
         Metric::MachineCpuTcp2,
         Metric::PagesTcp1,
         Metric::PagesTcp2,
+        Metric::BusiestWorkerTcp2,
         Metric::FloodKpps,
         Metric::FloodSentKpps,
         Metric::CpuFlood,
     ];
 
     /// Every metric, in JSON order.
-    pub const ALL: [Metric; 28] = [
+    pub const ALL: [Metric; 29] = [
         Metric::Tcp1,
         Metric::Tcp2,
         Metric::Udp64Kpps,
@@ -297,6 +302,7 @@ impl Metric {
         Metric::MachineCpuTcp2,
         Metric::PagesTcp1,
         Metric::PagesTcp2,
+        Metric::BusiestWorkerTcp2,
         Metric::FloodKpps,
         Metric::FloodSentKpps,
         Metric::CpuFlood,
@@ -338,6 +344,7 @@ impl Metric {
             Metric::MachineCpuTcp2 => "machine CPU s/GB, TCP 2",
             Metric::PagesTcp1 => "pages alloc/moved, TCP 1",
             Metric::PagesTcp2 => "pages alloc/moved, TCP 2",
+            Metric::BusiestWorkerTcp2 => "busiest worker, TCP 2 (% CPU)",
             Metric::FloodKpps => "flood 64 B (kpps per receiver)",
             Metric::FloodSentKpps => "flood 64 B (kpps sent)",
             Metric::CpuFlood => "agent CPU, flood (s)",
@@ -372,6 +379,7 @@ impl Metric {
             Metric::MachineCpuTcp2 => "machine_cpu_per_gb_tcp_2_streams",
             Metric::PagesTcp1 => "pages_allocated_per_page_moved_tcp_1_stream",
             Metric::PagesTcp2 => "pages_allocated_per_page_moved_tcp_2_streams",
+            Metric::BusiestWorkerTcp2 => "busiest_worker_share_tcp_2_streams",
             Metric::FloodKpps => "flood_64b_received",
             Metric::FloodSentKpps => "flood_64b_sent",
             Metric::CpuFlood => "cpu_flood",
@@ -402,13 +410,17 @@ impl Metric {
             | Metric::CpuFlood => "s",
             Metric::MachineCpuTcp1 | Metric::MachineCpuTcp2 => "s/GB",
             Metric::PagesTcp1 | Metric::PagesTcp2 => "pages/page",
+            Metric::BusiestWorkerTcp2 => "% of the workers' CPU",
         }
     }
 
     /// Decimals shown in the table.
     pub fn decimals(self) -> usize {
         match self {
-            Metric::Udp64Kpps | Metric::FloodKpps | Metric::FloodSentKpps => 1,
+            Metric::Udp64Kpps
+            | Metric::FloodKpps
+            | Metric::FloodSentKpps
+            | Metric::BusiestWorkerTcp2 => 1,
             Metric::PingP50At1
             | Metric::PingP99At1
             | Metric::PingP50At10

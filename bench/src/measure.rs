@@ -99,6 +99,8 @@ struct IperfRun {
     machine_ticks: Option<u64>,
     /// Pages the machine allocated meanwhile (`/proc/vmstat`).
     pages_allocated: Option<u64>,
+    /// The busiest data-plane worker's share of the workers' CPU meanwhile, in percent.
+    busiest_worker: Option<f64>,
 }
 
 /// An iperf3 run under way: its processes, and the counters read at its start.
@@ -109,6 +111,7 @@ struct Running {
     before: Option<u64>,
     machine_before: Option<u64>,
     pages_before: Option<u64>,
+    workers_before: Option<Vec<Vec<u64>>>,
 }
 
 /// Adds `value` (a per-byte figure of one run; `None` if its counters could not be read or
@@ -133,6 +136,8 @@ struct TcpMetrics {
     cpu: Metric,
     machine_cpu: Metric,
     pages: Metric,
+    /// Where the busiest worker's share goes, if this test records it.
+    busiest_worker: Option<Metric>,
 }
 
 const TCP1: TcpMetrics = TcpMetrics {
@@ -141,6 +146,7 @@ const TCP1: TcpMetrics = TcpMetrics {
     cpu: Metric::CpuTcp1,
     machine_cpu: Metric::MachineCpuTcp1,
     pages: Metric::PagesTcp1,
+    busiest_worker: None,
 };
 
 const TCP2: TcpMetrics = TcpMetrics {
@@ -149,6 +155,7 @@ const TCP2: TcpMetrics = TcpMetrics {
     cpu: Metric::CpuTcp2,
     machine_cpu: Metric::MachineCpuTcp2,
     pages: Metric::PagesTcp2,
+    busiest_worker: Some(Metric::BusiestWorkerTcp2),
 };
 
 /// Takes measurement `test` once on `bed`, as run `round` of `repeat`, adding its samples to
@@ -212,6 +219,12 @@ impl Measurer<'_> {
                 .map(|t| procstat::seconds(t) / gb),
             |s| format!(", machine CPU {s:.3} s/GB"),
         );
+        let busiest = match t.busiest_worker {
+            Some(m) => record(out, m, run.busiest_worker, |p| {
+                format!(", busiest worker {p:.0} % of the workers' CPU")
+            }),
+            None => String::new(),
+        };
         let pages = record(
             out,
             t.pages,
@@ -219,6 +232,7 @@ impl Measurer<'_> {
                 .and_then(|p| procstat::pages_per_page_moved(p, gb * 1e9)),
             |r| format!(", {r:.2} pages allocated per page moved"),
         );
+        let pages = format!("{pages}{busiest}");
         self.say(&format!(
             "{what}: {:.2} Gbit/s{}{cpu}{per_gb}{pages}",
             tcp.gbit_per_second(),
@@ -467,6 +481,7 @@ impl Measurer<'_> {
         ];
         args.extend_from_slice(extra);
         let before = self.bed.cpu_ticks()?;
+        let workers_before = self.bed.worker_ticks()?;
         let machine_before = procstat::machine_busy().ok();
         let pages_before = procstat::pages_allocated().ok();
         let client = self
@@ -481,6 +496,7 @@ impl Measurer<'_> {
             before,
             machine_before,
             pages_before,
+            workers_before,
         })
     }
 
@@ -488,6 +504,7 @@ impl Measurer<'_> {
     fn iperf_finish(&mut self, r: Running, length: Duration) -> Result<IperfRun> {
         let status = self.wait_exit(r.client, length + IPERF_SLACK, "iperf3 client")?;
         let after = self.bed.cpu_ticks()?;
+        let workers_after = self.bed.worker_ticks()?;
         let machine_after = procstat::machine_busy().ok();
         let pages_after = procstat::pages_allocated().ok();
         if self
@@ -509,6 +526,10 @@ impl Measurer<'_> {
             cpu_ticks: delta(r.before, after),
             machine_ticks: delta(r.machine_before, machine_after),
             pages_allocated: delta(r.pages_before, pages_after),
+            busiest_worker: r
+                .workers_before
+                .zip(workers_after)
+                .and_then(|(b, a)| procstat::busiest_share(&b, &a)),
         })
     }
 

@@ -157,6 +157,24 @@ impl Bed {
         }
     }
 
+    /// CPU ticks of each data-plane worker thread so far, per process (one per agent, or
+    /// this process for every in-process data plane), by worker index; `None` for the kernel.
+    pub fn worker_ticks(&self) -> Result<Option<Vec<Vec<u64>>>> {
+        let pids: Vec<String> = match &self.cpu {
+            CpuSource::NotAttributable => return Ok(None),
+            CpuSource::ThisProcess => vec!["self".to_string()],
+            CpuSource::Processes(pids) => pids.iter().map(u32::to_string).collect(),
+        };
+        let mut out = Vec::new();
+        for pid in pids {
+            out.push(
+                procstat::worker_ticks(&pid)
+                    .with_context(|| format!("reading the worker threads of pid {pid}"))?,
+            );
+        }
+        Ok(Some(out))
+    }
+
     /// Remarks about the data plane after the measurements (drops of the direct variant).
     pub fn final_notes(&self) -> Vec<String> {
         let vni = Vni::new(VNI).expect("42 is a valid VNI");
