@@ -1,6 +1,7 @@
 //! The harness' command line: `ovnet-bench [--repeat N] [--duration SECONDS] [--json PATH]
-//! [--variants LIST] [--topologies LIST] [--tests LIST]`, and the hidden `flood-send` helper
-//! the harness runs inside a container.
+//! [--variants LIST] [--topologies LIST] [--tests LIST]`, the control plane at scale
+//! (`ovnet-bench scale [--hosts LIST] [--connects N] [--json PATH]`), and the hidden
+//! `flood-send` helper the harness runs inside a container.
 
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
@@ -35,7 +36,75 @@ options:
   --tests LIST        comma-separated, any of: tcp1, tcp2, udp, ping1, ping10, ping100,
                       pingload (ping every 10 ms beside a TCP stream), ping (the four pings),
                       idle, flood (default all); each topology takes those it supports
-  -h, --help          this text";
+  -h, --help          this text
+
+ovnet-bench scale [--hosts LIST] [--connects N] [--json PATH]
+  The control plane at scale: one etcd and N simulated hosts with an agent each on the
+  underlay switch; times a network's spread to every agent, `ovctl network connect` and
+  connect to first ping from host 1's container, and reports failed pings, agent RSS and idle
+  CPU. Raises net.ipv4.neigh.default.gc_thresh1..3 for the run and restores them.
+  --hosts LIST        comma-separated host counts, 2 to 250 (default 16,40,100)
+  --connects N        connects timed per host count, spread over the hosts (default 30)
+  --json PATH         where to write the results (default bench/results/scale.json)";
+
+/// Options of `ovnet-bench scale`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScaleArgs {
+    /// Host counts, in order.
+    pub hosts: Vec<u8>,
+    /// Connects timed per host count.
+    pub connects: usize,
+    /// Output file of the JSON document.
+    pub json: PathBuf,
+}
+
+fn scale(rest: &[String]) -> Result<Command> {
+    let mut out = ScaleArgs {
+        hosts: vec![16, 40, 100],
+        connects: 30,
+        json: default_json_path().with_file_name("scale.json"),
+    };
+    let mut it = rest.iter();
+    while let Some(arg) = it.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        if name == "-h" || name == "--help" {
+            return Ok(Command::Help);
+        }
+        if !["--hosts", "--connects", "--json"].contains(&name.as_str()) {
+            bail!("unknown argument {arg:?}\n\n{USAGE}");
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => it
+                .next()
+                .cloned()
+                .ok_or_else(|| anyhow!("{name} needs a value"))?,
+        };
+        match name.as_str() {
+            "--connects" => out.connects = positive(&name, &value, 250)? as usize,
+            "--json" if value.is_empty() => bail!("--json needs a path"),
+            "--json" => out.json = PathBuf::from(value),
+            _ => {
+                let mut hosts = Vec::new();
+                for h in value.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+                    let n = positive("--hosts", h, 250)?;
+                    if n < 2 {
+                        bail!("--hosts: {n} is too few, the bench needs 2 hosts or more");
+                    }
+                    hosts.push(n as u8);
+                }
+                if hosts.is_empty() {
+                    bail!("--hosts needs at least one host count");
+                }
+                out.hosts = hosts;
+            }
+        }
+    }
+    Ok(Command::Scale(out))
+}
 
 /// Parsed options.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +160,8 @@ pub enum Command {
     Run(Args),
     /// Print [`USAGE`].
     Help,
+    /// The control plane at scale.
+    Scale(ScaleArgs),
     /// The flood test's sender, run by the harness inside a container:
     /// `ovnet-bench flood-send ADDR:PORT SECONDS` sends 64-byte datagrams to a broadcast
     /// address as fast as it can and prints how many it sent.
@@ -167,8 +238,10 @@ where
     S: Into<String>,
 {
     let all: Vec<String> = args.into_iter().map(Into::into).collect();
-    if all.first().map(String::as_str) == Some("flood-send") {
-        return flood_send(&all[1..]);
+    match all.first().map(String::as_str) {
+        Some("flood-send") => return flood_send(&all[1..]),
+        Some("scale") => return scale(&all[1..]),
+        _ => {}
     }
     let mut out = Args {
         repeat: 3,
@@ -287,6 +360,41 @@ mod tests {
             &["flood-send", "10.0.0.255:1", "0"],
             &["flood-send", "10.0.0.255:1", "x"],
             &["flood-send", "10.0.0.255:1", "1", "2"],
+        ] {
+            assert!(parse(bad.iter().copied()).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_scale_bench() {
+        let Command::Scale(a) = parse(["scale"]).unwrap() else {
+            panic!("not scale");
+        };
+        assert_eq!(a.hosts, vec![16, 40, 100]);
+        assert_eq!(a.connects, 30);
+        assert!(a.json.ends_with("results/scale.json"), "{:?}", a.json);
+        let Command::Scale(a) = parse([
+            "scale",
+            "--hosts",
+            "4,8",
+            "--connects=3",
+            "--json",
+            "/tmp/s.json",
+        ])
+        .unwrap() else {
+            panic!("not scale");
+        };
+        assert_eq!(
+            (a.hosts, a.connects, a.json),
+            (vec![4, 8], 3, PathBuf::from("/tmp/s.json"))
+        );
+        for bad in [
+            &["scale", "--hosts", "1"][..],
+            &["scale", "--hosts", "251"],
+            &["scale", "--hosts", ","],
+            &["scale", "--connects", "0"],
+            &["scale", "--repeat", "2"],
+            &["scale", "--json"],
         ] {
             assert!(parse(bad.iter().copied()).is_err(), "{bad:?}");
         }

@@ -32,6 +32,7 @@ pub mod measure;
 pub mod ping;
 pub mod procstat;
 pub mod report;
+pub mod scale;
 pub mod stats;
 #[allow(unsafe_code)]
 mod sys;

@@ -22,7 +22,7 @@ use anyhow::{bail, Context, Result};
 use ovnet_bench::args::{self, Args, Command};
 use ovnet_bench::report::{Hardware, Report, Topology, TopologyResult, Variant, VariantResult};
 use ovnet_bench::topology::{self, progress, Bed, Binaries};
-use ovnet_bench::{flood, interrupt, measure};
+use ovnet_bench::{flood, interrupt, measure, scale};
 use serde_json::json;
 
 fn main() -> ExitCode {
@@ -31,6 +31,19 @@ fn main() -> ExitCode {
         Ok(Command::Help) => {
             println!("{}", args::USAGE);
             return ExitCode::SUCCESS;
+        }
+        Ok(Command::Scale(a)) => {
+            if let Err(e) = interrupt::install() {
+                eprintln!("ovnet-bench: warning: cannot catch SIGINT/SIGTERM ({e})");
+            }
+            return match scale::run_all(&a) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("ovnet-bench scale: error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         Ok(Command::FloodSend { to, seconds }) => {
             return match flood::send(to, seconds) {

@@ -160,3 +160,55 @@ fn variants_take_turns_on_every_topology_and_every_round_is_recorded() {
 fn veth_heading() -> &'static str {
     "== direct veth"
 }
+
+#[test]
+fn the_scale_bench_times_connects_and_restores_the_neighbour_thresholds() {
+    let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_ovnet-bench"));
+    let dir = exe.parent().unwrap();
+    if !dir.join("ovnet-agent").is_file() || !dir.join("ovctl").is_file() {
+        ovnet_testbed::skip(format!(
+            "no ovnet-agent and ovctl in {} (cargo build -p ovnet-agent -p ovctl, or test the workspace)",
+            dir.display()
+        ));
+        return;
+    }
+    let thresholds =
+        || std::fs::read_to_string("/proc/sys/net/ipv4/neigh/default/gc_thresh3").unwrap();
+    let before = thresholds();
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("scale.json");
+    let child = Command::new(&exe)
+        .args(["scale", "--hosts", "3", "--connects", "2", "--json"])
+        .arg(&json)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ovnet-bench scale failed:\n{stderr}");
+    assert_eq!(thresholds(), before, "gc_thresh3 not restored");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let r = &report["results"][0];
+    assert_eq!(r["hosts"], 3, "{report}");
+    assert_eq!(r["failed_pings"], 0, "{report}\n{stderr}");
+    for key in ["connect_ms", "first_ping_ms"] {
+        let samples = r[key]["samples"].as_array().unwrap();
+        assert_eq!(samples.len(), 2, "{key}: {report}");
+        assert!(
+            samples.iter().all(|s| s.as_f64().unwrap() > 0.0),
+            "{report}"
+        );
+    }
+    assert!(
+        r["network_everywhere_ms"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert_eq!(r["agent_rss_kib"]["samples"].as_array().unwrap().len(), 3);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("| 3 | "), "{stdout}");
+    let left = namespaces_of(pid);
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+}
