@@ -17,13 +17,16 @@ set -euo pipefail
 
 # group       package                       programs (or files) ovnet uses from it
 TABLE=(
+    "build      gcc                           cc (the linker cargo calls)"
+    "build      libc6-dev                     /usr/lib/x86_64-linux-gnu/crt1.o"
     "build      protobuf-compiler             protoc"
     "build      libprotobuf-dev               /usr/include/google/protobuf/descriptor.proto"
     "agent      iproute2                      ip bridge ss"
     "agent      util-linux                    nsenter unshare"
     "agent      nftables                      nft"
     "agent      kmod                          modprobe"
-    "agent      procps                        sysctl ps pgrep"
+    "agent      procps                        sysctl ps pgrep kill"
+    "agent      iptables                      iptables"
     "quickstart etcd-server                   etcd"
     "quickstart iperf3                        iperf3"
     "quickstart iputils-ping                  ping"
@@ -32,9 +35,10 @@ TABLE=(
     "test       prometheus                    promtool"
     "test       systemd                       systemd-analyze"
     "test       libc-bin                      getent"
+    "test       docker.io                     /usr/sbin/dockerd /usr/bin/docker"
+    "test       busybox-static                /bin/busybox"
     "test       coreutils                     mkfifo"
     "test       containernetworking-plugins   /usr/lib/cni/portmap"
-    "test       iptables                      iptables"
 )
 GROUPS_ALL=(build agent quickstart test)
 

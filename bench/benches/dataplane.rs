@@ -1,8 +1,12 @@
 //! Criterion benchmarks of the data plane's per-packet decisions, with a table of realistic
 //! size (4 local endpoints, 300 remote ones behind 16 VTEPs):
 //!
-//! - `encap`: [`encap::encap`] of a unicast TCP frame to a known remote MAC. The 64 KB case is
-//!   a TSO super-frame from an offloading TAP, which the worker checks without a size limit.
+//! - `encap`: [`encap::encap`] of a unicast TCP frame to a known remote MAC, every path
+//!   carrying the network's MTU (one compare). The 64 KB case is a TSO super-frame from an
+//!   offloading TAP, which the worker checks by its segments.
+//! - `encap_narrow`: the same frames (the 1450-byte one and the super-frame) to a VTEP whose
+//!   path carries only 1350 bytes: the path MTU looked up and the frame refused, for a "too
+//!   big" answer.
 //! - `decap`: [`decap::parse`] and [`decap::admit`] of a VXLAN datagram from the VTEP that owns
 //!   the inner source. The 64 KB case is a super-frame as the kernel's vxlan delivers it over a
 //!   veth underlay (admitted for segmentation).
@@ -15,7 +19,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ovnet_bench::frames::{fixture, tcp_frame, Fixture};
 use ovnet_dataplane::decap::{self, Admitted};
-use ovnet_dataplane::encap::{self, Encap, REPLY_BUF_LEN};
+use ovnet_dataplane::encap::{self, Encap, Size, REPLY_BUF_LEN};
 use ovnet_dataplane::fdb::{LearnedTable, Table, DEFAULT_AGEING};
 use ovnet_dataplane::Vni;
 use ovnet_wire::vxlan;
@@ -24,6 +28,19 @@ use ovnet_wire::vxlan;
 const SIZES: [usize; 4] = [64, 512, 1450, 65_536];
 /// The overlay's MTU plus Ethernet and one VLAN tag: the worker's `max_frame`.
 const MAX_FRAME: usize = 1450 + 18;
+/// One segment of a super-frame on a 1450-byte network: Ethernet, IPv4, TCP and 1410 bytes.
+const SEGMENT: usize = 14 + 1450;
+
+/// How the worker sizes a frame of `size` bytes: plain, or a super-frame by its segments.
+fn sized(size: usize) -> Size {
+    if size > MAX_FRAME {
+        Size::Segments { segment: SEGMENT }
+    } else {
+        Size::Plain {
+            max_frame: MAX_FRAME,
+        }
+    }
+}
 
 fn setup() -> (Fixture, Table, LearnedTable, Vni) {
     let fx = fixture(4, 300, 16);
@@ -37,21 +54,40 @@ fn bench_encap(c: &mut Criterion) {
     let mut g = c.benchmark_group("encap");
     for size in SIZES {
         let frame = tcp_frame(&fx.local, &fx.remote, size);
-        // A super-frame's size limit applies to its segments, as in the worker.
-        let limit = if size > MAX_FRAME {
-            usize::MAX
-        } else {
-            MAX_FRAME
-        };
+        let s = sized(size);
         let mut reply = [0u8; REPLY_BUF_LEN];
         assert_eq!(
-            encap::encap(&frame, vni, &table, &learned, 0, limit, &mut reply),
+            encap::encap(&frame, s, vni, &table, &learned, 0, &mut reply),
             Encap::Unicast(fx.remote_vtep)
         );
         g.throughput(Throughput::Bytes(size as u64));
         g.bench_with_input(BenchmarkId::from_parameter(size), &frame, |b, f| {
             b.iter(|| {
-                let out = encap::encap(black_box(f), vni, &table, &learned, 0, limit, &mut reply);
+                let out = encap::encap(black_box(f), s, vni, &table, &learned, 0, &mut reply);
+                black_box(out);
+            })
+        });
+    }
+    g.finish();
+}
+
+fn bench_encap_narrow(c: &mut Criterion) {
+    let (mut fx, _, learned, vni) = setup();
+    fx.table.path_mtu.insert(fx.remote_vtep.ip(), 1350);
+    let table = Table::compile(&fx.table);
+    let mut g = c.benchmark_group("encap_narrow");
+    for size in [1450, 65_536] {
+        let frame = tcp_frame(&fx.local, &fx.remote, size);
+        let s = sized(size);
+        let mut reply = [0u8; REPLY_BUF_LEN];
+        assert_eq!(
+            encap::encap(&frame, s, vni, &table, &learned, 0, &mut reply),
+            Encap::TooBig { mtu: 1350 }
+        );
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(size), &frame, |b, f| {
+            b.iter(|| {
+                let out = encap::encap(black_box(f), s, vni, &table, &learned, 0, &mut reply);
                 black_box(out);
             })
         });
@@ -79,5 +115,5 @@ fn bench_decap(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_encap, bench_decap);
+criterion_group!(benches, bench_encap, bench_encap_narrow, bench_decap);
 criterion_main!(benches);

@@ -18,6 +18,8 @@ pub const TCP_HEADERS: usize = 14 + 20 + 20;
 pub const MAX_FRAME: usize = 14 + 65_535;
 /// IPv4 protocol number of TCP.
 const TCP: u8 = 6;
+/// The path MTU between 1500-byte underlays: 1500 less VXLAN's 50 bytes.
+pub const PATH_MTU: u32 = 1450;
 
 /// One endpoint (container) of the overlay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +96,8 @@ pub fn partial_tcp_csum(frame: &[u8]) -> [u8; 2] {
 #[derive(Debug, Clone)]
 pub struct Fixture {
     /// Host 1's table: remote MACs → VTEPs, ARP and ND entries for all, every other VTEP in the
-    /// flood list, no learning.
+    /// flood list, no learning; the path MTU to every VTEP is [`PATH_MTU`], as the agent
+    /// gives it between 1500-byte underlays.
     pub table: NetworkTable,
     /// Host 1's first endpoint.
     pub local: Endpoint,
@@ -115,6 +118,7 @@ pub fn fixture(locals: usize, remotes: usize, vteps: usize) -> Fixture {
         let e = Endpoint::nth(i);
         t.local_macs.insert(e.mac);
         t.arp.insert(e.ip, e.mac);
+        t.nd.insert(e.mac.ipv6_link_local(), e.mac);
     }
     let mut flood = HashSet::new();
     for i in 0..remotes {
@@ -123,8 +127,10 @@ pub fn fixture(locals: usize, remotes: usize, vteps: usize) -> Fixture {
         t.macs.insert(e.mac, v);
         t.arp.insert(e.ip, e.mac);
         t.nd.insert(e.mac.ipv6_link_local(), e.mac);
+        t.path_mtu.insert(v.ip(), PATH_MTU);
         flood.insert(v);
     }
+    t.default_path_mtu = PATH_MTU;
     let mut flood: Vec<SocketAddr> = flood.into_iter().collect();
     flood.sort();
     t.flood = flood
@@ -191,6 +197,7 @@ mod tests {
         assert_eq!(fx.table.macs.len(), 300);
         assert_eq!(fx.table.arp.len(), 304);
         assert_eq!(fx.table.flood.len(), 16);
+        assert_eq!(fx.table.path_mtu.len(), 16);
         assert_eq!(fx.table.macs.get(&fx.remote.mac), Some(&fx.remote_vtep));
         assert!(fx.table.local_macs.contains(&fx.local.mac));
         assert_eq!(Endpoint::nth(0).ip, Ipv4Addr::new(10, 0, 0, 2));

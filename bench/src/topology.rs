@@ -369,6 +369,7 @@ fn table_for(u: &Underlay, cs: &[Container], i: usize) -> Result<NetworkTable> {
     let lm = mac(&cs[i])?;
     t.local_macs.insert(lm);
     t.arp.insert(cs[i].ip, lm);
+    t.nd.insert(lm.ipv6_link_local(), lm);
     for (j, remote) in cs.iter().enumerate().filter(|&(j, _)| j != i) {
         let rm = mac(remote)?;
         t.macs.insert(rm, u.vtep(j));

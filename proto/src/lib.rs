@@ -34,6 +34,11 @@ pub use v1::{
 /// Re-exported so users can encode/decode records without naming prost themselves.
 pub use prost::Message;
 
+/// Key of the gRPC response metadata entries that carry warnings, one entry per warning: a
+/// call that succeeded but did something the user should know about (`CreateNetwork` with an
+/// MTU some node's underlay cannot carry). `ovctl` prints each as `WARNING: ...` on stderr.
+pub const WARNING_METADATA: &str = "ovnet-warning";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,8 @@ use ovnet_proto::v1::{
     RemoveNetworkResponse, RemoveVtepRequest, RemoveVtepResponse, StatsRequest, StatsResponse,
     StatusRequest,
 };
+use ovnet_proto::WARNING_METADATA;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::{Request, Response, Status};
 
 use crate::agent::{Agent, AttachmentFilter, ConnectSpec};
@@ -76,6 +78,21 @@ fn answer<T, U>(result: Result<T, AgentError>, to_proto: impl FnOnce(T) -> U) ->
     result.map(|v| Response::new(to_proto(v))).map_err(status)
 }
 
+/// A warning as a gRPC metadata value: printable ASCII, anything else as `?`.
+fn warning_value(w: &str) -> MetadataValue<Ascii> {
+    let printable: String = w
+        .chars()
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    MetadataValue::try_from(printable.as_str()).unwrap_or_else(|_| MetadataValue::from_static("?"))
+}
+
 fn offload_status(o: Offload, st: &OffloadState) -> OffloadStatus {
     let (state, reason, since) = match st {
         OffloadState::Off => ("off", String::new(), String::new()),
@@ -104,6 +121,8 @@ fn network_stats(name: String, vni: u32, c: &CounterSnapshot) -> NetworkStats {
         rx_packets: c.rx_packets,
         rx_bytes: c.rx_bytes,
         drops: c.drops().map(|(r, n)| (r.name().to_string(), n)).collect(),
+        too_big_answers: c.too_big_answers,
+        fragmented: c.fragmented,
     }
 }
 
@@ -131,7 +150,18 @@ impl ovnet_proto::Agent for Api {
             true,
         );
         let spec = NetworkSpec::from(req.into_inner());
-        answer(self.agent.create_network(spec).await, |n| n.to_proto())
+        let (net, warnings) = self
+            .agent
+            .create_network_warned(spec)
+            .await
+            .map_err(status)?;
+        // Warnings travel beside the record, in the response metadata.
+        let mut resp = Response::new(net.to_proto());
+        for w in warnings {
+            resp.metadata_mut()
+                .append(WARNING_METADATA, warning_value(&w));
+        }
+        Ok(resp)
     }
 
     async fn list_networks(

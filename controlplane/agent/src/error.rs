@@ -275,6 +275,18 @@ pub enum NotFound {
         /// The network, by name.
         network: Name,
     },
+    /// No reservation of this address by this node (Docker's IPAM hands addresses out before
+    /// the endpoint exists).
+    #[error(
+        "address {ip} of network {network} is not reserved on this host: its reservation was \
+         released or taken; ask for an address again"
+    )]
+    Reservation {
+        /// The address.
+        ip: Ipv4Addr,
+        /// The network, by name.
+        network: Name,
+    },
     /// No such external VTEP in the network.
     #[error("vtep {addr} not found in network {network}")]
     Vtep {

@@ -36,6 +36,14 @@ pub fn veth_name(endpoint: &EndpointId) -> String {
     format!("ovv{}", id.get(..VETH_ID_CHARS).unwrap_or(id))
 }
 
+/// The container end of a Docker endpoint's veth while it waits in the agent's namespace for
+/// Docker to move it into the container (Docker names it `ethN` there, and gives it this
+/// name back when it takes it out again): `ovc` and the same 11 characters.
+pub fn handoff_name(endpoint: &EndpointId) -> String {
+    let id = endpoint.as_str();
+    format!("ovc{}", id.get(..VETH_ID_CHARS).unwrap_or(id))
+}
+
 /// Name prefixes of the devices the agent makes: bridges, TAPs and veths. At start, a
 /// device with one of these prefixes that no record explains is removed.
 pub const DEVICE_KINDS: [&str; 3] = ["ovbr", "ovtap", "ovv"];
@@ -319,6 +327,68 @@ pub async fn connect_container(l: &ContainerLink<'_>) -> Result<()> {
     Ok(())
 }
 
+/// What a runtime that moves the container's interface itself (Docker) is handed: both ends
+/// of the veth stay in the agent's namespace.
+#[derive(Debug, Clone)]
+pub struct HandoffLink<'a> {
+    /// The container end, for the runtime to move ([`handoff_name`]).
+    pub container_end: &'a str,
+    /// Host end of the veth.
+    pub host_veth: &'a str,
+    /// Bridge to attach the host end to.
+    pub bridge: &'a str,
+    /// MAC of the container end.
+    pub mac: &'a str,
+    /// MTU of both ends.
+    pub mtu: u32,
+    /// See [`ContainerLink::gso_max_segs`].
+    pub gso_max_segs: u32,
+}
+
+/// Creates the veth pair of a container whose runtime moves the interface itself: the
+/// container end gets its MAC, MTU and TSO bound and stays down in the agent's namespace (the
+/// runtime moves it, renames it, gives it its address and brings it up); the host end goes on
+/// the bridge, up. On error, whatever was created is removed.
+pub async fn handoff_veth(l: &HandoffLink<'_>) -> Result<()> {
+    let mtu = l.mtu.to_string();
+    let segs = l.gso_max_segs.to_string();
+    run(
+        "creating the container's veth",
+        "ip",
+        &[
+            "link",
+            "add",
+            l.container_end,
+            "mtu",
+            &mtu,
+            "address",
+            l.mac,
+            "gso_max_segs",
+            &segs,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            l.host_veth,
+            "mtu",
+            &mtu,
+        ],
+    )
+    .await?;
+    disable_ipv6(l.host_veth);
+    let attached = run(
+        "attaching the container's veth to the bridge",
+        "ip",
+        &["link", "set", l.host_veth, "master", l.bridge, "up"],
+    )
+    .await;
+    if let Err(e) = attached {
+        let _ = delete_link(l.host_veth).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// Puts an existing container veth (by its host end) back on its bridge, up: after an agent
 /// restart the bridge may be new.
 pub async fn reattach(host_veth: &str, bridge: &str) -> Result<()> {
@@ -342,6 +412,7 @@ mod tests {
         let id = EndpointId::parse(&format!("3d430f3338a2c0ffee{}", "0".repeat(46))).unwrap();
         let v = veth_name(&id);
         assert_eq!(v, "ovv3d430f3338a");
+        assert_eq!(handoff_name(&id), "ovc3d430f3338a");
         assert!(v.len() <= 15);
         for name in [bridge_name(1), tap_name(1), v] {
             assert!(DEVICE_KINDS.iter().any(|p| name.starts_with(p)), "{name}");

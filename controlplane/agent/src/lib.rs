@@ -3,11 +3,13 @@
 //!
 //! From the edges in:
 //! - [`api`]: the gRPC service `ovctl` talks to; a thin adapter over [`agent`]'s operations,
-//!   and the only place where an error becomes a gRPC status. (Other front ends, a Docker
-//!   network/IPAM plugin or a CNI plugin, would be adapters beside it.)
+//!   and the only place where an error becomes a gRPC status.
+//! - [`docker`]: Docker's network and IPAM plugin, another adapter over the same operations.
 //! - [`store`]: etcd: the key layout, the transactions that claim what a planner decided,
 //!   liveness, snapshot and watch. Records are typed where they are read.
 //! - [`host`]: the host side of a network: bridge, TAP, container veths.
+//! - [`port_security`]: the nftables rules that hold each container to its own MAC and
+//!   addresses on its veth.
 //! - [`edge`]: the network edge: the gateway on every host, the way out (masquerade) and in
 //!   (published ports) through ovnet's nftables table, the per-network DNS resolvers.
 //! - [`domain`]: typed values and records, the IPAM rules and the create-network and
@@ -25,6 +27,7 @@
 pub mod agent;
 pub mod api;
 pub mod api_socket;
+pub mod docker;
 pub mod domain;
 pub mod edge;
 pub mod error;
@@ -32,6 +35,7 @@ pub mod flags;
 pub mod health;
 pub mod host;
 pub mod metrics;
+pub mod port_security;
 pub mod state;
 pub mod store;
 pub mod supervise;

@@ -1,5 +1,6 @@
 //! `ovnet-agent`: one per host. Starts the VXLAN data plane on the host's VTEP address, follows
-//! the cluster state in etcd, and serves the gRPC API for `ovctl` on a unix socket.
+//! the cluster state in etcd, and serves the gRPC API for `ovctl` on a unix socket (and, with
+//! `--docker-plugin`, Docker's network and IPAM plugin on another).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 use ovnet_agent::agent::{Agent, AgentConfig};
 use ovnet_agent::api::Api;
+use ovnet_agent::docker::{firewall, Dockerd, Plugin};
 use ovnet_agent::domain::NodeName;
 use ovnet_agent::edge::nft::{Nft, DEFAULT_NFT};
 use ovnet_agent::edge::EdgeConfig;
@@ -18,7 +20,9 @@ use ovnet_agent::flags::{EtcdFlags, IdentityFlags};
 use ovnet_agent::store::{Store, StoreConfig, DEFAULT_ENDPOINT, DEFAULT_PREFIX, DEFAULT_TIMEOUT};
 use ovnet_agent::supervise::{Supervised, Tasks};
 use ovnet_agent::{api_socket, state};
-use ovnet_dataplane::{Dataplane, DataplaneConfig, DEFAULT_POLL, DEFAULT_SLICE};
+use ovnet_dataplane::{
+    BumLimits, Dataplane, DataplaneConfig, DEFAULT_MAX_LEARNED, DEFAULT_POLL, DEFAULT_SLICE,
+};
 use ovnet_proto::AgentServer;
 use ovnet_wire::VXLAN_PORT;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -86,6 +90,26 @@ struct Args {
     /// Linux 6.17+ and the host's settings allow it; see the README).
     #[arg(long, env = "OVNET_NO_TUNNEL_GSO", value_parser = clap::builder::FalseyValueParser::new())]
     no_tunnel_gso: bool,
+    /// The most MACs the data plane learns per network from external VTEPs (a kernel vxlan or
+    /// a hardware switch added with `network vtep add`); frames from new MACs beyond it are
+    /// dropped and counted (`learned_table_full`) until ageing (300 s) frees room.
+    #[arg(long, env = "OVNET_MAX_LEARNED_MACS", default_value_t = DEFAULT_MAX_LEARNED as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_learned_macs: u64,
+    /// Broadcast, multicast and unknown-unicast replication budget of one container, in
+    /// datagrams per second to other hosts (a frame flooded to N hosts is N datagrams; one
+    /// second of burst); beyond it, flooded frames are dropped and counted
+    /// (`bum_rate_limited`). 0: no limit.
+    #[arg(long, env = "OVNET_BUM_PPS_PER_ENDPOINT", default_value_t = BumLimits::default().per_source)]
+    bum_pps_per_endpoint: u32,
+    /// The same budget for all of a network's containers on this host together. 0: no limit.
+    #[arg(long, env = "OVNET_BUM_PPS_PER_NETWORK", default_value_t = BumLimits::default().per_network)]
+    bum_pps_per_network: u32,
+    /// Do not hold containers to their own MAC and addresses (nftables rules on their veths;
+    /// see the README); the data plane still refuses to carry their spoofed frames to other
+    /// hosts.
+    #[arg(long, env = "OVNET_NO_PORT_SECURITY", value_parser = clap::builder::FalseyValueParser::new())]
+    no_port_security: bool,
     /// Serve Prometheus metrics (`/metrics`), liveness (`/healthz`) and readiness (`/readyz`)
     /// over HTTP on this address, e.g. 127.0.0.1:9476. Off unless given.
     #[arg(long, env = "OVNET_METRICS_ADDR")]
@@ -99,6 +123,20 @@ struct Args {
     /// published ports, the forward filter.
     #[arg(long, env = "OVNET_NFT", default_value = DEFAULT_NFT, value_name = "PATH")]
     nft: PathBuf,
+    /// Also serve Docker's network and IPAM plugin on this unix socket; dockerd finds it as
+    /// plugin `ovnet` at /run/docker/plugins/ovnet.sock (`docker network create -d ovnet
+    /// --ipam-driver ovnet`). The plugin is named after the socket's file.
+    #[arg(long, env = "OVNET_DOCKER_PLUGIN", value_name = "PATH")]
+    docker_plugin: Option<PathBuf>,
+    /// dockerd's API socket, which the plugin asks for the names of networks and containers.
+    #[arg(long, env = "OVNET_DOCKER_HOST", default_value = ovnet_agent::docker::DEFAULT_SOCKET,
+          value_name = "unix://PATH")]
+    docker_host: String,
+    /// Leave Docker's DOCKER-USER chain alone: by default, on a host where Docker's firewall
+    /// is on (FORWARD policy DROP), the agent accepts ovnet's bridges and uplink there, or
+    /// Docker's policy would drop ovnet's traffic (see the README to add the rules yourself).
+    #[arg(long, env = "OVNET_LEAVE_DOCKER_FIREWALL", value_parser = clap::builder::FalseyValueParser::new())]
+    leave_docker_firewall: bool,
 }
 
 /// `--dns-upstream`: `IP`, `IPv4:PORT` or `[IPv6]:PORT`.
@@ -141,6 +179,11 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
+/// Completes once `stop` says so (every server of the agent stops on the same signal).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
@@ -174,6 +217,11 @@ async fn run(args: Args) -> Result<(), String> {
     dp_cfg.workers = workers;
     dp_cfg.poll = Duration::from_micros(args.poll_us);
     dp_cfg.slice = (args.slice_us > 0).then(|| Duration::from_micros(args.slice_us));
+    dp_cfg.max_learned = args.max_learned_macs as usize;
+    dp_cfg.bum = BumLimits {
+        per_source: args.bum_pps_per_endpoint,
+        per_network: args.bum_pps_per_network,
+    };
     let _state = state::lock(&args.identity.state_dir)?;
     let node_id = state::node_id(&args.identity.state_dir)?;
     let dp = Dataplane::start(&dp_cfg).map_err(|e| e.to_string())?;
@@ -198,6 +246,10 @@ async fn run(args: Args) -> Result<(), String> {
         Err(e) => return Err(e.to_string()),
     }
     let listener = api_socket::bind(&args.api, args.api_group.as_deref())?;
+    let docker_listener = match &args.docker_plugin {
+        Some(path) => Some((path.clone(), ovnet_agent::docker::bind(path)?)),
+        None => None,
+    };
     let metrics_listener = match args.metrics_addr {
         Some(addr) => Some(ovnet_agent::metrics::bind(addr).await?),
         None => None,
@@ -209,6 +261,7 @@ async fn run(args: Args) -> Result<(), String> {
             replace_node: args.identity.replace_node,
             vtep,
             lease_ttl: Duration::from_secs(args.lease_ttl.max(1)),
+            port_security: !args.no_port_security,
             edge: EdgeConfig {
                 nft: Nft::new(&args.nft),
                 dns_upstreams: (!args.dns_upstreams.is_empty()).then_some(args.dns_upstreams),
@@ -236,6 +289,42 @@ async fn run(args: Args) -> Result<(), String> {
         let a = agent.clone();
         async move { Some(a.run_registration().await.to_string()) }
     }));
+    tasks.add(Supervised::spawn("underlay MTU", {
+        let a = agent.clone();
+        async move {
+            a.run_underlay_watch().await;
+            None
+        }
+    }));
+    if !args.leave_docker_firewall {
+        tasks.add(Supervised::spawn(
+            "keeping Docker's firewall off ovnet's devices",
+            async {
+                firewall::keep().await;
+                None
+            },
+        ));
+    }
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    if let Some((path, listener)) = docker_listener {
+        let plugin = Arc::new(Plugin::new(
+            agent.clone(),
+            &Plugin::name_of(&path),
+            Dockerd::new(&args.docker_host),
+        ));
+        let stopped = stopped(stop_rx.clone());
+        tasks.add(Supervised::spawn("the Docker plugin", async move {
+            match ovnet_agent::docker::serve(plugin, listener, path, stopped).await {
+                // Stopped with the agent: not a failure of its own.
+                Ok(()) => std::future::pending().await,
+                Err(e) => Some(e),
+            }
+        }));
+    }
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics = metrics_listener.map(|l| {
         let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -258,7 +347,7 @@ async fn run(args: Args) -> Result<(), String> {
     );
     let serve = tonic::transport::Server::builder()
         .add_service(AgentServer::new(Api::new(agent.clone())))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal());
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx));
     let outcome = tokio::select! {
         served = serve => served.map_err(|e| format!("serving the API: {e}")),
         failed = tasks.first_failure() => Err(failed),
@@ -272,6 +361,9 @@ async fn run(args: Args) -> Result<(), String> {
     agent.deregister().await;
     agent.farewell();
     let _ = std::fs::remove_file(&args.api);
+    if let Some(path) = &args.docker_plugin {
+        let _ = std::fs::remove_file(path);
+    }
     outcome
 }
 
@@ -325,6 +417,46 @@ mod tests {
         }
         let a = Args::try_parse_from(["ovnet-agent", "--vtep-ip", "10.9.9.1"]).unwrap();
         assert_eq!(a.vtep_port, VXLAN_PORT);
+    }
+
+    #[test]
+    fn bounded_state_and_storm_control_have_defaults_and_limits() {
+        let a = Args::try_parse_from(["ovnet-agent", "--vtep-ip", "10.9.9.1"]).unwrap();
+        assert_eq!(a.max_learned_macs, DEFAULT_MAX_LEARNED as u64);
+        assert_eq!(
+            (a.bum_pps_per_endpoint, a.bum_pps_per_network),
+            (5_000, 20_000)
+        );
+        assert!(!a.no_port_security);
+        let a = Args::try_parse_from([
+            "ovnet-agent",
+            "--vtep-ip",
+            "10.9.9.1",
+            "--max-learned-macs",
+            "100",
+            "--bum-pps-per-endpoint",
+            "0",
+            "--no-port-security",
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                a.max_learned_macs,
+                a.bum_pps_per_endpoint,
+                a.no_port_security
+            ),
+            (100, 0, true)
+        );
+        for bad in ["0", "1000001", "many"] {
+            let r = Args::try_parse_from([
+                "ovnet-agent",
+                "--vtep-ip",
+                "10.9.9.1",
+                "--max-learned-macs",
+                bad,
+            ]);
+            assert!(r.is_err(), "--max-learned-macs {bad}");
+        }
     }
 
     #[test]

@@ -133,6 +133,9 @@ impl Scrape {
     /// - `network_drops_total` {network, vni, reason}: dropped frames by reason; drops before
     ///   a network is known are under network `(no network)`, vni 0;
     /// - `network_flooded_total`, `network_learned_total` {network, vni};
+    /// - `network_too_big_answers_total`, `network_fragmented_total` {network, vni}: frames
+    ///   that did not fit the path to their peer, answered with ICMP "too big" (the frames
+    ///   are drops, reason `too_big`) or sent for the host to fragment;
     /// - `peer_packets_total`, `peer_bytes_total` {peer, node, direction}: datagrams and
     ///   inner bytes to and from each peer VTEP (node empty for external VTEPs);
     ///   `peer_last_heard_seconds` {peer, node}; `peer_overflow_total`: datagrams of peers
@@ -178,6 +181,16 @@ impl Scrape {
             "MACs learned from external VTEPs' traffic.",
             &["network", "vni"],
         )?;
+        let too_big = f.counter(
+            "network_too_big_answers_total",
+            "ICMP \"too big\" answers to frames that did not fit the path to their peer.",
+            &["network", "vni"],
+        )?;
+        let fragmented = f.counter(
+            "network_fragmented_total",
+            "Frames larger than the path to their peer sent for the host to fragment.",
+            &["network", "vni"],
+        )?;
         for n in &self.networks {
             let vni = n.vni.to_string();
             let c: &CounterSnapshot = &n.counters;
@@ -206,6 +219,12 @@ impl Scrape {
             learned
                 .with_label_values(&[n.name.as_str(), &vni])
                 .inc_by(c.learned);
+            too_big
+                .with_label_values(&[n.name.as_str(), &vni])
+                .inc_by(c.too_big_answers);
+            fragmented
+                .with_label_values(&[n.name.as_str(), &vni])
+                .inc_by(c.fragmented);
         }
 
         let peer_packets = f.counter(

@@ -6,7 +6,8 @@
 //! local endpoint, and the [`NetworkTable`] the data plane should run: remote MACs behind their
 //! nodes' VTEPs (alive nodes only), IP → MAC for every endpoint (ARP and ND answers,
 //! anti-spoofing), the flood list (alive nodes with endpoints in the network, plus external
-//! VTEPs, which are learned from). Pure functions, no I/O: the reconciler
+//! VTEPs, which are learned from), and the path MTU to each peer ([`crate::domain::mtu`]).
+//! Pure functions, no I/O: the reconciler
 //! ([`crate::agent`]) makes the host match.
 //!
 //! The agent writes to etcd itself (connect, disconnect) and puts the result in the view at
@@ -25,7 +26,7 @@ use std::net::{SocketAddr, SocketAddrV4};
 
 use ovnet_dataplane::{FloodEntry, NetworkTable, Vni};
 
-use crate::domain::{Endpoint, Name, Network, NetworkId, Node, NodeName};
+use crate::domain::{mtu, Endpoint, Name, Network, NetworkId, Node, NodeName};
 use crate::store::{Record, RecordKey, State, WatchEvent};
 
 /// How many changes between two sweeps of the revisions the view no longer needs.
@@ -279,10 +280,18 @@ impl View {
             .collect()
     }
 
-    /// The forwarding table of network `n` as node `me` should run it.
+    /// The record of node `name`.
+    pub fn node(&self, name: &NodeName) -> Option<&Node> {
+        self.nodes.get(name)
+    }
+
+    /// The forwarding table of network `n` as node `me` should run it, with the path MTU to
+    /// each peer (both ends' underlay MTU, the smaller, less the VXLAN overhead).
     pub fn table(&self, n: &Network, me: &NodeName) -> NetworkTable {
         let mut t = NetworkTable::new();
         t.gateway = Some(crate::edge::gateway(n.gateway));
+        let underlay = self.nodes.get(me).and_then(|m| m.underlay_mtu);
+        t.default_path_mtu = mtu::path_mtu(underlay, None);
         let mut flood: Vec<SocketAddr> = Vec::new();
         let mut seen = HashSet::new();
         for e in self.endpoints_of(&n.id) {
@@ -301,6 +310,12 @@ impl View {
                 continue;
             };
             let vtep = SocketAddr::V4(node.vtep);
+            match mtu::path_mtu(underlay, node.underlay_mtu) {
+                0 => {}
+                m => {
+                    t.path_mtu.insert(vtep.ip(), m);
+                }
+            }
             t.macs.insert(e.mac, vtep);
             if seen.insert(vtep) {
                 flood.push(vtep);
@@ -336,6 +351,7 @@ mod tests {
             vtep: format!("{ip}:4789").parse().unwrap(),
             agent_version: "test".into(),
             started: String::new(),
+            underlay_mtu: None,
             node_id: None,
         }
     }
@@ -437,6 +453,34 @@ mod tests {
             1,
             "demo's endpoints stay out of other's table"
         );
+    }
+
+    #[test]
+    fn each_peer_gets_the_path_mtu_of_both_underlays() {
+        let Hosts { view: mut v, .. } = three_hosts();
+        // Nothing known yet: no limit beyond the network's MTU.
+        let t = &v.desired(&me("host1"))[0].table;
+        assert!(t.path_mtu.is_empty());
+        assert_eq!(t.default_path_mtu, 0);
+        let with_mtu = |name: &str, ip: &str, m: u32| {
+            Record::Node(Node {
+                underlay_mtu: Some(m),
+                ..node(name, ip)
+            })
+        };
+        v.put(with_mtu("host1", "192.168.50.1", 1500), LATER);
+        v.put(with_mtu("host3", "192.168.50.3", 1400), LATER + 1);
+        let t = &v.desired(&me("host1"))[0].table;
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(t.path_mtu.get(&ip("192.168.50.3")), Some(&1350));
+        // host2 does not say: its path is what host1's own underlay carries.
+        assert_eq!(t.path_mtu.get(&ip("192.168.50.2")), Some(&1450));
+        assert_eq!(t.default_path_mtu, 1450, "learned and external VTEPs");
+        // host3's side of the same paths.
+        let t3 = &v.desired(&me("host3"))[0].table;
+        assert_eq!(t3.path_mtu.get(&ip("192.168.50.1")), Some(&1350));
+        assert_eq!(t3.path_mtu.get(&ip("192.168.50.2")), Some(&1350));
+        assert_eq!(t3.default_path_mtu, 1350);
     }
 
     #[test]

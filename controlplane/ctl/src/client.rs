@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use ovnet_proto::AgentClient;
+use ovnet_proto::{AgentClient, WARNING_METADATA};
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Response, Status};
@@ -137,8 +137,25 @@ impl Agent {
         &self,
         call: impl Future<Output = Result<Response<T>, Status>>,
     ) -> Result<T, CliError> {
+        Ok(self.call_warned(call).await?.0)
+    }
+
+    /// [`Agent::call`], also returning the warnings the agent sent with its answer (the
+    /// [`WARNING_METADATA`] entries of the response), for the command to print.
+    pub async fn call_warned<T>(
+        &self,
+        call: impl Future<Output = Result<Response<T>, Status>>,
+    ) -> Result<(T, Vec<String>), CliError> {
         match tokio::time::timeout(CALL_TIMEOUT, call).await {
-            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Ok(resp)) => {
+                let warnings = resp
+                    .metadata()
+                    .get_all(WARNING_METADATA)
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .collect();
+                Ok((resp.into_inner(), warnings))
+            }
             Ok(Err(status)) => Err(status_error(&self.path, &status)),
             Err(_) => Err(CliError::new(format!(
                 "the ovnet agent at {} did not answer within {}s",

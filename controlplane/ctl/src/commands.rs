@@ -97,8 +97,8 @@ async fn network(path: &std::path::Path, cmd: NetworkCmd) -> Result<(), Failure>
             check_driver(&a.driver)?;
             let labels = parse_labels(&a.labels)?;
             let agent = Agent::connect(path).await?;
-            let net = agent
-                .call(agent.client().create_network(CreateNetworkRequest {
+            let (net, warnings) = agent
+                .call_warned(agent.client().create_network(CreateNetworkRequest {
                     name: a.name,
                     driver: a.driver,
                     subnet: a.subnet,
@@ -109,6 +109,10 @@ async fn network(path: &std::path::Path, cmd: NetworkCmd) -> Result<(), Failure>
                     internal: a.internal,
                 }))
                 .await?;
+            // As docker prints its API's warnings: on stderr, before the result.
+            for w in warnings {
+                eprintln!("WARNING: {w}");
+            }
             out(&format!("{}\n", net.id));
             Ok(())
         }

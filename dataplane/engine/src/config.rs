@@ -9,7 +9,8 @@ use ovnet_sys::TapError;
 use ovnet_wire::Vni;
 
 use crate::clock::Clock;
-use crate::fdb::DEFAULT_AGEING;
+use crate::fdb::{DEFAULT_AGEING, DEFAULT_MAX_LEARNED};
+use crate::storm::BumLimits;
 
 /// How to start a data plane.
 #[derive(Debug, Clone)]
@@ -21,6 +22,17 @@ pub struct DataplaneConfig {
     pub tx_sockets: usize,
     /// Ageing of MACs learned from traffic.
     pub ageing: Duration,
+    /// The most MACs learned from traffic per network; new ones beyond it are dropped and
+    /// counted ([`crate::DropReason::LearnedTableFull`]) until ageing frees room.
+    pub max_learned: usize,
+    /// Budgets of broadcast, multicast and unknown-unicast replication, per local endpoint and
+    /// per network ([`crate::storm`]).
+    pub bum: BumLimits,
+    /// The longest a send waits for room in a full socket buffer before the datagrams are
+    /// dropped and counted ([`crate::DropReason::SendStalled`]). Waiting is back-pressure, as
+    /// a local sender gets from the kernel; an underlay that does not drain for this long is
+    /// stuck, and a worker that kept waiting would stop forwarding everything else.
+    pub send_patience: Duration,
     /// Send segmented super-frames with UDP GSO (one `sendmsg` per train) where the kernel
     /// accepts it; falls back to one send per datagram if it refuses.
     pub gso: bool,
@@ -54,13 +66,18 @@ pub struct DataplaneConfig {
 }
 
 impl DataplaneConfig {
-    /// Defaults: 8 send sockets, 300 s ageing, UDP GSO, GRO, tunnel GSO and TAP offloads on,
-    /// one worker, polling for [`DEFAULT_POLL`], a slice of [`DEFAULT_SLICE`].
+    /// Defaults: 8 send sockets, 300 s ageing, at most [`DEFAULT_MAX_LEARNED`] learned MACs
+    /// per network, [`BumLimits::default`], a send patience of [`DEFAULT_SEND_PATIENCE`], UDP
+    /// GSO, GRO, tunnel GSO and TAP offloads on, one worker, polling for [`DEFAULT_POLL`], a
+    /// slice of [`DEFAULT_SLICE`].
     pub fn new(vtep: SocketAddr) -> DataplaneConfig {
         DataplaneConfig {
             vtep,
             tx_sockets: 8,
             ageing: DEFAULT_AGEING,
+            max_learned: DEFAULT_MAX_LEARNED,
+            bum: BumLimits::default(),
+            send_patience: DEFAULT_SEND_PATIENCE,
             gso: true,
             gro: true,
             tunnel_gso: true,
@@ -72,6 +89,11 @@ impl DataplaneConfig {
         }
     }
 }
+
+/// The default longest wait for room in a socket buffer: a hundred times what a full 4 MiB
+/// buffer takes to drain at 3 Gbit/s, and short enough that stopping the data plane never
+/// waits on it (a stopping worker does not wait at all).
+pub const DEFAULT_SEND_PATIENCE: Duration = Duration::from_secs(1);
 
 /// The default longest poll after a worker's last packet: longer than the gap between a TCP
 /// sender's bursts under load (measured best of 20, 50, 100 and 200 µs on 2 cores).

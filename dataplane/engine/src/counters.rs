@@ -33,11 +33,27 @@ pub enum DropReason {
     SendError,
     /// The inner TCP/UDP checksum is wrong (and is not a partial one to finish).
     BadChecksum,
+    /// The frame does not fit the path to its peer, and its sender was (rate limit
+    /// permitting) answered with ICMP "too big" carrying the path's MTU.
+    TooBig,
+    /// The source MAC would be learned, but the network's learned table is full
+    /// ([`crate::DataplaneConfig::max_learned`]); MACs already learned keep forwarding.
+    LearnedTableFull,
+    /// A broadcast, multicast or unknown-unicast frame over its source's or its network's
+    /// replication budget ([`crate::DataplaneConfig::bum`]).
+    BumRateLimited,
+    /// An IPv6 router advertisement from a container (containers are not routers).
+    RouterAdvert,
+    /// A neighbour advertisement from a container for an address that is not its own.
+    ForgedNeighbourAdvert,
+    /// The underlay socket had no room for the datagram for longer than
+    /// [`crate::DataplaneConfig::send_patience`], or the data plane was stopping.
+    SendStalled,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Truncated,
         DropReason::BadFlags,
         DropReason::UnknownVni,
@@ -49,6 +65,12 @@ impl DropReason {
         DropReason::TapWriteError,
         DropReason::SendError,
         DropReason::BadChecksum,
+        DropReason::TooBig,
+        DropReason::LearnedTableFull,
+        DropReason::BumRateLimited,
+        DropReason::RouterAdvert,
+        DropReason::ForgedNeighbourAdvert,
+        DropReason::SendStalled,
     ];
 
     /// A stable snake_case name (used in `ovctl stats` and the API).
@@ -65,6 +87,12 @@ impl DropReason {
             DropReason::TapWriteError => "tap_write_error",
             DropReason::SendError => "send_error",
             DropReason::BadChecksum => "bad_checksum",
+            DropReason::TooBig => "too_big",
+            DropReason::LearnedTableFull => "learned_table_full",
+            DropReason::BumRateLimited => "bum_rate_limited",
+            DropReason::RouterAdvert => "router_advert",
+            DropReason::ForgedNeighbourAdvert => "forged_neighbour_advert",
+            DropReason::SendStalled => "send_stalled",
         }
     }
 }
@@ -103,6 +131,8 @@ pub struct Counters {
     tunnel_frames: AtomicU64,
     coalesced: AtomicU64,
     trains: AtomicU64,
+    too_big_answers: AtomicU64,
+    fragmented: AtomicU64,
 }
 
 impl Counters {
@@ -131,6 +161,22 @@ impl Counters {
     #[inline]
     pub fn count_drop(&self, reason: DropReason) {
         self.drops[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts `n` frames dropped together (a send of several that failed).
+    #[inline]
+    pub fn count_drops(&self, reason: DropReason, n: u64) {
+        self.drops[reason as usize].fetch_add(n, Relaxed);
+    }
+
+    /// Counts an ICMP "too big" answer written to the TAP.
+    pub fn too_big_answer(&self) {
+        self.too_big_answers.fetch_add(1, Relaxed);
+    }
+
+    /// Counts `n` frames sent larger than the path to their peer, for the host to fragment.
+    pub fn fragmented(&self, n: u64) {
+        self.fragmented.fetch_add(n, Relaxed);
     }
 
     /// Counts an ARP request answered locally.
@@ -219,6 +265,8 @@ impl Counters {
             tunnel_frames: self.tunnel_frames.load(Relaxed),
             coalesced: self.coalesced.load(Relaxed),
             trains: self.trains.load(Relaxed),
+            too_big_answers: self.too_big_answers.load(Relaxed),
+            fragmented: self.fragmented.load(Relaxed),
         }
     }
 }
@@ -259,6 +307,13 @@ pub struct CounterSnapshot {
     pub coalesced: u64,
     /// UDP GSO sends that carried several small frames read from the TAP one by one.
     pub trains: u64,
+    /// ICMP "fragmentation needed" / "packet too big" answers written to the TAP, for frames
+    /// that did not fit the path to their peer (each refused frame is a `too_big` drop; an
+    /// answer the rate limit held back is not counted here).
+    pub too_big_answers: u64,
+    /// Frames larger than the path to their peer that may not be refused (IPv4 without DF, or
+    /// a path the tables did not know was smaller) and went anyway, for the host to fragment.
+    pub fragmented: u64,
 }
 
 impl CounterSnapshot {
@@ -270,6 +325,12 @@ impl CounterSnapshot {
     /// All drops together.
     pub fn total_dropped(&self) -> u64 {
         self.drops.iter().sum()
+    }
+
+    /// Adds `n` drops for `reason`: drops counted outside the data plane for its network (the
+    /// agent's port-security rules on the host's bridge) join the same names.
+    pub fn add_drops(&mut self, reason: DropReason, n: u64) {
+        self.drops[reason as usize] = self.drops[reason as usize].saturating_add(n);
     }
 
     /// `(reason, count)` for every reason with a non-zero count.

@@ -63,6 +63,8 @@ pub struct DataplaneReport {
     pub offloads: Vec<(Offload, OffloadState)>,
     /// MACs in the learned table, including aged ones the next sweep removes.
     pub learned_macs: usize,
+    /// The most MACs learned per network ([`DataplaneConfig::max_learned`]).
+    pub max_learned: usize,
 }
 
 /// A running data plane. Dropping it stops every thread.
@@ -153,7 +155,9 @@ impl Dataplane {
         let shared = Arc::new(Shared {
             networks: ArcSwap::from_pointee(FxHashMap::default()),
             generation: AtomicU64::new(0),
-            learned: LearnedTable::new(cfg.ageing),
+            learned: LearnedTable::with_limit(cfg.ageing, cfg.max_learned),
+            bum: cfg.bum,
+            send_patience: cfg.send_patience,
             global: Counters::default(),
             peers: PeerTable::default(),
             clock: cfg.clock.clone(),
@@ -221,6 +225,7 @@ impl Dataplane {
             tunnel_gso: self.tunnel_gso(),
             offloads: s.caps.report(),
             learned_macs: s.learned.len(),
+            max_learned: s.learned.max_per_network(),
         }
     }
 
@@ -246,7 +251,15 @@ impl Dataplane {
             .into_iter()
             .map(Arc::new)
             .collect();
-        let net = Network::new(vni, Table::compile(table), queues.clone(), mtu);
+        let s = &self.shared;
+        let net = Network::new(
+            vni,
+            Table::compile(table),
+            queues.clone(),
+            mtu,
+            s.bum,
+            s.clock.now_ms(),
+        );
         self.publish(vni, Some(Arc::new(net)));
         for (j, q) in queues.iter().enumerate() {
             let w = &workers[j % workers.len()];
@@ -272,7 +285,7 @@ impl Dataplane {
             .get(&vni)
             .cloned()
             .ok_or(DataplaneError::NoSuchNetwork(vni))?;
-        let net = old.with_table(Table::compile(table));
+        let net = old.with_table(Table::compile(table), self.shared.clock.now_ms());
         self.publish(vni, Some(Arc::new(net)));
         Ok(())
     }
@@ -340,6 +353,12 @@ impl Dataplane {
         self.shared.global.snapshot()
     }
 
+    /// How many MACs network `vni` holds in the learned table, aged or not: what its cap
+    /// ([`DataplaneConfig::max_learned`]) counts.
+    pub fn learned_count(&self, vni: Vni) -> usize {
+        self.shared.learned.len_of(vni)
+    }
+
     /// Traffic per peer VTEP (its underlay address) since the data plane started (peers it
     /// sent to or admitted traffic from), sorted by address, with how long ago each was last heard (`None`:
     /// never); and the datagrams of peers beyond the table's bound, counted together.
@@ -382,6 +401,10 @@ impl Dataplane {
 
 impl Drop for Dataplane {
     fn drop(&mut self) {
+        // Every worker hears it first, so none waits for another to finish its pass.
+        for w in &self.workers {
+            w.signal_stop();
+        }
         for w in &mut self.workers {
             w.stop();
         }

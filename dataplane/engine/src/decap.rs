@@ -6,14 +6,15 @@
 //! What is refused, in order: short datagrams, a clear `I` flag, unknown VNIs, oversized inner
 //! frames, senders that are not VTEPs of the network, inner sources that are not unicast, and
 //! frames claiming a MAC or IP owned by an endpoint elsewhere (including this host's own, which
-//! also catches loops).
+//! also catches loops), and new source MACs from a learning VTEP once the network's learned
+//! table is full.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use ovnet_wire::{ethernet, gso, ip, vxlan, Vni};
 
 use crate::counters::DropReason;
-use crate::fdb::{LearnedTable, Table};
+use crate::fdb::{Learn, LearnedTable, Table};
 
 /// Validates the VXLAN header of `datagram`; returns the VNI and the inner frame.
 /// Reserved bits are ignored, as RFC 7348 asks of receivers.
@@ -78,8 +79,11 @@ pub fn admit(
     }
     if sender.learn && bound.is_none() {
         let vtep = SocketAddr::new(canonical(from.ip()), sender.port);
-        if learned.learn(vni, src, vtep, now_ms) {
-            return Ok(Admitted::DeliverLearned);
+        match learned.learn(vni, src, vtep, now_ms) {
+            Learn::Known => {}
+            Learn::New | Learn::Moved => return Ok(Admitted::DeliverLearned),
+            // Delivering it would teach the bridge behind the TAP what this table refused.
+            Learn::Full => return Err(DropReason::LearnedTableFull),
         }
     }
     Ok(Admitted::Deliver)
@@ -296,6 +300,29 @@ mod tests {
         // Learned at the VTEP's VXLAN port, not the datagram's (random) source port.
         assert_eq!(learned.lookup(vni(), &far, 10), Some(ext));
     }
+
+    #[test]
+    fn a_full_learned_table_drops_new_sources_and_keeps_known_ones() {
+        let ext: SocketAddr = "192.168.50.9:4789".parse().unwrap();
+        let mut t = NetworkTable::new();
+        t.flood.push(FloodEntry {
+            addr: ext,
+            learn: true,
+        });
+        let table = Table::compile(&t);
+        let learned = LearnedTable::with_limit(DEFAULT_AGEING, 2);
+        let from: SocketAddr = "192.168.50.9:40001".parse().unwrap();
+        let frame = |last: u8| {
+            let src = MacAddr([2, 0, 0, 0, 0, last]);
+            udp_frame(src, REMOTE_MAC, "10.0.0.77".parse().unwrap(), REMOTE_IP, 20)
+        };
+        let admit_at = |f: &[u8]| admit(f, from, vni(), &table, &learned, 0, 1518);
+        assert_eq!(admit_at(&frame(1)), Ok(Admitted::DeliverLearned));
+        assert_eq!(admit_at(&frame(2)), Ok(Admitted::DeliverLearned));
+        assert_eq!(admit_at(&frame(3)), Err(DropReason::LearnedTableFull));
+        assert_eq!(admit_at(&frame(1)), Ok(Admitted::Deliver));
+        assert_eq!(learned.len(), 2);
+    }
 }
 
 /// Hostile input through every pure step of both paths: nothing may panic, whatever the bytes.
@@ -404,8 +431,11 @@ mod hostile {
             learn: true,
         });
         let table = Table::compile(&t);
-        // The send path sees the frames as host 1 does, where they come from its container.
-        let host1 = Table::compile(&two_host_table());
+        // The send path sees the frames as host 1 does, where they come from its container,
+        // with a path to host 2 narrower than the network (large frames are checked by fit).
+        let mut narrow = two_host_table();
+        narrow.path_mtu.insert(vtep2().ip(), 1350);
+        let host1 = Table::compile(&narrow);
         let learned = LearnedTable::new(DEFAULT_AGEING);
         let mut scratch = vec![0u8; 70_000];
         let mut reply = [0u8; REPLY_BUF_LEN];
@@ -431,7 +461,10 @@ mod hostile {
             if gso::segment_tcp(frame, 1450, &mut scratch, |_| {}).is_ok() {
                 depth.segmented += 1;
             }
-            let e = encap(frame, v, &host1, &learned, i, usize::MAX, &mut reply);
+            let unlimited = crate::encap::Size::Plain {
+                max_frame: usize::MAX,
+            };
+            let e = encap(frame, unlimited, v, &host1, &learned, i, &mut reply);
             if !matches!(e, crate::encap::Encap::Drop(_)) {
                 depth.encapsulated += 1;
             }

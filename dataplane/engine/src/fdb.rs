@@ -3,18 +3,21 @@
 //!
 //! The control plane describes a network with a [`NetworkTable`] (plain data) and hands it over
 //! whole; the engine compiles it into a [`Table`] and swaps it in atomically, so the packet path
-//! reads a consistent, immutable table without locks. Entries learned from traffic change per
+//! reads a consistent, immutable table without locks. The table also says how large a packet
+//! the path to each peer carries (the path MTU), which the send path enforces
+//! ([`crate::encap::fit`]). Entries learned from traffic change per
 //! packet, so they live apart in a [`LearnedTable`] (a sharded map whose entries refresh their
 //! age with an atomic store, taking a write lock only when a MAC is new or moves).
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use ovnet_wire::{MacAddr, Vni, VXLAN_PORT};
+use ovnet_wire::{ethernet, MacAddr, Vni, VXLAN_PORT};
 
 /// A multiply-rotate hasher (the Fx hash of rustc) for the compiled tables: their keys are
 /// 4 to 16 bytes and are looked up several times per packet, where SipHash showed in profiles.
@@ -119,6 +122,14 @@ pub struct NetworkTable {
     pub learning: bool,
     /// The VXLAN port of VTEPs learned from traffic when `learning` is on.
     pub learn_port: u16,
+    /// The path MTU to each VTEP, by address: the largest inner IP packet that reaches it in
+    /// one outer datagram (the smaller of both ends' underlay MTUs, less the VXLAN overhead).
+    /// A larger frame is answered with ICMP "too big" or sent for the host to fragment
+    /// ([`crate::encap::fit`]). VTEPs not listed, or listed with 0, get `default_path_mtu`.
+    pub path_mtu: HashMap<IpAddr, u32>,
+    /// The path MTU of VTEPs not in `path_mtu` (learned and external ones): this host's
+    /// underlay MTU less the overhead. 0: unknown, frames up to the network's MTU go.
+    pub default_path_mtu: u32,
     /// The network's gateway on this host's bridge: the same address and MAC on every host,
     /// so it is always a local answer (ARP for it is never flooded), never a remote
     /// destination, and never a source the overlay may deliver.
@@ -169,6 +180,23 @@ pub struct Table {
     pub(crate) learning: bool,
     pub(crate) learn_port: u16,
     pub(crate) gateway_mac: Option<MacAddr>,
+    /// Path MTUs of the VTEPs that have one of their own.
+    path_mtu: FxHashMap<IpAddr, u16>,
+    /// Path MTU of every other VTEP ([`NO_LIMIT`] when unknown).
+    default_mtu: u16,
+    /// The longest frame every path carries: a frame no longer needs no look-up.
+    every_path: usize,
+}
+
+/// The compiled path MTU of a path whose MTU is unknown: larger than any frame's packet.
+const NO_LIMIT: u16 = u16::MAX;
+
+/// A path MTU as the control plane gives it, compiled: 0 is unknown.
+fn path_limit(mtu: u32) -> u16 {
+    match mtu {
+        0 => NO_LIMIT,
+        m => u16::try_from(m).unwrap_or(NO_LIMIT),
+    }
 }
 
 impl Table {
@@ -194,6 +222,14 @@ impl Table {
             });
             e.learn |= f.learn;
         }
+        let path_mtu: FxHashMap<IpAddr, u16> = t
+            .path_mtu
+            .iter()
+            .map(|(ip, m)| (*ip, path_limit(*m)))
+            .filter(|(_, m)| *m != NO_LIMIT)
+            .collect();
+        let default_mtu = path_limit(t.default_path_mtu);
+        let smallest = path_mtu.values().copied().fold(default_mtu, u16::min);
         let mut arp: FxHashMap<Ipv4Addr, MacAddr> = t.arp.iter().map(|(k, v)| (*k, *v)).collect();
         let mut local_macs: FxHashSet<MacAddr> = t.local_macs.iter().copied().collect();
         if let Some(gw) = t.gateway {
@@ -201,6 +237,9 @@ impl Table {
             local_macs.insert(gw.mac);
         }
         Table {
+            path_mtu,
+            default_mtu,
+            every_path: usize::from(smallest) + ethernet::HEADER_LEN,
             macs: t.macs.iter().map(|(k, v)| (*k, *v)).collect(),
             arp,
             nd: t.nd.iter().map(|(k, v)| (*k, *v)).collect(),
@@ -237,6 +276,19 @@ impl Table {
         self.local_macs.contains(mac)
     }
 
+    /// The path MTU to the VTEP at `ip`: the largest inner IP packet it carries in one outer
+    /// datagram (`u16::MAX` when unknown).
+    pub fn path_mtu(&self, ip: IpAddr) -> u16 {
+        self.path_mtu.get(&ip).copied().unwrap_or(self.default_mtu)
+    }
+
+    /// Whether a frame of `len` bytes fits the path to every VTEP, without looking any up:
+    /// the check most frames stop at.
+    #[inline]
+    pub fn fits_every_path(&self, len: usize) -> bool {
+        len <= self.every_path
+    }
+
     /// How the receive path treats datagrams from `ip`: `None` if it is not a VTEP of the
     /// network and learning is off.
     pub(crate) fn sender(&self, ip: IpAddr) -> Option<VtepInfo> {
@@ -259,13 +311,46 @@ pub struct Learned {
     seen_ms: AtomicU64,
 }
 
-/// MACs learned from received traffic, per VNI, with ageing. Shared by the receive path (which
-/// writes) and the send path (which reads). Times are the caller's milliseconds (the data
-/// plane's [`crate::clock::Clock`]); the table keeps no clock of its own.
+/// What [`LearnedTable::learn`] did with a source MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learn {
+    /// Already known behind that VTEP (its age refreshed).
+    Known,
+    /// New: added.
+    New,
+    /// Known behind another VTEP: moved.
+    Moved,
+    /// New, but the network already has its most learned MACs: not added.
+    Full,
+}
+
+impl Learn {
+    /// Whether the table changed (a MAC added or moved).
+    pub fn changed(self) -> bool {
+        matches!(self, Learn::New | Learn::Moved)
+    }
+}
+
+/// The default most MACs learned per network: a few thousand hosts behind external VTEPs,
+/// a few hundred kilobytes of table at most per network.
+pub const DEFAULT_MAX_LEARNED: usize = 4096;
+
+/// MACs learned from received traffic, per VNI, with ageing and a cap per VNI. Shared by the
+/// receive path (which writes) and the send path (which reads). Times are the caller's
+/// milliseconds (the data plane's [`crate::clock::Clock`]); the table keeps no clock of its
+/// own.
+///
+/// The cap is what keeps a flood of random source MACs from an external VTEP from growing the
+/// table (and the bridge's FDB behind the TAP) without bound: once a network holds
+/// `max_per_network` entries, live or aged but not swept yet, new MACs are refused
+/// ([`Learn::Full`]) until the sweep frees room, while known ones keep refreshing.
 #[derive(Debug)]
 pub struct LearnedTable {
     map: DashMap<(Vni, MacAddr), Learned>,
+    /// Entries per network. Never locked while `map` is.
+    counts: DashMap<Vni, Arc<AtomicUsize>>,
     ageing_ms: u64,
+    max_per_network: usize,
 }
 
 /// Refresh the timestamp of an entry at most this often: the store is cheap but not free, and
@@ -273,11 +358,20 @@ pub struct LearnedTable {
 const REFRESH_MS: u64 = 1000;
 
 impl LearnedTable {
-    /// An empty table whose entries expire `ageing` after the last packet seen from them.
+    /// An empty table whose entries expire `ageing` after the last packet seen from them, with
+    /// at most [`DEFAULT_MAX_LEARNED`] per network.
     pub fn new(ageing: Duration) -> LearnedTable {
+        LearnedTable::with_limit(ageing, DEFAULT_MAX_LEARNED)
+    }
+
+    /// An empty table whose entries expire `ageing` after the last packet seen from them, with
+    /// at most `max_per_network` per network.
+    pub fn with_limit(ageing: Duration, max_per_network: usize) -> LearnedTable {
         LearnedTable {
             map: DashMap::new(),
+            counts: DashMap::new(),
             ageing_ms: ageing.as_millis().min(u64::MAX as u128) as u64,
+            max_per_network,
         }
     }
 
@@ -285,6 +379,16 @@ impl LearnedTable {
     /// removes aged ones).
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// The most entries one network may hold.
+    pub fn max_per_network(&self) -> usize {
+        self.max_per_network
+    }
+
+    /// How many entries network `vni` holds, aged or not: what its cap counts.
+    pub fn len_of(&self, vni: Vni) -> usize {
+        self.counts.get(&vni).map_or(0, |c| c.load(Relaxed))
     }
 
     /// Whether the table holds no entry at all.
@@ -299,37 +403,75 @@ impl LearnedTable {
         (now_ms.saturating_sub(seen) < self.ageing_ms).then_some(e.vtep)
     }
 
-    /// Records that `mac` was seen behind `vtep`. Returns true if the entry is new or moved.
-    pub fn learn(&self, vni: Vni, mac: MacAddr, vtep: SocketAddr, now_ms: u64) -> bool {
-        if let Some(e) = self.map.get(&(vni, mac)) {
+    /// Records that `mac` was seen behind `vtep`, unless it is new and `vni` is full.
+    pub fn learn(&self, vni: Vni, mac: MacAddr, vtep: SocketAddr, now_ms: u64) -> Learn {
+        let key = (vni, mac);
+        if let Some(e) = self.map.get(&key) {
             if e.vtep == vtep {
                 if now_ms.saturating_sub(e.seen_ms.load(Relaxed)) >= REFRESH_MS {
                     e.seen_ms.store(now_ms, Relaxed);
                 }
-                return false;
+                return Learn::Known;
             }
         }
-        self.map.insert(
-            (vni, mac),
-            Learned {
-                vtep,
-                seen_ms: AtomicU64::new(now_ms),
-            },
-        );
-        true
+        if let Some(mut e) = self.map.get_mut(&key) {
+            e.vtep = vtep;
+            e.seen_ms.store(now_ms, Relaxed);
+            return Learn::Moved;
+        }
+        // New: take a place under the cap first, so that racing workers cannot overshoot it.
+        let count = self.count_of(vni);
+        if count.fetch_add(1, Relaxed) >= self.max_per_network {
+            count.fetch_sub(1, Relaxed);
+            return Learn::Full;
+        }
+        let entry = Learned {
+            vtep,
+            seen_ms: AtomicU64::new(now_ms),
+        };
+        if self.map.insert(key, entry).is_some() {
+            // Another worker added it meanwhile: it had taken the place already.
+            count.fetch_sub(1, Relaxed);
+            return Learn::Moved;
+        }
+        Learn::New
     }
 
-    /// Removes aged-out entries; returns how many.
+    /// The counter of `vni`'s entries, created if need be.
+    fn count_of(&self, vni: Vni) -> Arc<AtomicUsize> {
+        if let Some(c) = self.counts.get(&vni) {
+            return c.clone();
+        }
+        self.counts.entry(vni).or_default().clone()
+    }
+
+    /// Removes aged-out entries; returns how many. Runs on the housekeeping thread: each of
+    /// the map's shards is locked in turn for as long as it takes to look at its entries (at
+    /// most the networks' caps together, divided by the shard count), so a worker waits at most
+    /// that long for one lookup.
     pub fn expire(&self, now_ms: u64) -> usize {
-        let before = self.map.len();
-        self.map
-            .retain(|_, e| now_ms.saturating_sub(e.seen_ms.load(Relaxed)) < self.ageing_ms);
-        before - self.map.len()
+        let mut gone: FxHashMap<Vni, usize> = FxHashMap::default();
+        self.map.retain(|(vni, _), e| {
+            let live = now_ms.saturating_sub(e.seen_ms.load(Relaxed)) < self.ageing_ms;
+            if !live {
+                *gone.entry(*vni).or_default() += 1;
+            }
+            live
+        });
+        let mut total = 0;
+        for (vni, n) in gone {
+            if let Some(c) = self.counts.get(&vni) {
+                c.fetch_sub(n, Relaxed);
+            }
+            total += n;
+        }
+        total
     }
 
     /// Forgets everything learned in `vni` (when the network goes away).
     pub fn forget_vni(&self, vni: Vni) {
         self.map.retain(|(v, _), _| *v != vni);
+        self.counts.remove(&vni);
     }
 
     /// The entries of `vni` live at `now_ms`, sorted by MAC.
@@ -415,6 +557,34 @@ mod tests {
     }
 
     #[test]
+    fn path_mtus_compile_with_the_default_and_the_smallest() {
+        let mut t = NetworkTable::new();
+        let c = Table::compile(&t);
+        assert_eq!(c.path_mtu("192.168.50.2".parse().unwrap()), u16::MAX);
+        assert!(c.fits_every_path(65_535), "nothing known: nothing enforced");
+        t.path_mtu.insert("192.168.50.2".parse().unwrap(), 1450);
+        t.path_mtu.insert("192.168.50.3".parse().unwrap(), 1350);
+        t.path_mtu.insert("192.168.50.4".parse().unwrap(), 0);
+        t.path_mtu.insert("192.168.50.5".parse().unwrap(), 70_000);
+        t.default_path_mtu = 1450;
+        let c = Table::compile(&t);
+        assert_eq!(c.path_mtu("192.168.50.3".parse().unwrap()), 1350);
+        assert_eq!(
+            c.path_mtu("192.168.50.4".parse().unwrap()),
+            1450,
+            "0: the default"
+        );
+        assert_eq!(
+            c.path_mtu("192.168.50.5".parse().unwrap()),
+            1450,
+            "out of range"
+        );
+        assert_eq!(c.path_mtu("192.168.50.9".parse().unwrap()), 1450);
+        assert!(c.fits_every_path(1350 + 14));
+        assert!(!c.fits_every_path(1350 + 15));
+    }
+
+    #[test]
     fn learning_mode_accepts_any_sender_on_the_learn_port() {
         let mut t = NetworkTable::new();
         t.learning = true;
@@ -433,8 +603,11 @@ mod tests {
     fn learned_entries_refresh_move_and_age() {
         let vni = Vni::new(42).unwrap();
         let l = LearnedTable::new(Duration::from_secs(10));
-        assert!(l.learn(vni, mac(5), sa("192.168.50.3:4789"), 0));
-        assert!(!l.learn(vni, mac(5), sa("192.168.50.3:4789"), 5_000));
+        assert_eq!(l.learn(vni, mac(5), sa("192.168.50.3:4789"), 0), Learn::New);
+        assert_eq!(
+            l.learn(vni, mac(5), sa("192.168.50.3:4789"), 5_000),
+            Learn::Known
+        );
         assert_eq!(
             l.lookup(vni, &mac(5), 14_000),
             Some(sa("192.168.50.3:4789"))
@@ -442,7 +615,10 @@ mod tests {
         // Other VNIs do not see it.
         assert_eq!(l.lookup(Vni::new(43).unwrap(), &mac(5), 0), None);
         // Moves are reported.
-        assert!(l.learn(vni, mac(5), sa("192.168.50.4:4789"), 6_000));
+        assert_eq!(
+            l.learn(vni, mac(5), sa("192.168.50.4:4789"), 6_000),
+            Learn::Moved
+        );
         assert_eq!(l.lookup(vni, &mac(5), 6_000), Some(sa("192.168.50.4:4789")));
         // Aged out after 10 s without traffic.
         assert_eq!(l.lookup(vni, &mac(5), 16_000), None);
@@ -454,6 +630,58 @@ mod tests {
         );
         assert_eq!(l.expire(16_000), 1);
         assert!(l.is_empty());
+        assert_eq!(l.len_of(vni), 0);
+    }
+
+    #[test]
+    fn a_full_network_refuses_new_macs_and_keeps_the_known_ones() {
+        let (a, b) = (Vni::new(1).unwrap(), Vni::new(2).unwrap());
+        let l = LearnedTable::with_limit(Duration::from_secs(10), 3);
+        let v = sa("192.168.50.3:4789");
+        for i in 0..3 {
+            assert_eq!(l.learn(a, mac(i), v, 0), Learn::New);
+        }
+        assert_eq!(l.learn(a, mac(9), v, 0), Learn::Full);
+        assert_eq!(l.lookup(a, &mac(9), 0), None);
+        assert_eq!(l.len_of(a), 3);
+        // Known MACs refresh and move; another network has its own room.
+        assert_eq!(l.learn(a, mac(0), v, 2_000), Learn::Known);
+        assert_eq!(
+            l.learn(a, mac(1), sa("192.168.50.4:4789"), 2_000),
+            Learn::Moved
+        );
+        assert_eq!(l.learn(b, mac(9), v, 2_000), Learn::New);
+        // Aged entries keep their place until the sweep frees it.
+        assert_eq!(l.learn(a, mac(9), v, 11_000), Learn::Full);
+        assert_eq!(l.expire(11_000), 1, "mac(2), seen last at 0");
+        assert_eq!(l.len_of(a), 2);
+        assert_eq!(l.learn(a, mac(9), v, 11_000), Learn::New);
+        assert_eq!(l.len_of(a), 3);
+        l.forget_vni(a);
+        assert_eq!((l.len_of(a), l.len_of(b), l.len()), (0, 1, 1));
+    }
+
+    #[test]
+    fn racing_learners_never_overshoot_the_cap() {
+        let vni = Vni::new(7).unwrap();
+        let l = LearnedTable::with_limit(DEFAULT_AGEING, 100);
+        std::thread::scope(|s| {
+            for t in 0..4u8 {
+                let l = &l;
+                s.spawn(move || {
+                    for i in 0..=255u8 {
+                        let m = MacAddr([2, 0, 0, t, i, 1]);
+                        l.learn(vni, m, sa("192.168.50.3:4789"), 0);
+                        // Every fourth one again, from another VTEP: moves race with adds.
+                        if i % 4 == 0 {
+                            l.learn(vni, m, sa("192.168.50.4:4789"), 0);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(l.len(), 100);
+        assert_eq!(l.len_of(vni), 100);
     }
 
     #[test]

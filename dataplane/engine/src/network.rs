@@ -1,5 +1,5 @@
 //! One network (VNI) as the packet path sees it: its compiled table, its TAP's queues, its
-//! counters and size limits, replaced whole on change. And how the data plane opens a network's
+//! counters, size limits and "too big" budget, replaced whole on change. And how the data plane opens a network's
 //! TAP: with the offloads the data plane itself uses, one queue per worker.
 
 use std::io::{self, IoSlice};
@@ -11,6 +11,8 @@ use ovnet_wire::{ethernet, virtio, Vni};
 use crate::config::DataplaneError;
 use crate::counters::Counters;
 use crate::fdb::{FxHashMap, Table};
+use crate::pmtu::AnswerBudget;
+use crate::storm::{BumLimits, Storm};
 
 /// Room for one 802.1Q tag on top of the Ethernet header, as the kernel's bridge allows.
 const L2_OVERHEAD: usize = ethernet::HEADER_LEN + 4;
@@ -41,35 +43,56 @@ pub(crate) struct Network {
     /// queue `i % queues.len()`.
     pub(crate) queues: Vec<Arc<Tap>>,
     pub(crate) counters: Arc<Counters>,
+    /// What the network may still answer with ICMP "too big" (shared by the workers).
+    pub(crate) answers: Arc<AnswerBudget>,
     /// Largest IP packet (the network's MTU).
     pub(crate) mtu: usize,
     /// Largest frame: the MTU plus Ethernet and one VLAN tag.
     pub(crate) max_frame: usize,
+    /// Replication budgets of flooded frames.
+    pub(crate) storm: Storm,
+    /// What `storm` was built with, for the next table.
+    limits: BumLimits,
 }
 
 /// The networks served, by VNI.
 pub(crate) type Networks = FxHashMap<Vni, Arc<Network>>;
 
 impl Network {
-    /// A new network on `queues`, with fresh counters.
-    pub(crate) fn new(vni: Vni, table: Table, queues: Vec<Arc<Tap>>, mtu: u32) -> Network {
+    /// A new network on `queues`, with fresh counters and full replication budgets at
+    /// `now_ms`.
+    pub(crate) fn new(
+        vni: Vni,
+        table: Table,
+        queues: Vec<Arc<Tap>>,
+        mtu: u32,
+        limits: BumLimits,
+        now_ms: u64,
+    ) -> Network {
         Network {
             vni,
+            storm: Storm::new(limits, &table, None, now_ms),
+            limits,
             table,
             queues,
             counters: Arc::new(Counters::default()),
+            answers: Arc::new(AnswerBudget::default()),
             mtu: mtu as usize,
             max_frame: mtu as usize + L2_OVERHEAD,
         }
     }
 
-    /// The same network with another table: queues, counters and limits carry over.
-    pub(crate) fn with_table(&self, table: Table) -> Network {
+    /// The same network with another table: queues, counters, limits and the replication
+    /// budgets of its remaining endpoints carry over.
+    pub(crate) fn with_table(&self, table: Table, now_ms: u64) -> Network {
         Network {
             vni: self.vni,
+            storm: Storm::new(self.limits, &table, Some(&self.storm), now_ms),
+            limits: self.limits,
             table,
             queues: self.queues.clone(),
             counters: self.counters.clone(),
+            answers: self.answers.clone(),
             mtu: self.mtu,
             max_frame: self.max_frame,
         }

@@ -11,22 +11,32 @@
 //!   leave together the same way ([`Train`]), so a burst of 64-byte packets costs one send,
 //!   not one per packet.
 //!
+//! - A frame larger than the path to its peer ([`crate::encap::fit`]) is refused and answered
+//!   with ICMP "too big" ([`crate::pmtu`]), or leaves alone for the host to fragment (IPv4
+//!   without DF; a super-frame is cut into segments that fit instead). Each flooded copy is
+//!   checked against its own peer's path.
+//!
 //! Which socket, and so which outer source port, a flow leaves from is chosen here too
 //! ([`TxSockets`]): by inner-flow hash, or with several workers the one that steers the flow to
 //! the peer worker it was given ([`crate::steer`]). Sends go through
 //! [`ovnet_sys::UnderlaySocket::send`], which degrades to one datagram at a time where the
-//! kernel refuses UDP GSO; the refusal turns the offload off in [`Capabilities`].
+//! kernel refuses UDP GSO (the refusal turns the offload off in [`Capabilities`]) or where the
+//! route to the peer is narrower than a segment (`EMSGSIZE`: the datagrams leave one by one
+//! for the host to fragment, counted as fragmented; the tables' path MTU was wrong).
 //!
 //! The TSO segment cap a network's containers must use ([`tso_segments`]) follows from these
 //! limits, and lives with them.
 
+use std::cell::Cell;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use ovnet_sys::udp::{MAX_GSO_PAYLOAD, MAX_GSO_SEGMENTS};
-use ovnet_sys::{Sent, Tap, Transmit, UdpConfig, UnderlaySocket};
+use ovnet_sys::{Patience, Sent, Tap, Transmit, UdpConfig, UnderlaySocket};
 use ovnet_wire::tunnel::OUTER_V4_LEN;
 use ovnet_wire::virtio::{self, VnetHdr};
 use ovnet_wire::{ethernet, flow, gso, vxlan, Vni};
@@ -34,11 +44,12 @@ use ovnet_wire::{ethernet, flow, gso, vxlan, Vni};
 use crate::capability::Capabilities;
 use crate::config::DataplaneError;
 use crate::counters::{DropReason, RateLimitedLog};
-use crate::encap::{self, Encap, ReplyKind, REPLY_BUF_LEN};
+use crate::encap::{self, Encap, Fit, ReplyKind, Size, REPLY_BUF_LEN};
 use crate::fdb::LearnedTable;
 use crate::network::{write_frame, Network, Networks, BUF_LEN};
 use crate::pacing::BATCH;
 use crate::peers::PeerTable;
+use crate::pmtu::TooBigAnswers;
 use crate::shared::Shared;
 use crate::steer::FlowSteering;
 use crate::uplink::{Tunnel, TunnelWriter, UplinkPath};
@@ -79,6 +90,38 @@ pub fn tso_segments(mtu: u32, tunnel_gso: bool) -> u32 {
         MAX_GSO_PAYLOAD / (vxlan::HEADER_LEN + ethernet::HEADER_LEN + mtu)
     };
     segments.clamp(1, MAX_GSO_SEGMENTS) as u32
+}
+
+/// Counts the `count` datagrams of a send that failed (or gave up waiting for room) and logs
+/// it, rate-limited.
+fn send_failed(
+    log: &mut RateLimitedLog,
+    net: &Network,
+    dst: SocketAddr,
+    e: &io::Error,
+    count: u64,
+) {
+    let reason = if ovnet_sys::udp::is_stalled(e) {
+        DropReason::SendStalled
+    } else {
+        DropReason::SendError
+    };
+    net.counters.count_drops(reason, count);
+    log.warn(format_args!("sending to VTEP {dst}: {e}"));
+}
+
+/// How many datagrams flooding `frame` to one VTEP makes: one, or one per segment of a
+/// super-frame (`gso`) at the MSS [`Encapper::send_super`] uses.
+fn flood_segments(net: &Network, hdr: &VnetHdr, frame: &[u8], gso: bool) -> u64 {
+    let Some(t) = gso.then(|| gso::tcp_frame(frame)).flatten() else {
+        return 1;
+    };
+    let fit = net.mtu.saturating_sub(t.payload - t.l3).max(1);
+    let mss = match usize::from(hdr.gso_size) {
+        0 => fit,
+        m => m.min(fit),
+    };
+    (t.end - t.payload).div_ceil(mss).max(1) as u64
 }
 
 /// The underlay sockets frames leave from, and which one each flow uses.
@@ -242,6 +285,15 @@ impl Train {
     }
 }
 
+/// How the datagrams of one send left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Left {
+    /// As asked: in one UDP GSO send, or one by one without GSO.
+    Whole,
+    /// One by one, for the host to fragment: the route could not carry a GSO segment.
+    Fragmented,
+}
+
 /// The send side of a worker: what it reads of the shared state, its buffers and logs.
 pub(crate) struct Encapper<'s> {
     networks: &'s ArcSwap<Networks>,
@@ -254,6 +306,14 @@ pub(crate) struct Encapper<'s> {
     caps: &'s Capabilities,
     /// The worker's index, which picks the uplink queue it writes to.
     index: usize,
+    /// Set when the worker is to stop: sends wait no more.
+    stop: &'s AtomicBool,
+    /// The longest a send waits for room in a full socket buffer.
+    patience: Duration,
+    /// A send gave up waiting since the last one that went: until one goes again, sends try
+    /// once and do not wait, so that a stuck underlay costs this worker one patience, not one
+    /// per frame, and the receive path and other peers keep being served.
+    stalled: Cell<bool>,
     /// The data plane's clock at the start of the current pass (ms).
     now: u64,
     reply: [u8; REPLY_BUF_LEN],
@@ -267,18 +327,23 @@ pub(crate) struct Encapper<'s> {
     train: Train,
     /// Where the next read goes in the arena: after the train's frames.
     at: usize,
+    /// Answers to frames too big for their path.
+    too_big: TooBigAnswers,
     send_log: RateLimitedLog,
     tap_log: RateLimitedLog,
+    mtu_log: RateLimitedLog,
 }
 
 impl<'s> Encapper<'s> {
-    /// The send side of worker `index`, over what the threads share.
-    pub(crate) fn new(index: usize, s: &'s Shared) -> Encapper<'s> {
+    /// The send side of worker `index`, over what the threads share; its sends wait for room
+    /// at most the shared patience, and not at all once `stop` is set.
+    pub(crate) fn new(index: usize, s: &'s Shared, stop: &'s AtomicBool) -> Encapper<'s> {
         let (networks, learned, tx, peers, caps) =
             (&s.networks, &s.learned, &s.tx, &s.peers, &s.caps);
         // Replies (ARP, ND) are sent from the first worker's listening socket.
         let listener = &s.workers[0].socket;
         let uplink = s.uplink.as_ref();
+        let patience = s.send_patience;
         Encapper {
             networks,
             learned,
@@ -288,6 +353,9 @@ impl<'s> Encapper<'s> {
             peers,
             caps,
             index,
+            stop,
+            patience,
+            stalled: Cell::new(false),
             now: 0,
             reply: [0u8; REPLY_BUF_LEN],
             tunnel: TunnelWriter::new(index),
@@ -298,8 +366,10 @@ impl<'s> Encapper<'s> {
                 ..Train::default()
             },
             at: 0,
+            too_big: TooBigAnswers::new(),
             send_log: RateLimitedLog::new(std::time::Duration::from_secs(5)),
             tap_log: RateLimitedLog::new(std::time::Duration::from_secs(5)),
+            mtu_log: RateLimitedLog::new(std::time::Duration::from_secs(60)),
         }
     }
 
@@ -364,32 +434,76 @@ impl<'s> Encapper<'s> {
             return net.counters.count_drop(DropReason::Truncated);
         }
         let frame = &arena[start..end];
-        // The size limit of a super-frame applies to its segments.
-        let limit = if gso { usize::MAX } else { net.max_frame };
+        // What must fit: a plain frame, or a super-frame's segments.
+        let (size, tcp) = if gso {
+            let Some(t) = gso::tcp_frame(frame) else {
+                return net.counters.count_drop(DropReason::Truncated);
+            };
+            let segment = t.payload + mss(hdr, &t, net.mtu);
+            (Size::Segments { segment }, Some(t))
+        } else {
+            let max_frame = net.max_frame;
+            (Size::Plain { max_frame }, None)
+        };
         let decision = encap::encap(
             frame,
+            size,
             net.vni,
             &net.table,
             self.learned,
             self.now,
-            limit,
             &mut self.reply,
         );
         match decision {
-            Encap::Unicast(dst) if gso => {
+            Encap::Unicast(dst) => match &tcp {
+                Some(t) => {
+                    self.flush(arena);
+                    self.send_super(net, hdr, frame, t, net.mtu, dst);
+                }
+                None => self.queue(net, arena, start, end, dst),
+            },
+            Encap::Fragment { dst, mtu } => {
                 self.flush(arena);
-                self.send_super(net, hdr, frame, dst);
+                self.oversized(net, hdr, frame, tcp.as_ref(), dst, mtu);
             }
-            Encap::Unicast(dst) => self.queue(net, arena, start, end, dst),
+            Encap::TooBig { mtu } => {
+                net.counters.count_drop(DropReason::TooBig);
+                self.answer(net, tap, frame, mtu);
+            }
             Encap::Flood(list) => {
                 self.flush(arena);
+                let src = ethernet::Frame::new_unchecked(frame).src();
+                let replicas = list.len() as u64 * flood_segments(net, hdr, frame, gso);
+                if let Err(reason) = net.storm.admit(&src, replicas, self.now) {
+                    return net.counters.count_drop(reason);
+                }
                 net.counters.flood();
+                let len = size.wire_len(frame);
+                let every = net.table.fits_every_path(len);
+                // The smallest path MTU among the copies refused, for one answer.
+                let mut refused: Option<u16> = None;
                 for &dst in list {
-                    if gso {
-                        self.send_super(net, hdr, frame, dst);
+                    let fit = if every {
+                        Fit::Fits
                     } else {
-                        self.send_one(net, frame, dst);
+                        encap::fit(frame, len, net.table.path_mtu(dst.ip()))
+                    };
+                    match (fit, &tcp) {
+                        (Fit::Fits, Some(t)) => self.send_super(net, hdr, frame, t, net.mtu, dst),
+                        (Fit::Fits, None) => {
+                            self.send_one(net, frame, dst);
+                        }
+                        (Fit::Fragment(mtu), t) => {
+                            self.oversized(net, hdr, frame, t.as_ref(), dst, mtu)
+                        }
+                        (Fit::TooBig(mtu), _) => {
+                            net.counters.count_drop(DropReason::TooBig);
+                            refused = Some(refused.map_or(mtu, |r| r.min(mtu)));
+                        }
                     }
+                }
+                if let Some(mtu) = refused {
+                    self.answer(net, tap, frame, mtu);
                 }
             }
             Encap::Reply { len, kind } => match write_frame(tap, &self.reply[..len]) {
@@ -463,11 +577,12 @@ impl<'s> Encapper<'s> {
             pair[0] = IoSlice::new(&t.header);
             pair[1] = IoSlice::new(&arena[a..b]);
         }
+        let stride = t.stride;
         let out = Transmit {
             dst,
             parts: &iov[..2 * count],
             per: 2,
-            segment: t.stride,
+            segment: stride,
         };
         let sent = self.send(self.socket(t.sock), &out);
         let t = &mut self.train;
@@ -475,28 +590,39 @@ impl<'s> Encapper<'s> {
         t.bytes = 0;
         t.closed = false;
         match sent {
-            Ok(()) => {
+            Ok(left) => {
                 let inner = (bytes - count * vxlan::HEADER_LEN) as u64;
                 net.counters.tx_many(count as u64, inner);
                 self.peers.sent(dst, count as u64, inner);
                 if count > 1 {
                     net.counters.train();
                 }
+                if left == Left::Fragmented {
+                    self.narrow_route(&net, dst, count, stride);
+                }
             }
-            Err(e) => {
-                net.counters.count_drop(DropReason::SendError);
-                self.send_log
-                    .warn(format_args!("sending to VTEP {dst}: {e}"));
-            }
+            Err(e) => send_failed(&mut self.send_log, &net, dst, &e, count as u64),
         }
     }
 
     /// Sends `out` from `sock`, with UDP GSO while the kernel takes it; a refusal turns UDP GSO
-    /// off for good (the datagrams still leave, one by one).
-    fn send(&self, sock: &UnderlaySocket, out: &Transmit<'_>) -> io::Result<()> {
-        match sock.send(out, self.caps.udp_gso.is_on())? {
-            Sent::Done => Ok(()),
-            Sent::GsoRefused { refusal, then } => {
+    /// off for good (the datagrams still leave, one by one). Where the route cannot carry a
+    /// segment, the datagrams leave one by one for the host to fragment ([`Left::Fragmented`]).
+    /// Waits for room in a full socket buffer as long as the patience allows (not at all while
+    /// stalled or stopping).
+    fn send(&self, sock: &UnderlaySocket, out: &Transmit<'_>) -> io::Result<Left> {
+        let patience = Patience {
+            wait: if self.stalled.get() {
+                Duration::ZERO
+            } else {
+                self.patience
+            },
+            stop: self.stop,
+        };
+        let sent = match sock.send(out, self.caps.udp_gso.is_on(), patience) {
+            Ok(Sent::Done) => Ok(Left::Whole),
+            Ok(Sent::SegmentTooBig { then }) => then.map(|()| Left::Fragmented),
+            Ok(Sent::GsoRefused { refusal, then }) => {
                 let why = format!(
                     "the kernel refused a UDP GSO send to {}: {refusal}",
                     out.dst
@@ -504,13 +630,21 @@ impl<'s> Encapper<'s> {
                 if self.caps.udp_gso.turn_off(&why) {
                     log::warn!("{why}; sending one datagram per segment from now on");
                 }
-                then
+                then.map(|()| Left::Whole)
             }
+            Err(e) => Err(e),
+        };
+        match &sent {
+            Ok(_) => self.stalled.set(false),
+            Err(e) if ovnet_sys::udp::is_stalled(e) => self.stalled.set(true),
+            Err(_) => {}
         }
+        sent
     }
 
-    /// Sends one frame as one datagram: VXLAN header and frame gathered, not copied.
-    fn send_one(&mut self, net: &Network, frame: &[u8], dst: SocketAddr) {
+    /// Sends one frame as one datagram: VXLAN header and frame gathered, not copied. (A
+    /// datagram larger than the route carries is fragmented by the host.) True if it left.
+    fn send_one(&mut self, net: &Network, frame: &[u8], dst: SocketAddr) -> bool {
         let i = self.tx.index(frame, self.index, &dst, self.now);
         let header = vxlan::header(net.vni);
         let parts = [IoSlice::new(&header), IoSlice::new(frame)];
@@ -521,32 +655,34 @@ impl<'s> Encapper<'s> {
             segment: header.len() + frame.len(),
         };
         match self.send(self.socket(i), &out) {
-            Ok(()) => {
+            Ok(_) => {
                 net.counters.tx(frame.len());
                 self.peers.sent(dst, 1, frame.len() as u64);
+                true
             }
             Err(e) => {
-                net.counters.count_drop(DropReason::SendError);
-                self.send_log
-                    .warn(format_args!("sending to VTEP {dst}: {e}"));
+                send_failed(&mut self.send_log, net, dst, &e, 1);
+                false
             }
         }
     }
 
-    /// Sends a TCP super-frame: whole through the uplink where tunnel GSO is on, otherwise
-    /// segmented here and sent with UDP GSO, gathered: each segment's headers are written to a
-    /// small buffer, its payload is sent from where the TAP read put it.
-    fn send_super(&mut self, net: &Network, hdr: &VnetHdr, frame: &[u8], dst: SocketAddr) {
-        let Some(t) = gso::tcp_frame(frame) else {
-            return net.counters.count_drop(DropReason::Truncated);
-        };
-        // The segments must fit the network's MTU whatever MSS the sender used.
-        let fit = net.mtu.saturating_sub(t.payload - t.l3);
-        let mss = match usize::from(hdr.gso_size) {
-            0 => fit,
-            m => m.min(fit),
-        };
-        if self.send_tunnel(net, hdr, frame, &t, mss, dst) {
+    /// Sends a TCP super-frame (headers at `t`) in segments that fit IP packets of `mtu`
+    /// bytes (the network's MTU, or a narrower path's): whole through the uplink where tunnel
+    /// GSO is on, otherwise segmented here and sent with UDP GSO, gathered: each segment's
+    /// headers are written to a small buffer, its payload is sent from where the TAP read put
+    /// it.
+    fn send_super(
+        &mut self,
+        net: &Network,
+        hdr: &VnetHdr,
+        frame: &[u8],
+        t: &gso::TcpFrame,
+        mtu: usize,
+        dst: SocketAddr,
+    ) {
+        let mss = mss(hdr, t, mtu);
+        if self.send_tunnel(net, hdr, frame, t, mss, dst) {
             return;
         }
         let header = vxlan::header(net.vni);
@@ -558,6 +694,8 @@ impl<'s> Encapper<'s> {
         net.counters.super_frame();
         let sock = self.socket(self.tx.index(frame, self.index, &dst, self.now));
         let per_send = (MAX_GSO_PAYLOAD / train.stride).clamp(1, MAX_GSO_SEGMENTS);
+        // Segments the route could not carry in one GSO send, which left one by one.
+        let mut fragmented = 0;
         for batch in self.segs[..train.count].chunks(per_send) {
             let mut iov = [IoSlice::new(&[]); 2 * MAX_GSO_SEGMENTS];
             let mut bytes = 0;
@@ -573,17 +711,19 @@ impl<'s> Encapper<'s> {
                 segment: train.stride,
             };
             match self.send(sock, &out) {
-                Ok(()) => {
+                Ok(left) => {
                     let inner = (bytes - batch.len() * vxlan::HEADER_LEN) as u64;
                     net.counters.tx_many(batch.len() as u64, inner);
                     self.peers.sent(dst, batch.len() as u64, inner);
+                    if left == Left::Fragmented {
+                        fragmented += batch.len();
+                    }
                 }
-                Err(e) => {
-                    net.counters.count_drop(DropReason::SendError);
-                    self.send_log
-                        .warn(format_args!("sending to VTEP {dst}: {e}"));
-                }
+                Err(e) => send_failed(&mut self.send_log, net, dst, &e, batch.len() as u64),
             }
+        }
+        if fragmented > 0 {
+            self.narrow_route(net, dst, fragmented, train.stride);
         }
     }
 
@@ -638,63 +778,16 @@ impl<'s> Encapper<'s> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_train_takes_equal_datagrams_then_one_shorter_and_nothing_after() {
-        let dst: SocketAddr = "192.0.2.1:4789".parse().unwrap();
-        let other: SocketAddr = "192.0.2.2:4789".parse().unwrap();
-        let mut t = Train {
-            dst: Some(dst),
-            sock: 3,
-            stride: 100,
-            bytes: 100,
-            frames: vec![(0, 92)],
-            ..Train::default()
-        };
-        assert!(t.takes(dst, 3, 100));
-        assert!(t.takes(dst, 3, 60), "a shorter one may end the train");
-        assert!(!t.takes(dst, 3, 101), "a longer one may not");
-        assert!(!t.takes(other, 3, 100), "another VTEP");
-        assert!(!t.takes(dst, 4, 100), "another flow socket");
-        t.closed = true;
-        assert!(!t.takes(dst, 3, 100), "nothing after the short one");
-        t.closed = false;
-        t.frames = vec![(0, 0); MAX_GSO_SEGMENTS];
-        assert!(!t.takes(dst, 3, 100), "at most 64 segments");
-        t.frames.truncate(1);
-        t.bytes = MAX_GSO_PAYLOAD - 50;
-        assert!(!t.takes(dst, 3, 100), "at most one GSO payload");
-    }
-
-    #[test]
-    fn super_frames_fit_one_gso_send() {
-        assert_eq!(tso_segments(1450, false), 44);
-        assert!(tso_segments(1450, false) * (8 + 14 + 1450) <= 65_507);
-        assert_eq!(tso_segments(9000, false), 7);
-        assert_eq!(tso_segments(68, false), 64);
-        assert_eq!(
-            tso_segments(0, false),
-            64,
-            "below the IPv4 minimum: as for 68"
-        );
-    }
-
-    #[test]
-    fn super_frames_through_the_uplink_fit_one_outer_datagram() {
-        assert_eq!(tso_segments(1450, true), 46);
-        for mtu in [68, 576, 1280, 1400, 1450, 1500, 4000, 9000] {
-            let n = tso_segments(mtu, true);
-            // Worst case: inner Ethernet + VLAN, IPv4 and TCP with full options, segments of
-            // the largest payload the MTU allows, inside outer IPv4 + UDP + VXLAN.
-            let outer = 36 + gso::MAX_HEADERS as u32 + n * (mtu - 40);
-            assert!(
-                outer <= 65_535,
-                "MTU {mtu}: {n} segments make {outer} bytes"
-            );
-            assert!(n >= tso_segments(mtu, false), "MTU {mtu}");
-        }
+/// The segment size of a super-frame (headers at `t`) whose segments must fit IP packets of
+/// `mtu` bytes, whatever MSS its sender used (`gso_size`; 0: none said).
+fn mss(hdr: &VnetHdr, t: &gso::TcpFrame, mtu: usize) -> usize {
+    let fit = mtu.saturating_sub(t.payload - t.l3);
+    match usize::from(hdr.gso_size) {
+        0 => fit,
+        m => m.min(fit),
     }
 }
+
+mod fit;
+#[cfg(test)]
+mod tests;

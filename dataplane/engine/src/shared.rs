@@ -17,6 +17,7 @@ use crate::fdb::LearnedTable;
 use crate::network::Networks;
 use crate::peers::PeerTable;
 use crate::send::TxSockets;
+use crate::storm::BumLimits;
 use crate::uplink::UplinkPath;
 
 /// What one worker sleeps on, shared so that the control plane can register TAP queues
@@ -39,6 +40,8 @@ pub(crate) struct Shared {
     /// Bumped after every change of `networks`.
     pub(crate) generation: AtomicU64,
     pub(crate) learned: LearnedTable,
+    /// The replication budgets each network gets.
+    pub(crate) bum: BumLimits,
     /// Drops that happened before a network was known.
     pub(crate) global: Counters,
     /// Traffic per peer VTEP.
@@ -52,6 +55,8 @@ pub(crate) struct Shared {
     pub(crate) workers: Vec<WorkerSlot>,
     /// Where super-frames leave whole, if the kernel and host allowed it at start.
     pub(crate) uplink: Option<UplinkPath>,
+    /// The longest a send waits for room in a full socket buffer.
+    pub(crate) send_patience: Duration,
     /// How long a worker polls after its last packet before it sleeps.
     pub(crate) poll: Duration,
     /// The time slice workers ask for; `None`: the kernel's default.

@@ -31,6 +31,7 @@ pub fn two_host_table() -> NetworkTable {
     t.macs.insert(REMOTE_MAC, vtep2());
     t.arp.insert(REMOTE_IP, REMOTE_MAC);
     t.arp.insert(LOCAL_IP, LOCAL_MAC);
+    t.nd.insert(LOCAL_MAC.ipv6_link_local(), LOCAL_MAC);
     t.local_macs.insert(LOCAL_MAC);
     t.flood.push(FloodEntry {
         addr: vtep2(),
@@ -118,5 +119,23 @@ pub fn neighbour_solicitation(src: MacAddr, src_ip: Ipv6Addr, target: Ipv6Addr) 
         .icmpv6(icmp.icmp_type);
     let mut out = Vec::new();
     b.write(&mut out, &body[4..]).unwrap();
+    out
+}
+
+/// An ICMPv6 router advertisement from `src`'s link-local address to all nodes.
+pub fn icmpv6_router_advert(src: MacAddr) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(src.0, [0x33, 0x33, 0, 0, 0, 1])
+        .ipv6(
+            src.ipv6_link_local().octets(),
+            Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1).octets(),
+            255,
+        )
+        .icmpv6(Icmpv6Type::Unknown {
+            type_u8: 134,
+            code_u8: 0,
+            bytes5to8: [64, 0, 0, 0],
+        });
+    let mut out = Vec::new();
+    b.write(&mut out, &[0u8; 8]).unwrap();
     out
 }

@@ -86,10 +86,16 @@ impl Worker {
         })
     }
 
-    /// Stops the thread and waits for it.
-    pub(crate) fn stop(&mut self) {
+    /// Tells the thread to stop, without waiting: it leaves a send that waits for room at
+    /// once, and its loop after the current pass.
+    pub(crate) fn signal_stop(&self) {
         self.stop.store(true, Ordering::Release);
         let _ = self.shared.workers[self.index].waker.wake();
+    }
+
+    /// Stops the thread and waits for it.
+    pub(crate) fn stop(&mut self) {
+        self.signal_stop();
         if let Some(h) = self.handle.take() {
             if h.join().is_err() {
                 log::error!("a data-plane worker thread panicked");
@@ -115,7 +121,7 @@ fn run(s: &Shared, index: usize, stop: &AtomicBool) {
         }
     }
     let mut d = Decapper::new(index, s);
-    let mut e = Encapper::new(index, s);
+    let mut e = Encapper::new(index, s, stop);
     let mut rx_buf = vec![0u8; BUF_LEN];
     let mut arena = vec![0u8; ARENA_LEN];
     let mut tokens = [0u64; 64];

@@ -93,6 +93,7 @@ fn table_for(local: &[&Container], remote: &[(&Container, &Host)]) -> NetworkTab
     for c in local {
         t.local_macs.insert(mac(c));
         t.arp.insert(c.ip, mac(c));
+        t.nd.insert(mac(c).ipv6_link_local(), mac(c));
     }
     let mut flood = HashSet::new();
     for (c, h) in remote {

@@ -25,7 +25,7 @@ pub mod users;
 pub use event::poll_readable;
 pub use event::{poll_writable, Epoll, Waker};
 pub use tap::{Offloads, Tap, TapConfig, TapError};
-pub use udp::{Sent, Transmit, UdpConfig, UnderlaySocket};
+pub use udp::{Patience, Sent, Transmit, UdpConfig, UnderlaySocket};
 pub use uplink::Uplink;
 
 /// Interface names are limited to `IFNAMSIZ - 1` bytes by the kernel (`include/uapi/linux/if.h`).

@@ -1,9 +1,12 @@
-//! Interface ioctls on a throwaway datagram socket: MTU, up/down, index, hardware address.
+//! Interface ioctls on a throwaway datagram socket: MTU, up/down, index, hardware address;
+//! and which interface holds an address (`getifaddrs`).
 //!
 //! These act on the network namespace of the calling thread. They are setup-time calls, never on
 //! the packet path.
 
+use std::ffi::CStr;
 use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::check_ifname;
@@ -134,9 +137,73 @@ pub fn hwaddr(name: &str) -> io::Result<[u8; 6]> {
     Ok(mac)
 }
 
+/// The name of the interface that holds address `ip` (the underlay device of a VTEP, say),
+/// or `NotFound`.
+pub fn holding(ip: IpAddr) -> io::Result<String> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs(3) writes the head of a list it allocates into `head`; it is freed
+    // below, once, with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } < 0 {
+        let err = io::Error::last_os_error();
+        return Err(io::Error::new(
+            err.kind(),
+            format!("listing the interfaces' addresses: {err}"),
+        ));
+    }
+    let mut found = None;
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, alive until freeifaddrs.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: a non-null ifa_addr points at a sockaddr whose family field says which
+        // sockaddr it really is; only the matching type is read.
+        let addr = unsafe {
+            match i32::from((*ifa.ifa_addr).sa_family) {
+                libc::AF_INET => {
+                    let sin = &*ifa.ifa_addr.cast::<libc::sockaddr_in>();
+                    IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
+                }
+                libc::AF_INET6 => {
+                    let sin6 = &*ifa.ifa_addr.cast::<libc::sockaddr_in6>();
+                    IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))
+                }
+                _ => continue,
+            }
+        };
+        if addr == ip {
+            // SAFETY: ifa_name is a NUL-terminated string owned by the list, alive here.
+            let name = unsafe { CStr::from_ptr(ifa.ifa_name) };
+            found = Some(name.to_string_lossy().into_owned());
+            break;
+        }
+    }
+    // SAFETY: `head` came from getifaddrs and is freed exactly once; nothing points into the
+    // list any more (`found` is an owned copy).
+    unsafe { libc::freeifaddrs(head) };
+    found.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no interface in this network namespace has address {ip}"),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_interface_holding_an_address_is_found() {
+        assert_eq!(holding(Ipv4Addr::LOCALHOST.into()).unwrap(), "lo");
+        // TEST-NET-3: configured nowhere.
+        let err = holding("203.0.113.77".parse().unwrap()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(err.to_string().contains("203.0.113.77"), "{err}");
+    }
 
     #[test]
     fn loopback_is_visible() {

@@ -9,6 +9,8 @@ use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
@@ -194,6 +196,32 @@ impl Transmit<'_> {
     }
 }
 
+/// How long an [`UnderlaySocket::send`] may wait for room in a full socket buffer, and what
+/// ends the wait early.
+#[derive(Debug, Clone, Copy)]
+pub struct Patience<'a> {
+    /// The longest the send waits, in all; zero tries once.
+    pub wait: Duration,
+    /// Set (by another thread) when the sender is stopping: the send waits no more.
+    pub stop: &'a AtomicBool,
+}
+
+impl Patience<'static> {
+    /// Waits up to `wait`, with nothing to end the wait early.
+    pub fn at_most(wait: Duration) -> Patience<'static> {
+        static NEVER: AtomicBool = AtomicBool::new(false);
+        Patience { wait, stop: &NEVER }
+    }
+}
+
+/// How often a waiting send looks at [`Patience::stop`].
+const STOP_CHECK: Duration = Duration::from_millis(20);
+
+/// Whether a failed send gave up waiting for room ([`Patience`]) rather than failed.
+pub fn is_stalled(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
 /// How an [`UnderlaySocket::send`] went, when it did not fail outright.
 #[derive(Debug)]
 pub enum Sent {
@@ -209,6 +237,61 @@ pub enum Sent {
         /// The outcome of sending the datagrams one by one instead.
         then: io::Result<()>,
     },
+    /// UDP GSO was asked for and the route to the destination carries less than one segment
+    /// (`EMSGSIZE`: the kernel does not fragment GSO segments, `udp_send_skb()` in
+    /// `net/ipv4/udp.c`). The datagrams were then sent one by one, which the host fragments
+    /// (DF is clear), and that went as `then` says. Not a refusal of GSO: sends on other
+    /// routes keep it.
+    SegmentTooBig {
+        /// The outcome of sending the datagrams one by one instead.
+        then: io::Result<()>,
+    },
+}
+
+/// The wait of one send: since when, and how long it may last.
+struct Waiting<'a> {
+    patience: Patience<'a>,
+    /// When the send first found the buffer full.
+    since: std::cell::Cell<Option<Instant>>,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(patience: Patience<'a>) -> Waiting<'a> {
+        Waiting {
+            patience,
+            since: std::cell::Cell::new(None),
+        }
+    }
+
+    /// How long to wait for room next, or `None` if the send must give up.
+    fn next_slice(&self) -> Option<Duration> {
+        if self.patience.stop.load(Ordering::Acquire) {
+            return None;
+        }
+        let since = match self.since.get() {
+            Some(t) => t,
+            None => {
+                let t = Instant::now();
+                self.since.set(Some(t));
+                t
+            }
+        };
+        let left = self.patience.wait.checked_sub(since.elapsed())?;
+        (!left.is_zero()).then(|| left.min(STOP_CHECK))
+    }
+
+    /// The error of a send that gave up.
+    fn gave_up(&self) -> io::Error {
+        let why = if self.patience.stop.load(Ordering::Acquire) {
+            "the sender is stopping".to_owned()
+        } else {
+            format!("no room for {:?}", self.patience.wait)
+        };
+        io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!("the socket's send buffer is full: {why}"),
+        )
+    }
 }
 
 /// Whether a failed UDP GSO send means "this kernel or route cannot do UDP GSO": `EIO` (the
@@ -231,16 +314,20 @@ impl UnderlaySocket {
     /// Sends the datagrams of `t`, in order: one with a plain `sendmsg`; several with one UDP
     /// GSO `sendmsg` (Linux 4.18) if `gso`, else with `sendmmsg` batches. Where the kernel
     /// refuses GSO, sends them one by one instead and says so ([`Sent::GsoRefused`]), as
-    /// quinn-udp degrades. While the socket buffer is full it waits for room (back-pressure
-    /// rather than loss, as the kernel's qdisc gives a local sender). Fails if the datagrams
+    /// quinn-udp degrades; likewise where the route cannot carry a whole segment
+    /// ([`Sent::SegmentTooBig`]), so that the host fragments them. While the socket buffer is
+    /// full it waits for room (back-pressure rather than loss, as the kernel's qdisc gives a
+    /// local sender), as long as `patience` allows: then it fails with `WouldBlock`
+    /// ([`is_stalled`]). Fails too if the datagrams
     /// could not be sent (no route to `t.dst`, for example); some of several may have left.
-    pub fn send(&self, t: &Transmit<'_>, gso: bool) -> io::Result<Sent> {
+    pub fn send(&self, t: &Transmit<'_>, gso: bool, patience: Patience<'_>) -> io::Result<Sent> {
+        let waiting = Waiting::new(patience);
         if t.datagrams() <= 1 {
-            self.blocking(|| self.send_gathered(t.parts, t.dst))?;
+            self.blocking(&waiting, || self.send_gathered(t.parts, t.dst))?;
             return Ok(Sent::Done);
         }
         if !gso {
-            self.send_each(t)?;
+            self.send_each(t, &waiting)?;
             return Ok(Sent::Done);
         }
         let segment = u16::try_from(t.segment).map_err(|_| {
@@ -249,23 +336,34 @@ impl UnderlaySocket {
                 format!("a UDP GSO segment of {} bytes", t.segment),
             )
         })?;
-        match self.blocking(|| self.send_gso(t.parts, segment, t.dst)) {
+        match self.blocking(&waiting, || self.send_gso(t.parts, segment, t.dst)) {
             Ok(_) => Ok(Sent::Done),
             Err(refusal) if is_gso_refusal(&refusal) => Ok(Sent::GsoRefused {
                 refusal,
-                then: self.send_each(t),
+                then: self.send_each(t, &waiting),
+            }),
+            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => Ok(Sent::SegmentTooBig {
+                then: self.send_each(t, &waiting),
             }),
             Err(e) => Err(e),
         }
     }
 
-    /// Retries `send` while the socket buffer is full (waiting until it has room) or a signal
-    /// interrupted it.
-    fn blocking(&self, mut send: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
+    /// Retries `send` while the socket buffer is full (waiting until it has room, as long as
+    /// `waiting` allows) or a signal interrupted it.
+    fn blocking(
+        &self,
+        waiting: &Waiting<'_>,
+        mut send: impl FnMut() -> io::Result<usize>,
+    ) -> io::Result<usize> {
         loop {
             match send() {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if let Err(e) = crate::poll_writable(self.sock.as_raw_fd(), 100) {
+                    let Some(slice) = waiting.next_slice() else {
+                        return Err(waiting.gave_up());
+                    };
+                    let ms = slice.as_millis().clamp(1, i32::MAX as u128) as i32;
+                    if let Err(e) = crate::poll_writable(self.sock.as_raw_fd(), ms) {
                         log::error!("poll for a writable socket failed: {e}");
                     }
                 }
@@ -276,11 +374,13 @@ impl UnderlaySocket {
     }
 
     /// Sends each datagram of `t` on its own, in `sendmmsg` batches.
-    fn send_each(&self, t: &Transmit<'_>) -> io::Result<()> {
+    fn send_each(&self, t: &Transmit<'_>, waiting: &Waiting<'_>) -> io::Result<()> {
         let count = t.datagrams();
         let mut sent = 0;
         while sent < count {
-            sent += self.blocking(|| self.send_many(&t.parts[t.per * sent..], t.per, t.dst))?;
+            sent += self.blocking(waiting, || {
+                self.send_many(&t.parts[t.per * sent..], t.per, t.dst)
+            })?;
         }
         Ok(())
     }
@@ -471,235 +571,4 @@ impl AsFd for UnderlaySocket {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bind_loopback() -> UnderlaySocket {
-        UnderlaySocket::bind(&UdpConfig::new("127.0.0.1:0".parse().unwrap())).unwrap()
-    }
-
-    /// The next `count` datagrams on `rx`, each as (bytes, source), waiting up to 2 s each.
-    fn receive(rx: &UnderlaySocket, count: usize) -> Vec<(Vec<u8>, SocketAddr)> {
-        let mut buf = [0u8; 4096];
-        let mut out = Vec::new();
-        while out.len() < count {
-            let mut ready = [false];
-            crate::poll_readable(&[rx.as_raw_fd()], &mut ready, 2000).unwrap();
-            assert!(ready[0], "datagram {} of {count} did not arrive", out.len());
-            let (n, from) = rx.recv_from(&mut buf).unwrap();
-            out.push((buf[..n].to_vec(), from));
-        }
-        out
-    }
-
-    /// Five datagrams of 100 bytes but the last (60), each a header of 8 and a payload.
-    fn train() -> (Vec<[u8; 8]>, Vec<Vec<u8>>) {
-        let headers: Vec<[u8; 8]> = (0..5u8).map(|i| [0x08, 0, 0, 0, 0, 0, 42, i]).collect();
-        let payloads = (0..5u8)
-            .map(|i| vec![i; if i < 4 { 92 } else { 52 }])
-            .collect();
-        (headers, payloads)
-    }
-
-    fn gathered<'a>(headers: &'a [[u8; 8]], payloads: &'a [Vec<u8>]) -> Vec<IoSlice<'a>> {
-        headers
-            .iter()
-            .zip(payloads)
-            .flat_map(|(h, p)| [IoSlice::new(h), IoSlice::new(p)])
-            .collect()
-    }
-
-    #[test]
-    fn loopback_round_trip_with_gathered_send() {
-        let (rx, tx) = (bind_loopback(), bind_loopback());
-        let dst = rx.local_addr().unwrap();
-        let parts = [IoSlice::new(b"head"), IoSlice::new(b"-body")];
-        let t = Transmit {
-            dst,
-            parts: &parts,
-            per: 2,
-            segment: 9,
-        };
-        assert!(matches!(tx.send(&t, true).unwrap(), Sent::Done));
-        let got = receive(&rx, 1);
-        assert_eq!(got, [(b"head-body".to_vec(), tx.local_addr().unwrap())]);
-        let mut buf = [0u8; 64];
-        assert_eq!(
-            rx.recv_from(&mut buf).unwrap_err().kind(),
-            io::ErrorKind::WouldBlock
-        );
-    }
-
-    #[test]
-    fn gso_send_arrives_as_separate_datagrams_or_one_gro_run() {
-        let (rx, plain, tx) = (bind_loopback(), bind_loopback(), bind_loopback());
-        assert!(tx.probe_gso());
-        let (headers, payloads) = train();
-        let parts = gathered(&headers, &payloads);
-        let mut t = Transmit {
-            dst: plain.local_addr().unwrap(),
-            parts: &parts,
-            per: 2,
-            segment: 100,
-        };
-        // Without GRO: five datagrams.
-        assert!(matches!(tx.send(&t, true).unwrap(), Sent::Done));
-        let lens: Vec<usize> = receive(&plain, 5).iter().map(|(d, _)| d.len()).collect();
-        assert_eq!(lens, [100, 100, 100, 100, 60]);
-        // With GRO: the datagrams may come back together, with the segment size.
-        rx.enable_gro().unwrap();
-        t.dst = rx.local_addr().unwrap();
-        assert!(matches!(tx.send(&t, true).unwrap(), Sent::Done));
-        let mut buf = [0u8; 4096];
-        let mut got = 0;
-        while got < 460 {
-            let mut ready = [false];
-            crate::poll_readable(&[rx.as_raw_fd()], &mut ready, 2000).unwrap();
-            let (n, from, seg) = rx.recv_gro(&mut buf).unwrap();
-            assert_eq!(from, tx.local_addr().unwrap());
-            if n > 100 {
-                assert_eq!(seg, Some(100));
-            }
-            got += n;
-        }
-        assert_eq!(got, 460);
-    }
-
-    #[test]
-    fn a_refused_gso_send_leaves_one_datagram_at_a_time_and_says_why() {
-        let (rx, tx) = (bind_loopback(), bind_loopback());
-        // Without UDP checksums the kernel refuses GSO (EINVAL, udp_send_skb()) but still
-        // sends plain datagrams: a real refusal, on any kernel.
-        setsockopt_int(tx.as_raw_fd(), libc::SOL_SOCKET, libc::SO_NO_CHECK, 1).unwrap();
-        let (headers, payloads) = train();
-        let parts = gathered(&headers, &payloads);
-        let t = Transmit {
-            dst: rx.local_addr().unwrap(),
-            parts: &parts,
-            per: 2,
-            segment: 100,
-        };
-        match tx.send(&t, true).unwrap() {
-            Sent::GsoRefused { refusal, then } => {
-                assert!(is_gso_refusal(&refusal), "{refusal}");
-                assert_eq!(refusal.raw_os_error(), Some(libc::EINVAL), "{refusal}");
-                then.unwrap();
-            }
-            Sent::Done => panic!("the kernel took a UDP GSO send without checksums"),
-        }
-        let got: Vec<Vec<u8>> = receive(&rx, 5).into_iter().map(|(d, _)| d).collect();
-        for (i, d) in got.iter().enumerate() {
-            assert_eq!(&d[..8], &headers[i], "datagram {i} out of order");
-            assert_eq!(&d[8..], &payloads[i][..], "datagram {i}");
-        }
-        // Asked without GSO, the same send is no refusal.
-        assert!(matches!(tx.send(&t, false).unwrap(), Sent::Done));
-        assert_eq!(receive(&rx, 5).len(), 5);
-    }
-
-    #[test]
-    fn only_eio_and_einval_are_gso_refusals() {
-        for (errno, refusal) in [
-            (libc::EIO, true),
-            (libc::EINVAL, true),
-            (libc::EAGAIN, false),
-            (libc::ENOBUFS, false),
-            (libc::EMSGSIZE, false),
-            (libc::ENETUNREACH, false),
-        ] {
-            let e = io::Error::from_raw_os_error(errno);
-            assert_eq!(is_gso_refusal(&e), refusal, "{e}");
-        }
-        assert!(!is_gso_refusal(&io::Error::other("not an OS error")));
-    }
-
-    #[test]
-    fn a_send_without_gso_takes_several_batches_in_order() {
-        let (rx, tx) = (bind_loopback(), bind_loopback());
-        let header = [0x08u8, 0, 0, 0, 0, 0, 42, 0];
-        let payloads: Vec<Vec<u8>> = (0..70u8).map(|i| vec![i; 1 + usize::from(i) * 7]).collect();
-        let parts: Vec<IoSlice<'_>> = payloads
-            .iter()
-            .flat_map(|p| [IoSlice::new(&header), IoSlice::new(p)])
-            .collect();
-        // 70 datagrams: more than one sendmmsg takes.
-        let t = Transmit {
-            dst: rx.local_addr().unwrap(),
-            parts: &parts,
-            per: 2,
-            segment: 8 + 70 * 7,
-        };
-        assert_eq!(t.datagrams(), 70);
-        assert!(matches!(tx.send(&t, false).unwrap(), Sent::Done));
-        for (p, (d, _)) in payloads.iter().zip(receive(&rx, 70)) {
-            assert_eq!(&d[..8], &header);
-            assert_eq!(&d[8..], &p[..]);
-        }
-        assert_eq!(tx.send_many(&[], 2, t.dst).unwrap(), 0);
-    }
-
-    #[test]
-    fn a_send_to_an_unroutable_address_fails() {
-        std::thread::spawn(|| {
-            crate::netns::unshare().unwrap();
-            crate::link::set_up("lo").unwrap();
-            let tx = bind_loopback();
-            let parts = [IoSlice::new(b"x")];
-            let t = Transmit {
-                // TEST-NET-1: no route in a namespace with only lo.
-                dst: "192.0.2.1:4789".parse().unwrap(),
-                parts: &parts,
-                per: 1,
-                segment: 1,
-            };
-            let e = tx.send(&t, true).unwrap_err();
-            assert_eq!(e.kind(), io::ErrorKind::NetworkUnreachable, "{e}");
-        })
-        .join()
-        .unwrap();
-    }
-
-    #[test]
-    fn steering_by_source_port_picks_the_socket_of_the_ports_residue() {
-        let mut cfg = UdpConfig::new("127.0.0.1:0".parse().unwrap());
-        cfg.reuse_port = true;
-        let first = UnderlaySocket::bind(&cfg).unwrap();
-        cfg.bind = first.local_addr().unwrap();
-        let second = UnderlaySocket::bind(&cfg).unwrap();
-        first.steer_by_source_port(2).unwrap();
-        assert!(first.steer_by_source_port(0).is_err());
-        let group = [first, second];
-        let mut seen = [0usize; 2];
-        let mut buf = [0u8; 64];
-        for _ in 0..16 {
-            let tx = bind_loopback();
-            let port = tx.local_addr().unwrap().port();
-            tx.sock.send_to(&port.to_be_bytes(), cfg.bind).unwrap();
-            let want = usize::from(port % 2);
-            let mut ready = [false; 2];
-            let fds = [group[0].as_raw_fd(), group[1].as_raw_fd()];
-            crate::poll_readable(&fds, &mut ready, 2000).unwrap();
-            assert_eq!(ready, [want == 0, want == 1], "source port {port}");
-            let (n, from) = group[want].recv_from(&mut buf).unwrap();
-            assert_eq!((&buf[..n], from.port()), (&port.to_be_bytes()[..], port));
-            seen[want] += 1;
-        }
-        assert_eq!(seen.iter().sum::<usize>(), 16);
-    }
-
-    #[test]
-    fn port_in_use_names_the_address_and_a_cause() {
-        let a = UnderlaySocket::bind(&UdpConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
-        let err = UnderlaySocket::bind(&UdpConfig::new(a.local_addr().unwrap())).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
-        assert!(err.to_string().contains("127.0.0.1"), "{err}");
-    }
-
-    #[test]
-    fn foreign_address_is_refused_clearly() {
-        // 192.0.2.1 (TEST-NET-1) is not configured here; nothing is sent.
-        let err =
-            UnderlaySocket::bind(&UdpConfig::new("192.0.2.1:4789".parse().unwrap())).unwrap_err();
-        assert!(err.to_string().contains("not configured"), "{err}");
-    }
-}
+mod tests;

@@ -1,5 +1,6 @@
 //! The sender IP a frame claims, for the engine's anti-spoofing checks: the IPv4 or IPv6
-//! source address, or the ARP sender address.
+//! source address, or the ARP sender address; and the ICMPv6 message an IPv6 frame carries,
+//! for the port-security checks on router and neighbour advertisements.
 //!
 //! These functions look through up to two VLAN tags (802.1Q or 802.1ad), so that tagging a
 //! frame does not hide its sender. They answer `None` for anything they do not recognise
@@ -27,6 +28,17 @@ pub fn sender_ipv4(frame: &[u8]) -> Option<Ipv4Addr> {
     }
 }
 
+/// The sender hardware and protocol addresses of the Ethernet/IPv4 ARP packet in `frame`;
+/// `None` for anything else.
+pub fn arp_sender(frame: &[u8]) -> Option<(crate::MacAddr, Ipv4Addr)> {
+    let (ty, l3) = network_layer(frame)?;
+    if ty != ethertype::ARP {
+        return None;
+    }
+    let p = arp::Packet::new_checked(l3).ok()?;
+    Some((p.sender_mac(), p.sender_ip()))
+}
+
 /// The source address of the IPv6 packet in the Ethernet frame `frame`; `None` for anything
 /// else.
 pub fn sender_ipv6(frame: &[u8]) -> Option<Ipv6Addr> {
@@ -39,6 +51,59 @@ pub fn sender_ipv6(frame: &[u8]) -> Option<Ipv6Addr> {
         return None;
     }
     array::<16>(&h, 8).map(Ipv6Addr::from)
+}
+
+/// IPv6 extension headers [`icmpv6`] looks through (RFC 8200 section 4): hop-by-hop options,
+/// routing, fragment and destination options.
+mod next_header {
+    pub const HOP_BY_HOP: u8 = 0;
+    pub const ROUTING: u8 = 43;
+    pub const FRAGMENT: u8 = 44;
+    pub const DESTINATION: u8 = 60;
+    pub const ICMPV6: u8 = 58;
+}
+
+/// Most extension headers [`icmpv6`] walks before it gives up.
+const MAX_EXTENSION_HEADERS: usize = 8;
+
+/// The ICMPv6 message of the IPv6 packet in the Ethernet frame `frame`, from its type byte to
+/// the end of the IPv6 payload (or of the frame, if shorter), looking through VLAN tags and
+/// extension headers (at most [`MAX_EXTENSION_HEADERS`]), as RA-Guard must (RFC 7113): an
+/// advertisement behind a hop-by-hop header is still an advertisement. A non-first fragment,
+/// or a message of less than 4 bytes, is `None`, as is anything that is not IPv6.
+pub fn icmpv6(frame: &[u8]) -> Option<&[u8]> {
+    let (ty, l3) = network_layer(frame)?;
+    if ty != ethertype::IPV6 {
+        return None;
+    }
+    let h: [u8; 40] = array(l3, 0)?;
+    if h[0] >> 4 != 6 {
+        return None;
+    }
+    let end = l3.len().min(40 + usize::from(be16(&h, 4)?));
+    let packet = l3.get(..end)?;
+    let (mut next, mut at) = (h[6], 40);
+    for _ in 0..=MAX_EXTENSION_HEADERS {
+        match next {
+            next_header::ICMPV6 => return packet.get(at..).filter(|m| m.len() >= 4),
+            next_header::HOP_BY_HOP | next_header::ROUTING | next_header::DESTINATION => {
+                let ext: [u8; 2] = array(packet, at)?;
+                next = ext[0];
+                at = at.checked_add((usize::from(ext[1]) + 1) * 8)?;
+            }
+            next_header::FRAGMENT => {
+                let ext: [u8; 4] = array(packet, at)?;
+                // Fragment offset (13 bits) non-zero: the ICMPv6 header is elsewhere.
+                if be16(&ext, 2)? & 0xfff8 != 0 {
+                    return None;
+                }
+                next = ext[0];
+                at = at.checked_add(8)?;
+            }
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// The ethertype and payload of `frame` after at most two VLAN tags.
@@ -122,6 +187,12 @@ mod tests {
 
     #[test]
     fn arp_sender() {
+        assert_eq!(super::arp_sender(&arp()), Some((crate::MacAddr(A), SIP)));
+        assert_eq!(
+            super::arp_sender(&tagged(&arp(), ethertype::VLAN)),
+            Some((crate::MacAddr(A), SIP))
+        );
+        assert_eq!(super::arp_sender(&v4()), None);
         assert_eq!(sender_ipv4(&arp()), Some(SIP));
         assert_eq!(sender_ipv6(&arp()), None);
         let mut not_ipv4 = arp();
@@ -152,6 +223,52 @@ mod tests {
             ethertype::QINQ,
         );
         assert_eq!(sender_ipv4(&three), None);
+    }
+
+    /// An Ethernet/IPv6 frame from `fe80::2` carrying `ext` (extension headers, their first
+    /// next-header byte given by `first`) and an ICMPv6 message of `icmp` bytes.
+    fn icmp6(first: u8, ext: &[u8], icmp: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 14];
+        f[12..14].copy_from_slice(&ethertype::IPV6.to_be_bytes());
+        let mut ip = [0u8; 40];
+        ip[0] = 0x60;
+        ip[4..6].copy_from_slice(&((ext.len() + icmp.len()) as u16).to_be_bytes());
+        ip[6] = first;
+        ip[7] = 255;
+        ip[8..24].copy_from_slice(&"fe80::2".parse::<Ipv6Addr>().unwrap().octets());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(ext);
+        f.extend_from_slice(icmp);
+        f
+    }
+
+    #[test]
+    fn icmpv6_messages_are_found_behind_extension_headers() {
+        let ra = [134u8, 0, 0, 0, 64, 0, 0, 0];
+        assert_eq!(icmpv6(&icmp6(58, &[], &ra)), Some(&ra[..]));
+        // Hop-by-hop (8 bytes), then destination options (16 bytes), then ICMPv6.
+        let mut ext = vec![60, 0, 1, 4, 0, 0, 0, 0];
+        ext.extend_from_slice(&[58, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(icmpv6(&icmp6(0, &ext, &ra)), Some(&ra[..]));
+        // A first fragment is looked into; a later one is not.
+        let first = [58u8, 0, 0, 1, 0, 0, 0, 7];
+        assert_eq!(icmpv6(&icmp6(44, &first, &ra)), Some(&ra[..]));
+        let later = [58u8, 0, 0, 9, 0, 0, 0, 7];
+        assert_eq!(icmpv6(&icmp6(44, &later, &ra)), None);
+        // Tagged, and Ethernet padding after the payload left out.
+        let mut padded = tagged(&icmp6(58, &[], &ra), ethertype::VLAN);
+        padded.extend_from_slice(&[0; 6]);
+        assert_eq!(icmpv6(&padded), Some(&ra[..]));
+        // Not ICMPv6, too short, too many headers, not IPv6.
+        assert_eq!(icmpv6(&icmp6(17, &[], &ra)), None);
+        assert_eq!(icmpv6(&icmp6(58, &[], &ra[..3])), None);
+        let many: Vec<u8> = (0..9).flat_map(|_| [60u8, 0, 1, 4, 0, 0, 0, 0]).collect();
+        assert_eq!(icmpv6(&icmp6(60, &many, &ra)), None);
+        assert_eq!(icmpv6(&v4()), None);
+        let frame = icmp6(0, &ext, &ra);
+        for len in 0..frame.len() {
+            let _ = icmpv6(&frame[..len]);
+        }
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub const VXLAN_PORT: u16 = 4789;
 pub const HEADER_LEN: usize = 8;
 /// The I flag: the VNI field is valid.
 pub const FLAG_VNI: u8 = 0x08;
+/// What VXLAN over an IPv4 underlay adds to an inner IP packet: the outer IPv4 (20), UDP (8)
+/// and VXLAN (8) headers and the inner Ethernet header (14). An overlay network's MTU is its
+/// underlay's less this, the kernel's `VXLAN_HEADROOM` (1500 - 50 = 1450).
+pub const OVERHEAD_V4: usize = 20 + 8 + HEADER_LEN + 14;
 
 /// A 24-bit VXLAN Network Identifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

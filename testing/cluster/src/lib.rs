@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 pub use ovnet_testbed::{EtcdOptions, EtcdTls, Host, Pid, Testbed};
 use serde_json::Value;
 
+pub mod docker;
+pub use docker::{DockerCluster, Dockerd};
+
 /// How long an agent gets to open its socket and answer `node ls`.
 pub const AGENT_READY: Duration = Duration::from_secs(20);
 /// Upper bound on one `ovctl` run (a hung CLI fails the test instead of blocking CI).

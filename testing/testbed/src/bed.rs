@@ -460,6 +460,27 @@ impl Testbed {
         Ok((addrs[0], addrs[1]))
     }
 
+    /// Sets the MTU of host `host`'s underlay link, both ends (its `eth0` and the peer on the
+    /// underlay bridge): a host whose underlay carries smaller packets than its peers'. The
+    /// other hosts keep theirs, so a packet larger than `mtu` sent to this host is lost on the
+    /// way, as on an underlay that does not fragment for it.
+    pub fn set_underlay_mtu(&self, host: &Host, mtu: u32) -> io::Result<()> {
+        let mtu = mtu.to_string();
+        let peer = format!("h{}", host.n);
+        run(&["ip", "-n", &host.ns, "link", "set", "eth0", "mtu", &mtu])?;
+        run(&[
+            "ip",
+            "-n",
+            self.underlay.as_str(),
+            "link",
+            "set",
+            &peer,
+            "mtu",
+            &mtu,
+        ])?;
+        Ok(())
+    }
+
     /// Adds a bare namespace `ov{id}n{label}` (only `lo`, up; IPv6 off), e.g. for a container
     /// that ovnet itself is to connect, and returns its name. `label` is 1 to 8 characters
     /// of `[a-z0-9]` and must be unused in this test bed. Deleted on drop like the others.

@@ -30,6 +30,11 @@ const NOT_PROGRAMS: &[(&str, &str)] = &[
     ("rustup", "mentioned as where Rust comes from"),
     ("dpkg-query", "deps.sh's own check, part of dpkg (required)"),
     (
+        "docker",
+        "docker.io's CLI, always run as /usr/bin/docker (listed so): the `docker` first on \
+         PATH may be another one",
+    ),
+    (
         "as",
         "an English word in the scripts' messages, not the assembler",
     ),

@@ -19,8 +19,9 @@ use crate::edge::host::probe;
 use crate::edge::resolv_conf::{self, Written, NETNS_ETC};
 use crate::error::{AgentError, Exists, InUse, Invalid};
 use crate::host;
-use crate::store::Record;
+use crate::store::{Found, Record, Stamped};
 
+use super::reconcile::Local;
 use super::Agent;
 
 /// What connecting a container takes: what `docker network connect` gives, and what a CNI or
@@ -103,6 +104,18 @@ impl Agent {
             })?;
         }
         let claimed = self.store.create_endpoint(net.id.as_str(), &req).await?;
+        self.settle(&mut local, &found, claimed).await
+    }
+
+    /// After an endpoint was claimed in etcd: puts it in the view and builds its host side;
+    /// if that fails, releases the claim again, so nothing is left half-created.
+    pub(super) async fn settle(
+        &self,
+        local: &mut Local,
+        found: &Found,
+        claimed: Stamped<Endpoint>,
+    ) -> Result<Endpoint, AgentError> {
+        let net = found.network.clone();
         let ep = claimed.record;
         // The watch will report both later; the view takes them now.
         local
@@ -111,7 +124,7 @@ impl Agent {
         local
             .view
             .put(Record::Endpoint(ep.clone()), claimed.revision);
-        let mut outcome = self.reconcile(&mut local).await;
+        let mut outcome = self.reconcile(local).await;
         if let Some(cause) = outcome.failed.remove(&ep.id) {
             // Nothing half-created: release the claim; the reconciler removes whatever the
             // host side did. (Should etcd refuse, the endpoint stays marked failed here and
@@ -126,7 +139,7 @@ impl Agent {
                     .delete(&Record::Endpoint(ep.clone()).key(), gone.revision),
                 Err(e) => log::error!("releasing endpoint {} after a failed connect: {e}", ep.name),
             }
-            self.reconcile(&mut local).await;
+            self.reconcile(local).await;
             return Err(AgentError::Connect {
                 container: ep.name,
                 network: net.name,

@@ -10,8 +10,11 @@
 //! - `liveness`: which other nodes are up: their lease, or their data plane heard lately.
 //! - `attachments`: this node's endpoints as a runtime looks them up (by container id and
 //!   interface), for the CNI plugin.
+//! - `docker`: what Docker's plugin needs beyond that: addresses reserved before their
+//!   endpoint, endpoints whose interface Docker moves itself, found again by Docker's ID.
 //! - `sync`: following etcd (snapshot, watch, re-list), and what happens at start.
 //! - `reconcile`: making bridges, TAPs, veths and the data plane match the view.
+//! - `underlay`: the node's underlay MTU, read and kept current in its record.
 //! - `edge`: the same for the network edge: ovnet's nftables table, IPv4 forwarding, the
 //!   per-network DNS resolvers.
 //!
@@ -29,31 +32,36 @@
 
 mod attachments;
 mod connect;
+mod docker;
 mod edge;
 mod liveness;
 mod reconcile;
 mod registration;
 mod sync;
+mod underlay;
 
 use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ovnet_dataplane::{CounterSnapshot, Dataplane, DataplaneReport};
+use ovnet_dataplane::{CounterSnapshot, Dataplane, DataplaneReport, DropReason};
 use tokio::sync::Mutex;
 
 use crate::domain::plan::NetworkSpec;
-use crate::domain::{Endpoint, ExternalVtep, Network, Node, NodeId, NodeName};
+use crate::domain::{mtu, Endpoint, ExternalVtep, Network, Node, NodeId, NodeName};
 use crate::edge::EdgeConfig;
 use crate::error::AgentError;
 use crate::health::{Health, HealthSnapshot};
+use crate::port_security::Guard;
 use crate::store::{KeepAlive, Store};
 
 pub use attachments::{Attachment, AttachmentFilter};
 pub use connect::ConnectSpec;
+pub use docker::DockerJoin;
 pub use edge::DnsCounters;
 pub use liveness::{NodeLiveness, HEARD_WINDOW};
 use reconcile::Local;
+pub use underlay::UNDERLAY_POLL;
 
 /// What an agent is told at start.
 #[derive(Debug, Clone)]
@@ -68,6 +76,9 @@ pub struct AgentConfig {
     pub vtep: SocketAddrV4,
     /// TTL of the liveness lease.
     pub lease_ttl: Duration,
+    /// Hold each local container to its own MAC and addresses on its veth
+    /// ([`crate::port_security`]).
+    pub port_security: bool,
     /// The network edge: the `nft` program, the upstream resolvers.
     pub edge: EdgeConfig,
 }
@@ -83,6 +94,7 @@ pub struct Agent {
     /// Whether the node's name is claimed.
     registered: tokio::sync::watch::Sender<bool>,
     health: Arc<Health>,
+    guard: Guard,
 }
 
 /// A network with everything attached to it, for `inspect`.
@@ -148,13 +160,14 @@ impl Agent {
     /// [`Agent::run_sync`] and [`Agent::run_registration`] are spawned.
     pub fn new(cfg: AgentConfig, store: Store, dp: Dataplane) -> Agent {
         Agent {
-            cfg,
             store,
             dp,
             local: Mutex::new(Local::default()),
             keepalive: Mutex::new(None),
             registered: tokio::sync::watch::Sender::new(false),
             health: Arc::new(Health::default()),
+            guard: Guard::new(cfg.port_security),
+            cfg,
         }
     }
 
@@ -163,19 +176,43 @@ impl Agent {
         self.health.snapshot()
     }
 
-    /// Creates a network, choosing what `spec` leaves unset.
+    /// Creates a network, choosing what `spec` leaves unset (warnings are logged; see
+    /// [`Agent::create_network_warned`]).
     pub async fn create_network(&self, spec: NetworkSpec) -> Result<Network, AgentError> {
+        Ok(self.create_network_warned(spec).await?.0)
+    }
+
+    /// Creates a network, choosing what `spec` leaves unset: an unset MTU is the smallest
+    /// the registered nodes' underlays carry ([`mtu::default_network_mtu`]). Returns it with
+    /// the warnings a user should see: one per node whose underlay cannot carry the MTU.
+    pub async fn create_network_warned(
+        &self,
+        mut spec: NetworkSpec,
+    ) -> Result<(Network, Vec<String>), AgentError> {
+        let nodes: Vec<Node> = self
+            .store
+            .list_nodes()
+            .await?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        spec.mtu = Some(spec.mtu.unwrap_or_else(|| mtu::default_network_mtu(&nodes)));
         let req = spec.check()?;
         let net = self.store.create_network(&req).await?;
         log::info!(
-            "created {}network {} id {} (VNI {}, subnet {})",
+            "created {}network {} id {} (VNI {}, subnet {}, MTU {})",
             if net.internal { "internal " } else { "" },
             net.name,
             net.id,
             net.vni,
-            net.subnet
+            net.subnet,
+            net.mtu
         );
-        Ok(net)
+        let warnings = mtu::mtu_warnings(net.mtu, &nodes);
+        for w in &warnings {
+            log::warn!("network {}: {w}", net.name);
+        }
+        Ok((net, warnings))
     }
 
     /// All networks, by name.
@@ -326,6 +363,16 @@ impl Agent {
                 })
                 .collect()
         };
+        // Drops on the containers' veths count with the data plane's, under the same names.
+        let guarded = self.guard.counts().await;
+        for n in &mut out {
+            for (&(vni, reason), &count) in guarded.range((n.vni, DropReason::ALL[0])..) {
+                if vni != n.vni {
+                    break;
+                }
+                n.counters.add_drops(reason, count);
+            }
+        }
         match network {
             Some(f) if out.is_empty() => {
                 // "No such network" is an error; "no endpoint here" is zeros.

@@ -1,5 +1,7 @@
 //! Reconciliation: make this host match the view, declaratively.
 //!
+//! Every pass ends with the port-security rules on the veths built ([`crate::port_security`]).
+//!
 //! The view says what each network with a local endpoint should have here ([`Desired`]): its
 //! bridge and TAP in the data plane with a forwarding table, and one veth per local endpoint.
 //! [`Agent::reconcile`] compares that with what it has built ([`Applied`]) and does the
@@ -16,10 +18,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ovnet_dataplane::{DataplaneError, NetworkTable, Vni};
 
-use crate::domain::{Endpoint, EndpointId, Name, Network};
+use crate::domain::{Endpoint, EndpointId, Name, Network, Owner};
 use crate::edge;
 use crate::error::ConnectFailure;
 use crate::host::{self, bridge_name, veth_name, HostError};
+use crate::port_security::Port;
 use crate::view::{Desired, View};
 
 use super::edge::EdgeState;
@@ -79,6 +82,28 @@ impl Local {
         }
         keep
     }
+}
+
+/// The veths built for local endpoints, with what each endpoint may send from it.
+fn guarded_ports(desired: &[Desired], applied: &BTreeMap<Vni, Applied>) -> Vec<Port> {
+    let mut ports = Vec::new();
+    for d in desired {
+        let Some(a) = applied.get(&d.network.vni) else {
+            continue;
+        };
+        for ep in &d.endpoints {
+            if let Some(veth) = a.veths.get(&ep.id) {
+                ports.push(Port {
+                    veth: veth.clone(),
+                    vni: d.network.vni.get(),
+                    mac: ep.mac,
+                    ipv4: ep.ipv4,
+                    ipv6: ep.mac.ipv6_link_local(),
+                });
+            }
+        }
+    }
+    ports
 }
 
 impl Agent {
@@ -171,6 +196,9 @@ impl Agent {
             .map(|e| &e.id)
             .collect();
         local.failed.retain(|id, _| local_ids.contains(id));
+        self.guard
+            .sync(guarded_ports(&desired, &local.applied))
+            .await;
         outcome
     }
 
@@ -228,6 +256,19 @@ impl Agent {
         let bridge = bridge_name(n.vni.get());
         if host::link_exists(&veth) {
             host::reattach(&veth, &bridge).await?;
+            return Ok(veth);
+        }
+        if ep.owner == Owner::Docker {
+            // Docker moves the interface into the container itself, after the join.
+            host::handoff_veth(&host::HandoffLink {
+                container_end: ep.ifname.as_str(),
+                host_veth: &veth,
+                bridge: &bridge,
+                mac: &ep.mac.to_string(),
+                mtu: n.mtu,
+                gso_max_segs: self.dp.tso_segments(n.mtu),
+            })
+            .await?;
             return Ok(veth);
         }
         let path = host::netns_path(&ep.netns).map_err(HostError::from)?;

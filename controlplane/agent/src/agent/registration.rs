@@ -24,6 +24,7 @@ impl Agent {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             started: now_rfc3339(),
             node_id: Some(self.cfg.node_id.clone()),
+            underlay_mtu: self.underlay_mtu(),
         }
     }
 

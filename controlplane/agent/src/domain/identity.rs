@@ -133,6 +133,7 @@ mod tests {
             agent_version: "test".into(),
             started: "2020-04-10T14:00:00Z".into(),
             node_id: id,
+            underlay_mtu: None,
         }
     }
 

@@ -9,11 +9,13 @@
 //! - [`values`]: names, IDs, interface names;
 //! - [`records`]: networks, endpoints, nodes, external VTEPs, and their protobuf form;
 //! - [`ipam`]: the rules for subnets, gateways, VNIs, MTUs and addresses;
+//! - [`mtu`]: path MTUs between nodes' underlays, a network's default MTU, and warnings;
 //! - [`identity`]: who holds a node name;
 //! - [`ports`]: published ports and when two of them collide on a node;
 //! - [`plan`]: the create-network and create-endpoint decisions the store's transactions
 //!   claim;
 //! - [`runtime`]: a container runtime's id of a container, and who made an endpoint;
+//! - [`reservation`]: an address handed out before its endpoint exists (Docker's IPAM);
 //! - [`time`]: the time stamps records carry.
 //!
 //! No I/O here. A new kind of record, or a rule on a value (length limits on names and labels,
@@ -21,9 +23,11 @@
 
 pub mod identity;
 pub mod ipam;
+pub mod mtu;
 pub mod plan;
 pub mod ports;
 pub mod records;
+pub mod reservation;
 pub mod runtime;
 pub mod time;
 pub mod values;

@@ -36,7 +36,8 @@ pub struct NetworkSpec {
     pub gateway: Option<String>,
     /// `None` means the lowest free VNI from 256.
     pub vni: Option<u32>,
-    /// `None` means 1450.
+    /// `None` means 1450 here; the agent first fills in the cluster's default
+    /// ([`super::mtu::default_network_mtu`]).
     pub mtu: Option<u32>,
     /// User labels.
     pub labels: HashMap<String, String>,

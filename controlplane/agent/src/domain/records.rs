@@ -13,10 +13,10 @@ use ipnet::Ipv4Net;
 use ovnet_proto::Message;
 use ovnet_wire::{MacAddr, Vni, VXLAN_PORT};
 
-use super::ipam;
 use super::ports::PortMapping;
 use super::runtime::{ContainerId, Owner};
 use super::values::{EndpointId, IfName, Name, NetworkId, NodeId, NodeName};
+use super::{ipam, mtu};
 
 /// The only driver ovnet provides, `docker network create -d overlay`.
 pub const DRIVER: &str = "overlay";
@@ -235,6 +235,9 @@ pub struct Node {
     pub agent_version: String,
     /// RFC 3339 time the agent started.
     pub started: String,
+    /// MTU of the underlay device holding the VTEP address, as the agent last read it;
+    /// `None`: unknown (the agent predates the field). See [`super::mtu`].
+    pub underlay_mtu: Option<u32>,
     /// The host that holds the name; `None` in records written before ids existed.
     pub node_id: Option<NodeId>,
 }
@@ -253,6 +256,7 @@ impl Node {
             vtep: SocketAddrV4::new(ip, port("vtep_port", m.vtep_port)?),
             agent_version: m.agent_version,
             started: m.started,
+            underlay_mtu: mtu::parse_underlay_mtu(m.underlay_mtu)?,
             node_id,
         })
     }
@@ -265,6 +269,7 @@ impl Node {
             vtep_port: u32::from(self.vtep.port()),
             agent_version: self.agent_version.clone(),
             started: self.started.clone(),
+            underlay_mtu: self.underlay_mtu.unwrap_or(0),
             node_id: self
                 .node_id
                 .as_ref()
@@ -394,6 +399,7 @@ pub(crate) mod tests {
             vtep: "192.168.50.1:4789".parse().unwrap(),
             agent_version: "0.1.0".into(),
             started: "2020-04-10T14:00:00Z".into(),
+            underlay_mtu: Some(1400),
             node_id: Some(NodeId::random()),
         };
         assert_eq!(
@@ -500,6 +506,15 @@ pub(crate) mod tests {
             Node::decode(&n.encode_to_vec()).unwrap_err().to_string(),
             "bad vtep_port \"70000\""
         );
+        n.vtep_port = 4789;
+        n.underlay_mtu = 9;
+        assert_eq!(
+            Node::decode(&n.encode_to_vec()).unwrap_err().to_string(),
+            "bad underlay_mtu \"9\""
+        );
+        // Written before the field existed: unknown, not refused.
+        n.underlay_mtu = 0;
+        assert_eq!(Node::decode(&n.encode_to_vec()).unwrap().underlay_mtu, None);
         assert!(matches!(
             Network::decode(b"\xff\xff\xff"),
             Err(BadRecord::Decode(_))

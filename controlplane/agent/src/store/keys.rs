@@ -215,6 +215,21 @@ impl Keys {
         format!("{}ips/{network_id}/{ip}", self.prefix)
     }
 
+    /// `{p}reservations/`
+    pub fn all_reservations(&self) -> String {
+        format!("{}reservations/", self.prefix)
+    }
+
+    /// `{p}reservations/{network_id}/`
+    pub fn reservations(&self, network_id: &NetworkId) -> String {
+        format!("{}reservations/{network_id}/", self.prefix)
+    }
+
+    /// `{p}reservations/{network_id}/{ipv4}` → `Reservation`
+    pub fn reservation(&self, network_id: &NetworkId, ip: Ipv4Addr) -> String {
+        format!("{}reservations/{network_id}/{ip}", self.prefix)
+    }
+
     /// `{p}ports/{node}/`
     pub fn ports(&self, node: &NodeName) -> String {
         format!("{}ports/{node}/", self.prefix)
@@ -371,6 +386,10 @@ mod tests {
             k.parse_ip(&ab, k.ip(&ab, Ipv4Addr::new(10, 0, 0, 2)).as_bytes()),
             Some(Ipv4Addr::new(10, 0, 0, 2))
         );
+        assert_eq!(
+            k.reservation(&ab, Ipv4Addr::new(10, 0, 0, 2)),
+            format!("/t/reservations/{a64}/10.0.0.2")
+        );
         assert_eq!(Keys::new("").prefix(), DEFAULT_PREFIX);
         let hp = HostPort {
             protocol: Protocol::Udp,
@@ -425,6 +444,7 @@ mod tests {
             k.vni(Vni::new(1).unwrap()),
             k.subnet(&"10.0.0.0/24".parse().unwrap()),
             k.ip(&ab, *addr.ip()),
+            k.reservation(&ab, *addr.ip()),
             "/other/networks/demo".to_owned(),
             k.networks(),
             format!("{}x/y", k.networks()),

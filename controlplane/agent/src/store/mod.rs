@@ -19,6 +19,7 @@
 //! | `{p}subnets/{network_addr}_{len}` | network ID | claim (e.g. `10.0.0.0_24`) |
 //! | `{p}endpoints/{network_id}/{endpoint_name}` | `Endpoint` | the record; name claim within the network |
 //! | `{p}ips/{network_id}/{ipv4}` | endpoint ID | claim |
+//! | `{p}reservations/{network_id}/{ipv4}` | `Reservation` | an address claimed before its endpoint (Docker's IPAM) |
 //! | `{p}ports/{node}/{proto}/{host_ip}:{port}` | endpoint ID | claim of a published port (`0.0.0.0` for every address) |
 //! | `{p}nodes/{name}` | `Node` | persistent registration |
 //! | `{p}alive/{name}` | empty | attached to the node's lease: liveness |
@@ -48,9 +49,10 @@
 //!
 //! # Files
 //!
-//! [`keys`] (layout, typed keys and records), `networks`, `endpoints`, `vteps` (one kind of
-//! record each), [`liveness`] (node registration and its lease), [`watch`] (snapshot and watch),
-//! `members` (which etcd member to call), [`security`] (TLS and etcd users).
+//! [`keys`] (layout, typed keys and records), `networks`, `endpoints`, `vteps`, `reservations`
+//! (one kind of record each), [`liveness`] (node registration and its lease), `nodes` (a
+//! registered node's record rewritten), [`watch`] (snapshot and watch), `members` (which etcd
+//! member to call), [`security`] (TLS and etcd users).
 
 mod claim;
 pub mod keys;
@@ -61,6 +63,8 @@ pub mod watch;
 mod endpoints;
 mod members;
 mod networks;
+mod nodes;
+mod reservations;
 mod vteps;
 
 use std::fmt;
@@ -77,6 +81,7 @@ use crate::error::{AccessError, AgentError, Invalid, NotFound};
 
 pub use keys::{Keys, Record, RecordKey, DEFAULT_PREFIX};
 pub use liveness::{KeepAlive, Lease};
+pub use nodes::UnderlayRecord;
 pub use security::EtcdSecurity;
 pub use watch::{State, Watch, WatchEvent};
 

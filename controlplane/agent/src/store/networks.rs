@@ -115,6 +115,7 @@ impl Store {
                 TxnOp::delete(self.keys.subnet(&net.subnet), None),
                 TxnOp::delete(self.keys.vteps(&net.id), prefix()),
                 TxnOp::delete(self.keys.ips(&net.id), prefix()),
+                TxnOp::delete(self.keys.reservations(&net.id), prefix()),
             ]);
         Ok(self.txn(txn).await?.succeeded().then_some(net))
     }

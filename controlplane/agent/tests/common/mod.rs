@@ -229,6 +229,7 @@ pub fn node(name: &str) -> Node {
         vtep: "192.0.2.10:4789".parse().unwrap(),
         agent_version: "test".to_owned(),
         started: ovnet_agent::domain::time::now_rfc3339(),
+        underlay_mtu: Some(1500),
         node_id: Some(ovnet_agent::domain::NodeId::random()),
     }
 }

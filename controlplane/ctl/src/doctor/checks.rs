@@ -295,13 +295,15 @@ fn mtu(s: &AgentStatus, underlay: Option<&Interface>) -> Vec<Check> {
                     ),
                 )
             } else {
+                // The data plane answers what does not fit with ICMP "too big" (TCP adapts)
+                // or has it fragmented: it works, at a cost.
                 Check::new(
                     "mtu",
-                    Level::Fail,
+                    Level::Warn,
                     format!(
-                        "network {}: MTU {} needs an underlay MTU of {need}, {} has {}: \
-                         raise it (ip link set {} mtu {need}) or recreate the network with \
-                         --mtu {}",
+                        "network {}: MTU {} needs an underlay MTU of {need}, {} has {}: larger \
+                         packets are answered with ICMP \"too big\" or fragmented; raise it \
+                         (ip link set {} mtu {need}) or recreate the network with --mtu {}",
                         n.name,
                         n.mtu,
                         dev.name,
@@ -606,11 +608,6 @@ mod tests {
                 "restart the agent",
             ),
             (
-                "mtu",
-                Box::new(|f| f.interfaces.as_mut().unwrap()[0].mtu = 1400),
-                "--mtu 1350",
-            ),
-            (
                 "uplink",
                 Box::new(|f| f.uplink_sysctls = Some((1, 1))),
                 "rp_filter 0",
@@ -626,6 +623,14 @@ mod tests {
                 "DOCKER-USER -i ovu+",
             ),
         ];
+        // An underlay too small for a network: it works (too-big answers, fragments), at a
+        // cost.
+        let mut f = healthy();
+        f.interfaces.as_mut().unwrap()[0].mtu = 1400;
+        let bad = only_bad(&f);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert_eq!((bad[0].name, bad[0].level), ("mtu", Level::Warn), "{bad:?}");
+        assert!(bad[0].message.contains("--mtu 1350"), "{}", bad[0].message);
         for (name, breakit, fix) in cases {
             let mut f = healthy();
             breakit(&mut f);

@@ -26,8 +26,11 @@ fn nonzero_drops(s: &NetworkStats) -> BTreeMap<&str, u64> {
 ///   drops: no_route=1 unknown_vtep=3
 /// ```
 ///
-/// `drops: none` when nothing was dropped. The agent's `(no network)` entry (drops before a
-/// network was known) has VNI 0 and is shown without one.
+/// `drops: none` when nothing was dropped. Where frames did not fit the path to their peer, a
+/// line before the drops says how many were answered with ICMP "too big" and how many went
+/// for the host to fragment: `  path mtu: 12 too-big answers, 1 fragmented`. The agent's
+/// `(no network)` entry (drops before a network was known) has VNI 0 and is shown without
+/// one.
 pub fn stats(networks: &[NetworkStats]) -> String {
     let blocks: Vec<String> = networks
         .iter()
@@ -47,8 +50,16 @@ pub fn stats(networks: &[NetworkStats]) -> String {
                     .collect::<Vec<_>>()
                     .join(" ")
             };
+            let pmtu = if s.too_big_answers > 0 || s.fragmented > 0 {
+                format!(
+                    "  path mtu: {} too-big answers, {} fragmented\n",
+                    s.too_big_answers, s.fragmented
+                )
+            } else {
+                String::new()
+            };
             format!(
-                "{title}\n  tx: {} packets, {} bytes\n  rx: {} packets, {} bytes\n  drops: {drops}\n",
+                "{title}\n  tx: {} packets, {} bytes\n  rx: {} packets, {} bytes\n{pmtu}  drops: {drops}\n",
                 s.tx_packets, s.tx_bytes, s.rx_packets, s.rx_bytes
             )
         })
@@ -66,10 +77,13 @@ struct StatsJson<'a> {
     rx_bytes: u64,
     /// Non-zero counters only, sorted by reason.
     drops: BTreeMap<&'a str, u64>,
+    too_big_answers: u64,
+    fragmented: u64,
 }
 
 /// `ovctl stats --json`: an array of `{name, vni, tx_packets, tx_bytes, rx_packets, rx_bytes,
-/// drops: {reason: count}}`, the field names of the proto's `NetworkStats`.
+/// drops: {reason: count}, too_big_answers, fragmented}`, the field names of the proto's
+/// `NetworkStats`.
 pub fn stats_json(networks: &[NetworkStats]) -> String {
     let v: Vec<StatsJson<'_>> = networks
         .iter()
@@ -81,6 +95,8 @@ pub fn stats_json(networks: &[NetworkStats]) -> String {
             rx_packets: s.rx_packets,
             rx_bytes: s.rx_bytes,
             drops: nonzero_drops(s),
+            too_big_answers: s.too_big_answers,
+            fragmented: s.fragmented,
         })
         .collect();
     pretty(&v)
@@ -219,6 +235,7 @@ mod tests {
                     ("truncated".to_string(), 0),
                 ]
                 .into(),
+                ..Default::default()
             },
             NetworkStats {
                 name: "other".into(),
@@ -245,6 +262,19 @@ mod tests {
              (no network)\n  tx: 0 packets, 0 bytes\n  rx: 0 packets, 0 bytes\n  drops: bad_flags=2\n"
         );
         assert_eq!(stats(&[]), "");
+        let pmtu = NetworkStats {
+            name: "big".into(),
+            vni: 258,
+            too_big_answers: 12,
+            fragmented: 1,
+            drops: [("too_big".to_string(), 14)].into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            stats(&[pmtu]),
+            "big (vni 258)\n  tx: 0 packets, 0 bytes\n  rx: 0 packets, 0 bytes\n  \
+             path mtu: 12 too-big answers, 1 fragmented\n  drops: too_big=14\n"
+        );
     }
 
     fn sample_dataplane() -> DataplaneStatus {
@@ -349,7 +379,9 @@ mod tests {
         "drops": {
             "no_route": 1,
             "unknown_vtep": 3
-        }
+        },
+        "too_big_answers": 0,
+        "fragmented": 0
     },
     {
         "name": "other",
@@ -358,7 +390,9 @@ mod tests {
         "tx_bytes": 0,
         "rx_packets": 0,
         "rx_bytes": 0,
-        "drops": {}
+        "drops": {},
+        "too_big_answers": 0,
+        "fragmented": 0
     }
 ]
 "#

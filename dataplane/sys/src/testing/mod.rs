@@ -177,12 +177,17 @@ mod tests {
                 per: 1,
                 segment: 100,
             };
-            let sent = ours.send(&t(other.local_addr().unwrap()), true).unwrap();
+            let patience = crate::Patience::at_most(std::time::Duration::from_secs(1));
+            let sent = ours
+                .send(&t(other.local_addr().unwrap()), true, patience)
+                .unwrap();
             assert!(
                 matches!(sent, Sent::GsoRefused { then: Ok(()), .. }),
                 "{sent:?}"
             );
-            let sent = other.send(&t(ours.local_addr().unwrap()), true).unwrap();
+            let sent = other
+                .send(&t(ours.local_addr().unwrap()), true, patience)
+                .unwrap();
             assert!(matches!(sent, Sent::Done), "{sent:?}");
         })
         .join()

@@ -1,0 +1,257 @@
+//! End to end, MTU safety: three hosts whose third has an underlay MTU of 1400 (the others
+//! 1500), real agents, etcd and `ovctl`. A network created without `--mtu` fits every path
+//! (1350); one created with `--mtu 1450` is accepted with a warning naming host 3, and works
+//! anyway: the data plane answers what does not fit the path to host 3 with ICMP "too big",
+//! which TCP's path MTU discovery and `ping -M do` see, and sends IPv4 without DF for the host
+//! to fragment.
+//!
+//! Needs root, etcd, iproute2, iputils ping and the workspace's binaries.
+
+use std::process::Command;
+use std::time::Duration;
+
+use ovnet_cluster::{wait_until, Cluster};
+use ovnet_testbed::{tcp_transfer_verified, udp_burst_verified};
+use serde_json::Value;
+
+/// The transfer the issue asks for, to the host with the small underlay.
+const TRANSFER: usize = 20 << 20;
+/// How long a condition may take on a loaded machine.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Three hosts and their agents, host 3's underlay link at MTU 1400 before its agent starts.
+fn cluster() -> Cluster {
+    let mut c = Cluster::bed(3);
+    let h3 = c.host(3).clone();
+    c.tb.set_underlay_mtu(&h3, 1400).expect("underlay MTU");
+    for h in 1..=3 {
+        c.start_agent(h);
+    }
+    for h in 1..=3 {
+        c.wait_agent_ready(h);
+    }
+    c
+}
+
+/// The MTU of `eth0` in namespace `ns`.
+fn eth0_mtu(c: &Cluster, ns: &str) -> u32 {
+    let link = c.sh(ns, &["ip", "-o", "link", "show", "eth0"]);
+    link.split_whitespace()
+        .skip_while(|w| *w != "mtu")
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("no mtu in {link}"))
+}
+
+/// The IPv4 address of container `name` in network `net`, from `inspect`.
+fn ip_of(c: &Cluster, net: &str, name: &str) -> String {
+    let n = c.inspect(1, net);
+    let cs = ovnet_cluster::containers(&n);
+    let cidr = cs[name]["IPv4Address"].as_str().unwrap_or_default();
+    cidr.split('/').next().unwrap_or_default().to_owned()
+}
+
+/// `ovctl stats NET --json` on host `h`: the network's counters.
+fn stats(c: &Cluster, h: usize, net: &str) -> Value {
+    let out = c.ovctl(h, &["stats", net, "--json"]).ok();
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    v[0].clone()
+}
+
+/// A counter of `stats` (a drop reason under `drops`), 0 if absent.
+fn counter(s: &Value, key: &str) -> u64 {
+    s.get(key)
+        .or_else(|| s["drops"].get(key))
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
+/// Runs `args` in `ns`, whatever its exit status; returns stdout and stderr together.
+fn run_in(ns: &str, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?} in {ns}: {e}"));
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn a_network_created_without_mtu_fits_the_smallest_underlay() {
+    let mut c = cluster();
+    // Host 3 registered with its underlay's MTU: the default is 1400 - 50.
+    let out = c.ovctl(1, &["network", "create", "-d", "overlay", "small"]);
+    assert!(out.stderr.is_empty(), "no warning expected: {out:?}");
+    assert_eq!(c.inspect(2, "small")["Options"]["mtu"], "1350");
+    let (a, b) = (c.netns("a"), c.netns("b"));
+    c.connect(1, "small", "a", &a);
+    c.connect(3, "small", "b", &b);
+    assert_eq!((eth0_mtu(&c, &a), eth0_mtu(&c, &b)), (1350, 1350));
+    c.wait_ping(&a, &ip_of(&c, "small", "b"), DEADLINE);
+
+    tcp_transfer_verified(&c.tb, &b, &ip_of(&c, "small", "b"), &a, TRANSFER)
+        .expect("20 MB to the host with the small underlay");
+    // Everything fit: nothing was refused on the way there, nor on the way back.
+    for h in [1, 3] {
+        let s = stats(&c, h, "small");
+        assert_eq!(counter(&s, "too_big"), 0, "host{h}: {s}");
+        assert_eq!(counter(&s, "too_big_answers"), 0, "host{h}: {s}");
+    }
+
+    // Host 1's underlay shrinks to 1300 while its agent runs: the agent reads it again,
+    // records it, and both ends' tables follow; the path from host 1 to host 3 now carries
+    // 1250 bytes, which a 1350-byte ping with DF is told.
+    let h1 = c.host(1).clone();
+    c.tb.set_underlay_mtu(&h1, 1300).expect("underlay MTU");
+    let ip_b = ip_of(&c, "small", "b");
+    wait_until("host 1's new underlay MTU in its tables", DEADLINE, || {
+        // a forgets what it learned, so that each ping asks the path again.
+        c.sh(&a, &["sysctl", "-q", "-w", "net.ipv4.route.flush=1"]);
+        let ping = run_in(
+            &a,
+            &[
+                "ping", "-c", "1", "-W", "1", "-M", "do", "-s", "1322", &ip_b,
+            ],
+        );
+        ping.contains("Frag needed and DF set (mtu = 1250)")
+            .then_some(())
+            .ok_or(ping)
+    });
+    // And a network created now gets 1300 - 50.
+    c.create(3, "smaller", &[]);
+    assert_eq!(c.inspect(3, "smaller")["Options"]["mtu"], "1250");
+}
+
+#[test]
+fn a_network_mtu_above_an_underlay_works_through_too_big_answers() {
+    let mut c = cluster();
+    let out = c.ovctl(
+        1,
+        &["network", "create", "-d", "overlay", "--mtu", "1450", "big"],
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let warnings: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(warnings.len(), 1, "one warning, for host3: {out:?}");
+    assert!(
+        warnings[0].starts_with("WARNING: MTU 1450 is more than node host3's underlay"),
+        "{out:?}"
+    );
+    assert!(warnings[0].contains("--mtu 1350"), "{out:?}");
+    assert_eq!(c.inspect(1, "big")["Options"]["mtu"], "1450");
+
+    let (a, b) = (c.netns("a"), c.netns("b"));
+    c.connect(1, "big", "a", &a);
+    c.connect(3, "big", "b", &b);
+    assert_eq!((eth0_mtu(&c, &a), eth0_mtu(&c, &b)), (1450, 1450));
+    let (ip_a, ip_b) = (ip_of(&c, "big", "a"), ip_of(&c, "big", "b"));
+    c.wait_ping(&a, &ip_b, DEADLINE);
+
+    // 20 MB to host 3: its first segments are refused and answered, then TCP sends segments
+    // that fit (a's kernel knows nothing of the path yet: TCP's path MTU discovery works
+    // through the answers).
+    tcp_transfer_verified(&c.tb, &b, &ip_b, &a, TRANSFER)
+        .expect("20 MB to the host with the small underlay, through too-big answers");
+    let s1 = stats(&c, 1, "big");
+    eprintln!("host1 after 20 MB to host3: {s1}");
+    let answers = counter(&s1, "too_big_answers");
+    assert!(answers >= 1, "host1: {s1}");
+    assert!(counter(&s1, "too_big") >= answers, "host1: {s1}");
+    assert_eq!(counter(&s1, "send_error"), 0, "host1: {s1}");
+
+    // A 1400-byte ping with DF, once a has forgotten the path MTU it learned: answered as a
+    // router would, with the path's MTU.
+    c.sh(&a, &["sysctl", "-q", "-w", "net.ipv4.route.flush=1"]);
+    let ping = run_in(
+        &a,
+        &[
+            "ping", "-c", "1", "-W", "3", "-M", "do", "-s", "1372", &ip_b,
+        ],
+    );
+    assert!(
+        ping.contains("Frag needed and DF set (mtu = 1350)"),
+        "ping -M do: {ping}"
+    );
+    wait_until("the ping's answer counted", DEADLINE, || {
+        let s = stats(&c, 1, "big");
+        (counter(&s, "too_big_answers") > answers)
+            .then_some(())
+            .ok_or_else(|| s.to_string())
+    });
+
+    // IPv4 without DF (b's stack does no path MTU discovery): b's host fragments the outer
+    // datagram, which a's host puts back together. (This way round: host 3's own route
+    // fragments to what its underlay carries. Towards host 3, fragments are cut by the
+    // sender's route, which knows nothing of host 3's 1400, and on this bed's one L2 underlay
+    // nothing between fragments further, as with the kernel's vxlan.)
+    c.sh(&b, &["sysctl", "-q", "-w", "net.ipv4.ip_no_pmtu_disc=1"]);
+    let mut tries = 0;
+    loop {
+        let burst = udp_burst_verified(&c.tb, &a, &ip_a, &b, 20, 1400, 5).expect("UDP burst");
+        tries += 1;
+        if burst.received == burst.sent {
+            break;
+        }
+        // A loaded kernel drops datagrams of its own; the data plane would lose them all.
+        assert!(
+            burst.received > 0 && tries < 3,
+            "{burst:?} after {tries} tries"
+        );
+    }
+    let s3 = stats(&c, 3, "big");
+    eprintln!("host3 after the UDP burst without DF: {s3}");
+    assert!(counter(&s3, "fragmented") >= 20, "host3: {s3}");
+    assert_eq!(counter(&s3, "too_big"), 0, "host3: {s3}");
+
+    ipv6_packet_too_big(&c, &a, &b);
+}
+
+/// IPv6 between the containers' link-local addresses (the data plane answers neighbour
+/// solicitations for them from its table): a 1400-byte ping gets "packet too big", mtu 1350.
+fn ipv6_packet_too_big(c: &Cluster, a: &str, b: &str) {
+    for ns in [a, b] {
+        let ok = Command::new("ip")
+            .args(["netns", "exec", ns, "sysctl", "-q", "-w"])
+            .args([
+                "net.ipv6.conf.eth0.accept_dad=0",
+                "net.ipv6.conf.all.disable_ipv6=0",
+                "net.ipv6.conf.eth0.disable_ipv6=0",
+            ])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            eprintln!("skipped: the IPv6 part (this kernel's namespaces have no IPv6)");
+            return;
+        }
+    }
+    let ll = wait_until("b's link-local address", DEADLINE, || {
+        let out = c.sh(
+            b,
+            &[
+                "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link",
+            ],
+        );
+        out.split_whitespace()
+            .skip_while(|w| *w != "inet6")
+            .nth(1)
+            .and_then(|a| a.split('/').next())
+            .map(str::to_owned)
+            .ok_or(out)
+    });
+    let to = format!("{ll}%eth0");
+    wait_until("a to reach b over IPv6", DEADLINE, || {
+        let out = run_in(a, &["ping", "-6", "-c", "1", "-W", "1", &to]);
+        out.contains(" 0% packet loss").then_some(()).ok_or(out)
+    });
+    let ping = run_in(
+        a,
+        &[
+            "ping", "-6", "-c", "1", "-W", "3", "-M", "do", "-s", "1400", &to,
+        ],
+    );
+    assert!(ping.contains("Packet too big: mtu=1350"), "ping -6: {ping}");
+}
