@@ -41,6 +41,8 @@ const METRICS_PORT: u16 = 9476;
 const AGENT_START_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a new network gets to reach every host, and a container to answer.
 const SPREAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between two sweeps over the agents' metrics while a network spreads.
+const SPREAD_POLL: Duration = Duration::from_millis(5);
 /// How long the agents' idle CPU is measured.
 pub const IDLE_WINDOW: Duration = Duration::from_secs(10);
 /// Neighbour-table thresholds for the run (`gc_thresh1..3`): room for a full mesh of 250
@@ -394,6 +396,8 @@ impl Cluster<'_> {
                     }
                 }
                 pending = still;
+                // Poll, don't hammer: the agents being timed share these cores.
+                std::thread::sleep(SPREAD_POLL);
             }
             Ok(Some(since.elapsed()))
         })??;
