@@ -1,6 +1,7 @@
 //! The harness' command line: `ovnet-bench [--repeat N] [--duration SECONDS] [--json PATH]
 //! [--variants LIST] [--topologies LIST] [--tests LIST]`, the control plane at scale
-//! (`ovnet-bench scale [--hosts LIST] [--connects N] [--json PATH]`), and the hidden
+//! (`ovnet-bench scale [--hosts LIST] [--connects N] [--json PATH]`), cost as networks grow
+//! (`ovnet-bench growth [--networks LIST] [--duration SECONDS] [--json PATH]`), and the hidden
 //! `flood-send` helper the harness runs inside a container.
 
 use std::net::SocketAddrV4;
@@ -45,7 +46,69 @@ ovnet-bench scale [--hosts LIST] [--connects N] [--json PATH]
   CPU. Raises net.ipv4.neigh.default.gc_thresh1..3 for the run and restores them.
   --hosts LIST        comma-separated host counts, 2 to 250 (default 16,40,100)
   --connects N        connects timed per host count, spread over the hosts (default 30)
-  --json PATH         where to write the results (default bench/results/scale.json)";
+  --json PATH         where to write the results (default bench/results/scale.json)
+
+ovnet-bench growth [--networks LIST] [--duration SECONDS] [--json PATH]
+  Cost as networks grow: two hosts, then 1, 16, 128... networks with a container per host
+  each; agent RSS, descriptors, threads, idle CPU, and 64-byte UDP through the first network.
+  --networks LIST     ascending network counts, 1 to 1000 (default 1,16,128)
+  --duration SECONDS  each idle and UDP window (default 5)
+  --json PATH         where to write the results (default bench/results/growth.json)";
+
+/// Options of `ovnet-bench growth`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrowthArgs {
+    /// Network counts, ascending.
+    pub networks: Vec<u32>,
+    /// Seconds of each window.
+    pub duration: u32,
+    /// Output file of the JSON document.
+    pub json: PathBuf,
+}
+
+fn growth(rest: &[String]) -> Result<Command> {
+    let mut out = GrowthArgs {
+        networks: vec![1, 16, 128],
+        duration: 5,
+        json: default_json_path().with_file_name("growth.json"),
+    };
+    let mut it = rest.iter();
+    while let Some(arg) = it.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        if name == "-h" || name == "--help" {
+            return Ok(Command::Help);
+        }
+        if !["--networks", "--duration", "--json"].contains(&name.as_str()) {
+            bail!("unknown argument {arg:?}\n\n{USAGE}");
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => it
+                .next()
+                .cloned()
+                .ok_or_else(|| anyhow!("{name} needs a value"))?,
+        };
+        match name.as_str() {
+            "--duration" => out.duration = positive(&name, &value, 3600)?,
+            "--json" if value.is_empty() => bail!("--json needs a path"),
+            "--json" => out.json = PathBuf::from(value),
+            _ => {
+                let mut counts = Vec::new();
+                for n in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                    counts.push(positive("--networks", n, 1000)?);
+                }
+                if counts.is_empty() || !counts.windows(2).all(|w| w[0] < w[1]) {
+                    bail!("--networks needs ascending network counts, e.g. 1,16,128");
+                }
+                out.networks = counts;
+            }
+        }
+    }
+    Ok(Command::Growth(out))
+}
 
 /// Options of `ovnet-bench scale`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,6 +225,8 @@ pub enum Command {
     Help,
     /// The control plane at scale.
     Scale(ScaleArgs),
+    /// Cost as networks grow.
+    Growth(GrowthArgs),
     /// The flood test's sender, run by the harness inside a container:
     /// `ovnet-bench flood-send ADDR:PORT SECONDS` sends 64-byte datagrams to a broadcast
     /// address as fast as it can and prints how many it sent.
@@ -241,6 +306,7 @@ where
     match all.first().map(String::as_str) {
         Some("flood-send") => return flood_send(&all[1..]),
         Some("scale") => return scale(&all[1..]),
+        Some("growth") => return growth(&all[1..]),
         _ => {}
     }
     let mut out = Args {
@@ -395,6 +461,29 @@ mod tests {
             &["scale", "--connects", "0"],
             &["scale", "--repeat", "2"],
             &["scale", "--json"],
+        ] {
+            assert!(parse(bad.iter().copied()).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_growth_bench() {
+        let Command::Growth(a) = parse(["growth"]).unwrap() else {
+            panic!("not growth");
+        };
+        assert_eq!((a.networks, a.duration), (vec![1, 16, 128], 5));
+        assert!(a.json.ends_with("results/growth.json"), "{:?}", a.json);
+        let Command::Growth(a) = parse(["growth", "--networks=2,4", "--duration", "1"]).unwrap()
+        else {
+            panic!("not growth");
+        };
+        assert_eq!((a.networks, a.duration), (vec![2, 4], 1));
+        for bad in [
+            &["growth", "--networks", "4,2"][..],
+            &["growth", "--networks", "0"],
+            &["growth", "--networks", ""],
+            &["growth", "--duration", "0"],
+            &["growth", "--hosts", "2"],
         ] {
             assert!(parse(bad.iter().copied()).is_err(), "{bad:?}");
         }

@@ -8,6 +8,8 @@
 //! - [`iperf`], [`ping`], [`procstat`]: parsing iperf3 JSON, ping output and `/proc/PID/stat`;
 //! - [`stats`]: medians and percentiles;
 //! - [`report`]: the metrics, the table and the JSON document;
+//! - [`scale`] and [`growth`]: the control plane at 16 to 100 hosts, and cost as networks grow
+//!   (their parsing and tables; the runs need root);
 //! - [`frames`]: test frames and a realistic forwarding table for the micro-benchmarks.
 //!
 //! The parts that need root, the test bed and iperf3: [`topology`] builds the network for one
@@ -25,6 +27,7 @@
 pub mod args;
 pub mod flood;
 pub mod frames;
+pub mod growth;
 pub mod interrupt;
 pub mod iperf;
 pub mod kinds;

@@ -22,7 +22,7 @@ use anyhow::{bail, Context, Result};
 use ovnet_bench::args::{self, Args, Command};
 use ovnet_bench::report::{Hardware, Report, Topology, TopologyResult, Variant, VariantResult};
 use ovnet_bench::topology::{self, progress, Bed, Binaries};
-use ovnet_bench::{flood, interrupt, measure, scale};
+use ovnet_bench::{flood, growth, interrupt, measure, scale};
 use serde_json::json;
 
 fn main() -> ExitCode {
@@ -41,6 +41,18 @@ fn main() -> ExitCode {
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => {
                     eprintln!("ovnet-bench scale: error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Ok(Command::Growth(a)) => {
+            if let Err(e) = interrupt::install() {
+                eprintln!("ovnet-bench: warning: cannot catch SIGINT/SIGTERM ({e})");
+            }
+            return match growth::run_all(&a) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ovnet-bench growth: error: {e:#}");
                     ExitCode::FAILURE
                 }
             };

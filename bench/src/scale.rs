@@ -260,21 +260,21 @@ fn now_unix() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn say(hosts: u8, what: &str) {
+pub(crate) fn say(hosts: u8, what: &str) {
     eprintln!("[scale/{hosts}] {what}");
 }
 
 /// A running cluster of `hosts` agents.
-struct Cluster<'b> {
-    tb: Testbed,
+pub(crate) struct Cluster<'b> {
+    pub(crate) tb: Testbed,
     bins: &'b Binaries,
     etcd: SocketAddr,
     /// Per host: namespace, API socket, agent pid, underlay address.
-    agents: Vec<(String, PathBuf, Pid, Ipv4Addr)>,
+    pub(crate) agents: Vec<(String, PathBuf, Pid, Ipv4Addr)>,
 }
 
 impl Cluster<'_> {
-    fn start(hosts: u8, bins: &Binaries) -> Result<Cluster<'_>> {
+    pub(crate) fn start(hosts: u8, bins: &Binaries) -> Result<Cluster<'_>> {
         let mut tb = Testbed::new().context("creating the test bed (root, iproute2)")?;
         say(hosts, "starting etcd");
         let etcd_url = tb.start_etcd().context("starting etcd")?;
@@ -342,7 +342,7 @@ impl Cluster<'_> {
     }
 
     /// `ovctl` against host `i`'s agent (0-based), run from here: the API is a Unix socket.
-    fn ovctl(&mut self, i: usize, args: &[&str]) -> Result<()> {
+    pub(crate) fn ovctl(&mut self, i: usize, args: &[&str]) -> Result<()> {
         let out = Command::new(&self.bins.ovctl)
             .arg("--agent")
             .arg(&self.agents[i].1)
