@@ -287,6 +287,9 @@ fn run(args: &Args) -> Result<bool> {
         };
         report.notes.push(note.to_string());
     }
+    report.notes.push(
+        "ovnet's storm control (--bum-pps-per-endpoint/-network) is off in the bench: the flood measures head-end replication, not the default limit".to_string(),
+    );
     report.notes.push(format!(
         "iperf3, both agents or data planes and the kernel's softirqs share the machine's {} cores: the results compare the VXLAN paths under identical conditions, not line rate",
         report.hardware.cores

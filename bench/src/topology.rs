@@ -25,7 +25,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use ovnet_dataplane::{Dataplane, DataplaneConfig, FloodEntry, MacAddr, NetworkTable, Vni};
+use ovnet_dataplane::{
+    BumLimits, Dataplane, DataplaneConfig, FloodEntry, MacAddr, NetworkTable, Vni,
+};
 use ovnet_sys::netns;
 use ovnet_testbed::{Container, Host, Pid, Testbed, DIRECT_LINK};
 
@@ -43,6 +45,19 @@ pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
 pub const BROADCAST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 255);
 /// Third octet of the direct link's subnet (`192.168.60.0/24`).
 const DIRECT_SUBNET: u8 = 60;
+/// Storm control off (no limit on broadcast, unknown-unicast and multicast frames), in every
+/// variant: the flood test measures head-end replication, not the default limit of 5 000
+/// frames per second per endpoint (which it would otherwise report).
+const BUM_LIMITS_OFF: BumLimits = BumLimits {
+    per_source: 0,
+    per_network: 0,
+};
+/// The agents' environment: their log level, and storm control off as [`BUM_LIMITS_OFF`].
+const AGENT_ENV: [(&str, &str); 3] = [
+    ("RUST_LOG", "info"),
+    ("OVNET_BUM_PPS_PER_ENDPOINT", "0"),
+    ("OVNET_BUM_PPS_PER_NETWORK", "0"),
+];
 /// What to do when the agent binaries are missing.
 pub const BUILD_HINT: &str =
     "build them first: cargo build --release -p ovnet-agent -p ovctl -p ovnet-bench";
@@ -394,7 +409,9 @@ fn start_dataplane(
     let tap_name = "ovtap42";
     let vni = Vni::new(VNI).expect("42 is a valid VNI");
     let dp = netns::with(&h.ns, || -> Result<Dataplane> {
-        let dp = Dataplane::start(&DataplaneConfig::new(vtep))?;
+        let mut cfg = DataplaneConfig::new(vtep);
+        cfg.bum = BUM_LIMITS_OFF;
+        let dp = Dataplane::start(&cfg)?;
         // The data plane opens its TAP, with its offloads, in the host's namespace.
         dp.add_network(vni, tap_name, MTU, table)
             .with_context(|| format!("adding VNI {VNI}"))?;
@@ -436,7 +453,7 @@ fn ovnet(topology: Topology, bins: &Binaries) -> Result<Bed> {
             path_str(&state)?,
         ];
         let pid = tb
-            .spawn(&h.ns, &args, &[("RUST_LOG", "info")])
+            .spawn(&h.ns, &args, &AGENT_ENV)
             .with_context(|| format!("starting ovnet-agent on host {n}"))?;
         agents.push((h.clone(), sock, pid));
     }
