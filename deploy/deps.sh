@@ -16,8 +16,9 @@
 set -euo pipefail
 
 # group       package                       programs (or files) ovnet uses from it
+# (gcc and libc6-dev: cargo links with `cc`, which a minimal Debian with rustup lacks)
 TABLE=(
-    "build      gcc                           cc (the linker cargo calls)"
+    "build      gcc                           /usr/bin/gcc"
     "build      libc6-dev                     /usr/lib/x86_64-linux-gnu/crt1.o"
     "build      protobuf-compiler             protoc"
     "build      libprotobuf-dev               /usr/include/google/protobuf/descriptor.proto"

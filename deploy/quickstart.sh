@@ -17,12 +17,17 @@
 # is stopped (by pid) and every namespace it created is deleted when it ends: normally, on an
 # error, or on Ctrl-C. It refuses to run if any of its namespaces already exists.
 # Needs Rust (cargo) already installed; see https://rustup.rs.
+#
+# For the test suite (testing/quickstart): OVNET_QUICKSTART_BIN=DIR uses the ovnet-agent and
+# ovctl in DIR instead of building them, and OVNET_QUICKSTART_PREFIX=P names the namespaces
+# P-ul, P-host1, ... instead of qs-ul, qs-host1, ...
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-UNDERLAY=qs-ul
-HOSTS=(qs-host1 qs-host2 qs-host3)
-CONTAINERS=(qs-web1 qs-web2 qs-web3)
+P=${OVNET_QUICKSTART_PREFIX:-qs}
+UNDERLAY=$P-ul
+HOSTS=("$P-host1" "$P-host2" "$P-host3")
+CONTAINERS=("$P-web1" "$P-web2" "$P-web3")
 ETCD_URL=http://192.168.50.254:2379
 
 WORK=""
@@ -108,13 +113,17 @@ done
 
 say "installing what is missing (deploy/deps.sh build agent quickstart)"
 "$ROOT/deploy/deps.sh" build agent quickstart
-command -v cargo >/dev/null || die "cargo not found: install Rust from https://rustup.rs first"
 modprobe tun 2>/dev/null || true
 [[ -c /dev/net/tun ]] || die "/dev/net/tun is missing: the agent needs TAP devices (modprobe tun)"
 
-say "building ovnet-agent and ovctl (cargo build --release; a few minutes the first time)"
-(cd "$ROOT" && cargo build --release -p ovnet-agent -p ovctl)
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+if [[ -n ${OVNET_QUICKSTART_BIN:-} ]]; then
+    BIN=$OVNET_QUICKSTART_BIN
+else
+    command -v cargo >/dev/null || die "cargo not found: install Rust from https://rustup.rs first"
+    say "building ovnet-agent and ovctl (cargo build --release; a few minutes the first time)"
+    (cd "$ROOT" && cargo build --release -p ovnet-agent -p ovctl)
+    BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+fi
 AGENT=$BIN/ovnet-agent
 OVCTL=$BIN/ovctl
 [[ -x $AGENT && -x $OVCTL ]] || die "build did not produce $AGENT and $OVCTL"
@@ -152,8 +161,11 @@ for i in 1 2 3; do
     ip -n "$UNDERLAY" link set "qsh$i" master ulbr up
     ip -n "$h" addr add "192.168.50.$i/24" dev eth0
     ip -n "$h" link set eth0 up
+    # Each simulated host keeps its node id in a state directory of its own (on a real host,
+    # the default /var/lib/ovnet).
     start_in "$h" "agent-host$i" env RUST_LOG=info "$AGENT" --node "host$i" \
-        --etcd "$ETCD_URL" --vtep-ip "192.168.50.$i" --api "$WORK/host$i.sock"
+        --etcd "$ETCD_URL" --vtep-ip "192.168.50.$i" --api "$WORK/host$i.sock" \
+        --state-dir "$WORK/host$i"
 done
 
 ovctl() { # ovctl HOST_NUMBER ARGS...

@@ -29,6 +29,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -37,11 +38,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use tokio::sync::Mutex;
 
+use crate::edge::nft::Nft;
+
 /// The table's family and name: `nft list table bridge ovnet` shows it.
 pub const TABLE: &str = "bridge ovnet";
-
-/// The `nft` program (Debian's `nftables`), found on `PATH`.
-const NFT: &str = "nft";
 
 /// The longest an `nft` run may take: it never waits on anything but the kernel.
 const NFT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -183,6 +183,8 @@ pub fn parse_counts(json: &str, ports: &[Port]) -> Counts {
 #[derive(Debug)]
 pub struct Guard {
     enabled: bool,
+    /// The `nft` program, the edge's (`--nft`).
+    nft: Nft,
     state: Mutex<State>,
 }
 
@@ -198,9 +200,10 @@ struct State {
 
 impl Guard {
     /// A keeper that writes the table, or, not `enabled`, one that never touches it.
-    pub fn new(enabled: bool) -> Guard {
+    pub fn new(enabled: bool, nft: Nft) -> Guard {
         Guard {
             enabled,
+            nft,
             state: Mutex::new(State::default()),
         }
     }
@@ -217,13 +220,13 @@ impl Guard {
         }
         // Rewriting resets the counters: keep what they hold.
         if let Some(old) = &st.ports {
-            if let Ok(json) = nft(&["-j", "list", "table", TABLE], None).await {
+            if let Ok(json) = nft(self.nft.program(), &["-j", "list", "table", TABLE], None).await {
                 for (k, n) in parse_counts(&json, old) {
                     *st.earlier.entry(k).or_default() += n;
                 }
             }
         }
-        match nft(&["-f", "-"], Some(&render(&ports))).await {
+        match nft(self.nft.program(), &["-f", "-"], Some(&render(&ports))).await {
             Ok(_) => {
                 if st.failed.take().is_some() || st.ports.is_none() {
                     log::info!(
@@ -255,7 +258,7 @@ impl Guard {
         let st = self.state.lock().await;
         let mut total = st.earlier.clone();
         if let Some(ports) = st.ports.as_ref().filter(|p| !p.is_empty()) {
-            if let Ok(json) = nft(&["-j", "list", "table", TABLE], None).await {
+            if let Ok(json) = nft(self.nft.program(), &["-j", "list", "table", TABLE], None).await {
                 for (k, n) in parse_counts(&json, ports) {
                     *total.entry(k).or_default() += n;
                 }
@@ -266,8 +269,9 @@ impl Guard {
 }
 
 /// Runs `nft ARGS`, with `input` on its standard input; its stdout, or what it said.
-async fn nft(args: &[&str], input: Option<&str>) -> Result<String, String> {
-    let mut child = Command::new(NFT)
+async fn nft(program: &Path, args: &[&str], input: Option<&str>) -> Result<String, String> {
+    let name = program.display();
+    let mut child = Command::new(program)
         .args(args)
         .stdin(if input.is_some() {
             Stdio::piped()
@@ -278,17 +282,17 @@ async fn nft(args: &[&str], input: Option<&str>) -> Result<String, String> {
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("running {NFT}: {e} (install nftables)"))?;
+        .map_err(|e| format!("running {name}: {e} (install nftables)"))?;
     if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
         stdin
             .write_all(text.as_bytes())
             .await
-            .map_err(|e| format!("writing to {NFT}: {e}"))?;
+            .map_err(|e| format!("writing to {name}: {e}"))?;
     }
     let out = tokio::time::timeout(NFT_TIMEOUT, child.wait_with_output())
         .await
-        .map_err(|_| format!("{NFT} did not finish within {NFT_TIMEOUT:?}"))?
-        .map_err(|e| format!("waiting for {NFT}: {e}"))?;
+        .map_err(|_| format!("{name} did not finish within {NFT_TIMEOUT:?}"))?
+        .map_err(|e| format!("waiting for {name}: {e}"))?;
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
     }

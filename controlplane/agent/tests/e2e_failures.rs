@@ -386,7 +386,15 @@ fn while_an_agent_is_stopped_its_host_keeps_local_traffic_only() {
 
     let st = c.stop_agent(1);
     assert!(st.success(), "{st}");
-    assert_eq!(c.alive(2, "host1"), Some(false), "the lease was revoked");
+    // The lease is revoked and a goodbye sent; host 2 takes it in at its next liveness tick.
+    wait_until(
+        "host 2 to see host 1 down",
+        Duration::from_secs(15),
+        || match c.alive(2, "host1") {
+            Some(false) => Ok(()),
+            other => Err(format!("alive: {other:?}")),
+        },
+    );
     let h1 = c.host(1).ns.clone();
     assert!(c.links(&h1, "ovbr").contains("ovbr256"), "the bridge stays");
     c.assert_ping(&a1, "10.0.0.3");

@@ -7,7 +7,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-use ovnet_cluster::{Cluster, PREFIX};
+use ovnet_cluster::{wait_until, Cluster, PREFIX};
 use ovnet_proto::Message;
 
 /// Writes `value` (raw bytes, given to etcdctl on its standard input) at `key`.
@@ -272,5 +272,75 @@ fn hostile_requests_are_refused_clearly() {
     assert!(
         log.contains("API: connect \"ok\" to \"demo\"") && log.contains("(by uid 0 gid 0 pid "),
         "the caller is not logged:\n{log}"
+    );
+}
+
+/// A host command that hangs holds up the change it belongs to, never the readers: while a
+/// connect waits on an `nft` load that does not return, `ovctl stats` and `ovctl doctor`
+/// (the agent's status) answer, and so would a metrics scrape; they read what the last
+/// reconcile pass published, not the state behind the agent's lock.
+#[test]
+fn a_hung_host_command_never_holds_up_status_or_stats() {
+    let mut c = Cluster::bed(1);
+    let dir = tempfile::tempdir().unwrap();
+    let (gate, held) = (dir.path().join("gate"), dir.path().join("held"));
+    let wrapper = dir.path().join("nft");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n# nft whose loads (-f) wait while {gate} is missing\nfor a in \"$@\"; do\n  \
+             if [ \"$a\" = -f ]; then\n    touch {held}\n    \
+             while [ ! -e {gate} ]; do sleep 0.05; done\n  fi\ndone\nexec nft \"$@\"\n",
+            gate = gate.display(),
+            held = held.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(&gate, "").unwrap();
+    c.set_agent_args(1, &["--nft", wrapper.to_str().unwrap()]);
+    c.start_agent(1);
+    c.wait_agent_ready(1);
+    c.create(1, "demo", &[]);
+    let web = c.netns("web");
+
+    // Close the gate: the connect's ruleset load hangs.
+    std::fs::remove_file(&gate).unwrap();
+    let _ = std::fs::remove_file(&held);
+    let mut connect = c.ovctl_spawn(1, &["network", "connect", "demo", "web", "--netns", &web]);
+    wait_until(
+        "the connect's nft load to hang",
+        Duration::from_secs(30),
+        || {
+            if held.exists() {
+                Ok(())
+            } else {
+                Err("no load held yet".into())
+            }
+        },
+    );
+
+    let stats = c.ovctl(1, &["stats"]);
+    assert_eq!(stats.code, Some(0), "{stats:?}");
+    let doctor = c.ovctl(1, &["doctor"]);
+    assert!(
+        matches!(doctor.code, Some(0 | 1)) && doctor.stdout.contains("agent"),
+        "{doctor:?}"
+    );
+    assert!(
+        connect.0.try_wait().unwrap().is_none(),
+        "the connect ended before the readers were answered: the test proves nothing"
+    );
+
+    // Open the gate: the connect ends (done, or refused if the load outlived its timeout).
+    std::fs::write(&gate, "").unwrap();
+    let out = Cluster::finish(connect);
+    assert!(
+        out.code == Some(0) || out.stderr.contains("did not finish"),
+        "{out:?}"
     );
 }

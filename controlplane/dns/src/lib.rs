@@ -86,8 +86,8 @@ pub mod zone;
 pub use counters::{DropReason, Rcode, Snapshot};
 pub use decide::{decide, decide_message, Decision, Forward, Reply, Transport};
 pub use server::{
-    Config, Resolver, DEFAULT_FORWARD_DEADLINE, DEFAULT_MAX_FORWARDS, DEFAULT_MAX_TCP_CONNECTIONS,
-    DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_UPSTREAM_TIMEOUT,
+    Config, CounterReader, Resolver, DEFAULT_FORWARD_DEADLINE, DEFAULT_MAX_FORWARDS,
+    DEFAULT_MAX_TCP_CONNECTIONS, DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_UPSTREAM_TIMEOUT,
 };
 pub use upstream::{host_upstreams, parse_upstream, parse_upstreams};
 pub use zone::{Lookup, Zone};

@@ -181,6 +181,12 @@ impl Resolver {
         self.shared.counters.snapshot()
     }
 
+    /// A handle that reads this resolver's counters without the resolver itself (for a reader
+    /// that must not hold whatever owns the resolver).
+    pub fn counter_reader(&self) -> CounterReader {
+        CounterReader(self.shared.clone())
+    }
+
     /// Stops serving: ends every task (forwards and TCP connections included) and returns once
     /// the sockets are closed, so the address can be bound again at once.
     pub async fn stop(mut self) {
@@ -311,4 +317,22 @@ async fn serve_udp(shared: Arc<Shared>, sock: Arc<UdpSocket>, mut stop: watch::R
         }
     }
     forwards.shutdown().await;
+}
+
+/// Reads one resolver's counters ([`Resolver::counter_reader`]); cheap to clone, and valid
+/// after the resolver stopped (its counters then stay as they were).
+#[derive(Clone)]
+pub struct CounterReader(Arc<Shared>);
+
+impl CounterReader {
+    /// The counters now.
+    pub fn snapshot(&self) -> Snapshot {
+        self.0.counters.snapshot()
+    }
+}
+
+impl std::fmt::Debug for CounterReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CounterReader").finish()
+    }
 }

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
 use ovnet_dataplane::Vni;
-use ovnet_dns::{Config, Resolver, Snapshot};
+use ovnet_dns::{Config, CounterReader, Resolver, Snapshot};
 
 use crate::domain::{Name, Network};
 use crate::edge::{self, nft};
@@ -57,6 +57,16 @@ pub struct DnsCounters {
     pub network: Name,
     /// Its resolver's counters since it started on this host.
     pub counters: Snapshot,
+}
+
+impl EdgeState {
+    /// A reader of each running resolver's counters, by network.
+    pub(super) fn counter_readers(&self) -> Vec<(Name, CounterReader)> {
+        self.resolvers
+            .values()
+            .map(|r| (r.network.clone(), r.resolver.counter_reader()))
+            .collect()
+    }
 }
 
 impl Agent {
@@ -209,14 +219,13 @@ impl Agent {
 
     /// The DNS counters of every network whose resolver runs on this host, by VNI.
     pub async fn dns_counters(&self) -> Vec<DnsCounters> {
-        let local = self.local.lock().await;
-        local
-            .edge
+        self.published
+            .read()
             .resolvers
-            .values()
-            .map(|r| DnsCounters {
-                network: r.network.clone(),
-                counters: r.resolver.counters(),
+            .iter()
+            .map(|(network, r)| DnsCounters {
+                network: network.clone(),
+                counters: r.snapshot(),
             })
             .collect()
     }

@@ -35,6 +35,7 @@ mod connect;
 mod docker;
 mod edge;
 mod liveness;
+mod published;
 mod reconcile;
 mod registration;
 mod sync;
@@ -89,7 +90,10 @@ pub struct Agent {
     cfg: AgentConfig,
     store: Store,
     dp: Dataplane,
+    /// What the agent built and knows; held while the host is changed.
     local: Mutex<Local>,
+    /// What readers need of `local`, as of the last reconcile pass: read without its lock.
+    published: published::Board,
     keepalive: Mutex<Option<KeepAlive>>,
     /// Whether the node's name is claimed.
     registered: tokio::sync::watch::Sender<bool>,
@@ -163,10 +167,11 @@ impl Agent {
             store,
             dp,
             local: Mutex::new(Local::default()),
+            published: published::Board::default(),
             keepalive: Mutex::new(None),
             registered: tokio::sync::watch::Sender::new(false),
             health: Arc::new(Health::default()),
-            guard: Guard::new(cfg.port_security),
+            guard: Guard::new(cfg.port_security, cfg.edge.nft.clone()),
             cfg,
         }
     }
@@ -280,15 +285,13 @@ impl Agent {
     /// This agent's own state.
     pub async fn status(&self) -> AgentStatus {
         let (mut networks, mut devices) = {
-            let local = self.local.lock().await;
-            let networks: Vec<(String, u32, u32)> = local
-                .view
-                .networks()
-                .filter(|n| local.applied.contains_key(&n.vni))
+            let p = self.published.read();
+            let networks: Vec<(String, u32, u32)> = p
+                .networks
+                .iter()
                 .map(|n| (n.name.to_string(), n.vni.get(), n.mtu))
                 .collect();
-            let devices: Vec<String> = local.devices().into_iter().collect();
-            (networks, devices)
+            (networks, p.devices.clone())
         };
         let uplink = format!("ovu{}", self.cfg.vtep.port());
         if crate::host::link_exists(&uplink) {
@@ -315,15 +318,15 @@ impl Agent {
     /// beyond the data plane's bound, counted together.
     pub async fn peers(&self) -> (Vec<PeerTraffic>, u64) {
         let (peers, overflow) = self.dp.peers();
-        let local = self.local.lock().await;
+        let p = self.published.read();
         let traffic = peers
             .into_iter()
             .map(|(addr, counters, heard)| PeerTraffic {
                 addr,
-                node: local
-                    .view
-                    .nodes()
-                    .find(|n| std::net::IpAddr::V4(*n.vtep.ip()) == addr)
+                node: p
+                    .nodes
+                    .iter()
+                    .find(|n| std::net::IpAddr::V4(n.vtep) == addr)
                     .map(|n| n.name.to_string()),
                 counters,
                 heard,
@@ -348,11 +351,9 @@ impl Agent {
             counters,
         };
         let mut out: Vec<NetworkCounters> = {
-            let local = self.local.lock().await;
-            local
-                .view
-                .networks()
-                .filter(|n| local.applied.contains_key(&n.vni))
+            let p = self.published.read();
+            p.networks
+                .iter()
                 .filter(|n| network.is_none_or(|f| n.name == f || n.id.as_str().starts_with(f)))
                 .filter_map(|n| {
                     Some(counters(

@@ -107,8 +107,17 @@ fn guarded_ports(desired: &[Desired], applied: &BTreeMap<Vni, Applied>) -> Vec<P
 }
 
 impl Agent {
-    /// Makes the data plane and the host devices match the view.
+    /// Makes the data plane and the host devices match the view, then publishes the result
+    /// for the readers ([`super::published`]).
     pub(super) async fn reconcile(&self, local: &mut Local) -> Outcome {
+        let outcome = self.reconcile_pass(local).await;
+        self.published
+            .publish(super::published::Published::of(local));
+        outcome
+    }
+
+    /// One reconcile pass.
+    async fn reconcile_pass(&self, local: &mut Local) -> Outcome {
         let conflicts = local.view.vni_conflicts();
         if conflicts != local.conflicts {
             for (vni, (winner, losers)) in &conflicts {

@@ -66,10 +66,13 @@ impl Agent {
     async fn check_underlay(&self) -> Result<(), String> {
         let (dev, mtu) =
             read(*self.cfg.vtep.ip()).map_err(|e| format!("reading the underlay MTU: {e}"))?;
-        let recorded = {
-            let local = self.local.lock().await;
-            local.view.node(&self.cfg.node).map(|n| n.underlay_mtu)
-        };
+        let recorded = self
+            .published
+            .read()
+            .nodes
+            .iter()
+            .find(|n| n.name == self.cfg.node)
+            .map(|n| n.underlay_mtu);
         // Not registered yet (registration writes it), or the view already agrees.
         if recorded.is_none_or(|m| m == Some(mtu)) {
             return Ok(());

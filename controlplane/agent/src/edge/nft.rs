@@ -264,6 +264,11 @@ impl Nft {
         }
     }
 
+    /// The program: a path, or a name looked up on `PATH`.
+    pub fn program(&self) -> &std::path::Path {
+        &self.program
+    }
+
     /// Loads `ruleset` ([`render`]'s text) with `nft -f -`, in one transaction.
     pub async fn apply(&self, ruleset: &str) -> Result<(), NftError> {
         let program = self.program.display().to_string();
