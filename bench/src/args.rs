@@ -1,142 +1,241 @@
-//! The harness' command line:
-//! `ovnet-bench [--repeat N] [--duration SECONDS] [--json PATH] [--variants LIST] [--tests LIST]`.
+//! The harness' command line: `ovnet-bench [--repeat N] [--duration SECONDS] [--json PATH]
+//! [--variants LIST] [--topologies LIST] [--tests LIST]`, the control plane at scale
+//! (`ovnet-bench scale [--hosts LIST] [--connects N] [--json PATH]`), cost as networks grow
+//! (`ovnet-bench growth [--networks LIST] [--duration SECONDS] [--json PATH]`), and the hidden
+//! `flood-send` helper the harness runs inside a container.
 
+use std::net::SocketAddrV4;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::report::Variant;
+pub use crate::kinds::Test;
+use crate::kinds::{Topology, Variant};
 
 /// Usage text for `--help` and errors.
 pub const USAGE: &str = "\
-usage: ovnet-bench [--repeat N] [--duration SECONDS] [--json PATH] [--variants LIST] [--tests LIST]
+usage: ovnet-bench [--repeat N] [--duration SECONDS] [--json PATH] [--variants LIST]
+                   [--topologies LIST] [--tests LIST]
 
-Builds two hosts (network namespaces on a veth underlay) with one container each on a bridge
-(MTU 1450), once per variant, and measures iperf3 TCP (1 and 2 streams), iperf3 UDP with
-64-byte datagrams, ping round trips and the CPU time of the VXLAN path, each test on every
-variant in turn (the first variant first in odd runs, last in even ones). Needs root, iproute2,
-iperf3 and etcd; for `ovnet`, release builds of the agent and the CLI next to this binary:
-    cargo build --release -p ovnet-agent -p ovctl
+Builds simulated hosts (network namespaces) with one container each on a bridge (MTU 1450),
+once per variant and topology, and measures iperf3 TCP (1 and 2 streams), iperf3 UDP with
+64-byte datagrams, ping round trips at several intervals and under load, the agents' CPU when
+idle, broadcast flooding, and the CPU time of the VXLAN path; each test on every variant in
+turn (the first variant first in odd runs, last in even ones). Needs root, iproute2, iperf3
+and etcd; for `ovnet`, release builds of the agent and the CLI next to this binary:
+    cargo build --release -p ovnet-agent -p ovctl -p ovnet-bench
 
 options:
   --repeat N          runs of every measurement; medians are reported (default 3)
-  --duration SECONDS  length of each iperf3 test (default 10)
+  --duration SECONDS  length of each iperf3, idle and flood test (default 10)
   --json PATH         where to write the results (default bench/results/latest.json)
   --variants LIST     comma-separated, in order: kernel, ovnet, direct (ovnet's data plane
                       linked into the harness, without agents or etcd) (default kernel,ovnet)
-  --tests LIST        comma-separated, any of: tcp1, tcp2, udp, ping (default all four)
-  -h, --help          this text";
+  --topologies LIST   comma-separated, in order: veth (two hosts joined by one veth pair),
+                      switch (two hosts on an underlay bridge), three (three hosts on the
+                      bridge: flooding) (default all three)
+  --tests LIST        comma-separated, any of: tcp1, tcp2, udp, ping1, ping10, ping100,
+                      pingload (ping every 10 ms beside a TCP stream), ping (the four pings),
+                      idle, flood (default all); each topology takes those it supports
+  -h, --help          this text
+
+ovnet-bench scale [--hosts LIST] [--connects N] [--json PATH]
+  The control plane at scale: one etcd and N simulated hosts with an agent each on the
+  underlay switch; times a network's spread to every agent, `ovctl network connect` and
+  connect to first ping from host 1's container, and reports failed pings, agent RSS and idle
+  CPU. Raises net.ipv4.neigh.default.gc_thresh1..3 for the run and restores them.
+  --hosts LIST        comma-separated host counts, 2 to 250 (default 16,40,100)
+  --connects N        connects timed per host count, spread over the hosts (default 30)
+  --json PATH         where to write the results (default bench/results/scale.json)
+
+ovnet-bench growth [--networks LIST] [--duration SECONDS] [--json PATH]
+  Cost as networks grow: two hosts, then 1, 16, 128... networks with a container per host
+  each; agent RSS, descriptors, threads, idle CPU, and 64-byte UDP through the first network.
+  --networks LIST     ascending network counts, 1 to 1000 (default 1,16,128)
+  --duration SECONDS  each idle and UDP window (default 5)
+  --json PATH         where to write the results (default bench/results/growth.json)";
+
+/// Options of `ovnet-bench growth`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrowthArgs {
+    /// Network counts, ascending.
+    pub networks: Vec<u32>,
+    /// Seconds of each window.
+    pub duration: u32,
+    /// Output file of the JSON document.
+    pub json: PathBuf,
+}
+
+fn growth(rest: &[String]) -> Result<Command> {
+    let mut out = GrowthArgs {
+        networks: vec![1, 16, 128],
+        duration: 5,
+        json: default_json_path().with_file_name("growth.json"),
+    };
+    let mut it = rest.iter();
+    while let Some(arg) = it.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        if name == "-h" || name == "--help" {
+            return Ok(Command::Help);
+        }
+        if !["--networks", "--duration", "--json"].contains(&name.as_str()) {
+            bail!("unknown argument {arg:?}\n\n{USAGE}");
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => it
+                .next()
+                .cloned()
+                .ok_or_else(|| anyhow!("{name} needs a value"))?,
+        };
+        match name.as_str() {
+            "--duration" => out.duration = positive(&name, &value, 3600)?,
+            "--json" if value.is_empty() => bail!("--json needs a path"),
+            "--json" => out.json = PathBuf::from(value),
+            _ => {
+                let mut counts = Vec::new();
+                for n in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                    counts.push(positive("--networks", n, 1000)?);
+                }
+                if counts.is_empty() || !counts.windows(2).all(|w| w[0] < w[1]) {
+                    bail!("--networks needs ascending network counts, e.g. 1,16,128");
+                }
+                out.networks = counts;
+            }
+        }
+    }
+    Ok(Command::Growth(out))
+}
+
+/// Options of `ovnet-bench scale`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScaleArgs {
+    /// Host counts, in order.
+    pub hosts: Vec<u8>,
+    /// Connects timed per host count.
+    pub connects: usize,
+    /// Output file of the JSON document.
+    pub json: PathBuf,
+}
+
+fn scale(rest: &[String]) -> Result<Command> {
+    let mut out = ScaleArgs {
+        hosts: vec![16, 40, 100],
+        connects: 30,
+        json: default_json_path().with_file_name("scale.json"),
+    };
+    let mut it = rest.iter();
+    while let Some(arg) = it.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        if name == "-h" || name == "--help" {
+            return Ok(Command::Help);
+        }
+        if !["--hosts", "--connects", "--json"].contains(&name.as_str()) {
+            bail!("unknown argument {arg:?}\n\n{USAGE}");
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => it
+                .next()
+                .cloned()
+                .ok_or_else(|| anyhow!("{name} needs a value"))?,
+        };
+        match name.as_str() {
+            "--connects" => out.connects = positive(&name, &value, 250)? as usize,
+            "--json" if value.is_empty() => bail!("--json needs a path"),
+            "--json" => out.json = PathBuf::from(value),
+            _ => {
+                let mut hosts = Vec::new();
+                for h in value.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+                    let n = positive("--hosts", h, 250)?;
+                    if n < 2 {
+                        bail!("--hosts: {n} is too few, the bench needs 2 hosts or more");
+                    }
+                    hosts.push(n as u8);
+                }
+                if hosts.is_empty() {
+                    bail!("--hosts needs at least one host count");
+                }
+                out.hosts = hosts;
+            }
+        }
+    }
+    Ok(Command::Scale(out))
+}
 
 /// Parsed options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Args {
     /// Runs of every measurement.
     pub repeat: u32,
-    /// Seconds of each iperf3 test.
+    /// Seconds of each iperf3, idle and flood test.
     pub duration: u32,
     /// Output file of the JSON document.
     pub json: PathBuf,
     /// Variants to run, in order, without duplicates.
     pub variants: Vec<Variant>,
-    /// Measurements to take in each run.
-    pub tests: Tests,
+    /// Underlays to build, in order, without duplicates.
+    pub topologies: Vec<Topology>,
+    /// Measurements to take in each run, in run order.
+    pub tests: Vec<Test>,
 }
 
-/// Which measurements a run takes (all by default; fewer for quick comparisons).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tests {
-    /// iperf3 TCP, one stream.
-    pub tcp1: bool,
-    /// iperf3 TCP, two streams.
-    pub tcp2: bool,
-    /// iperf3 UDP, 64-byte datagrams.
-    pub udp: bool,
-    /// ping round trips.
-    pub ping: bool,
+/// The keys of `tests`.
+pub fn keys(tests: &[Test]) -> Vec<&'static str> {
+    tests.iter().map(|t| t.key()).collect()
 }
 
-impl Tests {
-    /// Every measurement.
-    pub const ALL: Tests = Tests {
-        tcp1: true,
-        tcp2: true,
-        udp: true,
-        ping: true,
-    };
-
-    /// The selected measurements, in run order.
-    pub fn list(&self) -> Vec<Test> {
-        [
-            (self.tcp1, Test::Tcp1),
-            (self.tcp2, Test::Tcp2),
-            (self.udp, Test::Udp),
-            (self.ping, Test::Ping),
-        ]
-        .into_iter()
-        .filter_map(|(on, t)| on.then_some(t))
-        .collect()
-    }
-
-    /// The keys of the selected measurements, in run order.
-    pub fn keys(&self) -> Vec<&'static str> {
-        self.list().into_iter().map(Test::key).collect()
-    }
-}
-
-/// One measurement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Test {
-    /// iperf3 TCP, one stream.
-    Tcp1,
-    /// iperf3 TCP, two streams.
-    Tcp2,
-    /// iperf3 UDP, 64-byte datagrams.
-    Udp,
-    /// ping round trips.
-    Ping,
-}
-
-impl Test {
-    /// Its name on the command line and in the JSON.
-    pub fn key(self) -> &'static str {
-        match self {
-            Test::Tcp1 => "tcp1",
-            Test::Tcp2 => "tcp2",
-            Test::Udp => "udp",
-            Test::Ping => "ping",
-        }
-    }
-}
-
-fn tests(list: &str) -> Result<Tests> {
-    let mut out = Tests {
-        tcp1: false,
-        tcp2: false,
-        udp: false,
-        ping: false,
-    };
+fn tests(list: &str) -> Result<Vec<Test>> {
+    let mut out = Vec::new();
     for key in list.split(',').map(str::trim).filter(|k| !k.is_empty()) {
-        match key {
-            "tcp1" => out.tcp1 = true,
-            "tcp2" => out.tcp2 = true,
-            "udp" => out.udp = true,
-            "ping" => out.ping = true,
-            _ => bail!("unknown test {key:?}: use tcp1, tcp2, udp or ping"),
-        }
+        let picked: Vec<Test> = match key {
+            "ping" => Test::PINGS.to_vec(),
+            _ => vec![Test::from_key(key).ok_or_else(|| {
+                anyhow!(
+                    "unknown test {key:?}: use {} or ping",
+                    keys(&Test::ALL).join(", ")
+                )
+            })?],
+        };
+        out.extend(picked);
     }
-    if out.keys().is_empty() {
-        bail!("--tests needs at least one of tcp1, tcp2, udp, ping");
+    if out.is_empty() {
+        bail!(
+            "--tests needs at least one of {}",
+            keys(&Test::ALL).join(", ")
+        );
     }
+    out.sort_unstable();
+    out.dedup();
     Ok(out)
 }
 
 /// What the command line asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// Run the benchmark.
     Run(Args),
     /// Print [`USAGE`].
     Help,
+    /// The control plane at scale.
+    Scale(ScaleArgs),
+    /// Cost as networks grow.
+    Growth(GrowthArgs),
+    /// The flood test's sender, run by the harness inside a container:
+    /// `ovnet-bench flood-send ADDR:PORT SECONDS` sends 64-byte datagrams to a broadcast
+    /// address as fast as it can and prints how many it sent.
+    FloodSend {
+        /// Where to.
+        to: SocketAddrV4,
+        /// For how long.
+        seconds: f64,
+    },
 }
 
 /// Default output: `bench/results/latest.json` in the source tree (git-ignored).
@@ -156,19 +255,45 @@ fn positive(name: &str, value: &str, max: u32) -> Result<u32> {
     Ok(n)
 }
 
-fn variants(list: &str) -> Result<Vec<Variant>> {
+/// A comma-separated list of keys, in order and without duplicates; `what` names the option.
+fn list<T: PartialEq + Copy>(
+    list: &str,
+    what: &str,
+    all: &[T],
+    key: fn(T) -> &'static str,
+) -> Result<Vec<T>> {
+    let known: Vec<&str> = all.iter().map(|&t| key(t)).collect();
     let mut out = Vec::new();
-    for key in list.split(',').map(str::trim).filter(|k| !k.is_empty()) {
-        let v = Variant::from_key(key)
-            .ok_or_else(|| anyhow!("unknown variant {key:?}: use kernel, ovnet or direct"))?;
+    for k in list.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+        let v = all
+            .iter()
+            .copied()
+            .find(|&t| key(t) == k)
+            .ok_or_else(|| anyhow!("unknown {what} {k:?}: use {}", known.join(", ")))?;
         if !out.contains(&v) {
             out.push(v);
         }
     }
     if out.is_empty() {
-        bail!("--variants needs at least one of kernel, ovnet, direct");
+        bail!("--{what}s needs at least one of {}", known.join(", "));
     }
     Ok(out)
+}
+
+/// The hidden `flood-send ADDR:PORT SECONDS` command.
+fn flood_send(rest: &[String]) -> Result<Command> {
+    let [to, seconds] = rest else {
+        bail!("usage: ovnet-bench flood-send ADDR:PORT SECONDS");
+    };
+    let to: SocketAddrV4 = to
+        .parse()
+        .with_context(|| format!("flood-send wants an IPv4 ADDR:PORT, not {to:?}"))?;
+    let seconds: f64 = seconds
+        .parse()
+        .ok()
+        .filter(|s: &f64| *s > 0.0 && *s <= 3600.0)
+        .ok_or_else(|| anyhow!("flood-send wants 0 < SECONDS <= 3600, not {seconds:?}"))?;
+    Ok(Command::FloodSend { to, seconds })
 }
 
 /// Parses the arguments after the program name. Accepts `--opt value` and `--opt=value`.
@@ -177,14 +302,30 @@ where
     I: IntoIterator<Item = S>,
     S: Into<String>,
 {
+    let all: Vec<String> = args.into_iter().map(Into::into).collect();
+    match all.first().map(String::as_str) {
+        Some("flood-send") => return flood_send(&all[1..]),
+        Some("scale") => return scale(&all[1..]),
+        Some("growth") => return growth(&all[1..]),
+        _ => {}
+    }
     let mut out = Args {
         repeat: 3,
         duration: 10,
         json: default_json_path(),
         variants: vec![Variant::Kernel, Variant::Ovnet],
-        tests: Tests::ALL,
+        topologies: Topology::ALL.to_vec(),
+        tests: Test::ALL.to_vec(),
     };
-    let mut it = args.into_iter().map(Into::into);
+    let options = [
+        "--repeat",
+        "--duration",
+        "--json",
+        "--variants",
+        "--topologies",
+        "--tests",
+    ];
+    let mut it = all.into_iter();
     while let Some(arg) = it.next() {
         let (name, inline) = match arg.split_once('=') {
             Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
@@ -193,7 +334,7 @@ where
         if name == "-h" || name == "--help" {
             return Ok(Command::Help);
         }
-        if !["--repeat", "--duration", "--json", "--variants", "--tests"].contains(&name.as_str()) {
+        if !options.contains(&name.as_str()) {
             bail!("unknown argument {arg:?}\n\n{USAGE}");
         }
         let value = match inline {
@@ -208,7 +349,10 @@ where
             "--json" if value.is_empty() => bail!("--json needs a path"),
             "--json" => out.json = PathBuf::from(value),
             "--tests" => out.tests = tests(&value)?,
-            _ => out.variants = variants(&value)?,
+            "--topologies" => {
+                out.topologies = list(&value, "topology", &Topology::ALL, Topology::key)?
+            }
+            _ => out.variants = list(&value, "variant", &Variant::ALL, Variant::key)?,
         }
     }
     Ok(Command::Run(out))
@@ -221,7 +365,7 @@ mod tests {
     fn run(args: &[&str]) -> Args {
         match parse(args.iter().copied()).unwrap() {
             Command::Run(a) => a,
-            Command::Help => panic!("help"),
+            other => panic!("{other:?}"),
         }
     }
 
@@ -235,15 +379,27 @@ mod tests {
             a.json
         );
         assert_eq!(a.variants, vec![Variant::Kernel, Variant::Ovnet]);
-        assert_eq!(a.tests, Tests::ALL);
+        assert_eq!(a.tests, Test::ALL.to_vec());
+        assert_eq!(a.topologies, Topology::ALL.to_vec());
     }
 
     #[test]
-    fn a_subset_of_tests() {
-        let a = run(&["--tests", "ping,tcp2"]);
-        assert_eq!(a.tests.keys(), vec!["tcp2", "ping"]);
+    fn a_subset_of_tests_in_run_order() {
+        let a = run(&["--tests", "ping10,tcp2"]);
+        assert_eq!(keys(&a.tests), vec!["tcp2", "ping10"]);
         let a = run(&["--tests=udp"]);
-        assert_eq!(a.tests.keys(), vec!["udp"]);
+        assert_eq!(keys(&a.tests), vec!["udp"]);
+        let a = run(&["--tests", "ping,ping1,flood"]);
+        assert_eq!(
+            keys(&a.tests),
+            vec!["ping1", "ping10", "ping100", "pingload", "flood"]
+        );
+    }
+
+    #[test]
+    fn topologies_in_the_order_given() {
+        let a = run(&["--topologies", "switch,veth,switch"]);
+        assert_eq!(a.topologies, vec![Topology::Switch, Topology::Veth]);
     }
 
     #[test]
@@ -253,6 +409,84 @@ mod tests {
         assert_eq!(a.json, PathBuf::from("/tmp/x.json"));
         let a = run(&["--variants=direct,kernel,direct"]);
         assert_eq!(a.variants, vec![Variant::Direct, Variant::Kernel]);
+    }
+
+    #[test]
+    fn the_flood_sender() {
+        assert_eq!(
+            parse(["flood-send", "10.0.0.255:5301", "2.5"]).unwrap(),
+            Command::FloodSend {
+                to: "10.0.0.255:5301".parse().unwrap(),
+                seconds: 2.5
+            }
+        );
+        for bad in [
+            &["flood-send"][..],
+            &["flood-send", "10.0.0.255", "1"],
+            &["flood-send", "10.0.0.255:1", "0"],
+            &["flood-send", "10.0.0.255:1", "x"],
+            &["flood-send", "10.0.0.255:1", "1", "2"],
+        ] {
+            assert!(parse(bad.iter().copied()).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_scale_bench() {
+        let Command::Scale(a) = parse(["scale"]).unwrap() else {
+            panic!("not scale");
+        };
+        assert_eq!(a.hosts, vec![16, 40, 100]);
+        assert_eq!(a.connects, 30);
+        assert!(a.json.ends_with("results/scale.json"), "{:?}", a.json);
+        let Command::Scale(a) = parse([
+            "scale",
+            "--hosts",
+            "4,8",
+            "--connects=3",
+            "--json",
+            "/tmp/s.json",
+        ])
+        .unwrap() else {
+            panic!("not scale");
+        };
+        assert_eq!(
+            (a.hosts, a.connects, a.json),
+            (vec![4, 8], 3, PathBuf::from("/tmp/s.json"))
+        );
+        for bad in [
+            &["scale", "--hosts", "1"][..],
+            &["scale", "--hosts", "251"],
+            &["scale", "--hosts", ","],
+            &["scale", "--connects", "0"],
+            &["scale", "--repeat", "2"],
+            &["scale", "--json"],
+        ] {
+            assert!(parse(bad.iter().copied()).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_growth_bench() {
+        let Command::Growth(a) = parse(["growth"]).unwrap() else {
+            panic!("not growth");
+        };
+        assert_eq!((a.networks, a.duration), (vec![1, 16, 128], 5));
+        assert!(a.json.ends_with("results/growth.json"), "{:?}", a.json);
+        let Command::Growth(a) = parse(["growth", "--networks=2,4", "--duration", "1"]).unwrap()
+        else {
+            panic!("not growth");
+        };
+        assert_eq!((a.networks, a.duration), (vec![2, 4], 1));
+        for bad in [
+            &["growth", "--networks", "4,2"][..],
+            &["growth", "--networks", "0"],
+            &["growth", "--networks", ""],
+            &["growth", "--duration", "0"],
+            &["growth", "--hosts", "2"],
+        ] {
+            assert!(parse(bad.iter().copied()).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -267,6 +501,8 @@ mod tests {
             &["--json="],
             &["--variants", "kernel,bpf"],
             &["--variants", ","],
+            &["--topologies", "ring"],
+            &["--topologies", ""],
             &["--tests", "tcp3"],
             &["--tests", ""],
             &["--fast"],

@@ -1,16 +1,20 @@
 //! ovnet's benchmarks: the pieces behind the criterion micro-benchmarks (`benches/`) and the
 //! side-by-side harness (`ovnet-bench`, `src/main.rs`) that runs iperf3 and ping through the
-//! kernel's vxlan and through ovnet on the same simulated two-host network.
+//! kernel's vxlan and through ovnet on the same simulated hosts, over several underlays.
 //!
 //! Pure parts, unit-tested without root:
 //! - [`args`]: the harness' command line;
+//! - [`kinds`]: the variants, topologies, tests and metrics;
 //! - [`iperf`], [`ping`], [`procstat`]: parsing iperf3 JSON, ping output and `/proc/PID/stat`;
 //! - [`stats`]: medians and percentiles;
 //! - [`report`]: the metrics, the table and the JSON document;
+//! - [`scale`] and [`growth`]: the control plane at 16 to 100 hosts, and cost as networks grow
+//!   (their parsing and tables; the runs need root);
 //! - [`frames`]: test frames and a realistic forwarding table for the micro-benchmarks.
 //!
 //! The parts that need root, the test bed and iperf3: [`topology`] builds the network for one
-//! [`topology::Variant`] and [`measure`] runs the tools in its namespaces. [`interrupt`] turns
+//! [`kinds::Variant`] over one [`kinds::Topology`] and [`measure`] runs the tools in its
+//! namespaces ([`flood`] is the broadcast sender it runs there). [`interrupt`] turns
 //! SIGINT/SIGTERM/SIGHUP into an error so that everything is torn down on the way out. The
 //! crate's only `unsafe` (`sigaction(2)` and `sysconf(3)`) lives in the private `sys` module.
 //!
@@ -21,13 +25,17 @@
 #![deny(unsafe_code)]
 
 pub mod args;
+pub mod flood;
 pub mod frames;
+pub mod growth;
 pub mod interrupt;
 pub mod iperf;
+pub mod kinds;
 pub mod measure;
 pub mod ping;
 pub mod procstat;
 pub mod report;
+pub mod scale;
 pub mod stats;
 #[allow(unsafe_code)]
 mod sys;

@@ -1,12 +1,14 @@
-//! `ovnet-bench`: the side-by-side harness. Builds the same two-host, two-container network on
+//! `ovnet-bench`: the side-by-side harness. For each topology (two hosts joined by a veth pair,
+//! two hosts behind an underlay switch, three hosts for flooding) builds the same network on
 //! the test bed once per variant (the kernel's vxlan and ovnet as a user runs it, side by side
-//! in separate namespaces), measures TCP and UDP throughput, ping latency and the VXLAN path's
-//! CPU time on each in turn, test by test, and prints the medians as a table with ovnet/kernel
-//! ratios; the whole result also goes to a JSON file.
+//! in separate namespaces), measures TCP and UDP throughput, ping latency at several intervals
+//! and under load, idle cost, flooding and the VXLAN path's CPU time on each in turn, test by
+//! test, and prints the medians as a table per topology with ovnet/kernel ratios and a summary
+//! of the topologies side by side; the whole result also goes to a JSON file.
 //!
 //! ```text
-//! cargo build --release -p ovnet-agent -p ovctl
-//! cargo run --release -p ovnet-bench -- [--repeat 3] [--duration 10] [--json out.json]   # as root
+//! cargo build --release -p ovnet-agent -p ovctl -p ovnet-bench
+//! sudo ./target/release/ovnet-bench [--repeat 3] [--duration 10] [--json out.json]
 //! ```
 //!
 //! Progress goes to stderr, the table to stdout. A variant that fails is reported and the
@@ -18,9 +20,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use ovnet_bench::args::{self, Args, Command};
-use ovnet_bench::report::{Hardware, Report, Variant, VariantResult};
+use ovnet_bench::report::{Hardware, Report, Topology, TopologyResult, Variant, VariantResult};
 use ovnet_bench::topology::{self, progress, Bed, Binaries};
-use ovnet_bench::{interrupt, measure};
+use ovnet_bench::{flood, growth, interrupt, measure, scale};
 use serde_json::json;
 
 fn main() -> ExitCode {
@@ -29,6 +31,40 @@ fn main() -> ExitCode {
         Ok(Command::Help) => {
             println!("{}", args::USAGE);
             return ExitCode::SUCCESS;
+        }
+        Ok(Command::Scale(a)) => {
+            if let Err(e) = interrupt::install() {
+                eprintln!("ovnet-bench: warning: cannot catch SIGINT/SIGTERM ({e})");
+            }
+            return match scale::run_all(&a) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("ovnet-bench scale: error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Ok(Command::Growth(a)) => {
+            if let Err(e) = interrupt::install() {
+                eprintln!("ovnet-bench: warning: cannot catch SIGINT/SIGTERM ({e})");
+            }
+            return match growth::run_all(&a) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ovnet-bench growth: error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Ok(Command::FloodSend { to, seconds }) => {
+            return match flood::send(to, seconds) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ovnet-bench flood-send: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         Err(e) => {
             eprintln!("ovnet-bench: {e:#}");
@@ -106,13 +142,18 @@ fn iperf3_version() -> String {
         .unwrap_or_default()
 }
 
-/// Builds `v`'s test bed and waits until its containers reach each other.
-fn build_bed(v: Variant, bins: Option<&Binaries>, out: &mut VariantResult) -> Result<Bed> {
+/// Builds `v`'s test bed over `topology` and waits until its containers reach each other.
+fn build_bed(
+    v: Variant,
+    topology: Topology,
+    bins: Option<&Binaries>,
+    out: &mut VariantResult,
+) -> Result<Bed> {
     let t0 = Instant::now();
-    let mut bed = topology::build(v, bins)?;
+    let mut bed = topology::build(v, topology, bins)?;
     out.notes.append(&mut bed.notes);
     progress(
-        v,
+        (topology, v),
         &format!("ready after {:.1} s", t0.elapsed().as_secs_f64()),
     );
     Ok(bed)
@@ -128,25 +169,34 @@ fn round_order(n: usize, round: u32) -> Vec<usize> {
     order
 }
 
-/// Builds every variant's test bed, then takes each measurement of each round on every bed
-/// in turn, so that the variants' samples of a figure are seconds, not most of a run, apart
-/// (a shared machine drifts by 10 to 20 % within an hour; a bed that waits its turn is idle
-/// and costs the measured one nothing that shows). A variant that fails is reported, its bed
-/// torn down, and the others go on. Returns whether none failed.
-fn measure_all(args: &Args, bins: Option<&Binaries>, results: &mut [VariantResult]) -> bool {
+/// On one topology: builds every variant's test bed, then takes each measurement of each
+/// round on every bed in turn, so that the variants' samples of a figure are seconds, not
+/// most of a run, apart (a shared machine drifts by 10 to 20 % within an hour; a bed that
+/// waits its turn is idle and costs the measured one nothing that shows), and tears the beds
+/// down before the next topology. A variant that fails is reported, its bed torn down, and
+/// the others go on. Returns whether none failed.
+fn measure_topology(args: &Args, bins: Option<&Binaries>, out: &mut TopologyResult) -> bool {
+    let topology = out.topology;
+    let results = &mut out.variants;
     let mut beds: Vec<Option<Bed>> = Vec::new();
     for result in results.iter_mut() {
         let bed = if interrupt::is_set() {
             None
         } else {
-            build_bed(result.variant, bins, result)
-                .map_err(|e| fail(result, &e))
+            build_bed(result.variant, topology, bins, result)
+                .map_err(|e| fail(topology, result, &e))
                 .ok()
         };
         beds.push(bed);
     }
+    let tests: Vec<_> = args
+        .tests
+        .iter()
+        .copied()
+        .filter(|&t| topology.runs(t))
+        .collect();
     'rounds: for round in 1..=args.repeat {
-        for test in args.tests.list() {
+        for &test in &tests {
             for i in round_order(beds.len(), round) {
                 let Some(bed) = beds[i].as_mut() else {
                     continue;
@@ -154,7 +204,7 @@ fn measure_all(args: &Args, bins: Option<&Binaries>, results: &mut [VariantResul
                 let result = &mut results[i];
                 let measured = measure::run(bed, test, round, args.repeat, args.duration, result);
                 if let Err(e) = measured {
-                    fail(result, &e);
+                    fail(topology, result, &e);
                     beds[i] = None;
                 }
                 if interrupt::is_set() {
@@ -166,15 +216,27 @@ fn measure_all(args: &Args, bins: Option<&Binaries>, results: &mut [VariantResul
     for (bed, result) in beds.iter_mut().zip(results.iter_mut()) {
         if let Some(bed) = bed.take() {
             result.notes.extend(bed.final_notes());
-            progress(result.variant, "tearing down");
+            progress((topology, result.variant), "tearing down");
         }
     }
     results.iter().all(|r| r.error.is_none())
 }
 
-/// Records that `result`'s variant failed with `e`.
-fn fail(result: &mut VariantResult, e: &anyhow::Error) {
-    eprintln!("[{}] FAILED: {e:#}", result.variant.key());
+/// Every topology in turn; returns whether no variant failed.
+fn measure_all(args: &Args, bins: Option<&Binaries>, out: &mut [TopologyResult]) -> bool {
+    let mut ok = true;
+    for t in out.iter_mut() {
+        if interrupt::is_set() {
+            break;
+        }
+        ok &= measure_topology(args, bins, t);
+    }
+    ok
+}
+
+/// Records that `result`'s variant failed on `topology` with `e`.
+fn fail(topology: Topology, result: &mut VariantResult, e: &anyhow::Error) {
+    progress((topology, result.variant), &format!("FAILED: {e:#}"));
     result.error = Some(format!("{e:#}"));
 }
 
@@ -187,46 +249,58 @@ fn run(args: &Args) -> Result<bool> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    let pings: Vec<_> = [&measure::PING1, &measure::PING10, &measure::PING100]
+        .iter()
+        .map(|p| json!({"interval_s": p.interval, "count": p.count}))
+        .collect();
     let mut report = Report {
         hardware,
         config: json!({
             "repeat": args.repeat,
             "duration_s": args.duration,
             "variants": args.variants.iter().map(|v| v.key()).collect::<Vec<_>>(),
-            "tests": args.tests.keys(),
+            "topologies": args.topologies.iter().map(|t| t.key()).collect::<Vec<_>>(),
+            "tests": args::keys(&args.tests),
             "mtu": topology::MTU,
             "udp_payload_bytes": measure::UDP_PAYLOAD.parse::<u32>().unwrap_or(64),
-            "ping_count": measure::PING_COUNT,
-            "ping_interval_s": measure::PING_INTERVAL.parse::<f64>().unwrap_or(0.002),
+            "flood_payload_bytes": flood::PAYLOAD,
+            "pings": pings,
+            "load": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
             "iperf3": iperf3_version(),
             "agent": bins.as_ref().map(|b| b.agent.display().to_string()),
         }),
-        variants: Vec::new(),
+        topologies: args
+            .topologies
+            .iter()
+            .map(|&t| TopologyResult::new(t, &args.variants))
+            .collect(),
         notes: Vec::new(),
         started_unix,
         runtime_s: 0.0,
     };
-    report.variants = args
-        .variants
-        .iter()
-        .map(|&v| VariantResult::new(v))
-        .collect();
-    let ok = measure_all(args, bins.as_ref(), &mut report.variants);
+    let ok = measure_all(args, bins.as_ref(), &mut report.topologies);
     for v in &args.variants {
         let note = match v {
             Variant::Kernel => "kernel vxlan: agent CPU is n/a: the kernel's VXLAN work runs in softirq context, charged to whatever process was running, so it cannot be attributed",
-            Variant::Ovnet => "ovnet: agent CPU is utime+stime (/proc/PID/stat) of both ovnet-agent processes during one iperf3 test, median over the TCP and UDP tests (per-test medians in the JSON)",
+            Variant::Ovnet => "ovnet: agent CPU is utime+stime (/proc/PID/stat) of all ovnet-agent processes during one iperf3 test, median over the TCP and UDP tests (per-test medians in the JSON); '% core' is one agent's, the mean over the hosts",
             Variant::Direct => "ovnet data plane: CPU is this harness process' utime+stime (the data-plane threads; the harness only waits meanwhile)",
         };
         report.notes.push(note.to_string());
     }
+    report.notes.push(
+        "ovnet's storm control (--bum-pps-per-endpoint/-network) is off in the bench: the flood measures head-end replication, not the default limit".to_string(),
+    );
     report.notes.push(format!(
         "iperf3, both agents or data planes and the kernel's softirqs share the machine's {} cores: the results compare the VXLAN paths under identical conditions, not line rate",
         report.hardware.cores
     ));
     report.runtime_s = started.elapsed().as_secs_f64();
     print!("{}", report.table());
-    let measured = report.variants.iter().any(|r| !r.samples.is_empty());
+    let measured = report
+        .topologies
+        .iter()
+        .flat_map(|t| &t.variants)
+        .any(|r| !r.samples.is_empty());
     if interrupt::is_set() && !measured {
         // Keep the previous results rather than replace them with nothing.
         bail!(

@@ -20,6 +20,11 @@ impl PingRun {
         stats::mean(&self.rtts_ms)
     }
 
+    /// Median (nearest rank) of the round-trip times in ms, `None` without replies.
+    pub fn p50_ms(&self) -> Option<f64> {
+        stats::percentile(&self.rtts_ms, 50.0)
+    }
+
     /// 99th percentile (nearest rank) of the round-trip times in ms, `None` without replies.
     pub fn p99_ms(&self) -> Option<f64> {
         stats::percentile(&self.rtts_ms, 99.0)
@@ -111,6 +116,7 @@ mod tests {
         assert_eq!(r.rtts_ms, vec![0.131, 0.052, 12.0]);
         assert!((r.avg_ms().unwrap() - 4.061).abs() < 1e-3);
         assert_eq!(r.p99_ms(), Some(12.0));
+        assert_eq!(r.p50_ms(), Some(0.131));
         assert_eq!(r.loss_percent(), 25.0);
     }
 

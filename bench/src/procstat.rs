@@ -118,6 +118,60 @@ pub fn comm(pid: &str) -> io::Result<String> {
         .to_string())
 }
 
+/// Prefix of the data plane's worker threads' names (`ovnet-worker-{i}`).
+pub const WORKER_THREAD: &str = "ovnet-worker-";
+
+/// CPU ticks of each data-plane worker thread of process `pid` (`"self"` for this process),
+/// summed by worker index (threads of several data planes in one process add up); index
+/// `i` of the result is worker `i`.
+pub fn worker_ticks(pid: &str) -> io::Result<Vec<u64>> {
+    let mut out: Vec<u64> = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let dir = task?.path();
+        // A thread may exit between the listing and the reads: skip it.
+        let Ok(name) = std::fs::read_to_string(dir.join("comm")) else {
+            continue;
+        };
+        let Some(index) = worker_index(name.trim_end()) else {
+            continue;
+        };
+        let Some(t) = std::fs::read_to_string(dir.join("stat"))
+            .ok()
+            .and_then(|s| parse_stat(&s))
+        else {
+            continue;
+        };
+        if out.len() <= index {
+            out.resize(index + 1, 0);
+        }
+        out[index] += t.total();
+    }
+    Ok(out)
+}
+
+/// The worker index of a thread named `ovnet-worker-{i}`.
+pub fn worker_index(comm: &str) -> Option<usize> {
+    comm.strip_prefix(WORKER_THREAD)?.parse().ok()
+}
+
+/// The busiest worker's share of all workers' ticks between `before` and `after` (each a
+/// list per process of ticks by worker index), in percent; `None` if none ran.
+pub fn busiest_share(before: &[Vec<u64>], after: &[Vec<u64>]) -> Option<f64> {
+    let mut by_worker: Vec<u64> = Vec::new();
+    for (b, a) in before.iter().zip(after) {
+        for (i, t) in a.iter().enumerate() {
+            let d = t.saturating_sub(b.get(i).copied().unwrap_or(0));
+            if by_worker.len() <= i {
+                by_worker.resize(i + 1, 0);
+            }
+            by_worker[i] += d;
+        }
+    }
+    let total: u64 = by_worker.iter().sum();
+    let max = by_worker.iter().copied().max()?;
+    (total > 0).then(|| 100.0 * max as f64 / total as f64)
+}
+
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
 pub fn ticks_per_second() -> u64 {
     crate::sys::clock_ticks_per_second()
@@ -202,6 +256,24 @@ mod tests {
             .unwrap()
             .success());
         assert!(pages_allocated().unwrap() > a);
+    }
+
+    #[test]
+    fn worker_threads_by_index_and_the_busiest_share() {
+        assert_eq!(worker_index("ovnet-worker-0"), Some(0));
+        assert_eq!(worker_index("ovnet-worker-12"), Some(12));
+        assert_eq!(worker_index("ovnet-house"), None);
+        assert_eq!(worker_index("ovnet-worker-x"), None);
+        // Host 1: worker 0 ran 30 ticks, worker 1 10; host 2: 50 and 10.
+        let before = vec![vec![100, 5], vec![7, 0]];
+        let after = vec![vec![130, 15], vec![57, 10]];
+        assert_eq!(busiest_share(&before, &after), Some(80.0));
+        assert_eq!(busiest_share(&before, &before), None);
+        assert_eq!(busiest_share(&[], &[]), None);
+        // A worker the first read did not see counts from zero.
+        assert_eq!(busiest_share(&[vec![]], &[vec![1, 3]]), Some(75.0));
+        // This test's own threads are no workers.
+        assert!(worker_ticks("self").unwrap().is_empty());
     }
 
     #[test]

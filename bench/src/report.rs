@@ -1,203 +1,21 @@
-//! What the harness measures and how it reports it: the [`Metric`]s, the samples per
-//! [`Variant`], the hardware line, the text table and the JSON document.
+//! What the harness reports: the samples per [`Variant`] and [`Topology`], the hardware line,
+//! the text tables and the JSON document.
 //!
 //! Every metric is measured `--repeat` times and reported as the median; the samples are kept in
 //! the JSON. A metric a variant cannot measure (agent CPU for the kernel, whose softirq time is
-//! not attributable to the VXLAN path) has no samples and shows as `n/a`. The variants' runs of
-//! a test are taken seconds apart, so for the throughputs the report also gives the ratio to
-//! the kernel run by run.
+//! not attributable to the VXLAN path) has no samples and shows as `n/a`; a row no variant
+//! measured is left out. The variants' runs of a test are taken seconds apart, so for the
+//! throughputs the report also gives the ratio to the kernel run by run. After the
+//! per-topology tables comes one summary in Markdown with the two-host topologies side by
+//! side, the table the README carries.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
+pub use crate::kinds::{Metric, Topology, Variant};
 use crate::stats;
-
-/// One way of building the overlay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Variant {
-    /// The Linux kernel's `vxlan` device, bridged, with static FDB entries.
-    Kernel,
-    /// ovnet as a user runs it: etcd, one `ovnet-agent` per host, `ovctl`.
-    Ovnet,
-    /// ovnet's data plane linked into the harness and configured through its Rust API, without
-    /// the control plane (as the data plane's own end-to-end tests do).
-    Direct,
-}
-
-impl Variant {
-    /// Every variant, in table order.
-    pub const ALL: [Variant; 3] = [Variant::Kernel, Variant::Ovnet, Variant::Direct];
-
-    /// The name on the command line and in the JSON.
-    pub fn key(self) -> &'static str {
-        match self {
-            Variant::Kernel => "kernel",
-            Variant::Ovnet => "ovnet",
-            Variant::Direct => "direct",
-        }
-    }
-
-    /// The column header.
-    pub fn title(self) -> &'static str {
-        match self {
-            Variant::Kernel => "kernel vxlan",
-            Variant::Ovnet => "ovnet",
-            Variant::Direct => "ovnet data plane",
-        }
-    }
-
-    /// The short name used in a ratio header (`ovnet/kernel`).
-    pub fn short(self) -> &'static str {
-        match self {
-            Variant::Kernel => "kernel",
-            Variant::Ovnet => "ovnet",
-            Variant::Direct => "dataplane",
-        }
-    }
-
-    /// Parses a key.
-    pub fn from_key(s: &str) -> Option<Variant> {
-        Variant::ALL.into_iter().find(|v| v.key() == s)
-    }
-}
-
-/// A measured quantity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Metric {
-    /// iperf3 TCP, one stream: receiver goodput.
-    Tcp1,
-    /// iperf3 TCP, two streams (`-P 2`): receiver goodput, both together.
-    Tcp2,
-    /// iperf3 UDP with 64-byte payloads, unlimited rate: datagrams received per second.
-    Udp64Kpps,
-    /// The same test: datagrams lost.
-    Udp64Loss,
-    /// ping: mean round-trip time.
-    PingAvg,
-    /// ping: 99th percentile round-trip time.
-    PingP99,
-    /// CPU time of the VXLAN path (both hosts together) during one throughput test, any kind.
-    Cpu,
-    /// The same during the one-stream TCP tests only.
-    CpuTcp1,
-    /// The same during the two-stream TCP tests only.
-    CpuTcp2,
-    /// The same during the UDP tests only.
-    CpuUdp64,
-    /// Busy CPU time of the whole machine (every process and interrupt: iperf3, containers'
-    /// and hosts' stacks, agents), from the iperf3 client's start to its exit, per GB of
-    /// goodput (the test's rate times its duration), TCP one stream: the cost of a byte.
-    MachineCpuTcp1,
-    /// The same for two streams.
-    MachineCpuTcp2,
-    /// Pages the machine's page allocator handed out (`/proc/vmstat` `pgalloc_*`) during the
-    /// TCP one-stream test, per page of goodput: every copy of the payload into a fresh skb
-    /// (the sender's socket buffer, a TAP's, the uplink's) allocates its pages.
-    PagesTcp1,
-    /// The same for two streams.
-    PagesTcp2,
-}
-
-impl Metric {
-    /// The rows of the table, in order.
-    pub const TABLE: [Metric; 11] = [
-        Metric::Tcp1,
-        Metric::Tcp2,
-        Metric::Udp64Kpps,
-        Metric::Udp64Loss,
-        Metric::PingAvg,
-        Metric::PingP99,
-        Metric::Cpu,
-        Metric::MachineCpuTcp1,
-        Metric::MachineCpuTcp2,
-        Metric::PagesTcp1,
-        Metric::PagesTcp2,
-    ];
-
-    /// Every metric, in JSON order.
-    pub const ALL: [Metric; 14] = [
-        Metric::Tcp1,
-        Metric::Tcp2,
-        Metric::Udp64Kpps,
-        Metric::Udp64Loss,
-        Metric::PingAvg,
-        Metric::PingP99,
-        Metric::Cpu,
-        Metric::CpuTcp1,
-        Metric::CpuTcp2,
-        Metric::CpuUdp64,
-        Metric::MachineCpuTcp1,
-        Metric::MachineCpuTcp2,
-        Metric::PagesTcp1,
-        Metric::PagesTcp2,
-    ];
-
-    /// Row label, with its unit.
-    pub fn label(self) -> &'static str {
-        match self {
-            Metric::Tcp1 => "TCP 1 stream (Gbit/s)",
-            Metric::Tcp2 => "TCP 2 streams (Gbit/s)",
-            Metric::Udp64Kpps => "UDP 64 B (kpps received)",
-            Metric::Udp64Loss => "UDP 64 B loss (%)",
-            Metric::PingAvg => "ping avg (ms)",
-            Metric::PingP99 => "ping p99 (ms)",
-            Metric::Cpu => "agent CPU (s per test)",
-            Metric::CpuTcp1 => "agent CPU, TCP 1 stream (s)",
-            Metric::CpuTcp2 => "agent CPU, TCP 2 streams (s)",
-            Metric::CpuUdp64 => "agent CPU, UDP 64 B (s)",
-            Metric::MachineCpuTcp1 => "machine CPU s/GB, TCP 1",
-            Metric::MachineCpuTcp2 => "machine CPU s/GB, TCP 2",
-            Metric::PagesTcp1 => "pages alloc/moved, TCP 1",
-            Metric::PagesTcp2 => "pages alloc/moved, TCP 2",
-        }
-    }
-
-    /// Key in the JSON document.
-    pub fn key(self) -> &'static str {
-        match self {
-            Metric::Tcp1 => "tcp_1_stream",
-            Metric::Tcp2 => "tcp_2_streams",
-            Metric::Udp64Kpps => "udp_64b_received",
-            Metric::Udp64Loss => "udp_64b_loss",
-            Metric::PingAvg => "ping_avg",
-            Metric::PingP99 => "ping_p99",
-            Metric::Cpu => "cpu_per_throughput_test",
-            Metric::CpuTcp1 => "cpu_tcp_1_stream",
-            Metric::CpuTcp2 => "cpu_tcp_2_streams",
-            Metric::CpuUdp64 => "cpu_udp_64b",
-            Metric::MachineCpuTcp1 => "machine_cpu_per_gb_tcp_1_stream",
-            Metric::MachineCpuTcp2 => "machine_cpu_per_gb_tcp_2_streams",
-            Metric::PagesTcp1 => "pages_allocated_per_page_moved_tcp_1_stream",
-            Metric::PagesTcp2 => "pages_allocated_per_page_moved_tcp_2_streams",
-        }
-    }
-
-    /// Unit of the values.
-    pub fn unit(self) -> &'static str {
-        match self {
-            Metric::Tcp1 | Metric::Tcp2 => "Gbit/s",
-            Metric::Udp64Kpps => "kpps",
-            Metric::Udp64Loss => "%",
-            Metric::PingAvg | Metric::PingP99 => "ms",
-            Metric::Cpu | Metric::CpuTcp1 | Metric::CpuTcp2 | Metric::CpuUdp64 => "s",
-            Metric::MachineCpuTcp1 | Metric::MachineCpuTcp2 => "s/GB",
-            Metric::PagesTcp1 | Metric::PagesTcp2 => "pages/page",
-        }
-    }
-
-    /// Decimals shown in the table.
-    fn decimals(self) -> usize {
-        match self {
-            Metric::Udp64Kpps => 1,
-            Metric::PingAvg | Metric::PingP99 | Metric::MachineCpuTcp1 | Metric::MachineCpuTcp2 => {
-                3
-            }
-            _ => 2,
-        }
-    }
-}
 
 /// The hardware and kernel the numbers were measured on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,11 +122,17 @@ impl VariantResult {
     }
 }
 
-/// The throughputs whose run-by-run ratios the table sums up under the medians.
-const PAIRED: [Metric; 3] = [Metric::Tcp1, Metric::Tcp2, Metric::Udp64Kpps];
-
 /// One variant's run-by-run ratios to the kernel: `X/kernel`, and each paired throughput's.
 type PairedRuns = (String, Vec<(Metric, Vec<f64>)>);
+
+/// The results on one topology: every variant's, measured side by side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopologyResult {
+    /// Which underlay.
+    pub topology: Topology,
+    /// One entry per variant, in the order they ran.
+    pub variants: Vec<VariantResult>,
+}
 
 /// Everything one run of the harness found.
 #[derive(Debug, Clone, PartialEq)]
@@ -317,9 +141,9 @@ pub struct Report {
     pub hardware: Hardware,
     /// How it ran (`repeat`, `duration_s`, ...), copied into the JSON as is.
     pub config: Value,
-    /// One entry per variant, in the order they ran.
-    pub variants: Vec<VariantResult>,
-    /// Notes printed under the table.
+    /// One entry per topology, in the order they ran.
+    pub topologies: Vec<TopologyResult>,
+    /// Notes printed under the tables.
     pub notes: Vec<String>,
     /// Unix time the run started.
     pub started_unix: u64,
@@ -374,7 +198,15 @@ fn columns(rows: &[Vec<String>]) -> String {
     out
 }
 
-impl Report {
+impl TopologyResult {
+    /// An empty result for `topology` and `variants`.
+    pub fn new(topology: Topology, variants: &[Variant]) -> TopologyResult {
+        TopologyResult {
+            topology,
+            variants: variants.iter().map(|&v| VariantResult::new(v)).collect(),
+        }
+    }
+
     fn result(&self, v: Variant) -> Option<&VariantResult> {
         self.variants.iter().find(|r| r.variant == v)
     }
@@ -389,7 +221,7 @@ impl Report {
             .iter()
             .filter(|r| r.variant != Variant::Kernel)
             .map(|r| {
-                let ratios = PAIRED
+                let ratios = Metric::PAIRED
                     .iter()
                     .filter_map(|&m| Some((m, r.run_ratios(k, m)?)))
                     .collect();
@@ -398,8 +230,9 @@ impl Report {
             .collect()
     }
 
-    /// The table: one column per variant, then `X/kernel` for every other variant when the
-    /// kernel ran; then the hardware line and the notes.
+    /// The topology's table: one column per variant, then `X/kernel` for every other variant
+    /// when the kernel ran; the rows some variant measured; the run-by-run ratios; the
+    /// variants' notes and errors.
     pub fn table(&self) -> String {
         let kernel = self.result(Variant::Kernel);
         let others: Vec<&VariantResult> = self
@@ -418,6 +251,9 @@ impl Report {
         }
         let mut rows = vec![header];
         for m in Metric::TABLE {
+            if self.variants.iter().all(|r| r.median(m).is_none()) {
+                continue;
+            }
             let mut row = vec![m.label().to_string()];
             row.extend(
                 self.variants
@@ -429,7 +265,8 @@ impl Report {
             }
             rows.push(row);
         }
-        let mut out = columns(&rows);
+        let mut out = format!("== {} ==\n", self.topology.title());
+        out += &columns(&rows);
         for (pair, metrics) in self.paired_runs() {
             let spans: Vec<String> = metrics
                 .iter()
@@ -444,11 +281,6 @@ impl Report {
                 let _ = writeln!(out, "{pair} run by run: {}", spans.join(", "));
             }
         }
-        out += &self.hardware.line();
-        out.push('\n');
-        for n in &self.notes {
-            let _ = writeln!(out, "note: {n}");
-        }
         for r in &self.variants {
             for n in &r.notes {
                 let _ = writeln!(out, "note ({}): {n}", r.variant.key());
@@ -460,9 +292,7 @@ impl Report {
         out
     }
 
-    /// The JSON document: hardware, configuration, and per variant every metric's unit,
-    /// median and samples (`null` median and no samples for `n/a`).
-    pub fn to_json(&self) -> Value {
+    fn to_json(&self) -> Value {
         let variants: Vec<Value> = self
             .variants
             .iter()
@@ -501,14 +331,103 @@ impl Report {
             })
             .collect();
         json!({
+            "topology": self.topology.key(),
+            "title": self.topology.title(),
+            "variants": variants,
+            "run_ratios": run_ratios,
+        })
+    }
+}
+
+/// The rows of the summary: what a reader compares first.
+const SUMMARY: [Metric; 12] = [
+    Metric::Tcp1,
+    Metric::Tcp2,
+    Metric::Udp64Kpps,
+    Metric::PingP50At1,
+    Metric::PingP50At10,
+    Metric::PingP50At100,
+    Metric::PingP99At10,
+    Metric::PingP50Load,
+    Metric::CoreIdle,
+    Metric::CorePing100,
+    Metric::MachineCpuTcp2,
+    Metric::FloodKpps,
+];
+
+impl Report {
+    /// Every topology's table, then the summary, the hardware line and the notes.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        for t in &self.topologies {
+            out += &t.table();
+            out.push('\n');
+        }
+        if let Some(s) = self.summary() {
+            out += &s;
+            out.push('\n');
+        }
+        out += &self.hardware.line();
+        out.push('\n');
+        for n in &self.notes {
+            let _ = writeln!(out, "note: {n}");
+        }
+        out
+    }
+
+    /// A Markdown table of the kernel's and ovnet's medians and their ratio, one group of
+    /// three columns per topology, for the rows some topology measured; `None` unless both
+    /// variants ran somewhere.
+    pub fn summary(&self) -> Option<String> {
+        let pairs: Vec<(&TopologyResult, &VariantResult, &VariantResult)> = self
+            .topologies
+            .iter()
+            .filter_map(|t| Some((t, t.result(Variant::Kernel)?, t.result(Variant::Ovnet)?)))
+            .collect();
+        if pairs.is_empty() {
+            return None;
+        }
+        let mut out = String::from("| metric |");
+        for (t, _, _) in &pairs {
+            let _ = write!(out, " {0}: kernel | {0}: ovnet | ratio |", t.topology.key());
+        }
+        out += "\n|---|";
+        out += &"---|---|---|".repeat(pairs.len());
+        out.push('\n');
+        for m in SUMMARY {
+            if pairs
+                .iter()
+                .all(|(_, k, o)| k.median(m).is_none() && o.median(m).is_none())
+            {
+                continue;
+            }
+            let _ = write!(out, "| {} |", m.label());
+            for (_, k, o) in &pairs {
+                let (km, om) = (k.median(m), o.median(m));
+                let _ = write!(
+                    out,
+                    " {} | {} | {} |",
+                    cell(km, m.decimals()),
+                    cell(om, m.decimals()),
+                    ratio(om, km)
+                );
+            }
+            out.push('\n');
+        }
+        Some(out)
+    }
+
+    /// The JSON document: hardware, configuration, and per topology and variant every
+    /// metric's unit, median and samples (`null` median and no samples for `n/a`).
+    pub fn to_json(&self) -> Value {
+        json!({
             "tool": "ovnet-bench",
             "version": env!("CARGO_PKG_VERSION"),
             "started_unix": self.started_unix,
             "runtime_s": self.runtime_s,
             "hardware": self.hardware.to_json(),
             "config": self.config,
-            "variants": variants,
-            "run_ratios": run_ratios,
+            "topologies": self.topologies.iter().map(TopologyResult::to_json).collect::<Vec<_>>(),
             "notes": self.notes,
         })
     }
@@ -518,7 +437,7 @@ impl Report {
 mod tests {
     use super::*;
 
-    fn sample_report() -> Report {
+    fn sample_topology(topology: Topology) -> TopologyResult {
         let mut k = VariantResult::new(Variant::Kernel);
         let mut o = VariantResult::new(Variant::Ovnet);
         for (m, ks, os) in [
@@ -530,8 +449,8 @@ mod tests {
                 [150.0, 151.0, 152.0],
             ),
             (Metric::Udp64Loss, [0.0, 0.0, 0.0], [1.0, 2.0, 3.0]),
-            (Metric::PingAvg, [0.05, 0.06, 0.07], [0.1, 0.11, 0.12]),
-            (Metric::PingP99, [0.08, 0.09, 0.1], [0.2, 0.21, 0.22]),
+            (Metric::PingP50At10, [0.05, 0.06, 0.07], [0.1, 0.11, 0.12]),
+            (Metric::PingP99At10, [0.08, 0.09, 0.1], [0.2, 0.21, 0.22]),
             (Metric::MachineCpuTcp2, [0.7, 0.8, 0.9], [1.6, 1.7, 1.8]),
             (Metric::PagesTcp2, [1.0, 1.1, 0.9], [2.9, 3.0, 2.8]),
         ] {
@@ -541,7 +460,15 @@ mod tests {
             }
         }
         o.push(Metric::Cpu, 9.5);
+        o.push(Metric::CoreIdle, 0.4);
         o.notes.push("an ovnet note".into());
+        TopologyResult {
+            topology,
+            variants: vec![k, o],
+        }
+    }
+
+    fn sample_report() -> Report {
         Report {
             hardware: Hardware {
                 cpu_model: "AMD EPYC".into(),
@@ -549,7 +476,10 @@ mod tests {
                 kernel: "6.8.0".into(),
             },
             config: json!({"repeat": 3}),
-            variants: vec![k, o],
+            topologies: vec![
+                sample_topology(Topology::Veth),
+                sample_topology(Topology::Switch),
+            ],
             notes: vec!["kernel CPU is n/a".into()],
             started_unix: 1,
             runtime_s: 2.0,
@@ -558,63 +488,92 @@ mod tests {
 
     #[test]
     fn table_layout_matches_the_documented_one() {
-        let t = sample_report().table();
+        let t = sample_report().topologies[0].table();
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(
-            lines[0],
-            "metric                      kernel vxlan     ovnet     ovnet/kernel"
-        );
+        assert_eq!(lines[0], format!("== {} ==", Topology::Veth.title()));
         assert_eq!(
             lines[1],
-            "TCP 1 stream (Gbit/s)       11.60            5.80      0.50"
+            "metric                        kernel vxlan     ovnet     ovnet/kernel"
         );
         assert_eq!(
-            lines[3],
-            "UDP 64 B (kpps received)    305.0            151.0     0.50"
+            lines[2],
+            "TCP 1 stream (Gbit/s)         11.60            5.80      0.50"
+        );
+        assert_eq!(
+            lines[4],
+            "UDP 64 B (kpps received)      305.0            151.0     0.50"
         );
         // Kernel loss 0: the ratio is undefined.
         assert!(
-            lines[4].ends_with("0.00             2.00      n/a"),
+            lines[5].ends_with("0.00             2.00      n/a"),
             "{}",
-            lines[4]
-        );
-        assert!(lines[5].starts_with("ping avg (ms)               0.060            0.110"));
-        assert_eq!(
-            lines[7],
-            "agent CPU (s per test)      n/a              9.50      n/a"
+            lines[5]
         );
         assert!(
-            lines[8].starts_with("machine CPU s/GB, TCP 1     n/a"),
+            lines[6].starts_with("ping p50, every 10 ms (ms)    0.060            0.110"),
             "{}",
-            lines[8]
+            lines[6]
+        );
+        // Rows nobody measured are left out; the kernel's n/a stays.
+        assert_eq!(
+            lines[8],
+            "agent CPU idle (% core)       n/a              0.40      n/a"
         );
         assert_eq!(
             lines[9],
-            "machine CPU s/GB, TCP 2     0.800            1.700     2.12"
+            "agent CPU (s per test)        n/a              9.50      n/a"
         );
-        assert!(
-            lines[10].starts_with("pages alloc/moved, TCP 1    n/a"),
-            "{}",
-            lines[10]
+        assert_eq!(
+            lines[10],
+            "machine CPU s/GB, TCP 2       0.800            1.700     2.12"
         );
         assert_eq!(
             lines[11],
-            "pages alloc/moved, TCP 2    1.00             2.90      2.90"
+            "pages alloc/moved, TCP 2      1.00             2.90      2.90"
         );
         assert_eq!(
             lines[12],
             "ovnet/kernel run by run: TCP 1 stream 0.49 to 0.51, TCP 2 streams 0.50 to 0.50, \
              UDP 64 B 0.49 to 0.50"
         );
-        assert_eq!(lines[13], "hardware: AMD EPYC, 2 cores, Linux 6.8.0");
-        assert_eq!(lines[14], "note: kernel CPU is n/a");
-        assert_eq!(lines[15], "note (ovnet): an ovnet note");
+        assert_eq!(lines[13], "note (ovnet): an ovnet note");
+        let whole = sample_report().table();
+        assert!(whole.contains(Topology::Switch.title()), "{whole}");
+        assert!(whole.contains("hardware: AMD EPYC, 2 cores, Linux 6.8.0\nnote: kernel CPU is n/a"));
+    }
+
+    #[test]
+    fn the_summary_puts_topologies_side_by_side() {
+        let s = sample_report().summary().unwrap();
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(
+            lines[0],
+            "| metric | veth: kernel | veth: ovnet | ratio | switch: kernel | switch: ovnet | ratio |"
+        );
+        assert_eq!(lines[1], "|---|---|---|---|---|---|---|");
+        assert_eq!(
+            lines[2],
+            "| TCP 1 stream (Gbit/s) | 11.60 | 5.80 | 0.50 | 11.60 | 5.80 | 0.50 |"
+        );
+        assert!(
+            s.contains("| ping p50, every 10 ms (ms) | 0.060 | 0.110 | 1.83 |"),
+            "{s}"
+        );
+        assert!(
+            !s.contains("every 1 ms"),
+            "rows nobody measured are left out: {s}"
+        );
+        let mut r = sample_report();
+        for t in &mut r.topologies {
+            t.variants.remove(0);
+        }
+        assert_eq!(r.summary(), None);
     }
 
     #[test]
     fn runs_pair_only_when_both_variants_have_every_run() {
-        let r = sample_report();
-        let (k, o) = (&r.variants[0], &r.variants[1]);
+        let t = sample_topology(Topology::Veth);
+        let (k, o) = (&t.variants[0], &t.variants[1]);
         assert_eq!(o.run_ratios(k, Metric::Tcp2), Some(vec![0.5, 0.5, 0.5]));
         assert_eq!(o.run_ratios(k, Metric::Cpu), None);
         let mut short = o.clone();
@@ -627,18 +586,20 @@ mod tests {
 
     #[test]
     fn table_without_kernel_has_no_ratio_column() {
-        let mut r = sample_report();
-        r.variants.remove(0);
-        let t = r.table();
-        assert!(t.lines().next().unwrap().ends_with("ovnet"), "{t}");
+        let mut t = sample_topology(Topology::Switch);
+        t.variants.remove(0);
+        let text = t.table();
+        assert!(text.lines().nth(1).unwrap().ends_with("ovnet"), "{text}");
     }
 
     #[test]
-    fn json_has_medians_samples_and_nulls() {
+    fn json_has_topologies_medians_samples_and_nulls() {
         let mut r = sample_report();
-        r.variants[1].error = Some("boom".into());
+        r.topologies[1].variants[1].error = Some("boom".into());
         let j = r.to_json();
-        let k = &j["variants"][0];
+        let t = &j["topologies"][0];
+        assert_eq!(t["topology"], "veth");
+        let k = &t["variants"][0];
         assert_eq!(k["variant"], "kernel");
         assert_eq!(k["metrics"]["tcp_1_stream"]["median"], 11.6);
         assert_eq!(k["metrics"]["tcp_1_stream"]["unit"], "Gbit/s");
@@ -651,13 +612,13 @@ mod tests {
         );
         assert!(k["metrics"]["cpu_per_throughput_test"]["median"].is_null());
         assert_eq!(
-            j["variants"][1]["metrics"]["cpu_per_throughput_test"]["median"],
+            t["variants"][1]["metrics"]["cpu_per_throughput_test"]["median"],
             9.5
         );
-        assert_eq!(j["variants"][1]["error"], "boom");
+        assert_eq!(j["topologies"][1]["variants"][1]["error"], "boom");
         assert_eq!(j["hardware"]["cores"], 2);
         assert_eq!(j["config"]["repeat"], 3);
-        let tcp2 = &j["run_ratios"]["ovnet/kernel"]["tcp_2_streams"];
+        let tcp2 = &t["run_ratios"]["ovnet/kernel"]["tcp_2_streams"];
         assert_eq!(tcp2, &json!([0.5, 0.5, 0.5]));
         // Round-trips through text.
         let text = serde_json::to_string_pretty(&j).unwrap();
@@ -675,13 +636,5 @@ mod tests {
         assert_eq!(cpu_model(arm).as_deref(), Some("Raspberry Pi 4 Model B"));
         assert_eq!(cpu_model(""), None);
         assert_eq!(count_processors(""), 1);
-    }
-
-    #[test]
-    fn variants_by_key() {
-        for v in Variant::ALL {
-            assert_eq!(Variant::from_key(v.key()), Some(v));
-        }
-        assert_eq!(Variant::from_key("vxlan"), None);
     }
 }

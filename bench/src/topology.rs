@@ -1,10 +1,13 @@
-//! The network under test, built on the test bed once per [`Variant`]: two hosts on a veth
-//! underlay (`192.168.50.1` and `.2`, MTU 1500) with one container each, `10.0.0.2` on host 1
-//! (the iperf3 and ping client) and `10.0.0.3` on host 2 (the server), MTU 1450.
+//! The network under test, built on the test bed once per [`Variant`] and [`Topology`]: two
+//! or three hosts, each with one container: `10.0.0.2` on host 1 (the iperf3 and ping client,
+//! the flood's sender), `10.0.0.3` on host 2 (the server), `10.0.0.4` on host 3; MTU 1450.
+//! Every host has `eth0` on the underlay bridge (`192.168.50.{n}`, where etcd is); the VXLAN
+//! traffic goes over it ([`Topology::Switch`], [`Topology::Three`]) or over a veth pair of its
+//! own between the two hosts (`dl0`, `192.168.60.{n}`, [`Topology::Veth`]).
 //!
 //! - [`Variant::Kernel`]: bridge `br0` with the container's veth and a kernel `vxlan` device
-//!   (VNI 42, port 4789, `nolearning`) with static FDB entries for the remote container's MAC
-//!   and the all-zero flood entry, as in the data plane's interop tests.
+//!   (VNI 42, port 4789, `nolearning`) with static FDB entries for the remote containers' MACs
+//!   and an all-zero (flood) entry per remote host, as in the data plane's interop tests.
 //! - [`Variant::Ovnet`]: as a user runs it: the test bed's etcd, `ovnet-agent` in each host's
 //!   namespace, `ovctl network create -d overlay bench` on host 1, and
 //!   `ovctl network connect bench <netns>` on each host for a bare namespace. The agents
@@ -22,13 +25,15 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use ovnet_dataplane::{Dataplane, DataplaneConfig, FloodEntry, MacAddr, NetworkTable, Vni};
+use ovnet_dataplane::{
+    BumLimits, Dataplane, DataplaneConfig, FloodEntry, MacAddr, NetworkTable, Vni,
+};
 use ovnet_sys::netns;
-use ovnet_testbed::{Container, Host, Pid, Testbed};
+use ovnet_testbed::{Container, Host, Pid, Testbed, DIRECT_LINK};
 
 use crate::interrupt;
+pub use crate::kinds::{Topology, Variant};
 use crate::procstat;
-pub use crate::report::Variant;
 
 /// MTU of the containers' interfaces and of the overlay.
 pub const MTU: u32 = 1450;
@@ -36,8 +41,26 @@ pub const MTU: u32 = 1450;
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 /// The server container's address (host 2).
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+/// The overlay's broadcast address, where the flood test sends.
+pub const BROADCAST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 255);
+/// Third octet of the direct link's subnet (`192.168.60.0/24`).
+const DIRECT_SUBNET: u8 = 60;
+/// Storm control off (no limit on broadcast, unknown-unicast and multicast frames), in every
+/// variant: the flood test measures head-end replication, not the default limit of 5 000
+/// frames per second per endpoint (which it would otherwise report).
+const BUM_LIMITS_OFF: BumLimits = BumLimits {
+    per_source: 0,
+    per_network: 0,
+};
+/// The agents' environment: their log level, and storm control off as [`BUM_LIMITS_OFF`].
+const AGENT_ENV: [(&str, &str); 3] = [
+    ("RUST_LOG", "info"),
+    ("OVNET_BUM_PPS_PER_ENDPOINT", "0"),
+    ("OVNET_BUM_PPS_PER_NETWORK", "0"),
+];
 /// What to do when the agent binaries are missing.
-pub const BUILD_HINT: &str = "build them first: cargo build --release -p ovnet-agent -p ovctl";
+pub const BUILD_HINT: &str =
+    "build them first: cargo build --release -p ovnet-agent -p ovctl -p ovnet-bench";
 /// VNI of the kernel and direct variants (ovnet's control plane picks its own).
 const VNI: u32 = 42;
 /// How long the agents get to open their API sockets.
@@ -101,12 +124,17 @@ pub struct Bed {
     pub tb: Testbed,
     /// What was built.
     pub variant: Variant,
+    /// Over which underlay.
+    pub topology: Topology,
     /// The client container's namespace (host 1).
     pub client_ns: String,
     /// The server container's namespace (host 2).
     pub server_ns: String,
     /// The server container's address.
     pub server_ip: Ipv4Addr,
+    /// The namespaces and addresses of the containers of hosts 2, 3, ...: the flood's
+    /// receivers (the server first).
+    pub receivers: Vec<(String, Ipv4Addr)>,
     /// Whose CPU time to measure.
     pub cpu: CpuSource,
     /// Remarks found while building (unexpected addresses, MTUs...).
@@ -122,6 +150,11 @@ impl Drop for Bed {
 }
 
 impl Bed {
+    /// How many agents (or in-process data planes) [`Bed::cpu_ticks`] adds up: one per host.
+    pub fn agents(&self) -> usize {
+        usize::from(self.topology.hosts())
+    }
+
     /// CPU ticks used so far by the VXLAN path, `None` for the kernel.
     pub fn cpu_ticks(&self) -> Result<Option<u64>> {
         match &self.cpu {
@@ -137,6 +170,24 @@ impl Bed {
                 Ok(Some(total))
             }
         }
+    }
+
+    /// CPU ticks of each data-plane worker thread so far, per process (one per agent, or
+    /// this process for every in-process data plane), by worker index; `None` for the kernel.
+    pub fn worker_ticks(&self) -> Result<Option<Vec<Vec<u64>>>> {
+        let pids: Vec<String> = match &self.cpu {
+            CpuSource::NotAttributable => return Ok(None),
+            CpuSource::ThisProcess => vec!["self".to_string()],
+            CpuSource::Processes(pids) => pids.iter().map(u32::to_string).collect(),
+        };
+        let mut out = Vec::new();
+        for pid in pids {
+            out.push(
+                procstat::worker_ticks(&pid)
+                    .with_context(|| format!("reading the worker threads of pid {pid}"))?,
+            );
+        }
+        Ok(Some(out))
     }
 
     /// Remarks about the data plane after the measurements (drops of the direct variant).
@@ -158,130 +209,209 @@ impl Bed {
     }
 }
 
-/// Builds the network of `variant`; `bins` is needed for [`Variant::Ovnet`].
-pub fn build(variant: Variant, bins: Option<&Binaries>) -> Result<Bed> {
+/// Builds the network of `variant` over `topology`; `bins` is needed for [`Variant::Ovnet`].
+pub fn build(variant: Variant, topology: Topology, bins: Option<&Binaries>) -> Result<Bed> {
+    let at = (topology, variant);
     let bed = match variant {
-        Variant::Kernel => kernel()?,
-        Variant::Direct => direct()?,
-        Variant::Ovnet => {
-            ovnet(bins.ok_or_else(|| anyhow!("ovnet-agent and ovctl: {BUILD_HINT}"))?)?
-        }
+        Variant::Kernel => kernel(topology)?,
+        Variant::Direct => direct(topology)?,
+        Variant::Ovnet => ovnet(
+            topology,
+            bins.ok_or_else(|| anyhow!("ovnet-agent and ovctl: {BUILD_HINT}"))?,
+        )?,
     };
-    progress(
-        variant,
-        &format!("waiting for {} to answer ping", bed.server_ip),
-    );
-    wait_for_ping(&bed, CONNECTIVITY_TIMEOUT)?;
+    for (_, ip) in &bed.receivers {
+        progress(at, &format!("waiting for {ip} to answer ping"));
+        wait_for_ping(&bed, *ip, CONNECTIVITY_TIMEOUT)?;
+    }
     Ok(bed)
 }
 
-/// One line of progress on stderr.
-pub fn progress(variant: Variant, what: &str) {
-    eprintln!("[{}] {what}", variant.key());
+/// One line of progress on stderr, `[topology/variant] what`.
+pub fn progress((topology, variant): (Topology, Variant), what: &str) {
+    eprintln!("[{}/{}] {what}", topology.key(), variant.key());
 }
 
 fn new_testbed() -> Result<Testbed> {
     Testbed::new().context("creating the test bed (it needs root and iproute2)")
 }
 
-/// Host `n` with bridge `br0` and a container with `ip` and docker's MAC for it (the MAC
-/// ovnet would give it, so both variants carry identical frames).
-fn host_with_container(tb: &mut Testbed, n: u8, ip: Ipv4Addr) -> Result<(Host, Container)> {
-    let h = tb.add_host(n).with_context(|| format!("adding host {n}"))?;
-    tb.add_bridge(&h, "br0")
-        .with_context(|| format!("adding br0 to host {n}"))?;
-    let mac = MacAddr::from_ipv4_docker(ip).to_string();
-    let c = tb
-        .add_container(&h, "br0", &format!("{ip}/24"), MTU, Some(&mac))
-        .with_context(|| format!("adding the container {ip} to host {n}"))?;
-    Ok((h, c))
+/// The address of host `n`'s container (1-based): `10.0.0.{n + 1}`.
+pub fn container_ip(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, 0, n + 1)
 }
 
-fn kernel() -> Result<Bed> {
-    let v = Variant::Kernel;
-    progress(v, "building two hosts with a kernel vxlan device each");
-    let mut tb = new_testbed()?;
-    let (h1, c1) = host_with_container(&mut tb, 1, CLIENT_IP)?;
-    let (h2, c2) = host_with_container(&mut tb, 2, SERVER_IP)?;
-    kernel_vxlan(&mut tb, &h1, &c2, &h2)?;
-    kernel_vxlan(&mut tb, &h2, &c1, &h1)?;
-    Ok(Bed {
-        dataplanes: Vec::new(),
+/// The hosts of a topology and where their VXLAN traffic goes.
+struct Underlay {
+    hosts: Vec<Host>,
+    /// Each host's VTEP address, in host order.
+    vteps: Vec<Ipv4Addr>,
+    /// The device the VTEP address is on.
+    dev: &'static str,
+}
+
+impl Underlay {
+    /// Adds the hosts of `topology` to `tb` (and the direct link of [`Topology::Veth`]).
+    fn build(tb: &mut Testbed, topology: Topology) -> Result<Underlay> {
+        let mut hosts = Vec::new();
+        for n in 1..=topology.hosts() {
+            hosts.push(tb.add_host(n).with_context(|| format!("adding host {n}"))?);
+        }
+        if topology == Topology::Veth {
+            let (a, b) = tb
+                .add_direct_link(&hosts[0], &hosts[1], DIRECT_SUBNET)
+                .context("joining the two hosts by a veth pair")?;
+            return Ok(Underlay {
+                hosts,
+                vteps: vec![a, b],
+                dev: DIRECT_LINK,
+            });
+        }
+        let vteps = hosts.iter().map(|h| h.underlay_ip).collect();
+        Ok(Underlay {
+            hosts,
+            vteps,
+            dev: "eth0",
+        })
+    }
+
+    fn vtep(&self, i: usize) -> SocketAddr {
+        SocketAddr::new(self.vteps[i].into(), ovnet_wire::VXLAN_PORT)
+    }
+}
+
+/// Bridge `br0` on every host, each with a container of [`container_ip`] and docker's MAC
+/// for it (the MAC ovnet would give it, so all variants carry identical frames).
+fn containers(tb: &mut Testbed, u: &Underlay) -> Result<Vec<Container>> {
+    let mut out = Vec::new();
+    for h in &u.hosts {
+        tb.add_bridge(h, "br0")
+            .with_context(|| format!("adding br0 to host {}", h.n))?;
+        let ip = container_ip(h.n);
+        let mac = MacAddr::from_ipv4_docker(ip).to_string();
+        let c = tb
+            .add_container(h, "br0", &format!("{ip}/24"), MTU, Some(&mac))
+            .with_context(|| format!("adding the container {ip} to host {}", h.n))?;
+        out.push(c);
+    }
+    Ok(out)
+}
+
+/// The [`Bed`] of containers `cs` (host order) in `tb`.
+fn bed(
+    tb: Testbed,
+    at: (Topology, Variant),
+    cs: Vec<(String, Ipv4Addr)>,
+    cpu: CpuSource,
+    dataplanes: Vec<Dataplane>,
+    notes: Vec<String>,
+) -> Bed {
+    let mut cs = cs.into_iter();
+    let (client_ns, _) = cs.next().expect("every topology has two hosts or more");
+    let receivers: Vec<(String, Ipv4Addr)> = cs.collect();
+    Bed {
+        dataplanes,
         tb,
-        variant: v,
-        client_ns: c1.ns,
-        server_ns: c2.ns,
-        server_ip: c2.ip,
-        cpu: CpuSource::NotAttributable,
-        notes: Vec::new(),
-    })
+        variant: at.1,
+        topology: at.0,
+        client_ns,
+        server_ns: receivers[0].0.clone(),
+        server_ip: receivers[0].1,
+        receivers,
+        cpu,
+        notes,
+    }
 }
 
-/// `vx42` on host `h`, bridged to `br0`, with static FDB entries for the remote container
-/// and the all-zero (flood) entry towards its host.
-fn kernel_vxlan(tb: &mut Testbed, h: &Host, remote: &Container, remote_host: &Host) -> Result<()> {
-    let dst = remote_host.underlay_ip;
-    tb.add_kernel_vxlan(h, "br0", VNI, MTU, &[(remote.mac.as_str(), dst)], &[dst])
-        .with_context(|| format!("setting up the kernel vxlan on host {}", h.n))?;
-    Ok(())
+fn kernel(topology: Topology) -> Result<Bed> {
+    let at = (topology, Variant::Kernel);
+    progress(at, "building the hosts with a kernel vxlan device each");
+    let mut tb = new_testbed()?;
+    let u = Underlay::build(&mut tb, topology)?;
+    let cs = containers(&mut tb, &u)?;
+    for (i, h) in u.hosts.iter().enumerate() {
+        let others = || (0..u.hosts.len()).filter(move |&j| j != i);
+        let macs: Vec<(&str, Ipv4Addr)> =
+            others().map(|j| (cs[j].mac.as_str(), u.vteps[j])).collect();
+        let flood: Vec<Ipv4Addr> = others().map(|j| u.vteps[j]).collect();
+        tb.add_kernel_vxlan_on(h, (u.dev, u.vteps[i]), "br0", VNI, MTU, &macs, &flood)
+            .with_context(|| format!("setting up the kernel vxlan on host {}", h.n))?;
+    }
+    let cs = cs.into_iter().map(|c| (c.ns, c.ip)).collect();
+    Ok(bed(
+        tb,
+        at,
+        cs,
+        CpuSource::NotAttributable,
+        Vec::new(),
+        Vec::new(),
+    ))
 }
 
-fn direct() -> Result<Bed> {
-    let v = Variant::Direct;
+fn direct(topology: Topology) -> Result<Bed> {
+    let at = (topology, Variant::Direct);
     progress(
-        v,
-        "building two hosts with ovnet's data plane in this process",
+        at,
+        "building the hosts with ovnet's data plane in this process",
     );
     let mut tb = new_testbed()?;
-    let (h1, c1) = host_with_container(&mut tb, 1, CLIENT_IP)?;
-    let (h2, c2) = host_with_container(&mut tb, 2, SERVER_IP)?;
-    let dp1 = start_dataplane(&tb, &h1, &table_for(&c1, &c2, &h2)?)?;
-    let dp2 = start_dataplane(&tb, &h2, &table_for(&c2, &c1, &h1)?)?;
-    Ok(Bed {
-        dataplanes: vec![dp1, dp2],
+    let u = Underlay::build(&mut tb, topology)?;
+    let cs = containers(&mut tb, &u)?;
+    let mut dataplanes = Vec::new();
+    for (i, h) in u.hosts.iter().enumerate() {
+        let table = table_for(&u, &cs, i)?;
+        dataplanes.push(start_dataplane(&tb, h, u.vtep(i), &table)?);
+    }
+    let cs = cs.into_iter().map(|c| (c.ns, c.ip)).collect();
+    Ok(bed(
         tb,
-        variant: v,
-        client_ns: c1.ns,
-        server_ns: c2.ns,
-        server_ip: c2.ip,
-        cpu: CpuSource::ThisProcess,
-        notes: Vec::new(),
-    })
+        at,
+        cs,
+        CpuSource::ThisProcess,
+        dataplanes,
+        Vec::new(),
+    ))
 }
 
-fn vtep(h: &Host) -> SocketAddr {
-    SocketAddr::new(h.underlay_ip.into(), ovnet_wire::VXLAN_PORT)
-}
-
-/// The table of a host with container `local` whose one peer is `remote` on `remote_host`.
-fn table_for(local: &Container, remote: &Container, remote_host: &Host) -> Result<NetworkTable> {
+/// The table of host `i`, whose peers are every other host's container.
+fn table_for(u: &Underlay, cs: &[Container], i: usize) -> Result<NetworkTable> {
     let mac = |c: &Container| -> Result<MacAddr> {
         c.mac
             .parse()
             .map_err(|e| anyhow!("MAC {:?} of {}: {e}", c.mac, c.ns))
     };
-    let (lm, rm) = (mac(local)?, mac(remote)?);
     let mut t = NetworkTable::new();
+    let lm = mac(&cs[i])?;
     t.local_macs.insert(lm);
-    t.arp.insert(local.ip, lm);
+    t.arp.insert(cs[i].ip, lm);
     t.nd.insert(lm.ipv6_link_local(), lm);
-    t.macs.insert(rm, vtep(remote_host));
-    t.arp.insert(remote.ip, rm);
-    t.nd.insert(rm.ipv6_link_local(), rm);
-    t.flood.push(FloodEntry {
-        addr: vtep(remote_host),
-        learn: false,
-    });
+    for (j, remote) in cs.iter().enumerate().filter(|&(j, _)| j != i) {
+        let rm = mac(remote)?;
+        t.macs.insert(rm, u.vtep(j));
+        t.arp.insert(remote.ip, rm);
+        t.nd.insert(rm.ipv6_link_local(), rm);
+        t.flood.push(FloodEntry {
+            addr: u.vtep(j),
+            learn: false,
+        });
+    }
     Ok(t)
 }
 
-/// Starts a data plane in host `h`'s namespace serving VNI 42 on a TAP with offloads, bridged
-/// to `br0`: the production setup of the data plane's own end-to-end tests.
-fn start_dataplane(tb: &Testbed, h: &Host, table: &NetworkTable) -> Result<Dataplane> {
+/// Starts a data plane in host `h`'s namespace on `vtep` serving VNI 42 on a TAP with
+/// offloads, bridged to `br0`: the production setup of the data plane's own end-to-end tests.
+fn start_dataplane(
+    tb: &Testbed,
+    h: &Host,
+    vtep: SocketAddr,
+    table: &NetworkTable,
+) -> Result<Dataplane> {
     let tap_name = "ovtap42";
     let vni = Vni::new(VNI).expect("42 is a valid VNI");
     let dp = netns::with(&h.ns, || -> Result<Dataplane> {
-        let dp = Dataplane::start(&DataplaneConfig::new(vtep(h)))?;
+        let mut cfg = DataplaneConfig::new(vtep);
+        cfg.bum = BUM_LIMITS_OFF;
+        let dp = Dataplane::start(&cfg)?;
         // The data plane opens its TAP, with its offloads, in the host's namespace.
         dp.add_network(vni, tap_name, MTU, table)
             .with_context(|| format!("adding VNI {VNI}"))?;
@@ -297,16 +427,18 @@ fn start_dataplane(tb: &Testbed, h: &Host, table: &NetworkTable) -> Result<Datap
     Ok(dp)
 }
 
-fn ovnet(bins: &Binaries) -> Result<Bed> {
-    let v = Variant::Ovnet;
-    progress(v, "starting etcd");
+fn ovnet(topology: Topology, bins: &Binaries) -> Result<Bed> {
+    let at = (topology, Variant::Ovnet);
+    progress(at, "starting etcd");
     let mut tb = new_testbed()?;
     let etcd = tb.start_etcd().context("starting etcd")?;
+    let u = Underlay::build(&mut tb, topology)?;
     let mut agents = Vec::new();
-    for n in [1u8, 2] {
-        let h = tb.add_host(n).with_context(|| format!("adding host {n}"))?;
+    for (i, h) in u.hosts.iter().enumerate() {
+        let n = h.n;
         let sock = tb.dir().join(format!("h{n}.sock"));
-        progress(v, &format!("starting ovnet-agent on host {n}"));
+        let state = tb.dir().join(format!("state-h{n}"));
+        progress(at, &format!("starting ovnet-agent on host {n}"));
         let args = [
             path_str(&bins.agent)?,
             "--node",
@@ -314,14 +446,16 @@ fn ovnet(bins: &Binaries) -> Result<Bed> {
             "--etcd",
             &etcd,
             "--vtep-ip",
-            &h.underlay_ip.to_string(),
+            &u.vteps[i].to_string(),
             "--api",
             path_str(&sock)?,
+            "--state-dir",
+            path_str(&state)?,
         ];
         let pid = tb
-            .spawn(&h.ns, &args, &[("RUST_LOG", "info")])
+            .spawn(&h.ns, &args, &AGENT_ENV)
             .with_context(|| format!("starting ovnet-agent on host {n}"))?;
-        agents.push((h, sock, pid));
+        agents.push((h.clone(), sock, pid));
     }
     for (h, sock, pid) in &agents {
         wait_for_agent(&mut tb, *pid, sock, h.n)?;
@@ -340,25 +474,26 @@ fn ovnet(bins: &Binaries) -> Result<Bed> {
             )
         })
     };
-    progress(v, "ovctl network create -d overlay bench (host 1)");
+    progress(at, "ovctl network create -d overlay bench (host 1)");
     ovctl(&mut tb, 0, &["network", "create", "-d", "overlay", "bench"])?;
     let mut containers = Vec::new();
-    for (i, label) in ["c1", "c2"].into_iter().enumerate() {
+    for (i, h) in u.hosts.iter().enumerate() {
+        let label = format!("c{}", h.n);
         let ns = tb
-            .add_netns(label)
+            .add_netns(&label)
             .with_context(|| format!("adding the bare namespace {label}"))?;
         progress(
-            v,
-            &format!("ovctl network connect bench {ns} (host {})", i + 1),
+            at,
+            &format!("ovctl network connect bench {ns} (host {})", h.n),
         );
         ovctl(&mut tb, i, &["network", "connect", "bench", &ns])?;
-        containers.push(ns);
+        containers.push((ns, container_ip(h.n)));
     }
     let mut notes = Vec::new();
-    let mut ips = Vec::new();
-    for (ns, want) in containers.iter().zip([CLIENT_IP, SERVER_IP]) {
+    let mut cs = Vec::new();
+    for (ns, want) in containers {
         let out = tb
-            .exec(ns, &["ip", "-4", "-o", "addr", "show", "scope", "global"])
+            .exec(&ns, &["ip", "-4", "-o", "addr", "show", "scope", "global"])
             .with_context(|| format!("reading the addresses of {ns}"))?;
         let ip = first_ipv4(&out).ok_or_else(|| {
             anyhow!(
@@ -369,13 +504,13 @@ fn ovnet(bins: &Binaries) -> Result<Bed> {
         if ip != want {
             notes.push(format!("{ns} got {ip}, not {want} as in the kernel case"));
         }
-        let links = tb.exec(ns, &["ip", "-o", "link", "show"])?;
+        let links = tb.exec(&ns, &["ip", "-o", "link", "show"])?;
         for (name, mtu) in link_mtus(&links) {
             if name != "lo" && mtu != MTU {
                 notes.push(format!("{name} in {ns} has MTU {mtu}, not {MTU}"));
             }
         }
-        ips.push(ip);
+        cs.push((ns, ip));
     }
     let pids: Vec<u32> = agents.iter().map(|(_, _, p)| p.0).collect();
     for pid in &pids {
@@ -386,18 +521,8 @@ fn ovnet(bins: &Binaries) -> Result<Bed> {
             )),
         }
     }
-    let server_ns = containers.pop().expect("two containers");
-    let client_ns = containers.pop().expect("two containers");
-    Ok(Bed {
-        dataplanes: Vec::new(),
-        tb,
-        variant: v,
-        client_ns,
-        server_ns,
-        server_ip: ips[1],
-        cpu: CpuSource::Processes(pids),
-        notes,
-    })
+    let cpu = CpuSource::Processes(pids);
+    Ok(bed(tb, at, cs, cpu, Vec::new(), notes))
 }
 
 fn path_str(p: &Path) -> Result<&str> {
@@ -436,10 +561,10 @@ fn wait_for_agent(tb: &mut Testbed, pid: Pid, sock: &Path, n: u8) -> Result<()> 
     }
 }
 
-/// Pings the server from the client, once a second, until it answers.
-fn wait_for_ping(bed: &Bed, timeout: Duration) -> Result<()> {
+/// Pings `ip` from the client, once a second, until it answers.
+fn wait_for_ping(bed: &Bed, ip: Ipv4Addr, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
-    let ip = bed.server_ip.to_string();
+    let ip = ip.to_string();
     loop {
         interrupt::check()?;
         let ok = Command::new("ip")
@@ -467,10 +592,8 @@ fn wait_for_ping(bed: &Bed, timeout: Duration) -> Result<()> {
         }
         if Instant::now() >= deadline {
             bail!(
-                "{} ({}) cannot ping {ip} ({}) after {timeout:?}",
-                CLIENT_IP,
+                "{CLIENT_IP} ({}) cannot ping {ip} after {timeout:?}",
                 bed.client_ns,
-                bed.server_ns
             );
         }
     }

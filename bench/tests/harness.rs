@@ -1,6 +1,6 @@
 //! End-to-end check of the side-by-side harness (needs root, iproute2, iperf3): a short run of
-//! two variants takes every round of every selected test on both, alternating which goes
-//! first, writes the JSON and leaves no namespace behind. The `direct` variant stands in for
+//! two variants over two topologies takes every round of every test a topology supports on
+//! both, alternating which goes first, writes the JSON and leaves no namespace behind. The `direct` variant stands in for
 //! `ovnet` so that the test needs no release build of the agent.
 
 use std::process::Command;
@@ -27,12 +27,20 @@ fn namespaces_of(pid: u32) -> Vec<String> {
 }
 
 #[test]
-fn variants_take_turns_and_every_round_is_recorded() {
+fn variants_take_turns_on_every_topology_and_every_round_is_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("out.json");
     let child = Command::new(env!("CARGO_BIN_EXE_ovnet-bench"))
-        .args(["--repeat", "2", "--duration", "1", "--tests", "tcp1,ping"])
-        .args(["--variants", "kernel,direct", "--json"])
+        .args([
+            "--repeat",
+            "2",
+            "--duration",
+            "1",
+            "--tests",
+            "tcp1,ping1,flood",
+        ])
+        .args(["--variants", "kernel,direct", "--topologies", "veth,three"])
+        .arg("--json")
         .arg(&json)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -43,21 +51,32 @@ fn variants_take_turns_and_every_round_is_recorded() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "ovnet-bench failed:\n{stderr}");
 
-    // Both beds are built first, then each test runs on one and then the other, the
-    // first variant first in odd rounds and second in even ones.
+    // On each topology both beds are built first, then each test runs on one and then the
+    // other, the first variant first in odd rounds and second in even ones. The veth pair
+    // takes no flood, the three hosts no ping every millisecond.
     let starts: Vec<&str> = stderr
         .lines()
-        .filter(|l| l.contains(": TCP 1 stream for") || l.contains(": ping x"))
+        .filter(|l| {
+            l.contains(": TCP 1 stream for") || l.contains(": ping x") || l.contains(": flood of")
+        })
         .collect();
     let expected = [
-        "[kernel] run 1/2: TCP 1 stream",
-        "[direct] run 1/2: TCP 1 stream",
-        "[kernel] run 1/2: ping",
-        "[direct] run 1/2: ping",
-        "[direct] run 2/2: TCP 1 stream",
-        "[kernel] run 2/2: TCP 1 stream",
-        "[direct] run 2/2: ping",
-        "[kernel] run 2/2: ping",
+        "[veth/kernel] run 1/2: TCP 1 stream",
+        "[veth/direct] run 1/2: TCP 1 stream",
+        "[veth/kernel] run 1/2: ping x2000 every 0.001 s",
+        "[veth/direct] run 1/2: ping",
+        "[veth/direct] run 2/2: TCP 1 stream",
+        "[veth/kernel] run 2/2: TCP 1 stream",
+        "[veth/direct] run 2/2: ping",
+        "[veth/kernel] run 2/2: ping",
+        "[three/kernel] run 1/2: TCP 1 stream",
+        "[three/direct] run 1/2: TCP 1 stream",
+        "[three/kernel] run 1/2: flood of 64 B broadcasts to 2 containers",
+        "[three/direct] run 1/2: flood",
+        "[three/direct] run 2/2: TCP 1 stream",
+        "[three/kernel] run 2/2: TCP 1 stream",
+        "[three/direct] run 2/2: flood",
+        "[three/kernel] run 2/2: flood",
     ];
     assert_eq!(starts.len(), expected.len(), "{stderr}");
     for (line, want) in starts.iter().zip(expected) {
@@ -66,43 +85,130 @@ fn variants_take_turns_and_every_round_is_recorded() {
             "{line:?} should start with {want:?}\n{stderr}"
         );
     }
-    let ready: Vec<usize> = ["[kernel] ready after", "[direct] ready after"]
-        .iter()
-        .map(|m| {
-            stderr
-                .find(m)
-                .unwrap_or_else(|| panic!("no {m:?} in\n{stderr}"))
-        })
-        .collect();
-    let first_test = stderr.find("run 1/2: TCP 1 stream for").unwrap();
-    assert!(ready.iter().all(|&r| r < first_test), "{stderr}");
+    for topo in ["veth", "three"] {
+        let ready: Vec<usize> = ["kernel", "direct"]
+            .iter()
+            .map(|v| {
+                let m = format!("[{topo}/{v}] ready after");
+                stderr
+                    .find(&m)
+                    .unwrap_or_else(|| panic!("no {m:?} in\n{stderr}"))
+            })
+            .collect();
+        let first_test = stderr
+            .find(&format!("[{topo}/kernel] run 1/2: TCP 1 stream for"))
+            .unwrap();
+        assert!(ready.iter().all(|&r| r < first_test), "{stderr}");
+    }
 
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let variants = report["variants"].as_array().unwrap();
-    assert_eq!(variants.len(), 2);
-    for v in variants {
-        assert!(v["error"].is_null(), "{v}");
-        for metric in ["tcp_1_stream", "ping_avg", "ping_p99"] {
-            let samples = v["metrics"][metric]["samples"].as_array().unwrap();
-            assert_eq!(samples.len(), 2, "{} {metric}: {v}", v["variant"]);
-            assert!(samples.iter().all(|s| s.as_f64().unwrap() > 0.0), "{v}");
+    let topologies = report["topologies"].as_array().unwrap();
+    assert_eq!(topologies.len(), 2);
+    for (t, measured, unmeasured) in [
+        (
+            &topologies[0],
+            &["tcp_1_stream", "ping_p50_1ms", "ping_p99_1ms"][..],
+            &["tcp_2_streams", "flood_64b_received", "ping_p50_10ms"][..],
+        ),
+        (
+            &topologies[1],
+            &["tcp_1_stream", "flood_64b_received", "flood_64b_sent"][..],
+            &["ping_p50_1ms", "udp_64b_received"][..],
+        ),
+    ] {
+        let variants = t["variants"].as_array().unwrap();
+        assert_eq!(variants.len(), 2);
+        for v in variants {
+            assert!(v["error"].is_null(), "{v}");
+            for metric in measured {
+                let samples = v["metrics"][metric]["samples"].as_array().unwrap();
+                assert_eq!(samples.len(), 2, "{} {metric}: {v}", v["variant"]);
+                assert!(samples.iter().all(|s| s.as_f64().unwrap() > 0.0), "{v}");
+            }
+            for metric in unmeasured {
+                let samples = v["metrics"][metric]["samples"].as_array().unwrap();
+                assert!(samples.is_empty(), "{} {metric}: {v}", v["variant"]);
+            }
         }
-        for metric in ["tcp_2_streams", "udp_64b_received"] {
-            let samples = v["metrics"][metric]["samples"].as_array().unwrap();
-            assert!(samples.is_empty(), "{} {metric}: {v}", v["variant"]);
-        }
+        // Runs are paired: one ratio per run for the throughputs measured.
+        let ratios = t["run_ratios"]["dataplane/kernel"]["tcp_1_stream"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no run ratios in {report}"));
+        assert_eq!(ratios.len(), 2, "{report}");
     }
-    // Runs are paired: one ratio per run for the throughput measured.
-    let ratios = report["run_ratios"]["dataplane/kernel"]["tcp_1_stream"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no run ratios in {report}"));
-    assert_eq!(ratios.len(), 2, "{report}");
+    // The in-process data plane's agent CPU is counted, per host, as % of a core.
+    let direct = &topologies[0]["variants"][1]["metrics"];
+    assert_eq!(
+        direct["agent_core_percent_ping_1ms"]["samples"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("dataplane/kernel run by run: TCP 1 stream"),
         "{stdout}"
     );
+    assert!(stdout.contains(veth_heading()), "{stdout}");
+    let left = namespaces_of(pid);
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+}
+
+/// The heading of the veth topology's table.
+fn veth_heading() -> &'static str {
+    "== direct veth"
+}
+
+#[test]
+fn the_scale_bench_times_connects_and_restores_the_neighbour_thresholds() {
+    let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_ovnet-bench"));
+    let dir = exe.parent().unwrap();
+    if !dir.join("ovnet-agent").is_file() || !dir.join("ovctl").is_file() {
+        ovnet_testbed::skip(format!(
+            "no ovnet-agent and ovctl in {} (cargo build -p ovnet-agent -p ovctl, or test the workspace)",
+            dir.display()
+        ));
+        return;
+    }
+    let thresholds =
+        || std::fs::read_to_string("/proc/sys/net/ipv4/neigh/default/gc_thresh3").unwrap();
+    let before = thresholds();
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("scale.json");
+    let child = Command::new(&exe)
+        .args(["scale", "--hosts", "3", "--connects", "2", "--json"])
+        .arg(&json)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ovnet-bench scale failed:\n{stderr}");
+    assert_eq!(thresholds(), before, "gc_thresh3 not restored");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let r = &report["results"][0];
+    assert_eq!(r["hosts"], 3, "{report}");
+    assert_eq!(r["failed_pings"], 0, "{report}\n{stderr}");
+    for key in ["connect_ms", "first_ping_ms"] {
+        let samples = r[key]["samples"].as_array().unwrap();
+        assert_eq!(samples.len(), 2, "{key}: {report}");
+        assert!(
+            samples.iter().all(|s| s.as_f64().unwrap() > 0.0),
+            "{report}"
+        );
+    }
+    assert!(
+        r["network_everywhere_ms"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert_eq!(r["agent_rss_kib"]["samples"].as_array().unwrap().len(), 3);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("| 3 | "), "{stdout}");
     let left = namespaces_of(pid);
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
 }

@@ -13,15 +13,16 @@
 //! flow is read from its TAP. So a flow is on worker `i` on both hosts, and a worker's own
 //! load is a fair estimate of its peer twin's.
 //!
-//! Flows are packed, not spread: a new flow goes to the first worker with headroom, and a
-//! flow moves to another worker only when its worker is saturated with more than one flow
-//! (at most one move per host per [`MOVE_EVERY_MS`]). Spreading flows that one worker could carry costs more than
-//! it gains on a host with few cores: each extra worker is one more thread the containers'
-//! traffic is handed through and one more poller competing for the cores (two paced BBR
-//! streams on 2 cores: 8 to 11 % more on one worker); flows that saturate a worker (CUBIC's
-//! bursts) gain more from spreading (20 %). Saturated means busy throughout a whole second:
-//! BBR's probing lifts a packed worker's load for a few hundred milliseconds at a time,
-//! which must not spread its flows for good.
+//! A new flow goes to the worker with headroom that carries the fewest flows (in this second
+//! or the one before; ties to the less loaded, then the lower index), so that flows starting
+//! together (`iperf3 -P 2`, a browser's connections) land on different workers at once:
+//! placing by load alone put both on worker 0, which had no load yet to show, and a worker
+//! carrying two flows at 60 % busy never looked saturated, so worker 1 stayed idle on every
+//! underlay (2026-12-05, switched and direct veth alike). Beyond one flow per worker, flows
+//! pack by load: a flow moves to another worker only when its worker is saturated with more
+//! than one flow (at most one move per host per [`MOVE_EVERY_MS`]). Saturated means busy
+//! throughout a whole second: BBR's probing lifts a worker's load for a few hundred
+//! milliseconds at a time, which must not spread its flows for good.
 //!
 //! The table is a fixed array of atomic slots indexed by flow hash: no lock and no allocation
 //! per packet, a write only when a flow is new or a second has passed. A slot held by another
@@ -134,17 +135,23 @@ impl FlowSteering {
         }
     }
 
-    /// Where a flow goes: the first worker with headroom, else the least loaded.
+    /// Where a flow goes at `now_ms`: of the workers with headroom, the one carrying the fewest
+    /// flows (this second or the one before), then the less loaded, then the lower index;
+    /// without headroom anywhere, the least loaded.
     fn place(&self, now_ms: u64) -> u32 {
+        let now_s = second(now_ms);
         let mut least = (u32::MAX, 0);
+        let mut best: Option<(u64, u32, u32)> = None;
         for w in 0..self.workers {
             let load = self.load(w, now_ms);
-            if load < HEADROOM {
-                return w;
-            }
             least = least.min((load, w));
+            if load < HEADROOM {
+                let (now, before) = self.active[w as usize].get(now_s);
+                let candidate = (now.max(before), load, w);
+                best = Some(best.map_or(candidate, |b| b.min(candidate)));
+            }
         }
-        least.1
+        best.map_or(least.1, |b| b.2)
     }
 
     /// Where a flow on worker `w` goes instead, if `w` is saturated with more than one flow
@@ -180,13 +187,18 @@ impl FlowSteering {
             let mut w = (e & 0xff) as u32 - 1;
             if seen(e) != now {
                 self.active[w as usize].record(now, 1, |n, one| n + one);
-                w = self.relieve(w, now_ms).unwrap_or(w);
+                if let Some(to) = self.relieve(w, now_ms) {
+                    self.active[to as usize].record(now, 1, |n, one| n + one);
+                    w = to;
+                }
                 slot.store(pack(hash, now, w), Relaxed);
             }
             return w;
         }
         if e == 0 || now.wrapping_sub(seen(e)) & 0xff_ffff > IDLE_S {
             let w = self.place(now_ms);
+            // Counted at once, so that a flow starting in the same instant sees it.
+            self.active[w as usize].record(now, 1, |n, one| n + one);
             slot.store(pack(hash, now, w), Relaxed);
             return w;
         }
@@ -276,21 +288,47 @@ mod tests {
     }
 
     #[test]
-    fn new_flows_pack_onto_the_first_worker_with_headroom_and_keep_it() {
+    fn flows_starting_together_go_to_different_workers_then_pack_by_load() {
         let s = steering(2);
-        let (a, b) = (0x1000_0001, 0x2000_0002);
+        let (a, b, c) = (0x1000_0001, 0x2000_0002, 0x3000_0003);
+        // Both start in the same instant, before any worker has a load to show.
         assert_eq!(s.worker(a, 5_000), 0);
-        assert_eq!(s.worker(b, 5_000), 0);
-        // Busy, but not saturated: nothing moves.
+        assert_eq!(s.worker(b, 5_000), 1);
+        // A third goes where fewest flows are: a tie, so the less loaded, then worker 0.
+        busy(&s, 0, 5_000, 5_400, 300);
+        busy(&s, 1, 5_000, 5_400, 100);
+        assert_eq!(s.worker(c, 5_400), 1);
+        // Busy, but not saturated: nothing moves, second after second.
         for t in (5_500..40_000).step_by(500) {
             busy(&s, 0, t - 450, t, 650);
-            assert_eq!(s.worker(a, t), 0);
-            assert_eq!(s.worker(b, t), 0);
+            busy(&s, 1, t - 450, t, 650);
+            assert_eq!([s.worker(a, t), s.worker(b, t), s.worker(c, t)], [0, 1, 1]);
         }
         busy(&s, 0, 40_000, 41_000, 800);
-        assert_eq!(s.worker(0x3000_0003, 41_000), 1, "no headroom on 0");
+        busy(&s, 1, 40_000, 41_000, 100);
+        assert_eq!(s.worker(0x4000_0004, 41_000), 1, "no headroom on 0");
         busy(&s, 1, 40_000, 41_000, 900);
-        assert_eq!(s.worker(0x4000_0004, 41_000), 0, "the least loaded");
+        assert_eq!(s.worker(0x5000_0005, 41_000), 0, "the least loaded");
+    }
+
+    #[test]
+    fn a_flow_alone_keeps_its_worker_and_a_newcomer_takes_the_idle_one() {
+        let s = steering(2);
+        let (a, b) = (0x1000_0001, 0x2000_0002);
+        assert_eq!(s.worker(a, 1_000), 0);
+        for t in (1_500..10_000).step_by(500) {
+            busy(&s, 0, t - 450, t, 400);
+            assert_eq!(s.worker(a, t), 0);
+        }
+        // Worker 0 has headroom, but carries a flow: the new one goes to idle worker 1.
+        assert_eq!(s.worker(b, 10_000), 1);
+        // Once `a` has been idle for two seconds, worker 0 counts as empty again.
+        let later = 10_000 + 2_100;
+        busy(&s, 1, 10_000, later, 400);
+        for t in (10_500..=later).step_by(500) {
+            assert_eq!(s.worker(b, t), 1);
+        }
+        assert_eq!(s.worker(0x3000_0003, later), 0);
     }
 
     #[test]
@@ -329,8 +367,10 @@ mod tests {
     fn a_load_peak_shorter_than_a_second_moves_nothing() {
         let s = steering(2);
         let (a, b) = (0x1000_0001, 0x2000_0002);
-        assert_eq!(s.worker(a, 1_000), 0);
-        assert_eq!(s.worker(b, 1_000), 0);
+        // Two flows on worker 0 (as when worker 1 was busy when they started).
+        for h in [a, b] {
+            s.slots[h as usize & (SLOTS - 1)].store(pack(h, 1, 0), Relaxed);
+        }
         for second in 1..10u64 {
             let t = second * 1000;
             busy(&s, 0, t, t + 600, 600);

@@ -26,6 +26,8 @@ pub const UNDERLAY_BRIDGE: &str = "ulbr";
 /// a host added later could change it, stranding every host's ARP entry for etcd's address
 /// until it times out (seconds of stalled etcd traffic).
 pub const UNDERLAY_BRIDGE_MAC: &str = "02:00:c0:a8:32:fe";
+/// Name of a [`Testbed::add_direct_link`] in both hosts.
+pub const DIRECT_LINK: &str = "dl0";
 /// How long a process gets between SIGTERM and SIGKILL when the test bed stops it.
 const TERM_GRACE: Duration = Duration::from_secs(3);
 
@@ -410,6 +412,54 @@ impl Testbed {
         Ok(Host { ns, n, underlay_ip })
     }
 
+    /// Joins hosts `a` and `b` by a veth pair of their own, `dl0` in each, with
+    /// `192.168.{subnet}.{n}/24` for host `n`, MTU 1500, up: a point-to-point underlay beside
+    /// the switched one (`eth0` keeps reaching etcd on the underlay bridge). Returns each
+    /// host's address on it, `a`'s first.
+    pub fn add_direct_link(
+        &mut self,
+        a: &Host,
+        b: &Host,
+        subnet: u8,
+    ) -> io::Result<(Ipv4Addr, Ipv4Addr)> {
+        self.check_owned(&a.ns)?;
+        self.check_owned(&b.ns)?;
+        run(&[
+            "ip",
+            "-n",
+            &a.ns,
+            "link",
+            "add",
+            DIRECT_LINK,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            DIRECT_LINK,
+            "netns",
+            &b.ns,
+        ])?;
+        let mut addrs = Vec::with_capacity(2);
+        for h in [a, b] {
+            let ip = Ipv4Addr::new(192, 168, subnet, h.n);
+            let cidr = format!("{ip}/24");
+            run(&["ip", "-n", &h.ns, "addr", "add", &cidr, "dev", DIRECT_LINK])?;
+            run(&[
+                "ip",
+                "-n",
+                &h.ns,
+                "link",
+                "set",
+                DIRECT_LINK,
+                "mtu",
+                "1500",
+                "up",
+            ])?;
+            addrs.push(ip);
+        }
+        Ok((addrs[0], addrs[1]))
+    }
+
     /// Sets the MTU of host `host`'s underlay link, both ends (its `eth0` and the peer on the
     /// underlay bridge): a host whose underlay carries smaller packets than its peers'. The
     /// other hosts keep theirs, so a packet larger than `mtu` sent to this host is lost on the
@@ -477,12 +527,29 @@ impl Testbed {
         macs: &[(&str, Ipv4Addr)],
         flood: &[Ipv4Addr],
     ) -> io::Result<String> {
+        let underlay = ("eth0", host.underlay_ip);
+        self.add_kernel_vxlan_on(host, underlay, bridge, vni, mtu, macs, flood)
+    }
+
+    /// [`Testbed::add_kernel_vxlan`] over another underlay link of the host: `(device, local
+    /// address)`, e.g. a [`Testbed::add_direct_link`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_kernel_vxlan_on(
+        &mut self,
+        host: &Host,
+        (underlay_dev, local): (&str, Ipv4Addr),
+        bridge: &str,
+        vni: u32,
+        mtu: u32,
+        macs: &[(&str, Ipv4Addr)],
+        flood: &[Ipv4Addr],
+    ) -> io::Result<String> {
         self.check_owned(&host.ns)?;
         let dev = format!("vx{vni}");
         let (vni, mtu, local, port) = (
             vni.to_string(),
             mtu.to_string(),
-            host.underlay_ip.to_string(),
+            local.to_string(),
             VXLAN_PORT.to_string(),
         );
         let ns = host.ns.as_str();
@@ -502,7 +569,7 @@ impl Testbed {
             "local",
             &local,
             "dev",
-            "eth0",
+            underlay_dev,
             "nolearning",
         ])?;
         run(&[

@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use ovnet_testbed::{
-    in_netns, ping, run, sweep_stale, tcp_transfer_verified, Testbed, UNDERLAY_BRIDGE,
+    in_netns, ping, run, sweep_stale, tcp_transfer_verified, Testbed, DIRECT_LINK, UNDERLAY_BRIDGE,
     UNDERLAY_BRIDGE_MAC,
 };
 
@@ -63,6 +63,26 @@ fn hosts_reach_each_other_over_the_underlay() {
         link.contains("mtu 1500") && link.contains("state UP"),
         "{link}"
     );
+}
+
+#[test]
+fn a_direct_link_joins_two_hosts_beside_the_switch() {
+    let mut tb = Testbed::new().unwrap();
+    let h1 = tb.add_host(1).unwrap();
+    let h2 = tb.add_host(2).unwrap();
+    let (a, b) = tb.add_direct_link(&h1, &h2, 60).unwrap();
+    assert_eq!(
+        (a.to_string(), b.to_string()),
+        ("192.168.60.1".into(), "192.168.60.2".into())
+    );
+    assert!(ping(&tb, &h1.ns, "192.168.60.2", 3).unwrap().no_loss());
+    // The route to the other host's direct address goes over the pair, not the switch.
+    let route = tb
+        .exec(&h1.ns, &["ip", "-o", "route", "get", "192.168.60.2"])
+        .unwrap();
+    assert!(route.contains(&format!("dev {DIRECT_LINK}")), "{route}");
+    // The switched underlay still works beside it.
+    assert!(ping(&tb, &h2.ns, "192.168.50.1", 2).unwrap().no_loss());
 }
 
 #[test]

@@ -24,17 +24,14 @@ pub async fn set_gateway(
     gateway: Ipv4Addr,
 ) -> Result<(), HostError> {
     let mac = gateway_mac(gateway).to_string();
-    host::run(
-        &format!("setting the MAC of {bridge} to the gateway's"),
-        "ip",
-        &["link", "set", bridge, "address", &mac],
-    )
-    .await?;
     let cidr = format!("{gateway}/{}", subnet.prefix_len());
-    host::run(
-        &format!("putting the gateway {cidr} on {bridge}"),
-        "ip",
-        &["addr", "replace", &cidr, "dev", bridge],
+    host::ip_batch(
+        None,
+        &format!("giving {bridge} the gateway's MAC and address {cidr}"),
+        &[
+            &["link", "set", bridge, "address", &mac],
+            &["addr", "replace", &cidr, "dev", bridge],
+        ],
     )
     .await?;
     Ok(())
