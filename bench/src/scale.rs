@@ -236,21 +236,8 @@ pub fn rss_kib(status: &str) -> Option<u64> {
 
 /// One HTTP/1.0 request from the calling thread's namespace; returns the body.
 fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> std::io::Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    Ok(resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or(resp))
+    let resp = ovnet_testbed::http::request(addr, method, path, body)?;
+    Ok(ovnet_testbed::http::body(&resp).to_owned())
 }
 
 fn now_unix() -> f64 {

@@ -79,12 +79,40 @@ pub const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 
 /// Runs a command, killed after [`COMMAND_TIMEOUT`]; its stderr becomes the error.
 pub(crate) async fn run(what: &str, program: &str, args: &[&str]) -> Result<String> {
-    let child = Command::new(program)
+    exec(what, program, args, None).await
+}
+
+/// Runs a command with `input` on its stdin (none: stdin is empty), killed after
+/// [`COMMAND_TIMEOUT`]; its stdout, or its stderr as the error. Every host command of the
+/// agent goes through here.
+pub(crate) async fn exec(
+    what: &str,
+    program: &str,
+    args: &[&str],
+    input: Option<&[u8]>,
+) -> Result<String> {
+    use std::process::Stdio;
+    use tokio::io::AsyncWriteExt;
+    let mut child = Command::new(program)
         .args(args)
-        .stdin(std::process::Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(COMMAND_TIMEOUT, child)
+        .spawn()
+        .map_err(|e| HostError::new(what, format!("running {program}: {e}")))?;
+    let stdin = child.stdin.take();
+    let done = async {
+        if let (Some(mut stdin), Some(input)) = (stdin, input) {
+            stdin.write_all(input).await?;
+        }
+        child.wait_with_output().await
+    };
+    let out = tokio::time::timeout(COMMAND_TIMEOUT, done)
         .await
         .map_err(|_| {
             HostError::new(
@@ -132,45 +160,7 @@ pub(crate) async fn ip_batch(
         Some(net) => ("nsenter", vec![net.as_str(), "ip", "-batch", "-"]),
         None => ("ip", vec!["-batch", "-"]),
     };
-    run_with_input(what, program, &args, script.as_bytes()).await
-}
-
-/// [`run`], with `input` on the command's stdin.
-async fn run_with_input(what: &str, program: &str, args: &[&str], input: &[u8]) -> Result<String> {
-    use tokio::io::AsyncWriteExt;
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| HostError::new(what, format!("running {program}: {e}")))?;
-    let mut stdin = child
-        .stdin
-        .take()
-        .ok_or_else(|| HostError::new(what, format!("no stdin for {program}")))?;
-    let done = async {
-        stdin.write_all(input).await?;
-        drop(stdin);
-        child.wait_with_output().await
-    };
-    let out = tokio::time::timeout(COMMAND_TIMEOUT, done)
-        .await
-        .map_err(|_| {
-            HostError::new(
-                what,
-                format!("{program} did not finish within {COMMAND_TIMEOUT:?} (killed)"),
-            )
-        })?
-        .map_err(|e| HostError::new(what, format!("running {program}: {e}")))?;
-    if !out.status.success() {
-        return Err(HostError::new(
-            what,
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    exec(what, program, &args, Some(script.as_bytes())).await
 }
 
 /// Runs `ip ARGS` inside the network namespace at `ns_path`.

@@ -30,21 +30,14 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
 
 use ovnet_dataplane::{DropReason, MacAddr};
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
 use tokio::sync::Mutex;
 
 use crate::edge::nft::Nft;
 
 /// The table's family and name: `nft list table bridge ovnet` shows it.
 pub const TABLE: &str = "bridge ovnet";
-
-/// The longest an `nft` run may take: it never waits on anything but the kernel.
-const NFT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What one local endpoint may send, on which veth.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -268,35 +261,12 @@ impl Guard {
     }
 }
 
-/// Runs `nft ARGS`, with `input` on its standard input; its stdout, or what it said.
+/// Runs `nft ARGS`, with `input` on its standard input; its stdout, or what went wrong.
 async fn nft(program: &Path, args: &[&str], input: Option<&str>) -> Result<String, String> {
-    let name = program.display();
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("running {name}: {e} (install nftables)"))?;
-    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-        stdin
-            .write_all(text.as_bytes())
-            .await
-            .map_err(|e| format!("writing to {name}: {e}"))?;
-    }
-    let out = tokio::time::timeout(NFT_TIMEOUT, child.wait_with_output())
+    let name = program.to_string_lossy();
+    crate::host::exec("port security", &name, args, input.map(str::as_bytes))
         .await
-        .map_err(|_| format!("{name} did not finish within {NFT_TIMEOUT:?}"))?
-        .map_err(|e| format!("waiting for {name}: {e}"))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

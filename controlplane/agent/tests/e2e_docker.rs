@@ -54,16 +54,8 @@ fn post(sock: &Path, path: &str, body: &[u8]) -> (u16, String) {
 /// `GET /` over HTTP/1.0 to `addr`: the whole answer.
 fn http_get(addr: &str) -> Result<String, String> {
     let addr: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer)
-        .map_err(|e| format!("read from {addr}: {e}"))?;
-    Ok(answer)
+    ovnet_testbed::http::request(addr, "GET", "/", "")
+        .map_err(|e| format!("GET / from {addr}: {e}"))
 }
 
 /// The `{"Err": ...}` of a failed call.

@@ -8,7 +8,7 @@
 //! test bed reads (health, which member leads) whatever the clients' TLS.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
@@ -104,13 +104,7 @@ fn member_ip(i: usize, n: usize) -> Ipv4Addr {
 
 /// One `GET path` over HTTP/1.0 to `addr`; returns the whole response.
 fn http_get(addr: SocketAddr, path: &str) -> io::Result<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    s.set_write_timeout(Some(Duration::from_secs(2)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    Ok(resp)
+    crate::http::request(addr, "GET", path, "")
 }
 
 impl Testbed {

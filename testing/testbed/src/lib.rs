@@ -28,6 +28,7 @@
 mod bed;
 mod cmd;
 mod etcd;
+pub mod http;
 mod names;
 mod skip;
 #[allow(unsafe_code)]

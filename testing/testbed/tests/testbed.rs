@@ -1,8 +1,7 @@
 //! End-to-end checks of the test bed itself (needs root): underlay and bridge connectivity,
 //! verified TCP, etcd lifecycle, and that nothing is left behind after drop, panic or SIGKILL.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use ovnet_testbed::{
@@ -23,20 +22,8 @@ fn netns_matching(needle: &str) -> Vec<String> {
 
 /// One HTTP/1.0 request; returns the response body.
 fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> std::io::Result<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.0\r\nHost: etcd\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    Ok(resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or(resp))
+    let resp = ovnet_testbed::http::request(addr, method, path, body)?;
+    Ok(ovnet_testbed::http::body(&resp).to_owned())
 }
 
 fn etcd_addr(url: &str) -> SocketAddr {

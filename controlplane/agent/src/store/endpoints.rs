@@ -28,6 +28,34 @@ fn not_connected(name: &str, network: &Name) -> AgentError {
 }
 
 impl Store {
+    /// Adds to a transaction the claim of `ep`'s published ports on its node: each host port
+    /// must be free, and no port of the node may have changed since `revision` (the snapshot
+    /// the endpoint was planned on).
+    pub(super) fn claim_ports(
+        &self,
+        ep: &Endpoint,
+        revision: i64,
+        when: &mut Vec<Compare>,
+        then: &mut Vec<TxnOp>,
+    ) {
+        if ep.ports.is_empty() {
+            return;
+        }
+        when.push(
+            Compare::mod_revision(self.keys.ports(&ep.node), CompareOp::Less, revision + 1)
+                .with_prefix(),
+        );
+        for p in &ep.ports {
+            let k_port = self.keys.port(&ep.node, &p.host);
+            when.push(Compare::create_revision(
+                k_port.clone(),
+                CompareOp::Equal,
+                0,
+            ));
+            then.push(TxnOp::put(k_port, ep.id.to_string(), None));
+        }
+    }
+
     /// Attaches a container to a network (name, ID or ID prefix): claims its name in the
     /// network and an address (the requested one, or the lowest free), with docker's MAC for
     /// it ([`plan::plan_endpoint`]). Returns the endpoint and the revision that created it.
@@ -88,21 +116,7 @@ impl Store {
             TxnOp::put(k_ep, ep.to_proto().encode_to_vec(), None),
             TxnOp::put(k_ip, ep.id.to_string(), None),
         ];
-        if !ep.ports.is_empty() {
-            when.push(
-                Compare::mod_revision(self.keys.ports(&ep.node), CompareOp::Less, revision + 1)
-                    .with_prefix(),
-            );
-            for p in &ep.ports {
-                let k_port = self.keys.port(&ep.node, &p.host);
-                when.push(Compare::create_revision(
-                    k_port.clone(),
-                    CompareOp::Equal,
-                    0,
-                ));
-                then.push(TxnOp::put(k_port, ep.id.to_string(), None));
-            }
-        }
+        self.claim_ports(&ep, revision, &mut when, &mut then);
         let txn = Txn::new().when(when).and_then(then);
         let resp = self.txn(txn).await?;
         Ok(resp.succeeded().then(|| Stamped {

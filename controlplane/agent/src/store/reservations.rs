@@ -262,21 +262,7 @@ impl Store {
             TxnOp::delete(k_res, None),
         ];
         // Published ports are claimed as `create_endpoint` claims them.
-        if !ep.ports.is_empty() {
-            when.push(
-                Compare::mod_revision(self.keys.ports(&ep.node), CompareOp::Less, revision + 1)
-                    .with_prefix(),
-            );
-            for p in &ep.ports {
-                let k_port = self.keys.port(&ep.node, &p.host);
-                when.push(Compare::create_revision(
-                    k_port.clone(),
-                    CompareOp::Equal,
-                    0,
-                ));
-                then.push(TxnOp::put(k_port, ep.id.to_string(), None));
-            }
-        }
+        self.claim_ports(&ep, revision, &mut when, &mut then);
         let resp = self.txn(Txn::new().when(when).and_then(then)).await?;
         Ok(resp.succeeded().then(|| Stamped {
             record: ep,
