@@ -66,22 +66,24 @@ pub struct GrowthArgs {
     pub json: PathBuf,
 }
 
-fn growth(rest: &[String]) -> Result<Command> {
-    let mut out = GrowthArgs {
-        networks: vec![1, 16, 128],
-        duration: 5,
-        json: default_json_path().with_file_name("growth.json"),
-    };
-    let mut it = rest.iter();
+/// The `--name value` and `--name=value` pairs of `args`, each name one of `known`, in order;
+/// `None` if help was asked for. A missing value's error ends with `missing_suffix`.
+fn options(
+    args: &[String],
+    known: &[&str],
+    missing_suffix: &str,
+) -> Result<Option<Vec<(String, String)>>> {
+    let mut out = Vec::new();
+    let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (name, inline) = match arg.split_once('=') {
             Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
             _ => (arg.clone(), None),
         };
         if name == "-h" || name == "--help" {
-            return Ok(Command::Help);
+            return Ok(None);
         }
-        if !["--networks", "--duration", "--json"].contains(&name.as_str()) {
+        if !known.contains(&name.as_str()) {
             bail!("unknown argument {arg:?}\n\n{USAGE}");
         }
         let value = match inline {
@@ -89,8 +91,23 @@ fn growth(rest: &[String]) -> Result<Command> {
             None => it
                 .next()
                 .cloned()
-                .ok_or_else(|| anyhow!("{name} needs a value"))?,
+                .ok_or_else(|| anyhow!("{name} needs a value{missing_suffix}"))?,
         };
+        out.push((name, value));
+    }
+    Ok(Some(out))
+}
+
+fn growth(rest: &[String]) -> Result<Command> {
+    let mut out = GrowthArgs {
+        networks: vec![1, 16, 128],
+        duration: 5,
+        json: default_json_path().with_file_name("growth.json"),
+    };
+    let Some(pairs) = options(rest, &["--networks", "--duration", "--json"], "")? else {
+        return Ok(Command::Help);
+    };
+    for (name, value) in pairs {
         match name.as_str() {
             "--duration" => out.duration = positive(&name, &value, 3600)?,
             "--json" if value.is_empty() => bail!("--json needs a path"),
@@ -127,25 +144,10 @@ fn scale(rest: &[String]) -> Result<Command> {
         connects: 30,
         json: default_json_path().with_file_name("scale.json"),
     };
-    let mut it = rest.iter();
-    while let Some(arg) = it.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        if name == "-h" || name == "--help" {
-            return Ok(Command::Help);
-        }
-        if !["--hosts", "--connects", "--json"].contains(&name.as_str()) {
-            bail!("unknown argument {arg:?}\n\n{USAGE}");
-        }
-        let value = match inline {
-            Some(v) => v,
-            None => it
-                .next()
-                .cloned()
-                .ok_or_else(|| anyhow!("{name} needs a value"))?,
-        };
+    let Some(pairs) = options(rest, &["--hosts", "--connects", "--json"], "")? else {
+        return Ok(Command::Help);
+    };
+    for (name, value) in pairs {
         match name.as_str() {
             "--connects" => out.connects = positive(&name, &value, 250)? as usize,
             "--json" if value.is_empty() => bail!("--json needs a path"),
@@ -317,7 +319,7 @@ where
         topologies: Topology::ALL.to_vec(),
         tests: Test::ALL.to_vec(),
     };
-    let options = [
+    let known = [
         "--repeat",
         "--duration",
         "--json",
@@ -325,24 +327,10 @@ where
         "--topologies",
         "--tests",
     ];
-    let mut it = all.into_iter();
-    while let Some(arg) = it.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        if name == "-h" || name == "--help" {
-            return Ok(Command::Help);
-        }
-        if !options.contains(&name.as_str()) {
-            bail!("unknown argument {arg:?}\n\n{USAGE}");
-        }
-        let value = match inline {
-            Some(v) => v,
-            None => it
-                .next()
-                .ok_or_else(|| anyhow!("{name} needs a value\n\n{USAGE}"))?,
-        };
+    let Some(pairs) = options(&all, &known, &format!("\n\n{USAGE}"))? else {
+        return Ok(Command::Help);
+    };
+    for (name, value) in pairs {
         match name.as_str() {
             "--repeat" => out.repeat = positive("--repeat", &value, 100)?,
             "--duration" => out.duration = positive("--duration", &value, 3600)?,
