@@ -4,14 +4,21 @@
 //! Devices get names derived from the VNI or the endpoint id, so a restarted agent can tell its
 //! own devices from everybody else's and remove the stale ones:
 //! bridge `ovbr<vni>`, TAP `ovtap<vni>`, host end of a container's veth `ovv<endpoint id[..11]>`.
-//! Setup shells out to iproute2 (`ip`) and `nsenter`: it runs once per connect, never per packet.
-//! The edge's part of the host side (the gateway, default routes, forwarding) is
-//! [`crate::edge::host`].
+//! Setup speaks netlink from the agent itself ([`crate::netlink`]), in the agent's namespace
+//! and, for the container's side, in the container's: no process per step (an `ip` or
+//! `nsenter` cost 10-19 ms each, 60 % of a connect). The edge's part of the host side (the
+//! gateway, default routes, forwarding) is [`crate::edge::host`].
+
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
 
 use ovnet_sys::link;
+use rtnetlink::packet_route::link::LinkAttribute;
+use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
 use tokio::process::Command;
 
 use crate::domain::{EndpointId, IfName};
+use crate::netlink::{Failed, Netlink};
 
 /// Prefix of every device the agent creates in the host namespace.
 pub const DEVICE_PREFIX: &str = "ov";
@@ -57,7 +64,7 @@ pub struct HostError {
 }
 
 impl HostError {
-    fn new(what: impl Into<String>, detail: impl std::fmt::Display) -> HostError {
+    pub(crate) fn new(what: impl Into<String>, detail: impl std::fmt::Display) -> HostError {
         HostError {
             what: what.into(),
             detail: detail.to_string().trim().to_string(),
@@ -73,14 +80,10 @@ impl From<NetnsError> for HostError {
 
 type Result<T> = std::result::Result<T, HostError>;
 
-/// Longest a host command may take: `ip` and `nsenter` answer in milliseconds, so one that
-/// has not after this is stuck (it is killed) and must not hold up the agent.
+/// Longest a host step may take, a command (`nft`) or a netlink request: they answer in
+/// milliseconds, so one that has not after this is stuck (a command is killed) and must not
+/// hold up the agent.
 pub const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Runs a command, killed after [`COMMAND_TIMEOUT`]; its stderr becomes the error.
-pub(crate) async fn run(what: &str, program: &str, args: &[&str]) -> Result<String> {
-    exec(what, program, args, None).await
-}
 
 /// Runs a command with `input` on its stdin (none: stdin is empty), killed after
 /// [`COMMAND_TIMEOUT`]; its stdout, or its stderr as the error. Every host command of the
@@ -130,47 +133,6 @@ pub(crate) async fn exec(
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Runs `ip -batch -` with one command per line of `lines` (each what `ip` takes after its
-/// name) in the agent's namespace, or inside the one at `ns_path`: one process for several
-/// steps, where each process costs milliseconds (a connect's steps were 60 % of its time).
-/// `ip` stops at the first line that fails and names it in the error.
-pub(crate) async fn ip_batch(
-    ns_path: Option<&str>,
-    what: &str,
-    lines: &[&[&str]],
-) -> Result<String> {
-    let mut script = String::new();
-    for line in lines {
-        for (i, word) in line.iter().enumerate() {
-            // Names, addresses and numbers only: nothing `ip` would split or unquote.
-            if word.is_empty()
-                || word.contains(|c: char| c.is_whitespace() || c == '"' || c == '\\')
-            {
-                return Err(HostError::new(what, format!("unusable argument {word:?}")));
-            }
-            if i > 0 {
-                script.push(' ');
-            }
-            script.push_str(word);
-        }
-        script.push('\n');
-    }
-    let net = ns_path.map(|p| format!("--net={p}"));
-    let (program, args): (&str, Vec<&str>) = match &net {
-        Some(net) => ("nsenter", vec![net.as_str(), "ip", "-batch", "-"]),
-        None => ("ip", vec!["-batch", "-"]),
-    };
-    exec(what, program, &args, Some(script.as_bytes())).await
-}
-
-/// Runs `ip ARGS` inside the network namespace at `ns_path`.
-pub(crate) async fn ip_in(ns_path: &str, what: &str, args: &[&str]) -> Result<String> {
-    let net = format!("--net={ns_path}");
-    let mut full = vec![net.as_str(), "ip"];
-    full.extend_from_slice(args);
-    run(what, "nsenter", &full).await
-}
-
 /// A container's network namespace that is not there.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NetnsError {
@@ -216,11 +178,13 @@ pub fn netns_path(netns: &str) -> std::result::Result<String, NetnsError> {
 
 /// Names of links in the agent's namespace starting with `prefix`.
 pub async fn links_with_prefix(prefix: &str) -> Result<Vec<String>> {
-    let out = run("listing links", "ip", &["-o", "link", "show"]).await?;
-    Ok(out
-        .lines()
-        .filter_map(|l| l.split(": ").nth(1))
-        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+    let nl = Netlink::host()?;
+    let names = nl
+        .link_names()
+        .await
+        .map_err(|f| f.into_error("listing links"))?;
+    Ok(names
+        .into_iter()
         .filter(|n| n.starts_with(prefix))
         .collect())
 }
@@ -230,14 +194,38 @@ pub fn link_exists(name: &str) -> bool {
     link::index(name).is_ok()
 }
 
+/// The index of link `name` in the session's namespace, or the error of step `what` if there
+/// is no such link, saying what to do (`missing`).
+async fn index_of(nl: &Netlink, what: &str, name: &str, missing: &str) -> Result<u32> {
+    match nl.index(name).await {
+        Ok(Some(i)) => Ok(i),
+        Ok(None) => Err(HostError::new(
+            what,
+            format!("{name} is not there: {missing}"),
+        )),
+        Err(f) => Err(f.into_error(what)),
+    }
+}
+
+/// What to do about a device of the agent's that is gone (deleted by hand).
+const REBUILD: &str = "restart the agent to rebuild the network's devices";
+
 /// Deletes a link if it exists (deleting one end of a veth removes both).
 pub async fn delete_link(name: &str) -> Result<()> {
     if !link_exists(name) {
         return Ok(());
     }
-    run(&format!("deleting {name}"), "ip", &["link", "del", name])
-        .await
-        .map(|_| ())
+    let what = format!("deleting {name}");
+    let nl = Netlink::host()?;
+    match nl.index(name).await {
+        Ok(Some(i)) => match nl.del_link(i).await {
+            // Gone meanwhile (its veth peer's namespace went away).
+            Err(f) if f.errno() == Some(libc::ENODEV) => Ok(()),
+            done => done.map_err(|f| f.into_error(&what)),
+        },
+        Ok(None) => Ok(()),
+        Err(f) => Err(f.into_error(&what)),
+    }
 }
 
 fn disable_ipv6(dev: &str) {
@@ -249,22 +237,23 @@ fn disable_ipv6(dev: &str) {
 /// Creates (or keeps) the bridge of network `vni` with the network's MTU, up, no address.
 pub async fn ensure_bridge(vni: u32, mtu: u32) -> Result<String> {
     let br = bridge_name(vni);
+    let nl = Netlink::host()?;
     if !link_exists(&br) {
-        run(
-            &format!("creating bridge {br}"),
-            "ip",
-            &["link", "add", &br, "type", "bridge"],
-        )
-        .await?;
+        // Created down: IPv6 goes off before it is up.
+        let made = nl
+            .add_link(LinkMessageBuilder::<LinkBridge>::new(&br).mtu(mtu).build())
+            .await;
+        match made {
+            Err(f) if f.errno() != Some(libc::EEXIST) => {
+                return Err(f.into_error(&format!("creating bridge {br}")));
+            }
+            _ => {}
+        }
     }
     disable_ipv6(&br);
-    let mtu_s = mtu.to_string();
-    run(
-        &format!("configuring bridge {br}"),
-        "ip",
-        &["link", "set", &br, "mtu", &mtu_s, "up"],
-    )
-    .await?;
+    nl.set_link(LinkUnspec::new_with_name(&br).mtu(mtu).up().build())
+        .await
+        .map_err(|f| f.into_error(&format!("configuring bridge {br}")))?;
     Ok(br)
 }
 
@@ -273,13 +262,29 @@ pub async fn ensure_bridge(vni: u32, mtu: u32) -> Result<String> {
 pub async fn attach_tap(vni: u32) -> Result<()> {
     let name = tap_name(vni);
     disable_ipv6(&name);
-    run(
-        &format!("attaching {name} to its bridge"),
-        "ip",
-        &["link", "set", &name, "master", &bridge_name(vni), "up"],
-    )
-    .await
-    .map(|_| ())
+    let what = format!("attaching {name} to its bridge");
+    let nl = Netlink::host()?;
+    let tap = index_of(&nl, &what, &name, REBUILD).await?;
+    let br = index_of(&nl, &what, &bridge_name(vni), REBUILD).await?;
+    nl.attach(tap, br).await.map_err(|f| f.into_error(&what))
+}
+
+/// Gives bridge `bridge` the MAC `mac` and the address `ip/prefix` (kept if it has it).
+pub async fn set_bridge_address(
+    bridge: &str,
+    mac: [u8; 6],
+    ip: Ipv4Addr,
+    prefix: u8,
+) -> Result<()> {
+    let what = format!("giving {bridge} the gateway's MAC and address {ip}/{prefix}");
+    let nl = Netlink::host()?;
+    let br = index_of(&nl, &what, bridge, REBUILD).await?;
+    nl.set_link(LinkUnspec::new_with_index(br).address(mac.to_vec()).build())
+        .await
+        .map_err(|f| f.into_error(&what))?;
+    nl.add_address(br, ip, prefix, true)
+        .await
+        .map_err(|f| f.into_error(&what))
 }
 
 /// What a container gets on connect.
@@ -294,29 +299,28 @@ pub struct ContainerLink<'a> {
     /// Bridge to attach the host end to.
     pub bridge: &'a str,
     /// MAC of the container end.
-    pub mac: &'a str,
-    /// Address with prefix length, e.g. `10.0.0.2/24`.
-    pub cidr: &'a str,
+    pub mac: [u8; 6],
+    /// Address of the container end.
+    pub ipv4: Ipv4Addr,
+    /// Prefix length of its network.
+    pub prefix: u8,
     /// MTU of both ends.
     pub mtu: u32,
     /// Most TCP segments the container's stack may put in one TSO super-frame
     /// (`gso_max_segs`): what the data plane sends in one go (`Dataplane::tso_segments`).
     pub gso_max_segs: u32,
+    /// The gateway of the container's default route, unless it has one already
+    /// ([`crate::edge::host::default_route`]); `None`: no default route (internal network).
+    pub route_via: Option<Ipv4Addr>,
 }
 
 /// The first `ethN` name free in the container's namespace.
 pub async fn free_ifname(netns_path: &str) -> Result<IfName> {
-    let out = ip_in(
-        netns_path,
-        "listing the container's links",
-        &["-o", "link", "show"],
-    )
-    .await?;
-    let taken: Vec<String> = out
-        .lines()
-        .filter_map(|l| l.split(": ").nth(1))
-        .map(|n| n.split('@').next().unwrap_or(n).to_string())
-        .collect();
+    let nl = Netlink::inside(netns_path).await?;
+    let taken = nl
+        .link_names()
+        .await
+        .map_err(|f| f.into_error("listing the container's links"))?;
     Ok((0..)
         .map(IfName::eth)
         .find(|n| !taken.iter().any(|t| n == t.as_str()))
@@ -324,67 +328,106 @@ pub async fn free_ifname(netns_path: &str) -> Result<IfName> {
 }
 
 /// Creates the veth pair (container end `ifname` inside the namespace, host end on the bridge),
-/// sets MAC, address, MTU and brings everything up. On error, whatever was created is removed.
+/// sets MAC, address, MTU, brings everything up and adds the default route. On error,
+/// whatever was created is removed.
 pub async fn connect_container(l: &ContainerLink<'_>) -> Result<()> {
-    let ifname = l.ifname;
-    let mtu = l.mtu.to_string();
-    let segs = l.gso_max_segs.to_string();
-    let agent_pid = std::process::id().to_string();
-    let existed = link_exists(l.host_veth);
-    // The container's side in one `ip` inside its namespace: the veth, created there with
-    // the peer placed in ours (works for named namespaces and /proc/PID/ns/net paths alike),
-    // then lo, the address, the interface up.
-    let container_side = ip_batch(
-        Some(l.netns_path),
-        "creating and configuring the container's veth",
-        &[
-            &[
-                "link",
-                "add",
-                ifname,
-                "mtu",
-                &mtu,
-                "address",
-                l.mac,
-                "gso_max_segs",
-                &segs,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                l.host_veth,
-                "mtu",
-                &mtu,
-                "netns",
-                &agent_pid,
-            ],
-            &["link", "set", "lo", "up"],
-            &["addr", "add", l.cidr, "dev", ifname],
-            &["link", "set", ifname, "up"],
-        ],
-    )
-    .await;
-    let configured = match container_side {
-        Ok(_) => {
-            disable_ipv6(l.host_veth);
-            run(
-                "attaching the container's veth to the bridge",
-                "ip",
-                &["link", "set", l.host_veth, "master", l.bridge, "up"],
-            )
+    netns_path(l.netns_path)?;
+    let nl = Netlink::host()?;
+    let attaching = format!("attaching the container's veth to bridge {}", l.bridge);
+    // The bridge first: nothing is created for a network whose bridge is gone.
+    let br = index_of(&nl, &attaching, l.bridge, REBUILD).await?;
+    let ns = ovnet_sys::netns::open(l.netns_path)
+        .map_err(|e| HostError::new("opening the container's network namespace", e))?;
+    // The veth from here, its container end placed in the container's namespace (by its
+    // descriptor) with its MAC, MTU and TSO bound.
+    let peer = LinkUnspec::new_with_name(l.ifname)
+        .mtu(l.mtu)
+        .address(l.mac.to_vec())
+        .setns_by_fd(ns.as_raw_fd())
+        .append_extra_attribute(LinkAttribute::GsoMaxSegs(l.gso_max_segs))
+        .build();
+    let veth = LinkVeth::new(l.host_veth, l.ifname)
+        .mtu(l.mtu)
+        .set_info_data(rtnetlink::packet_route::link::InfoData::Veth(
+            rtnetlink::packet_route::link::InfoVeth::Peer(peer),
+        ))
+        .build();
+    if let Err(f) = nl.add_link(veth).await {
+        return Err(veth_refused(&nl, f, l.host_veth, l.ifname).await);
+    }
+    let built = async {
+        disable_ipv6(l.host_veth);
+        let host_end = index_of(
+            &nl,
+            &attaching,
+            l.host_veth,
+            "its peer's namespace went away",
+        )
+        .await?;
+        nl.attach(host_end, br)
             .await
-        }
-        Err(e) => Err(e),
+            .map_err(|f| f.into_error(&attaching))?;
+        container_side(l).await
     };
-    if let Err(e) = configured {
-        // A line after the veth's may have failed: the pair goes with its host end (unless
-        // that name was taken before, and the veth never made).
-        if !existed {
-            let _ = delete_link(l.host_veth).await;
-        }
+    if let Err(e) = built.await {
+        // The pair goes with its host end.
+        let _ = delete_link(l.host_veth).await;
         return Err(e);
     }
     Ok(())
+}
+
+/// The container's side of a connect, on a netlink socket in its namespace: lo up, the
+/// address, the interface up, the default route.
+async fn container_side(l: &ContainerLink<'_>) -> Result<()> {
+    let what = "configuring the container's veth";
+    let nl = Netlink::inside(l.netns_path).await?;
+    let gone = "the container's namespace changed meanwhile: connect again";
+    let lo = index_of(&nl, what, "lo", gone).await?;
+    nl.set_link(LinkUnspec::new_with_index(lo).up().build())
+        .await
+        .map_err(|f| f.into_error("bringing the container's lo up"))?;
+    let dev = index_of(&nl, what, l.ifname, gone).await?;
+    nl.add_address(dev, l.ipv4, l.prefix, false)
+        .await
+        .map_err(|f| {
+            f.into_error(&format!(
+                "giving the container's {} the address {}/{}",
+                l.ifname, l.ipv4, l.prefix
+            ))
+        })?;
+    nl.set_link(LinkUnspec::new_with_index(dev).up().build())
+        .await
+        .map_err(|f| f.into_error(&format!("bringing the container's {} up", l.ifname)))?;
+    if let Some(gateway) = l.route_via {
+        crate::edge::host::default_route(&nl, dev, gateway).await?;
+    }
+    Ok(())
+}
+
+/// The error of a veth the kernel would not create: a name that is taken says which, and
+/// what to do.
+async fn veth_refused(nl: &Netlink, f: Failed, host_veth: &str, ifname: &str) -> HostError {
+    let what = "creating the container's veth";
+    if f.errno() != Some(libc::EEXIST) {
+        return f.into_error(what);
+    }
+    if matches!(nl.index(host_veth).await, Ok(Some(_))) {
+        return HostError::new(
+            what,
+            format!(
+                "{host_veth} is taken in the host's namespace: delete it (`ip link del \
+                 {host_veth}`) or restart the agent, which removes its stale devices"
+            ),
+        );
+    }
+    HostError::new(
+        what,
+        format!(
+            "{ifname} is taken in the container's network namespace: pick another interface \
+             name or remove that one"
+        ),
+    )
 }
 
 /// What a runtime that moves the container's interface itself (Docker) is handed: both ends
@@ -398,7 +441,7 @@ pub struct HandoffLink<'a> {
     /// Bridge to attach the host end to.
     pub bridge: &'a str,
     /// MAC of the container end.
-    pub mac: &'a str,
+    pub mac: [u8; 6],
     /// MTU of both ends.
     pub mtu: u32,
     /// See [`ContainerLink::gso_max_segs`].
@@ -410,39 +453,40 @@ pub struct HandoffLink<'a> {
 /// runtime moves it, renames it, gives it its address and brings it up); the host end goes on
 /// the bridge, up. On error, whatever was created is removed.
 pub async fn handoff_veth(l: &HandoffLink<'_>) -> Result<()> {
-    let mtu = l.mtu.to_string();
-    let segs = l.gso_max_segs.to_string();
-    run(
-        "creating the container's veth",
-        "ip",
-        &[
-            "link",
-            "add",
-            l.container_end,
-            "mtu",
-            &mtu,
-            "address",
-            l.mac,
-            "gso_max_segs",
-            &segs,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            l.host_veth,
-            "mtu",
-            &mtu,
-        ],
-    )
-    .await?;
+    let nl = Netlink::host()?;
+    let attaching = format!("attaching the container's veth to bridge {}", l.bridge);
+    let br = index_of(&nl, &attaching, l.bridge, REBUILD).await?;
+    let peer = LinkUnspec::new_with_name(l.host_veth).mtu(l.mtu).build();
+    let veth = LinkVeth::new(l.container_end, l.host_veth)
+        .mtu(l.mtu)
+        .address(l.mac.to_vec())
+        .append_extra_attribute(LinkAttribute::GsoMaxSegs(l.gso_max_segs))
+        .set_info_data(rtnetlink::packet_route::link::InfoData::Veth(
+            rtnetlink::packet_route::link::InfoVeth::Peer(peer),
+        ))
+        .build();
+    if let Err(f) = nl.add_link(veth).await {
+        let e = match f.errno() {
+            Some(libc::EEXIST) => HostError::new(
+                "creating the container's veth",
+                format!(
+                    "{} or {} is taken in the host's namespace: restart the agent, which \
+                     removes its stale devices",
+                    l.container_end, l.host_veth
+                ),
+            ),
+            _ => f.into_error("creating the container's veth"),
+        };
+        return Err(e);
+    }
     disable_ipv6(l.host_veth);
-    let attached = run(
-        "attaching the container's veth to the bridge",
-        "ip",
-        &["link", "set", l.host_veth, "master", l.bridge, "up"],
-    )
-    .await;
-    if let Err(e) = attached {
+    let attached = async {
+        let host_end = index_of(&nl, &attaching, l.host_veth, REBUILD).await?;
+        nl.attach(host_end, br)
+            .await
+            .map_err(|f| f.into_error(&attaching))
+    };
+    if let Err(e) = attached.await {
         let _ = delete_link(l.host_veth).await;
         return Err(e);
     }
@@ -452,28 +496,16 @@ pub async fn handoff_veth(l: &HandoffLink<'_>) -> Result<()> {
 /// Puts an existing container veth (by its host end) back on its bridge, up: after an agent
 /// restart the bridge may be new.
 pub async fn reattach(host_veth: &str, bridge: &str) -> Result<()> {
-    run(
-        &format!("re-attaching {host_veth} to {bridge}"),
-        "ip",
-        &["link", "set", host_veth, "master", bridge, "up"],
-    )
-    .await
-    .map(|_| ())
+    let what = format!("re-attaching {host_veth} to {bridge}");
+    let nl = Netlink::host()?;
+    let veth = index_of(&nl, &what, host_veth, REBUILD).await?;
+    let br = index_of(&nl, &what, bridge, REBUILD).await?;
+    nl.attach(veth, br).await.map_err(|f| f.into_error(&what))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn batch_lines_refuse_words_ip_would_split_or_unquote() {
-        for bad in ["a b", "", "x\"y", "a\\b", "a\nlink del eth0"] {
-            let e = ip_batch(None, "testing", &[&["link", "set", bad, "up"]])
-                .await
-                .unwrap_err();
-            assert!(e.to_string().contains("unusable argument"), "{bad:?}: {e}");
-        }
-    }
 
     #[test]
     fn names_fit_ifnamsiz() {

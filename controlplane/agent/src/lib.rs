@@ -7,7 +7,8 @@
 //! - [`docker`]: Docker's network and IPAM plugin, another adapter over the same operations.
 //! - [`store`]: etcd: the key layout, the transactions that claim what a planner decided,
 //!   liveness, snapshot and watch. Records are typed where they are read.
-//! - [`host`]: the host side of a network: bridge, TAP, container veths.
+//! - [`host`]: the host side of a network: bridge, TAP, container veths, built over
+//!   [`netlink`] (no `ip` processes).
 //! - [`port_security`]: the nftables rules that hold each container to its own MAC and
 //!   addresses on its veth.
 //! - [`edge`]: the network edge: the gateway on every host, the way out (masquerade) and in
@@ -35,6 +36,7 @@ pub mod flags;
 pub mod health;
 pub mod host;
 pub mod metrics;
+pub mod netlink;
 pub mod port_security;
 pub mod state;
 pub mod store;

@@ -18,21 +18,28 @@
 //! | ICMPv6 neighbour advertisements whose target is not its link-local address | `forged_neighbour_advert` |
 //! | IPv6 source other than its link-local address or `::` | `spoofed_source` |
 //!
-//! [`render`] turns the local endpoints into the whole table as `nft -f` text (pure); [`Guard`]
-//! loads it in one transaction when the endpoints change (created if missing, flushed and
-//! defined again: a restarted agent replaces what a previous run left), deletes it when no
-//! endpoint is left, and reads its counters. Flushing resets nftables' counters, so the
-//! counts are read first and kept. The table stays while the agent is stopped: containers on
-//! the host keep talking over their bridges, still held to their addresses. No other table is
-//! read or written.
+//! [`render`] turns the local endpoints into the whole table as `nft -f` text (pure), and
+//! [`render_change`] into the statements that turn the table for one set of endpoints into
+//! the table for another, leaving the chains of the unchanged ones (and their counters) alone.
+//! [`Guard`] prepares the change when the endpoints change ([`Guard::prepare`]): the whole
+//! table the first time (created if missing, flushed and defined again: a restarted agent
+//! replaces what a previous run left), the difference after that, deleting the table when no
+//! endpoint is left. The agent loads it in the same `nft` transaction as the edge's table
+//! (one process per reconcile pass), before the veths are built. A chain that is flushed or
+//! deleted loses its counters, so they are read first and kept (only when an endpoint leaves
+//! or changes: a connect reads nothing). The table stays while the agent is stopped:
+//! containers on the host keep talking over their bridges, still held to their addresses. No
+//! other table is read or written.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
+use std::sync::Arc;
 
 use ovnet_dataplane::{DropReason, MacAddr};
-use tokio::sync::Mutex;
+
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::edge::nft::Nft;
 
@@ -72,64 +79,121 @@ pub fn render(ports: &[Port]) -> String {
         out,
         "    type filter hook prerouting priority -200; policy accept;"
     );
+    let _ = writeln!(out, "    {}", dispatch(ports));
+    let _ = writeln!(out, "  }}");
+    for p in ports {
+        port_chain(&mut out, p);
+    }
+    let _ = writeln!(out, "}}");
+    out
+}
+
+/// Appends the chain of port `p` (`chain ep_VETH { ... }`, inside a `table` block).
+fn port_chain(out: &mut String, p: &Port) {
+    let _ = writeln!(out, "  chain {} {{", chain(&p.veth));
+    let drop = |out: &mut String, rule: &str, reason: DropReason| {
+        let _ = writeln!(out, "    {rule} counter drop comment \"{}\"", reason.name());
+    };
+    let (mac, ip) = (p.mac, p.ipv4);
+    let ll = u128::from(p.ipv6);
+    drop(
+        out,
+        "ether type { 8021q, 8021ad }",
+        DropReason::SpoofedSource,
+    );
+    drop(
+        out,
+        &format!("ether saddr != {mac}"),
+        DropReason::SpoofedSource,
+    );
+    drop(
+        out,
+        &format!("arp saddr ether != {mac}"),
+        DropReason::SpoofedSource,
+    );
+    drop(
+        out,
+        &format!("arp saddr ip != {{ {ip}, 0.0.0.0 }}"),
+        DropReason::SpoofedSource,
+    );
+    drop(
+        out,
+        &format!("ip saddr != {{ {ip}, 0.0.0.0 }}"),
+        DropReason::SpoofedSource,
+    );
+    drop(
+        out,
+        "icmpv6 type nd-router-advert",
+        DropReason::RouterAdvert,
+    );
+    // The target address: 128 bits at byte 8 of the ICMPv6 message.
+    drop(
+        out,
+        &format!("icmpv6 type nd-neighbor-advert @th,64,128 != 0x{ll:032x}"),
+        DropReason::ForgedNeighbourAdvert,
+    );
+    drop(
+        out,
+        &format!("ip6 saddr != {{ {}, :: }}", p.ipv6),
+        DropReason::SpoofedSource,
+    );
+    let _ = writeln!(out, "  }}");
+}
+
+/// The prerouting chain's one rule: each port's frames to its chain.
+fn dispatch(ports: &[Port]) -> String {
     let jumps: Vec<String> = ports
         .iter()
         .map(|p| format!("\"{}\" : jump {}", p.veth, chain(&p.veth)))
         .collect();
-    let _ = writeln!(out, "    iifname vmap {{ {} }}", jumps.join(", "));
+    format!("iifname vmap {{ {} }}", jumps.join(", "))
+}
+
+/// The `nft -f` statements that turn the table [`render`] made for `old` into the one it
+/// makes for `new` (both sorted), in one transaction: the chains of ports in both, unchanged,
+/// are left alone (and keep their counters); those of ports that left are deleted, those of
+/// ports that changed are flushed and filled again, new ones are added, and the prerouting
+/// chain's one rule is replaced. With `old` or `new` empty, the whole table ([`render`]).
+pub fn render_change(old: &[Port], new: &[Port]) -> String {
+    if old.is_empty() || new.is_empty() {
+        return render(new);
+    }
+    let by_veth = |ports: &[Port]| -> BTreeMap<String, Port> {
+        ports.iter().map(|p| (p.veth.clone(), p.clone())).collect()
+    };
+    let (was, now) = (by_veth(old), by_veth(new));
+    let mut out = String::new();
+    // The jumps go first, so the chains they point at can go.
+    let _ = writeln!(out, "flush chain {TABLE} prerouting");
+    for (veth, p) in &was {
+        match now.get(veth) {
+            None => {
+                let _ = writeln!(out, "flush chain {TABLE} {}", chain(veth));
+                let _ = writeln!(out, "delete chain {TABLE} {}", chain(veth));
+            }
+            Some(q) if q != p => {
+                let _ = writeln!(out, "flush chain {TABLE} {}", chain(veth));
+            }
+            Some(_) => {}
+        }
+    }
+    let _ = writeln!(out, "table {TABLE} {{");
+    let _ = writeln!(out, "  chain prerouting {{");
+    let _ = writeln!(out, "    {}", dispatch(new));
     let _ = writeln!(out, "  }}");
-    for p in ports {
-        let _ = writeln!(out, "  chain {} {{", chain(&p.veth));
-        let drop = |out: &mut String, rule: &str, reason: DropReason| {
-            let _ = writeln!(out, "    {rule} counter drop comment \"{}\"", reason.name());
-        };
-        let (mac, ip) = (p.mac, p.ipv4);
-        let ll = u128::from(p.ipv6);
-        drop(
-            &mut out,
-            "ether type { 8021q, 8021ad }",
-            DropReason::SpoofedSource,
-        );
-        drop(
-            &mut out,
-            &format!("ether saddr != {mac}"),
-            DropReason::SpoofedSource,
-        );
-        drop(
-            &mut out,
-            &format!("arp saddr ether != {mac}"),
-            DropReason::SpoofedSource,
-        );
-        drop(
-            &mut out,
-            &format!("arp saddr ip != {{ {ip}, 0.0.0.0 }}"),
-            DropReason::SpoofedSource,
-        );
-        drop(
-            &mut out,
-            &format!("ip saddr != {{ {ip}, 0.0.0.0 }}"),
-            DropReason::SpoofedSource,
-        );
-        drop(
-            &mut out,
-            "icmpv6 type nd-router-advert",
-            DropReason::RouterAdvert,
-        );
-        // The target address: 128 bits at byte 8 of the ICMPv6 message.
-        drop(
-            &mut out,
-            &format!("icmpv6 type nd-neighbor-advert @th,64,128 != 0x{ll:032x}"),
-            DropReason::ForgedNeighbourAdvert,
-        );
-        drop(
-            &mut out,
-            &format!("ip6 saddr != {{ {}, :: }}", p.ipv6),
-            DropReason::SpoofedSource,
-        );
-        let _ = writeln!(out, "  }}");
+    for p in new {
+        if was.get(&p.veth) != Some(p) {
+            port_chain(&mut out, p);
+        }
     }
     let _ = writeln!(out, "}}");
     out
+}
+
+/// Whether going from `old` to `new` flushes or deletes a chain (whose counters must be read
+/// first).
+fn loses_counters(old: &[Port], new: &[Port]) -> bool {
+    old.iter().any(|p| !new.contains(p))
 }
 
 /// The chain of the port on `veth`.
@@ -178,17 +242,27 @@ pub struct Guard {
     enabled: bool,
     /// The `nft` program, the edge's (`--nft`).
     nft: Nft,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// The ports the table holds (`None`: not written yet by this run).
+    /// The ports the table holds (`None`: not written yet by this run, or the last write
+    /// failed: the next one rewrites it whole).
     ports: Option<Vec<Port>>,
     /// Drops counted by earlier versions of the table.
     earlier: Counts,
     /// The last failure logged, so that a failing `nft` is logged once per message.
     failed: Option<String>,
+}
+
+/// A change of the table, prepared and not yet loaded ([`Guard::prepare`]): the table's
+/// keeper waits (its counters are not read) until [`Change::done`] says how loading went.
+#[derive(Debug)]
+pub struct Change {
+    st: OwnedMutexGuard<State>,
+    ports: Vec<Port>,
+    text: String,
 }
 
 impl Guard {
@@ -197,50 +271,46 @@ impl Guard {
         Guard {
             enabled,
             nft,
-            state: Mutex::new(State::default()),
+            state: Arc::new(Mutex::new(State::default())),
         }
     }
 
-    /// Makes the table guard exactly `ports` (sorted here), if they changed.
-    pub async fn sync(&self, mut ports: Vec<Port>) {
+    /// The change that makes the table guard exactly `ports` (sorted here), for the caller to
+    /// load (alone or with other statements, in one `nft -f`); `None` if the table holds them
+    /// already or the keeper is off. Reads the counters a flushed or deleted chain would lose.
+    pub async fn prepare(&self, mut ports: Vec<Port>) -> Option<Change> {
         if !self.enabled {
-            return;
+            return None;
         }
         ports.sort();
-        let mut st = self.state.lock().await;
+        let mut st = Arc::clone(&self.state).lock_owned().await;
         if st.ports.as_ref() == Some(&ports) {
-            return;
+            return None;
         }
-        // Rewriting resets the counters: keep what they hold.
-        if let Some(old) = &st.ports {
-            if let Ok(json) = nft(self.nft.program(), &["-j", "list", "table", TABLE], None).await {
-                for (k, n) in parse_counts(&json, old) {
-                    *st.earlier.entry(k).or_default() += n;
+        let text = match st.ports.take() {
+            None => render(&ports),
+            Some(old) => {
+                if loses_counters(&old, &ports) {
+                    let listed =
+                        nft(self.nft.program(), &["-j", "list", "table", TABLE], None).await;
+                    if let Ok(json) = listed {
+                        for (k, n) in parse_counts(&json, &old) {
+                            *st.earlier.entry(k).or_default() += n;
+                        }
+                    }
                 }
+                let text = render_change(&old, &ports);
+                st.ports = Some(old);
+                text
             }
-        }
-        match nft(self.nft.program(), &["-f", "-"], Some(&render(&ports))).await {
-            Ok(_) => {
-                if st.failed.take().is_some() || st.ports.is_none() {
-                    log::info!(
-                        "port security: {} container port(s) guarded (nftables table {TABLE})",
-                        ports.len()
-                    );
-                }
-                st.ports = Some(ports);
-            }
-            Err(e) => {
-                if st.failed.as_deref() != Some(e.as_str()) {
-                    log::error!(
-                        "port security: writing nftables table {TABLE} failed: {e}; containers \
-                         on this host are not held to their addresses towards each other (the \
-                         data plane still is, towards other hosts)"
-                    );
-                    st.failed = Some(e);
-                }
-                st.ports = None;
-            }
-        }
+        };
+        Some(Change { st, ports, text })
+    }
+
+    /// Loads a prepared change alone.
+    pub async fn load(&self, change: Change) {
+        let loaded = nft(self.nft.program(), &["-f", "-"], Some(change.text())).await;
+        change.done(loaded.map(drop));
     }
 
     /// Every drop the table has counted since the agent started, by VNI and reason.
@@ -258,6 +328,40 @@ impl Guard {
             }
         }
         total
+    }
+}
+
+impl Change {
+    /// The `nft -f` statements of the change.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Records how loading [`Change::text`] went (`Err`: what `nft` said).
+    pub fn done(mut self, loaded: Result<(), String>) {
+        let st = &mut *self.st;
+        match loaded {
+            Ok(()) => {
+                if st.failed.take().is_some() || st.ports.is_none() {
+                    log::info!(
+                        "port security: {} container port(s) guarded (nftables table {TABLE})",
+                        self.ports.len()
+                    );
+                }
+                st.ports = Some(self.ports);
+            }
+            Err(e) => {
+                if st.failed.as_deref() != Some(e.as_str()) {
+                    log::error!(
+                        "port security: writing nftables table {TABLE} failed: {e}; containers \
+                         on this host are not held to their addresses towards each other (the \
+                         data plane still is, towards other hosts)"
+                    );
+                    st.failed = Some(e);
+                }
+                st.ports = None;
+            }
+        }
     }
 }
 
@@ -307,6 +411,51 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn a_change_leaves_the_chains_that_stay_alone() {
+        let (a, b, c) = (port("ovva", 2), port("ovvb", 3), port("ovvc", 4));
+        // A connect: only the new chain and the dispatch rule are written.
+        let text = render_change(&[a.clone(), b.clone()], &[a.clone(), b.clone(), c.clone()]);
+        assert!(text.starts_with(
+            "flush chain bridge ovnet prerouting
+table bridge ovnet {
+"
+        ));
+        assert!(text.contains(
+            r#"iifname vmap { "ovva" : jump ep_ovva, "ovvb" : jump ep_ovvb, "ovvc" : jump ep_ovvc }"#
+        ));
+        assert!(text.contains("chain ep_ovvc {"), "{text}");
+        assert!(
+            !text.contains("chain ep_ovva {") && !text.contains("ep_ovvb {"),
+            "{text}"
+        );
+        assert!(!loses_counters(
+            &[a.clone(), b.clone()],
+            &[a.clone(), b.clone(), c.clone()]
+        ));
+        // A disconnect and a changed address: one chain deleted, one flushed and refilled.
+        let b2 = port("ovvb", 9);
+        let (ab, b2s) = (vec![a.clone(), b.clone()], vec![b2]);
+        let text = render_change(&ab, &b2s);
+        for line in [
+            "flush chain bridge ovnet ep_ovva\ndelete chain bridge ovnet ep_ovva\n",
+            "flush chain bridge ovnet ep_ovvb\n",
+            "ip saddr != { 10.0.0.9, 0.0.0.0 }",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+        assert!(
+            !text.contains("delete chain bridge ovnet ep_ovvb"),
+            "{text}"
+        );
+        assert!(loses_counters(&ab, &b2s));
+        // From or to nothing: the whole table.
+        let just_a = vec![a];
+        assert_eq!(render_change(&[], &just_a), render(&just_a));
+        assert_eq!(render_change(&just_a, &[]), render(&[]));
+        assert!(loses_counters(&just_a, &[]));
     }
 
     #[test]

@@ -20,6 +20,7 @@ use ovnet_dns::{Config, CounterReader, Resolver, Snapshot};
 
 use crate::domain::{Name, Network};
 use crate::edge::{self, nft};
+use crate::port_security;
 use crate::view::{Desired, View};
 
 use super::Agent;
@@ -70,16 +71,54 @@ impl EdgeState {
 }
 
 impl Agent {
-    /// Loads the ruleset `desired` needs into ovnet's table, unless it is the one loaded.
+    /// Loads the ruleset `desired` needs into ovnet's table, unless it is the one loaded,
+    /// together with port security's `change` (if any) in one `nft` transaction. Should that
+    /// fail, each is loaded alone, so that each failure is reported as its own and port
+    /// security's does not stop the edge (nor the other way round). `Err`: the edge's table
+    /// could not be loaded.
     pub(super) async fn apply_rules(
         &self,
         edge: &mut EdgeState,
         desired: &[Desired],
+        change: Option<port_security::Change>,
     ) -> Result<(), String> {
         let text = nft::render(&edge::spec(desired));
-        if edge.rules.as_deref() == Some(text.as_str()) {
-            return Ok(());
+        let edge_changed = edge.rules.as_deref() != Some(text.as_str());
+        match (edge_changed, change) {
+            (false, None) => Ok(()),
+            (false, Some(change)) => {
+                self.guard.load(change).await;
+                Ok(())
+            }
+            (true, None) => self.load_edge(edge, desired, text).await,
+            (true, Some(change)) => {
+                let both = format!("{text}{}", change.text());
+                match self.cfg.edge.nft.apply(&both).await {
+                    Ok(()) => {
+                        self.edge_loaded(edge, desired, text);
+                        change.done(Ok(()));
+                        Ok(())
+                    }
+                    Err(e) => {
+                        log::debug!(
+                            "loading both nftables tables at once failed ({e}): one by one"
+                        );
+                        let loaded = self.load_edge(edge, desired, text).await;
+                        self.guard.load(change).await;
+                        loaded
+                    }
+                }
+            }
         }
+    }
+
+    /// Loads the edge's table `text` alone.
+    async fn load_edge(
+        &self,
+        edge: &mut EdgeState,
+        desired: &[Desired],
+        text: String,
+    ) -> Result<(), String> {
         if let Err(e) = self.cfg.edge.nft.apply(&text).await {
             let msg = e.to_string();
             if edge.rules_failed.as_deref() != Some(msg.as_str()) {
@@ -88,6 +127,12 @@ impl Agent {
             }
             return Err(msg);
         }
+        self.edge_loaded(edge, desired, text);
+        Ok(())
+    }
+
+    /// Records that the edge's table `text` is loaded.
+    fn edge_loaded(&self, edge: &mut EdgeState, desired: &[Desired], text: String) {
         if edge.rules_failed.take().is_some() {
             log::info!("nftables table {} loaded again", nft::TABLE);
         }
@@ -102,7 +147,6 @@ impl Agent {
             log::debug!("loaded nftables table {}:\n{text}", nft::TABLE);
         }
         edge.rules = Some(text);
-        Ok(())
     }
 
     /// Turns IPv4 forwarding on the first time a network that routes out has containers here

@@ -1,6 +1,7 @@
 //! Reconciliation: make this host match the view, declaratively.
 //!
-//! Every pass ends with the port-security rules on the veths built ([`crate::port_security`]).
+//! Every pass starts with the port-security rules on the veths of the local endpoints
+//! ([`crate::port_security`]), loaded with the edge's table in one `nft` transaction.
 //!
 //! The view says what each network with a local endpoint should have here ([`Desired`]): its
 //! bridge and TAP in the data plane with a forwarding table, and one veth per local endpoint.
@@ -84,26 +85,21 @@ impl Local {
     }
 }
 
-/// The veths built for local endpoints, with what each endpoint may send from it.
-fn guarded_ports(desired: &[Desired], applied: &BTreeMap<Vni, Applied>) -> Vec<Port> {
-    let mut ports = Vec::new();
-    for d in desired {
-        let Some(a) = applied.get(&d.network.vni) else {
-            continue;
-        };
-        for ep in &d.endpoints {
-            if let Some(veth) = a.veths.get(&ep.id) {
-                ports.push(Port {
-                    veth: veth.clone(),
-                    vni: d.network.vni.get(),
-                    mac: ep.mac,
-                    ipv4: ep.ipv4,
-                    ipv6: ep.mac.ipv6_link_local(),
-                });
-            }
-        }
-    }
-    ports
+/// The veths of the local endpoints (built, or about to be), with what each endpoint may
+/// send from it.
+fn guarded_ports(desired: &[Desired]) -> Vec<Port> {
+    desired
+        .iter()
+        .flat_map(|d| {
+            d.endpoints.iter().map(|ep| Port {
+                veth: veth_name(&ep.id),
+                vni: d.network.vni.get(),
+                mac: ep.mac,
+                ipv4: ep.ipv4,
+                ipv6: ep.mac.ipv6_link_local(),
+            })
+        })
+        .collect()
 }
 
 impl Agent {
@@ -145,7 +141,10 @@ impl Agent {
                 self.teardown(vni, a).await;
             }
         }
-        let rules = self.apply_rules(&mut local.edge, &desired).await;
+        // The edge's table and port security's in one `nft` transaction, before any bridge
+        // or veth of the pass is built: a veth is guarded from the moment it exists.
+        let change = self.guard.prepare(guarded_ports(&desired)).await;
+        let rules = self.apply_rules(&mut local.edge, &desired, change).await;
         let mut outcome = Outcome::default();
         let mut built = Vec::new();
         for d in &desired {
@@ -205,9 +204,6 @@ impl Agent {
             .map(|e| &e.id)
             .collect();
         local.failed.retain(|id, _| local_ids.contains(id));
-        self.guard
-            .sync(guarded_ports(&desired, &local.applied))
-            .await;
         outcome
     }
 
@@ -273,7 +269,7 @@ impl Agent {
                 container_end: ep.ifname.as_str(),
                 host_veth: &veth,
                 bridge: &bridge,
-                mac: &ep.mac.to_string(),
+                mac: ep.mac.0,
                 mtu: n.mtu,
                 gso_max_segs: self.dp.tso_segments(n.mtu),
             })
@@ -286,19 +282,14 @@ impl Agent {
             ifname: ep.ifname.as_str(),
             host_veth: &veth,
             bridge: &bridge,
-            mac: &ep.mac.to_string(),
-            cidr: &format!("{}/{}", ep.ipv4, n.subnet.prefix_len()),
+            mac: ep.mac.0,
+            ipv4: ep.ipv4,
+            prefix: n.subnet.prefix_len(),
             mtu: n.mtu,
             gso_max_segs: self.dp.tso_segments(n.mtu),
+            route_via: (!n.internal).then_some(n.gateway),
         })
         .await?;
-        if !n.internal {
-            let routed = edge::host::default_route(&path, ep.ifname.as_str(), n.gateway).await;
-            if let Err(e) = routed {
-                let _ = host::delete_link(&veth).await;
-                return Err(e.into());
-            }
-        }
         Ok(veth)
     }
 

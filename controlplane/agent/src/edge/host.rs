@@ -1,8 +1,8 @@
 //! The host side of the edge: the gateway address on a network's bridge, a container's default
 //! route, IPv4 forwarding, and asking the host whether a port to publish is free.
 //!
-//! Like the rest of the host plumbing, it shells out to iproute2 (`ip`, through `nsenter` in a
-//! container) once per setup or connect, never per packet.
+//! Like the rest of the host plumbing, it speaks netlink ([`crate::netlink`]), once per setup
+//! or connect, never per packet.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
@@ -12,6 +12,7 @@ use ipnet::Ipv4Net;
 use super::gateway_mac;
 use crate::domain::ports::{HostPort, Protocol};
 use crate::host::{self, HostError};
+use crate::netlink::Netlink;
 
 /// Where the host-wide IPv4 forwarding switch lives (per network namespace).
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
@@ -23,45 +24,25 @@ pub async fn set_gateway(
     subnet: &Ipv4Net,
     gateway: Ipv4Addr,
 ) -> Result<(), HostError> {
-    let mac = gateway_mac(gateway).to_string();
-    let cidr = format!("{gateway}/{}", subnet.prefix_len());
-    host::ip_batch(
-        None,
-        &format!("giving {bridge} the gateway's MAC and address {cidr}"),
-        &[
-            &["link", "set", bridge, "address", &mac],
-            &["addr", "replace", &cidr, "dev", bridge],
-        ],
-    )
-    .await?;
-    Ok(())
+    host::set_bridge_address(bridge, gateway_mac(gateway).0, gateway, subnet.prefix_len()).await
 }
 
-/// Routes the container's traffic beyond its networks through `gateway` on `ifname`, unless
-/// the container has a default route already (another network connected first keeps it, as
-/// the first network does in Docker).
-pub async fn default_route(
-    ns_path: &str,
-    ifname: &str,
-    gateway: Ipv4Addr,
-) -> Result<(), HostError> {
-    let routes = host::ip_in(
-        ns_path,
-        "reading the container's routes",
-        &["-4", "route", "show", "default"],
-    )
-    .await?;
-    if !routes.trim().is_empty() {
+/// Routes the container's traffic beyond its networks through `gateway` on its interface
+/// `ifindex` (`nl` is a session in its namespace), unless the container has a default route
+/// already (another network connected first keeps it, as the first network does in Docker).
+pub async fn default_route(nl: &Netlink, ifindex: u32, gateway: Ipv4Addr) -> Result<(), HostError> {
+    let has = nl
+        .has_default_route()
+        .await
+        .map_err(|f| f.into_error("reading the container's routes"))?;
+    if has {
         return Ok(());
     }
-    let gw = gateway.to_string();
-    host::ip_in(
-        ns_path,
-        "adding the container's default route",
-        &["route", "add", "default", "via", &gw, "dev", ifname],
-    )
-    .await?;
-    Ok(())
+    nl.add_default_route(ifindex, gateway).await.map_err(|f| {
+        f.into_error(&format!(
+            "adding the container's default route via {gateway}"
+        ))
+    })
 }
 
 /// Turns IPv4 forwarding on for this host (network namespace), as Docker does; returns whether

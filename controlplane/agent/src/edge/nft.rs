@@ -38,6 +38,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use crate::domain::ports::PortMapping;
+use crate::host::COMMAND_TIMEOUT;
 
 /// The table's family and name: `nft list table ip ovnet` shows it.
 pub const TABLE: &str = "ip ovnet";
@@ -234,6 +235,12 @@ pub enum NftError {
         /// Why.
         source: io::Error,
     },
+    /// It did not finish in time (it was killed).
+    #[error("{program} did not finish loading ovnet's table ({TABLE}) within {COMMAND_TIMEOUT:?} (killed)")]
+    TimedOut {
+        /// The program as configured.
+        program: String,
+    },
     /// It refused the ruleset.
     #[error("{program} refused ovnet's table ({TABLE}): {stderr}")]
     Refused {
@@ -269,7 +276,8 @@ impl Nft {
         &self.program
     }
 
-    /// Loads `ruleset` ([`render`]'s text) with `nft -f -`, in one transaction.
+    /// Loads `ruleset` ([`render`]'s text, and whatever else is to be loaded in the same
+    /// transaction) with `nft -f -`, in one transaction; killed after [`COMMAND_TIMEOUT`].
     pub async fn apply(&self, ruleset: &str) -> Result<(), NftError> {
         let program = self.program.display().to_string();
         let mut child = Command::new(&self.program)
@@ -288,13 +296,19 @@ impl Nft {
                     source,
                 },
             })?;
-        if let Some(mut stdin) = child.stdin.take() {
-            // A program that exits without reading shows as a failure below.
-            let _ = stdin.write_all(ruleset.as_bytes()).await;
-        }
-        let out = child
-            .wait_with_output()
+        let stdin = child.stdin.take();
+        let done = async {
+            if let Some(mut stdin) = stdin {
+                // A program that exits without reading shows as a failure below.
+                let _ = stdin.write_all(ruleset.as_bytes()).await;
+            }
+            child.wait_with_output().await
+        };
+        let out = tokio::time::timeout(COMMAND_TIMEOUT, done)
             .await
+            .map_err(|_| NftError::TimedOut {
+                program: program.clone(),
+            })?
             .map_err(|source| NftError::Spawn {
                 program: program.clone(),
                 source,
