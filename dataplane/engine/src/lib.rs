@@ -24,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 
+mod buffer;
 pub mod capability;
 pub mod clock;
 pub mod config;
