@@ -39,7 +39,7 @@ use std::sync::Arc;
 
 use ovnet_dataplane::{DropReason, MacAddr};
 
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::Mutex;
 
 use crate::edge::nft::Nft;
 
@@ -256,13 +256,18 @@ struct State {
     failed: Option<String>,
 }
 
-/// A change of the table, prepared and not yet loaded ([`Guard::prepare`]): the table's
-/// keeper waits (its counters are not read) until [`Change::done`] says how loading went.
+/// A change of the table, prepared and not yet loaded ([`Guard::prepare`]), until
+/// [`Change::done`] says how loading went. The keeper's state is not locked meanwhile: a load
+/// that hangs does not hold up the counters' readers (`ovctl stats`), who see the table as it
+/// was until then.
 #[derive(Debug)]
 pub struct Change {
-    st: OwnedMutexGuard<State>,
+    state: Arc<Mutex<State>>,
     ports: Vec<Port>,
     text: String,
+    /// What the chains this change flushes or deletes have counted, added to the earlier
+    /// drops once it is loaded (or failed, after which the table is rewritten whole).
+    pending: Counts,
 }
 
 impl Guard {
@@ -283,34 +288,39 @@ impl Guard {
             return None;
         }
         ports.sort();
-        let mut st = Arc::clone(&self.state).lock_owned().await;
-        if st.ports.as_ref() == Some(&ports) {
-            return None;
-        }
-        let text = match st.ports.take() {
+        let old = {
+            let st = self.state.lock().await;
+            if st.ports.as_ref() == Some(&ports) {
+                return None;
+            }
+            st.ports.clone()
+        };
+        let mut pending = Counts::new();
+        let text = match old {
             None => render(&ports),
             Some(old) => {
                 if loses_counters(&old, &ports) {
                     let listed =
                         nft(self.nft.program(), &["-j", "list", "table", TABLE], None).await;
                     if let Ok(json) = listed {
-                        for (k, n) in parse_counts(&json, &old) {
-                            *st.earlier.entry(k).or_default() += n;
-                        }
+                        pending = parse_counts(&json, &old);
                     }
                 }
-                let text = render_change(&old, &ports);
-                st.ports = Some(old);
-                text
+                render_change(&old, &ports)
             }
         };
-        Some(Change { st, ports, text })
+        Some(Change {
+            state: Arc::clone(&self.state),
+            ports,
+            text,
+            pending,
+        })
     }
 
     /// Loads a prepared change alone.
     pub async fn load(&self, change: Change) {
         let loaded = nft(self.nft.program(), &["-f", "-"], Some(change.text())).await;
-        change.done(loaded.map(drop));
+        change.done(loaded.map(drop)).await;
     }
 
     /// Every drop the table has counted since the agent started, by VNI and reason.
@@ -338,8 +348,11 @@ impl Change {
     }
 
     /// Records how loading [`Change::text`] went (`Err`: what `nft` said).
-    pub fn done(mut self, loaded: Result<(), String>) {
-        let st = &mut *self.st;
+    pub async fn done(self, loaded: Result<(), String>) {
+        let mut st = self.state.lock().await;
+        for (k, n) in self.pending {
+            *st.earlier.entry(k).or_default() += n;
+        }
         match loaded {
             Ok(()) => {
                 if st.failed.take().is_some() || st.ports.is_none() {

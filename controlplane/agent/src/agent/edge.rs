@@ -96,7 +96,7 @@ impl Agent {
                 match self.cfg.edge.nft.apply(&both).await {
                     Ok(()) => {
                         self.edge_loaded(edge, desired, text);
-                        change.done(Ok(()));
+                        change.done(Ok(())).await;
                         Ok(())
                     }
                     Err(e) => {
