@@ -31,10 +31,14 @@ use crate::args::ScaleArgs;
 use crate::interrupt;
 use crate::procstat;
 use crate::stats;
-use crate::topology::Binaries;
+use crate::topology::{agent_env, Binaries};
 
 /// The network's subnet: host `k`'s container gets `10.200.0.{k + 1}` (the gateway is `.1`).
 const SUBNET: &str = "10.200.0.0/16";
+/// The broadcast address of [`SUBNET`].
+pub(crate) const BROADCAST: Ipv4Addr = Ipv4Addr::new(10, 200, 255, 255);
+/// The network's name.
+const NETWORK: &str = "scale";
 /// Where the agents serve their metrics, on their underlay address.
 const METRICS_PORT: u16 = 9476;
 /// How long the agents get to open their API sockets (all of them, started together).
@@ -292,8 +296,9 @@ impl Cluster<'_> {
                 "--metrics-addr",
                 &metrics,
             ];
+            // Storm control off as in every bench: nothing here floods but `growth`'s peers.
             let pid = tb
-                .spawn(&h.ns, &args, &[("RUST_LOG", "warn")])
+                .spawn(&h.ns, &args, &agent_env("warn"))
                 .with_context(|| format!("starting ovnet-agent on host {n}"))?;
             agents.push((h.ns.clone(), sock, pid, h.underlay_ip));
         }
@@ -350,6 +355,21 @@ impl Cluster<'_> {
         Ok(())
     }
 
+    /// The agents' pids, host 1 first.
+    pub(crate) fn agent_pids(&self) -> Vec<u32> {
+        self.agents.iter().map(|a| a.2 .0).collect()
+    }
+
+    /// `ovctl network create` of the bench's network, on host 1.
+    pub(crate) fn create_network(&mut self) -> Result<()> {
+        self.ovctl(
+            0,
+            &[
+                "network", "create", "-d", "overlay", "--subnet", SUBNET, NETWORK,
+            ],
+        )
+    }
+
     /// etcd's current revision.
     fn etcd_revision(&self) -> Result<i64> {
         let etcd = self.etcd;
@@ -391,8 +411,9 @@ impl Cluster<'_> {
         Ok(polled)
     }
 
-    /// Connects a fresh namespace on host `k` (1-based) with address [`container_ip`].
-    fn connect(&mut self, k: u8) -> Result<String> {
+    /// Connects a fresh namespace on host `k` (1-based) to the bench's network with address
+    /// [`container_ip`].
+    pub(crate) fn connect(&mut self, k: u8) -> Result<String> {
         let ns = self
             .tb
             .add_netns(&format!("c{k}"))
@@ -401,7 +422,7 @@ impl Cluster<'_> {
         self.ovctl(
             usize::from(k - 1),
             &[
-                "network", "connect", "scale", &ns, "--netns", &ns, "--ip", &ip,
+                "network", "connect", NETWORK, &ns, "--netns", &ns, "--ip", &ip,
             ],
         )?;
         Ok(ns)
@@ -434,12 +455,7 @@ pub fn run(hosts: u8, connects: usize, bins: &Binaries) -> Result<ScaleResult> {
 
     say(hosts, "ovctl network create (host 1)");
     let since = Instant::now();
-    c.ovctl(
-        0,
-        &[
-            "network", "create", "-d", "overlay", "--subnet", SUBNET, "scale",
-        ],
-    )?;
+    c.create_network()?;
     let revision = c.etcd_revision()?;
     out.network_everywhere_ms = c
         .wait_applied(revision, since)?
@@ -545,21 +561,12 @@ pub fn run(hosts: u8, connects: usize, bins: &Binaries) -> Result<ScaleResult> {
         }
     }
 
-    let pids: Vec<u32> = c.agents.iter().map(|a| a.2 .0).collect();
+    let pids = c.agent_pids();
     say(hosts, &format!("idle for {IDLE_WINDOW:?}"));
-    let cpu = |pids: &[u32]| -> Option<u64> {
-        pids.iter()
-            .map(|p| procstat::read(&p.to_string()).ok().map(|t| t.total()))
-            .sum()
-    };
-    let before = cpu(&pids);
-    let end = Instant::now() + IDLE_WINDOW;
-    while Instant::now() < end {
-        interrupt::check()?;
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let before = procstat::total_of(&pids);
+    interrupt::sleep(IDLE_WINDOW)?;
     out.idle_cpu_s = before
-        .zip(cpu(&pids))
+        .zip(procstat::total_of(&pids))
         .map(|(b, a)| procstat::seconds(a.saturating_sub(b)));
     out.rss_kib = pids
         .iter()
