@@ -39,6 +39,9 @@ pub struct FloodCost {
     pub cpu_us_per_delivered: Option<f64>,
 }
 
+/// Lines of the head end's log kept when a flood reached a host not at all.
+const LOG_TAIL: usize = 30;
+
 /// Headings of [`FloodCost::cells`].
 const FLOOD_COLUMNS: [&str; 5] = [
     "flood sent (kpps)",
@@ -69,6 +72,8 @@ pub struct PeerStep {
     pub cost: AgentCost,
     /// The flood, if it was measured.
     pub flood: Option<FloodCost>,
+    /// When a host received none of the flood: the head end's data-plane counters and log.
+    pub diagnosis: Option<String>,
 }
 
 impl PeerStep {
@@ -87,6 +92,7 @@ impl PeerStep {
             })
         });
         obj.insert("flood_64b".into(), json!(flood));
+        obj.insert("diagnosis".into(), json!(self.diagnosis));
         Value::Object(obj)
     }
 }
@@ -182,11 +188,25 @@ pub fn run(hosts: u8, duration: u32, bins: &Binaries) -> Result<PeerStep> {
         f.slowest_kpps,
         f.head_end_us_per_copy.map(|u| (u * 100.0).round() / 100.0)
     ));
+    let diagnosis = if run.received.contains(&0) {
+        let counters = c.ovctl(0, &["dataplane", "--json"])?;
+        let log = c.tb.log(c.agents[0].2).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(LOG_TAIL).collect();
+        let text = format!(
+            "a host received none of the flood; host 1's data plane: {counters}\nthe end of its agent's log:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+        say(&format!("{hosts} peers: {text}"));
+        Some(text)
+    } else {
+        None
+    };
     say(&format!("{hosts} peers: tearing down"));
     Ok(PeerStep {
         hosts,
         cost,
         flood: Some(f),
+        diagnosis,
     })
 }
 
@@ -212,6 +232,7 @@ mod tests {
                 head_end_us_per_copy: Some(12.5),
                 cpu_us_per_delivered: Some(3.0),
             }),
+            diagnosis: None,
         }
     }
 

@@ -290,6 +290,7 @@ mod tests {
                     head_end_us_per_copy: Some(2.0 * f64::from(h)),
                     cpu_us_per_delivered: Some(4.0),
                 }),
+                diagnosis: None,
             })
             .collect();
         peers[2].flood = None;

@@ -334,7 +334,8 @@ impl Cluster<'_> {
     }
 
     /// `ovctl` against host `i`'s agent (0-based), run from here: the API is a Unix socket.
-    pub(crate) fn ovctl(&mut self, i: usize, args: &[&str]) -> Result<()> {
+    /// Returns what it printed.
+    pub(crate) fn ovctl(&mut self, i: usize, args: &[&str]) -> Result<String> {
         let out = Command::new(&self.bins.ovctl)
             .arg("--agent")
             .arg(&self.agents[i].1)
@@ -352,7 +353,7 @@ impl Cluster<'_> {
                 self.tb.log(pid).unwrap_or_default()
             );
         }
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// The agents' pids, host 1 first.
@@ -367,7 +368,8 @@ impl Cluster<'_> {
             &[
                 "network", "create", "-d", "overlay", "--subnet", SUBNET, NETWORK,
             ],
-        )
+        )?;
+        Ok(())
     }
 
     /// etcd's current revision.
