@@ -192,8 +192,13 @@ pub fn run(hosts: u8, duration: u32, bins: &Binaries) -> Result<PeerStep> {
         let counters = c.ovctl(0, &["dataplane", "--json"])?;
         let log = c.tb.log(c.agents[0].2).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(LOG_TAIL).collect();
+        // Another process restoring the shared neighbour table's size mid-run starves the
+        // underlay's ARP: say what it is now.
+        let gc_thresh3 = std::fs::read_to_string("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
+            .unwrap_or_default();
         let text = format!(
-            "a host received none of the flood; host 1's data plane: {counters}\nthe end of its agent's log:\n{}",
+            "a host received none of the flood; gc_thresh3 {}; host 1's data plane: {counters}\nthe end of its agent's log:\n{}",
+            gc_thresh3.trim(),
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
         say(&format!("{hosts} peers: {text}"));

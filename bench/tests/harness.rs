@@ -209,6 +209,10 @@ fn bench_with_agents() -> Option<PathBuf> {
     Some(exe)
 }
 
+/// Held by the tests whose benches raise and restore the neighbour thresholds, one machine-wide
+/// setting: two at once would each see the other's raised value as the one to restore.
+static NEIGH_SYSCTLS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// `net.ipv4.neigh.default.gc_thresh3` now.
 fn thresholds() -> String {
     std::fs::read_to_string("/proc/sys/net/ipv4/neigh/default/gc_thresh3").unwrap()
@@ -219,6 +223,7 @@ fn the_scale_bench_times_connects_and_restores_the_neighbour_thresholds() {
     let Some(exe) = bench_with_agents() else {
         return;
     };
+    let _sysctls = NEIGH_SYSCTLS.lock().unwrap_or_else(|e| e.into_inner());
     let before = thresholds();
     let tmp = tempfile::tempdir().unwrap();
     let json = tmp.path().join("scale.json");
@@ -256,6 +261,7 @@ fn the_growth_bench_measures_networks_and_peers_and_draws_the_plot() {
         ));
         return;
     }
+    let _sysctls = NEIGH_SYSCTLS.lock().unwrap_or_else(|e| e.into_inner());
     let before = thresholds();
     let tmp = tempfile::tempdir().unwrap();
     let (json, png) = (tmp.path().join("growth.json"), tmp.path().join("g.png"));
