@@ -414,6 +414,8 @@ fn start_dataplane(
     let dp = netns::with(&h.ns, || -> Result<Dataplane> {
         let mut cfg = DataplaneConfig::new(vtep);
         cfg.bum = BUM_LIMITS_OFF;
+        // As many workers as an agent starts.
+        cfg.workers = ovnet_dataplane::default_workers();
         let dp = Dataplane::start(&cfg)?;
         // The data plane opens its TAP, with its offloads, in the host's namespace.
         dp.add_network(vni, tap_name, MTU, table)

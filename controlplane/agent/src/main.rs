@@ -21,7 +21,8 @@ use ovnet_agent::store::{Store, StoreConfig, DEFAULT_ENDPOINT, DEFAULT_PREFIX, D
 use ovnet_agent::supervise::{Supervised, Tasks};
 use ovnet_agent::{api_socket, state};
 use ovnet_dataplane::{
-    BumLimits, Dataplane, DataplaneConfig, DEFAULT_MAX_LEARNED, DEFAULT_POLL, DEFAULT_SLICE,
+    default_workers, BumLimits, Dataplane, DataplaneConfig, DEFAULT_MAX_LEARNED, DEFAULT_POLL,
+    DEFAULT_SLICE, MAX_WORKERS,
 };
 use ovnet_proto::AgentServer;
 use ovnet_wire::VXLAN_PORT;
@@ -205,10 +206,9 @@ async fn run(args: Args) -> Result<(), String> {
     let vtep = SocketAddrV4::new(args.vtep_ip, args.vtep_port);
     let workers = match args.workers {
         Some(n) => n,
-        None => old_workers_env()?
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        None => old_workers_env()?.unwrap_or_else(default_workers),
     }
-    .clamp(1, 4);
+    .clamp(1, MAX_WORKERS);
     let mut dp_cfg = DataplaneConfig::new(SocketAddr::V4(vtep));
     dp_cfg.gso = !args.no_offloads;
     dp_cfg.gro = !args.no_offloads;

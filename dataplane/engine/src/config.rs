@@ -90,6 +90,18 @@ impl DataplaneConfig {
     }
 }
 
+/// Most worker threads the agent runs (each adds a queue to every network's TAP and a socket
+/// on the VXLAN port), and the cap of [`default_workers`].
+pub const MAX_WORKERS: usize = 4;
+
+/// The default worker count: one per CPU this process may run on, at most
+/// [`MAX_WORKERS`].
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_WORKERS)
+}
+
 /// The default longest wait for room in a socket buffer: a hundred times what a full 4 MiB
 /// buffer takes to drain at 3 Gbit/s, and short enough that stopping the data plane never
 /// waits on it (a stopping worker does not wait at all).

@@ -24,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 
+mod buffer;
 pub mod capability;
 pub mod clock;
 pub mod config;
@@ -53,7 +54,8 @@ mod testutil;
 pub use capability::{Offload, OffloadState};
 pub use clock::Clock;
 pub use config::{
-    DataplaneConfig, DataplaneError, DEFAULT_POLL, DEFAULT_SEND_PATIENCE, DEFAULT_SLICE,
+    default_workers, DataplaneConfig, DataplaneError, DEFAULT_POLL, DEFAULT_SEND_PATIENCE,
+    DEFAULT_SLICE, MAX_WORKERS,
 };
 pub use counters::{CounterSnapshot, DropReason};
 pub use dataplane::{Dataplane, DataplaneReport};

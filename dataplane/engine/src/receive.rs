@@ -17,6 +17,7 @@ use ovnet_sys::{Tap, UnderlaySocket};
 use ovnet_wire::checksum::{self, L4Checksum};
 use ovnet_wire::{gro, gso, virtio, vxlan, Vni};
 
+use crate::buffer::PageBuf;
 use crate::capability::Capabilities;
 use crate::counters::{Counters, DropReason, RateLimitedLog};
 use crate::decap::{self, Admitted};
@@ -89,7 +90,7 @@ pub(crate) struct Decapper<'s> {
     heard: &'s Heard,
     /// The worker's index, which picks the TAP queue it writes to.
     index: usize,
-    scratch: Vec<u8>,
+    scratch: PageBuf,
     header: [u8; SUPER_HEADER_LEN],
     run: Run,
     tap_log: RateLimitedLog,
@@ -115,7 +116,7 @@ impl<'s> Decapper<'s> {
             caps,
             heard,
             index,
-            scratch: vec![0u8; BUF_LEN],
+            scratch: PageBuf::new(BUF_LEN),
             header: [0u8; SUPER_HEADER_LEN],
             run: Run {
                 payloads: Vec::with_capacity(MAX_RUN),

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use ovnet_sys::{Epoll, UnderlaySocket, Waker};
 use ovnet_wire::Vni;
 
+use crate::buffer::PageBuf;
 use crate::config::DataplaneError;
 use crate::network::BUF_LEN;
 use crate::pacing::{LoadMeter, PollWindow};
@@ -122,8 +123,8 @@ fn run(s: &Shared, index: usize, stop: &AtomicBool) {
     }
     let mut d = Decapper::new(index, s);
     let mut e = Encapper::new(index, s, stop);
-    let mut rx_buf = vec![0u8; BUF_LEN];
-    let mut arena = vec![0u8; ARENA_LEN];
+    let mut rx_buf = PageBuf::new(BUF_LEN);
+    let mut arena = PageBuf::new(ARENA_LEN);
     let mut tokens = [0u64; 64];
     let mut timeout = IDLE_WAIT_MS;
     let mut poll = PollWindow::new(s.poll, Instant::now());
