@@ -129,19 +129,29 @@ pub fn markdown(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// The table of the networks series.
-pub fn table(steps: &[GrowthStep]) -> String {
-    let mut header = vec!["networks"];
+/// A table of steps: each row is its step's count (under `count`), its cost's cells (under
+/// [`COST_COLUMNS`]) and its `more` cells (under `more_columns`).
+pub fn cost_table<'a>(
+    count: &str,
+    more_columns: &[&str],
+    steps: impl IntoIterator<Item = (String, &'a AgentCost, Vec<String>)>,
+) -> String {
+    let mut header = vec![count];
     header.extend(COST_COLUMNS);
+    header.extend(more_columns);
     let rows: Vec<Vec<String>> = steps
-        .iter()
-        .map(|s| {
-            let mut r = vec![s.networks.to_string()];
-            r.extend(s.cost.cells());
-            r
-        })
+        .into_iter()
+        .map(|(n, cost, more)| [vec![n], cost.cells(), more].concat())
         .collect();
     markdown(&header, &rows)
+}
+
+/// The table of the networks series.
+pub fn table(steps: &[GrowthStep]) -> String {
+    let rows = steps
+        .iter()
+        .map(|s| (s.networks.to_string(), &s.cost, Vec::new()));
+    cost_table("networks", &[], rows)
 }
 
 /// The subnet of network `k` (0-based): `10.64.k.0/24` and on.

@@ -16,8 +16,7 @@ use anyhow::Result;
 use serde_json::{json, Map, Value};
 
 use crate::flood::Flood;
-use crate::growth::COST_COLUMNS;
-use crate::growth::{agent_cost, cell, markdown, say, wait_reachable, AgentCost, UdpRun};
+use crate::growth::{agent_cost, cell, cost_table, say, wait_reachable, AgentCost, UdpRun};
 use crate::procstat;
 use crate::scale::{container_ip, Cluster, BROADCAST};
 use crate::topology::Binaries;
@@ -99,22 +98,14 @@ impl PeerStep {
 
 /// The table of the peers series.
 pub fn table(steps: &[PeerStep]) -> String {
-    let mut header = vec!["peers (hosts)"];
-    header.extend(COST_COLUMNS);
-    header.extend(FLOOD_COLUMNS);
-    let rows: Vec<Vec<String>> = steps
-        .iter()
-        .map(|s| {
-            let mut r = vec![s.hosts.to_string()];
-            r.extend(s.cost.cells());
-            match &s.flood {
-                Some(f) => r.extend(f.cells()),
-                None => r.extend(FLOOD_COLUMNS.iter().map(|_| "-".to_string())),
-            }
-            r
-        })
-        .collect();
-    markdown(&header, &rows)
+    let rows = steps.iter().map(|s| {
+        let flood = match &s.flood {
+            Some(f) => f.cells(),
+            None => FLOOD_COLUMNS.iter().map(|_| "-".to_string()).collect(),
+        };
+        (s.hosts.to_string(), &s.cost, flood)
+    });
+    cost_table("peers (hosts)", &FLOOD_COLUMNS, rows)
 }
 
 /// CPU `ticks` per `count` events, µs.
