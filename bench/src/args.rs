@@ -44,7 +44,8 @@ ovnet-bench scale [--hosts LIST] [--connects N] [--json PATH]
   The control plane at scale: one etcd and N simulated hosts with an agent each on the
   underlay switch; times a network's spread to every agent, `ovctl network connect` and
   connect to first ping from host 1's container, and reports failed pings, agent RSS and idle
-  CPU. Raises net.ipv4.neigh.default.gc_thresh1..3 for the run and restores them.
+  CPU. Above 16 hosts raises net.ipv4.neigh.default.gc_thresh1..3 for the run and restores
+  them.
   --hosts LIST        comma-separated host counts, 2 to 250 (default 16,40,100)
   --connects N        connects timed per host count, spread over the hosts (default 30)
   --json PATH         where to write the results (default bench/results/scale.json)
@@ -55,7 +56,7 @@ ovnet-bench growth [--networks LIST] [--peers LIST] [--duration SECONDS] [--json
   per host each; agent RSS, descriptors, threads, idle CPU, and 64-byte UDP through the first
   network. Peers: 2, 8, 32... hosts on one network with a container each; the same figures,
   64-byte UDP between two of them, and a flood of 64-byte broadcasts from host 1's container
-  counted at every other (head-end replication; storm control off). Raises
+  counted at every other (head-end replication; storm control off). Above 16 peers raises
   net.ipv4.neigh.default.gc_thresh1..3 for the run and restores them.
   --networks LIST     ascending network counts, 1 to 1000 (default 1,16,128)
   --peers LIST        ascending host counts, 2 to 250 (default 2,8,32)

@@ -382,7 +382,7 @@ impl UdpRun<'_> {
 /// whether every step was measured.
 pub fn run_all(args: &GrowthArgs) -> Result<bool> {
     let bins = Binaries::locate()?;
-    let _thresholds = NeighThresholds::raise()?;
+    let _thresholds = NeighThresholds::raise_for(args.peers.iter().copied().max().unwrap_or(0))?;
     let started = Instant::now();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut errors = Vec::new();

@@ -52,6 +52,9 @@ pub const IDLE_WINDOW: Duration = Duration::from_secs(10);
 /// Neighbour-table thresholds for the run (`gc_thresh1..3`): room for a full mesh of 250
 /// hosts' underlay and overlay neighbours.
 const NEIGH_THRESHOLDS: [u64; 3] = [8192, 32768, 65536];
+/// Hosts whose full mesh fits the kernel's default thresholds (1024 entries): 16 hosts have
+/// 16 × 15 underlay and as many overlay neighbours, 480 in all.
+const NEIGH_DEFAULT_HOSTS: u8 = 16;
 /// The sysctls [`NeighThresholds`] raises.
 const NEIGH_SYSCTLS: [&str; 3] = [
     "/proc/sys/net/ipv4/neigh/default/gc_thresh1",
@@ -89,10 +92,15 @@ impl NeighThresholds {
         Ok(guard)
     }
 
-    /// Raises the IPv4 neighbour thresholds to [`NEIGH_THRESHOLDS`].
-    pub fn raise() -> Result<NeighThresholds> {
+    /// Raises the IPv4 neighbour thresholds to [`NEIGH_THRESHOLDS`] if `hosts` need it (more
+    /// than [`NEIGH_DEFAULT_HOSTS`]); fewer leave the machine-wide setting alone, so that runs
+    /// beside other tests do not change it under them.
+    pub fn raise_for(hosts: u8) -> Result<Option<NeighThresholds>> {
+        if hosts <= NEIGH_DEFAULT_HOSTS {
+            return Ok(None);
+        }
         let paths: Vec<&Path> = NEIGH_SYSCTLS.iter().map(Path::new).collect();
-        NeighThresholds::raise_at(&paths, &NEIGH_THRESHOLDS)
+        NeighThresholds::raise_at(&paths, &NEIGH_THRESHOLDS).map(Some)
     }
 }
 
@@ -587,7 +595,7 @@ pub fn run(hosts: u8, connects: usize, bins: &Binaries) -> Result<ScaleResult> {
 /// whether every count was measured.
 pub fn run_all(args: &ScaleArgs) -> Result<bool> {
     let bins = Binaries::locate()?;
-    let _thresholds = NeighThresholds::raise()?;
+    let _thresholds = NeighThresholds::raise_for(args.hosts.iter().copied().max().unwrap_or(0))?;
     let started = Instant::now();
     let mut results = Vec::new();
     let mut errors = Vec::new();
@@ -710,5 +718,9 @@ mod tests {
         assert_eq!(read(), vec!["128", "100000", "1024"]);
         std::fs::write(&paths[0], "junk").unwrap();
         assert!(NeighThresholds::raise_at(&refs, &[1, 1, 1]).is_err());
+        // A few hosts leave the machine's setting alone.
+        assert!(NeighThresholds::raise_for(NEIGH_DEFAULT_HOSTS)
+            .unwrap()
+            .is_none());
     }
 }

@@ -209,27 +209,15 @@ fn bench_with_agents() -> Option<PathBuf> {
     Some(exe)
 }
 
-/// Held by the tests whose benches raise and restore the neighbour thresholds, one machine-wide
-/// setting: two at once would each see the other's raised value as the one to restore.
-static NEIGH_SYSCTLS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// `net.ipv4.neigh.default.gc_thresh3` now.
-fn thresholds() -> String {
-    std::fs::read_to_string("/proc/sys/net/ipv4/neigh/default/gc_thresh3").unwrap()
-}
-
 #[test]
-fn the_scale_bench_times_connects_and_restores_the_neighbour_thresholds() {
+fn the_scale_bench_times_connects() {
     let Some(exe) = bench_with_agents() else {
         return;
     };
-    let _sysctls = NEIGH_SYSCTLS.lock().unwrap_or_else(|e| e.into_inner());
-    let before = thresholds();
     let tmp = tempfile::tempdir().unwrap();
     let json = tmp.path().join("scale.json");
     let args = os(&["scale", "--hosts", "3", "--connects", "2"]);
     let (run, report) = run_bench(Some(&exe), &args, &json);
-    assert_eq!(thresholds(), before, "gc_thresh3 not restored");
     let r = &report["results"][0];
     assert_eq!(r["hosts"], 3, "{report}");
     assert_eq!(r["failed_pings"], 0, "{report}\n{}", run.stderr);
@@ -261,8 +249,6 @@ fn the_growth_bench_measures_networks_and_peers_and_draws_the_plot() {
         ));
         return;
     }
-    let _sysctls = NEIGH_SYSCTLS.lock().unwrap_or_else(|e| e.into_inner());
-    let before = thresholds();
     let tmp = tempfile::tempdir().unwrap();
     let (json, png) = (tmp.path().join("growth.json"), tmp.path().join("g.png"));
     let mut args = os(&[
@@ -277,7 +263,6 @@ fn the_growth_bench_measures_networks_and_peers_and_draws_the_plot() {
     ]);
     args.push(png.as_os_str());
     let (run, report) = run_bench(Some(&exe), &args, &json);
-    assert_eq!(thresholds(), before, "gc_thresh3 not restored");
     assert!(report["errors"].as_array().unwrap().is_empty(), "{report}");
     let positive = |v: &serde_json::Value| v.as_f64().is_some_and(|x| x > 0.0);
     let steps = report["steps"].as_array().unwrap();
