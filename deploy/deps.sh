@@ -6,7 +6,8 @@
 #   ./deploy/deps.sh --list              print the table: group, package, what ovnet uses from it
 #
 # Groups: build (compiling the workspace), agent (what ovnet-agent runs on a host), quickstart
-# (the demo's etcd and traffic tools), test (everything else the test suite runs).
+# (the demo's etcd and traffic tools, which the bench runs too, and the font of the bench's
+# plot), test (everything else the test suite runs).
 # The quick start calls `deps.sh build agent quickstart`, the test command `deps.sh`; nothing
 # else installs system packages. Idempotent: a package already installed is not touched, and
 # when nothing is missing it does not even run `apt-get update`. Debian (apt-get) only.
@@ -31,6 +32,7 @@ TABLE=(
     "quickstart etcd-server                   etcd"
     "quickstart iperf3                        iperf3"
     "quickstart iputils-ping                  ping"
+    "quickstart fonts-dejavu-core             /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
     "test       etcd-client                   etcdctl"
     "test       ethtool                       ethtool"
     "test       prometheus                    promtool"
@@ -52,7 +54,7 @@ case ${1:-} in
     exit 0
     ;;
 --check) mode=check; shift ;;
--h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+-h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 
 wanted=("$@")

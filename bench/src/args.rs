@@ -1,8 +1,9 @@
 //! The harness' command line: `ovnet-bench [--repeat N] [--duration SECONDS] [--json PATH]
 //! [--variants LIST] [--topologies LIST] [--tests LIST]`, the control plane at scale
-//! (`ovnet-bench scale [--hosts LIST] [--connects N] [--json PATH]`), cost as networks grow
-//! (`ovnet-bench growth [--networks LIST] [--duration SECONDS] [--json PATH]`), and the hidden
-//! `flood-send` helper the harness runs inside a container.
+//! (`ovnet-bench scale [--hosts LIST] [--connects N] [--json PATH]`), cost as networks and
+//! peers grow (`ovnet-bench growth [--networks LIST] [--peers LIST] [--duration SECONDS]
+//! [--json PATH] [--plot PATH]`), and the hidden `flood-send` helper the harness runs inside a
+//! container.
 
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
@@ -43,16 +44,24 @@ ovnet-bench scale [--hosts LIST] [--connects N] [--json PATH]
   The control plane at scale: one etcd and N simulated hosts with an agent each on the
   underlay switch; times a network's spread to every agent, `ovctl network connect` and
   connect to first ping from host 1's container, and reports failed pings, agent RSS and idle
-  CPU. Raises net.ipv4.neigh.default.gc_thresh1..3 for the run and restores them.
+  CPU. Above 16 hosts raises net.ipv4.neigh.default.gc_thresh1..3 for the run and restores
+  them.
   --hosts LIST        comma-separated host counts, 2 to 250 (default 16,40,100)
   --connects N        connects timed per host count, spread over the hosts (default 30)
   --json PATH         where to write the results (default bench/results/scale.json)
 
-ovnet-bench growth [--networks LIST] [--duration SECONDS] [--json PATH]
-  Cost as networks grow: two hosts, then 1, 16, 128... networks with a container per host
-  each; agent RSS, descriptors, threads, idle CPU, and 64-byte UDP through the first network.
+ovnet-bench growth [--networks LIST] [--peers LIST] [--duration SECONDS] [--json PATH]
+                   [--plot PATH]
+  Cost as the work grows. Networks: two hosts, then 1, 16, 128... networks with a container
+  per host each; agent RSS, descriptors, threads, idle CPU, and 64-byte UDP through the first
+  network. Peers: 2, 8, 32... hosts on one network with a container each; the same figures,
+  64-byte UDP between two of them, and a flood of 64-byte broadcasts from host 1's container
+  counted at every other (head-end replication; storm control off). Above 16 peers raises
+  net.ipv4.neigh.default.gc_thresh1..3 for the run and restores them.
   --networks LIST     ascending network counts, 1 to 1000 (default 1,16,128)
-  --duration SECONDS  each idle and UDP window (default 5)
+  --peers LIST        ascending host counts, 2 to 250 (default 2,8,32)
+  --duration SECONDS  each idle, UDP and flood window (default 5)
+  --plot PATH         also draw the curves into this PNG (needs fonts-dejavu-core)
   --json PATH         where to write the results (default bench/results/growth.json)";
 
 /// Options of `ovnet-bench growth`.
@@ -60,6 +69,10 @@ ovnet-bench growth [--networks LIST] [--duration SECONDS] [--json PATH]
 pub struct GrowthArgs {
     /// Network counts, ascending.
     pub networks: Vec<u32>,
+    /// Host counts of the peers series, ascending.
+    pub peers: Vec<u8>,
+    /// Where to draw the plot, if anywhere.
+    pub plot: Option<PathBuf>,
     /// Seconds of each window.
     pub duration: u32,
     /// Output file of the JSON document.
@@ -98,30 +111,50 @@ fn options(
     Ok(Some(out))
 }
 
+/// A comma-separated list of ascending counts from `min` to `max` for option `name`.
+fn ascending(name: &str, value: &str, min: u32, max: u32) -> Result<Vec<u32>> {
+    let mut counts = Vec::new();
+    for n in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let n = positive(name, n, max)?;
+        if n < min {
+            bail!("{name}: {n} is too few, the least is {min}");
+        }
+        counts.push(n);
+    }
+    if counts.is_empty() || !counts.windows(2).all(|w| w[0] < w[1]) {
+        bail!(
+            "{name} needs ascending counts from {min} to {max}, e.g. {min},{}",
+            min * 4
+        );
+    }
+    Ok(counts)
+}
+
 fn growth(rest: &[String]) -> Result<Command> {
     let mut out = GrowthArgs {
         networks: vec![1, 16, 128],
+        peers: vec![2, 8, 32],
+        plot: None,
         duration: 5,
         json: default_json_path().with_file_name("growth.json"),
     };
-    let Some(pairs) = options(rest, &["--networks", "--duration", "--json"], "")? else {
+    let known = ["--networks", "--peers", "--duration", "--json", "--plot"];
+    let Some(pairs) = options(rest, &known, "")? else {
         return Ok(Command::Help);
     };
     for (name, value) in pairs {
         match name.as_str() {
             "--duration" => out.duration = positive(&name, &value, 3600)?,
-            "--json" if value.is_empty() => bail!("--json needs a path"),
+            "--json" | "--plot" if value.is_empty() => bail!("{name} needs a path"),
             "--json" => out.json = PathBuf::from(value),
-            _ => {
-                let mut counts = Vec::new();
-                for n in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                    counts.push(positive("--networks", n, 1000)?);
-                }
-                if counts.is_empty() || !counts.windows(2).all(|w| w[0] < w[1]) {
-                    bail!("--networks needs ascending network counts, e.g. 1,16,128");
-                }
-                out.networks = counts;
+            "--plot" => out.plot = Some(PathBuf::from(value)),
+            "--peers" => {
+                out.peers = ascending(&name, &value, 2, 250)?
+                    .into_iter()
+                    .map(|n| n as u8)
+                    .collect()
             }
+            _ => out.networks = ascending(&name, &value, 1, 1000)?,
         }
     }
     Ok(Command::Growth(out))
@@ -460,16 +493,34 @@ mod tests {
             panic!("not growth");
         };
         assert_eq!((a.networks, a.duration), (vec![1, 16, 128], 5));
+        assert_eq!((a.peers, a.plot), (vec![2, 8, 32], None));
         assert!(a.json.ends_with("results/growth.json"), "{:?}", a.json);
-        let Command::Growth(a) = parse(["growth", "--networks=2,4", "--duration", "1"]).unwrap()
-        else {
+        let Command::Growth(a) = parse([
+            "growth",
+            "--networks=2,4",
+            "--duration",
+            "1",
+            "--peers",
+            "3, 250",
+            "--plot=/tmp/g.png",
+        ])
+        .unwrap() else {
             panic!("not growth");
         };
         assert_eq!((a.networks, a.duration), (vec![2, 4], 1));
+        assert_eq!(
+            (a.peers, a.plot),
+            (vec![3, 250], Some(PathBuf::from("/tmp/g.png")))
+        );
         for bad in [
             &["growth", "--networks", "4,2"][..],
+            &["growth", "--networks", "2,2"],
             &["growth", "--networks", "0"],
             &["growth", "--networks", ""],
+            &["growth", "--peers", "1,8"],
+            &["growth", "--peers", "251"],
+            &["growth", "--peers", "8,2"],
+            &["growth", "--plot", ""],
             &["growth", "--duration", "0"],
             &["growth", "--hosts", "2"],
         ] {

@@ -6,6 +6,7 @@
 //! behind that way is swept by the next run.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
@@ -23,6 +24,23 @@ pub fn install() -> std::io::Result<()> {
 /// Whether a signal arrived.
 pub fn is_set() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// How often [`sleep`] looks for a signal.
+const SLEEP_SLICE: Duration = Duration::from_millis(100);
+
+/// Sleeps for `length` in slices of [`SLEEP_SLICE`], returning an error as soon as a signal
+/// arrived (a measurement's idle window, say).
+pub fn sleep(length: Duration) -> Result<()> {
+    let end = Instant::now() + length;
+    loop {
+        check()?;
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        std::thread::sleep(left.min(SLEEP_SLICE));
+    }
 }
 
 /// An error once a signal arrived.

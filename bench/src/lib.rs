@@ -8,8 +8,9 @@
 //! - [`iperf`], [`ping`], [`procstat`]: parsing iperf3 JSON, ping output and `/proc/PID/stat`;
 //! - [`stats`]: medians and percentiles;
 //! - [`report`]: the metrics, the table and the JSON document;
-//! - [`scale`] and [`growth`]: the control plane at 16 to 100 hosts, and cost as networks grow
-//!   (their parsing and tables; the runs need root);
+//! - [`scale`], [`growth`] and [`peers`]: the control plane at 16 to 100 hosts, and cost as
+//!   networks and peers grow (their parsing and tables; the runs need root); [`plot`] draws the
+//!   growth curves into a PNG;
 //! - [`frames`]: test frames and a realistic forwarding table for the micro-benchmarks.
 //!
 //! The parts that need root, the test bed and iperf3: [`topology`] builds the network for one
@@ -32,7 +33,9 @@ pub mod interrupt;
 pub mod iperf;
 pub mod kinds;
 pub mod measure;
+pub mod peers;
 pub mod ping;
+pub mod plot;
 pub mod procstat;
 pub mod report;
 pub mod scale;

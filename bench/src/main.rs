@@ -50,7 +50,8 @@ fn main() -> ExitCode {
                 eprintln!("ovnet-bench: warning: cannot catch SIGINT/SIGTERM ({e})");
             }
             return match growth::run_all(&a) {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
                 Err(e) => {
                     eprintln!("ovnet-bench growth: error: {e:#}");
                     ExitCode::FAILURE

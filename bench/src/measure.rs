@@ -16,9 +16,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use ovnet_testbed::Pid;
+use ovnet_testbed::{Pid, Testbed};
 
-use crate::flood;
+use crate::flood::Flood;
 use crate::interrupt;
 use crate::iperf;
 use crate::kinds::Test;
@@ -82,12 +82,10 @@ const PING_LOAD: PingTest = PingTest {
 
 /// How long the TCP stream of the ping-under-load test runs before and after the pings.
 const LOAD_MARGIN: Duration = Duration::from_secs(1);
-/// Where the flood's datagrams go (nothing listens: they are counted at the interfaces).
-const FLOOD_PORT: u16 = 5301;
 /// Payload of a UDP datagram in the UDP test.
 pub const UDP_PAYLOAD: &str = "64";
-/// Slack on top of `--duration` before an iperf3 client counts as hung.
-const IPERF_SLACK: Duration = Duration::from_secs(30);
+/// Slack on top of `--duration` before an iperf3 client (or a flood's sender) counts as hung.
+pub(crate) const IPERF_SLACK: Duration = Duration::from_secs(30);
 /// How long the server gets to listen, and to exit after its client.
 const SERVER_WAIT: Duration = Duration::from_secs(10);
 
@@ -314,11 +312,7 @@ impl Measurer<'_> {
         self.say(&format!("idle for {} s", self.duration));
         let before = self.bed.cpu_ticks()?;
         let started = Instant::now();
-        let end = started + Duration::from_secs(u64::from(self.duration));
-        while Instant::now() < end {
-            interrupt::check()?;
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        interrupt::sleep(Duration::from_secs(u64::from(self.duration)))?;
         if let Some(c) = self.core_percent(before, started)? {
             out.push(Metric::CoreIdle, c);
             self.say(&format!("idle: agent CPU {c:.2} % of a core each"));
@@ -341,46 +335,21 @@ impl Measurer<'_> {
             receivers.len(),
             self.duration
         ));
-        let exe = std::env::current_exe().context("locating this executable")?;
-        let to = format!("{}:{FLOOD_PORT}", crate::topology::BROADCAST_IP);
-        let read = |m: &Self| -> Result<Vec<u64>> {
-            receivers
-                .iter()
-                .map(|ns| flood::rx_packets(&m.bed.tb, ns))
-                .collect()
-        };
-        let rx_before = read(self)?;
         let cpu_before = self.bed.cpu_ticks()?;
         let client_ns = self.bed.client_ns.clone();
-        let exe_s = exe.to_string_lossy().into_owned();
-        let seconds = self.duration.to_string();
-        let sender = self
-            .bed
-            .tb
-            .spawn(&client_ns, &[&exe_s, "flood-send", &to, &seconds], &[])
-            .context("starting the flood's sender")?;
-        let limit = Duration::from_secs(u64::from(self.duration)) + IPERF_SLACK;
-        let status = self.wait_exit(sender, limit, "flood sender")?;
-        // Let the last datagrams arrive.
-        std::thread::sleep(Duration::from_millis(200));
-        let rx_after = read(self)?;
+        let flood = Flood::start(
+            &mut self.bed.tb,
+            &client_ns,
+            &receivers,
+            crate::topology::BROADCAST_IP,
+            self.duration,
+        )?;
+        let run = flood.finish(&mut self.bed.tb)?;
         let cpu_after = self.bed.cpu_ticks()?;
-        let log = self.bed.tb.log(sender).unwrap_or_default();
-        let sent = flood::parse_sent(&log).ok_or_else(|| {
-            anyhow!(
-                "the flood's sender exited with {status} without a report: {}",
-                log.trim()
-            )
-        })?;
-        let received = rx_before
-            .iter()
-            .zip(&rx_after)
-            .map(|(b, a)| a.saturating_sub(*b))
-            .min()
-            .unwrap_or(0);
-        let kpps = received as f64 / sent.seconds / 1000.0;
+        let kpps = run.slowest_per_second() / 1000.0;
+        let sent_kpps = run.sent.per_second() / 1000.0;
         out.push(Metric::FloodKpps, kpps);
-        out.push(Metric::FloodSentKpps, sent.per_second() / 1000.0);
+        out.push(Metric::FloodSentKpps, sent_kpps);
         let cpu = match cpu_before.zip(cpu_after) {
             Some((b, a)) => {
                 let s = procstat::seconds(a.saturating_sub(b));
@@ -390,8 +359,7 @@ impl Measurer<'_> {
             None => String::new(),
         };
         self.say(&format!(
-            "flood: {:.1} kpps sent, {kpps:.1} kpps received by the slowest receiver{cpu}",
-            sent.per_second() / 1000.0
+            "flood: {sent_kpps:.1} kpps sent, {kpps:.1} kpps received by the slowest receiver{cpu}"
         ));
         Ok(())
     }
@@ -566,17 +534,7 @@ impl Measurer<'_> {
         limit: Duration,
         what: &str,
     ) -> Result<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            interrupt::check()?;
-            if let Some(st) = self.bed.tb.wait_timeout(pid, Duration::from_millis(100))? {
-                return Ok(st);
-            }
-            if Instant::now() >= deadline {
-                self.bed.tb.stop(pid)?;
-                bail!("{what} did not finish within {limit:?}; stopped it");
-            }
-        }
+        wait_exit(&mut self.bed.tb, pid, limit, what)
     }
 
     /// `ping -c COUNT -i INTERVAL` from the client to the server.
@@ -599,6 +557,25 @@ impl Measurer<'_> {
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
             ),
+        }
+    }
+}
+/// Waits up to `limit` for `pid` to exit; stops it and fails after that.
+pub(crate) fn wait_exit(
+    tb: &mut Testbed,
+    pid: Pid,
+    limit: Duration,
+    what: &str,
+) -> Result<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        interrupt::check()?;
+        if let Some(st) = tb.wait_timeout(pid, Duration::from_millis(100))? {
+            return Ok(st);
+        }
+        if Instant::now() >= deadline {
+            tb.stop(pid)?;
+            bail!("{what} did not finish within {limit:?}; stopped it");
         }
     }
 }

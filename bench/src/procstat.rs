@@ -49,6 +49,13 @@ pub fn read(pid: &str) -> io::Result<CpuTicks> {
     })
 }
 
+/// The CPU time of all of `pids`, summed; `None` if one cannot be read (it exited).
+pub fn total_of(pids: &[u32]) -> Option<u64> {
+    pids.iter()
+        .map(|p| read(&p.to_string()).ok().map(|t| t.total()))
+        .sum()
+}
+
 /// Busy time of the whole machine from the first line of `/proc/stat` (proc(5)), in clock
 /// ticks: user, nice, system, irq and softirq, over all CPUs. Idle, iowait and steal (time the
 /// hypervisor gave to others) are not work done here; guest time is already inside user.
@@ -192,6 +199,15 @@ mod tests {
                     731 245 0 0 20 0 5 0 9999 123456789 4321 18446744073709551615";
         let t = parse_stat(stat).unwrap();
         assert_eq!((t.utime, t.stime, t.total()), (731, 245, 976));
+    }
+
+    #[test]
+    fn this_process_is_counted_and_a_missing_one_is_none() {
+        let me = std::process::id();
+        assert!(total_of(&[me]).is_some());
+        assert_eq!(total_of(&[]), Some(0));
+        // Pids wrap below 2^22 (pid_max's ceiling), so this one never exists.
+        assert_eq!(total_of(&[me, u32::MAX]), None);
     }
 
     #[test]

@@ -31,10 +31,14 @@ use crate::args::ScaleArgs;
 use crate::interrupt;
 use crate::procstat;
 use crate::stats;
-use crate::topology::Binaries;
+use crate::topology::{agent_env, Binaries};
 
 /// The network's subnet: host `k`'s container gets `10.200.0.{k + 1}` (the gateway is `.1`).
 const SUBNET: &str = "10.200.0.0/16";
+/// The broadcast address of [`SUBNET`].
+pub(crate) const BROADCAST: Ipv4Addr = Ipv4Addr::new(10, 200, 255, 255);
+/// The network's name.
+const NETWORK: &str = "scale";
 /// Where the agents serve their metrics, on their underlay address.
 const METRICS_PORT: u16 = 9476;
 /// How long the agents get to open their API sockets (all of them, started together).
@@ -48,6 +52,9 @@ pub const IDLE_WINDOW: Duration = Duration::from_secs(10);
 /// Neighbour-table thresholds for the run (`gc_thresh1..3`): room for a full mesh of 250
 /// hosts' underlay and overlay neighbours.
 const NEIGH_THRESHOLDS: [u64; 3] = [8192, 32768, 65536];
+/// Hosts whose full mesh fits the kernel's default thresholds (1024 entries): 16 hosts have
+/// 16 × 15 underlay and as many overlay neighbours, 480 in all.
+const NEIGH_DEFAULT_HOSTS: u8 = 16;
 /// The sysctls [`NeighThresholds`] raises.
 const NEIGH_SYSCTLS: [&str; 3] = [
     "/proc/sys/net/ipv4/neigh/default/gc_thresh1",
@@ -85,10 +92,15 @@ impl NeighThresholds {
         Ok(guard)
     }
 
-    /// Raises the IPv4 neighbour thresholds to [`NEIGH_THRESHOLDS`].
-    pub fn raise() -> Result<NeighThresholds> {
+    /// Raises the IPv4 neighbour thresholds to [`NEIGH_THRESHOLDS`] if `hosts` need it (more
+    /// than [`NEIGH_DEFAULT_HOSTS`]); fewer leave the machine-wide setting alone, so that runs
+    /// beside other tests do not change it under them.
+    pub fn raise_for(hosts: u8) -> Result<Option<NeighThresholds>> {
+        if hosts <= NEIGH_DEFAULT_HOSTS {
+            return Ok(None);
+        }
         let paths: Vec<&Path> = NEIGH_SYSCTLS.iter().map(Path::new).collect();
-        NeighThresholds::raise_at(&paths, &NEIGH_THRESHOLDS)
+        NeighThresholds::raise_at(&paths, &NEIGH_THRESHOLDS).map(Some)
     }
 }
 
@@ -292,8 +304,9 @@ impl Cluster<'_> {
                 "--metrics-addr",
                 &metrics,
             ];
+            // Storm control off as in every bench: nothing here floods but `growth`'s peers.
             let pid = tb
-                .spawn(&h.ns, &args, &[("RUST_LOG", "warn")])
+                .spawn(&h.ns, &args, &agent_env("warn"))
                 .with_context(|| format!("starting ovnet-agent on host {n}"))?;
             agents.push((h.ns.clone(), sock, pid, h.underlay_ip));
         }
@@ -329,7 +342,8 @@ impl Cluster<'_> {
     }
 
     /// `ovctl` against host `i`'s agent (0-based), run from here: the API is a Unix socket.
-    pub(crate) fn ovctl(&mut self, i: usize, args: &[&str]) -> Result<()> {
+    /// Returns what it printed.
+    pub(crate) fn ovctl(&mut self, i: usize, args: &[&str]) -> Result<String> {
         let out = Command::new(&self.bins.ovctl)
             .arg("--agent")
             .arg(&self.agents[i].1)
@@ -347,6 +361,22 @@ impl Cluster<'_> {
                 self.tb.log(pid).unwrap_or_default()
             );
         }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The agents' pids, host 1 first.
+    pub(crate) fn agent_pids(&self) -> Vec<u32> {
+        self.agents.iter().map(|a| a.2 .0).collect()
+    }
+
+    /// `ovctl network create` of the bench's network, on host 1.
+    pub(crate) fn create_network(&mut self) -> Result<()> {
+        self.ovctl(
+            0,
+            &[
+                "network", "create", "-d", "overlay", "--subnet", SUBNET, NETWORK,
+            ],
+        )?;
         Ok(())
     }
 
@@ -391,8 +421,9 @@ impl Cluster<'_> {
         Ok(polled)
     }
 
-    /// Connects a fresh namespace on host `k` (1-based) with address [`container_ip`].
-    fn connect(&mut self, k: u8) -> Result<String> {
+    /// Connects a fresh namespace on host `k` (1-based) to the bench's network with address
+    /// [`container_ip`].
+    pub(crate) fn connect(&mut self, k: u8) -> Result<String> {
         let ns = self
             .tb
             .add_netns(&format!("c{k}"))
@@ -401,7 +432,7 @@ impl Cluster<'_> {
         self.ovctl(
             usize::from(k - 1),
             &[
-                "network", "connect", "scale", &ns, "--netns", &ns, "--ip", &ip,
+                "network", "connect", NETWORK, &ns, "--netns", &ns, "--ip", &ip,
             ],
         )?;
         Ok(ns)
@@ -434,12 +465,7 @@ pub fn run(hosts: u8, connects: usize, bins: &Binaries) -> Result<ScaleResult> {
 
     say(hosts, "ovctl network create (host 1)");
     let since = Instant::now();
-    c.ovctl(
-        0,
-        &[
-            "network", "create", "-d", "overlay", "--subnet", SUBNET, "scale",
-        ],
-    )?;
+    c.create_network()?;
     let revision = c.etcd_revision()?;
     out.network_everywhere_ms = c
         .wait_applied(revision, since)?
@@ -545,21 +571,12 @@ pub fn run(hosts: u8, connects: usize, bins: &Binaries) -> Result<ScaleResult> {
         }
     }
 
-    let pids: Vec<u32> = c.agents.iter().map(|a| a.2 .0).collect();
+    let pids = c.agent_pids();
     say(hosts, &format!("idle for {IDLE_WINDOW:?}"));
-    let cpu = |pids: &[u32]| -> Option<u64> {
-        pids.iter()
-            .map(|p| procstat::read(&p.to_string()).ok().map(|t| t.total()))
-            .sum()
-    };
-    let before = cpu(&pids);
-    let end = Instant::now() + IDLE_WINDOW;
-    while Instant::now() < end {
-        interrupt::check()?;
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let before = procstat::total_of(&pids);
+    interrupt::sleep(IDLE_WINDOW)?;
     out.idle_cpu_s = before
-        .zip(cpu(&pids))
+        .zip(procstat::total_of(&pids))
         .map(|(b, a)| procstat::seconds(a.saturating_sub(b)));
     out.rss_kib = pids
         .iter()
@@ -578,7 +595,7 @@ pub fn run(hosts: u8, connects: usize, bins: &Binaries) -> Result<ScaleResult> {
 /// whether every count was measured.
 pub fn run_all(args: &ScaleArgs) -> Result<bool> {
     let bins = Binaries::locate()?;
-    let _thresholds = NeighThresholds::raise()?;
+    let _thresholds = NeighThresholds::raise_for(args.hosts.iter().copied().max().unwrap_or(0))?;
     let started = Instant::now();
     let mut results = Vec::new();
     let mut errors = Vec::new();
@@ -701,5 +718,9 @@ mod tests {
         assert_eq!(read(), vec!["128", "100000", "1024"]);
         std::fs::write(&paths[0], "junk").unwrap();
         assert!(NeighThresholds::raise_at(&refs, &[1, 1, 1]).is_err());
+        // A few hosts leave the machine's setting alone.
+        assert!(NeighThresholds::raise_for(NEIGH_DEFAULT_HOSTS)
+            .unwrap()
+            .is_none());
     }
 }

@@ -52,12 +52,15 @@ const BUM_LIMITS_OFF: BumLimits = BumLimits {
     per_source: 0,
     per_network: 0,
 };
-/// The agents' environment: their log level, and storm control off as [`BUM_LIMITS_OFF`].
-const AGENT_ENV: [(&str, &str); 3] = [
-    ("RUST_LOG", "info"),
-    ("OVNET_BUM_PPS_PER_ENDPOINT", "0"),
-    ("OVNET_BUM_PPS_PER_NETWORK", "0"),
-];
+/// An agent's environment in every bench: log level `log`, and storm control off as
+/// [`BUM_LIMITS_OFF`] (`--bum-pps-per-endpoint` and `--bum-pps-per-network` 0).
+pub(crate) fn agent_env(log: &str) -> [(&str, &str); 3] {
+    [
+        ("RUST_LOG", log),
+        ("OVNET_BUM_PPS_PER_ENDPOINT", "0"),
+        ("OVNET_BUM_PPS_PER_NETWORK", "0"),
+    ]
+}
 /// What to do when the agent binaries are missing.
 pub const BUILD_HINT: &str =
     "build them first: cargo build --release -p ovnet-agent -p ovctl -p ovnet-bench";
@@ -455,7 +458,7 @@ fn ovnet(topology: Topology, bins: &Binaries) -> Result<Bed> {
             path_str(&state)?,
         ];
         let pid = tb
-            .spawn(&h.ns, &args, &AGENT_ENV)
+            .spawn(&h.ns, &args, &agent_env("info"))
             .with_context(|| format!("starting ovnet-agent on host {n}"))?;
         agents.push((h.clone(), sock, pid));
     }

@@ -3,6 +3,8 @@
 //! both, alternating which goes first, writes the JSON and leaves no namespace behind. The `direct` variant stands in for
 //! `ovnet` so that the test needs no release build of the agent.
 
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Names of the namespaces the test beds of process `pid` made: test bed names are `ov`, the
@@ -26,30 +28,65 @@ fn namespaces_of(pid: u32) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn variants_take_turns_on_every_topology_and_every_round_is_recorded() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("out.json");
-    let child = Command::new(env!("CARGO_BIN_EXE_ovnet-bench"))
-        .args([
-            "--repeat",
-            "2",
-            "--duration",
-            "1",
-            "--tests",
-            "tcp1,ping1,flood",
-        ])
-        .args(["--variants", "kernel,direct", "--topologies", "veth,three"])
+/// What a run of `ovnet-bench` printed.
+struct Run {
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `ovnet-bench` (`exe`, this crate's unless given) with `args`, checks that it succeeded,
+/// that it left no namespace behind and that it wrote `json`, and returns its output and the
+/// JSON.
+fn run_bench(exe: Option<&Path>, args: &[&OsStr], json: &Path) -> (Run, serde_json::Value) {
+    let exe = exe.unwrap_or(Path::new(env!("CARGO_BIN_EXE_ovnet-bench")));
+    let child = Command::new(exe)
+        .args(args)
         .arg("--json")
-        .arg(&json)
+        .arg(json)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let pid = child.id();
     let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "ovnet-bench failed:\n{stderr}");
+    let run = Run {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(
+        out.status.success(),
+        "ovnet-bench {args:?} failed:\n{}",
+        run.stderr
+    );
+    let left = namespaces_of(pid);
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    let report = std::fs::read_to_string(json).unwrap();
+    (run, serde_json::from_str(&report).unwrap())
+}
+
+/// `args` as the OS strings [`run_bench`] takes.
+fn os<'a>(args: &[&'a str]) -> Vec<&'a OsStr> {
+    args.iter().map(|a| OsStr::new(*a)).collect()
+}
+
+#[test]
+fn variants_take_turns_on_every_topology_and_every_round_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("out.json");
+    let args = os(&[
+        "--repeat",
+        "2",
+        "--duration",
+        "1",
+        "--tests",
+        "tcp1,ping1,flood",
+        "--variants",
+        "kernel,direct",
+        "--topologies",
+        "veth,three",
+    ]);
+    let (run, report) = run_bench(None, &args, &json);
+    let stderr = &run.stderr;
 
     // On each topology both beds are built first, then each test runs on one and then the
     // other, the first variant first in odd rounds and second in even ones. The veth pair
@@ -101,8 +138,6 @@ fn variants_take_turns_on_every_topology_and_every_round_is_recorded() {
         assert!(ready.iter().all(|&r| r < first_test), "{stderr}");
     }
 
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let topologies = report["topologies"].as_array().unwrap();
     assert_eq!(topologies.len(), 2);
     for (t, measured, unmeasured) in [
@@ -146,14 +181,12 @@ fn variants_take_turns_on_every_topology_and_every_round_is_recorded() {
             .len(),
         2
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = &run.stdout;
     assert!(
         stdout.contains("dataplane/kernel run by run: TCP 1 stream"),
         "{stdout}"
     );
     assert!(stdout.contains(veth_heading()), "{stdout}");
-    let left = namespaces_of(pid);
-    assert!(left.is_empty(), "namespaces left behind: {left:?}");
 }
 
 /// The heading of the veth topology's table.
@@ -161,39 +194,33 @@ fn veth_heading() -> &'static str {
     "== direct veth"
 }
 
-#[test]
-fn the_scale_bench_times_connects_and_restores_the_neighbour_thresholds() {
-    let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_ovnet-bench"));
+/// This crate's `ovnet-bench`, if the agent and the CLI were built next to it (else the test
+/// is skipped, saying why).
+fn bench_with_agents() -> Option<PathBuf> {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_ovnet-bench"));
     let dir = exe.parent().unwrap();
     if !dir.join("ovnet-agent").is_file() || !dir.join("ovctl").is_file() {
         ovnet_testbed::skip(format!(
             "no ovnet-agent and ovctl in {} (cargo build -p ovnet-agent -p ovctl, or test the workspace)",
             dir.display()
         ));
-        return;
+        return None;
     }
-    let thresholds =
-        || std::fs::read_to_string("/proc/sys/net/ipv4/neigh/default/gc_thresh3").unwrap();
-    let before = thresholds();
+    Some(exe)
+}
+
+#[test]
+fn the_scale_bench_times_connects() {
+    let Some(exe) = bench_with_agents() else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let json = tmp.path().join("scale.json");
-    let child = Command::new(&exe)
-        .args(["scale", "--hosts", "3", "--connects", "2", "--json"])
-        .arg(&json)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "ovnet-bench scale failed:\n{stderr}");
-    assert_eq!(thresholds(), before, "gc_thresh3 not restored");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let args = os(&["scale", "--hosts", "3", "--connects", "2"]);
+    let (run, report) = run_bench(Some(&exe), &args, &json);
     let r = &report["results"][0];
     assert_eq!(r["hosts"], 3, "{report}");
-    assert_eq!(r["failed_pings"], 0, "{report}\n{stderr}");
+    assert_eq!(r["failed_pings"], 0, "{report}\n{}", run.stderr);
     for key in ["connect_ms", "first_ping_ms"] {
         let samples = r[key]["samples"].as_array().unwrap();
         assert_eq!(samples.len(), 2, "{key}: {report}");
@@ -207,8 +234,66 @@ fn the_scale_bench_times_connects_and_restores_the_neighbour_thresholds() {
         "{report}"
     );
     assert_eq!(r["agent_rss_kib"]["samples"].as_array().unwrap().len(), 3);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("| 3 | "), "{stdout}");
-    let left = namespaces_of(pid);
-    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    assert!(run.stdout.contains("| 3 | "), "{}", run.stdout);
+}
+
+#[test]
+fn the_growth_bench_measures_networks_and_peers_and_draws_the_plot() {
+    let Some(exe) = bench_with_agents() else {
+        return;
+    };
+    if !Path::new(ovnet_bench::plot::FONT).is_file() {
+        ovnet_testbed::skip(format!(
+            "no {}: install fonts-dejavu-core (deploy/deps.sh)",
+            ovnet_bench::plot::FONT
+        ));
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (json, png) = (tmp.path().join("growth.json"), tmp.path().join("g.png"));
+    let mut args = os(&[
+        "growth",
+        "--networks",
+        "1,2",
+        "--peers",
+        "2,3",
+        "--duration",
+        "1",
+        "--plot",
+    ]);
+    args.push(png.as_os_str());
+    let (run, report) = run_bench(Some(&exe), &args, &json);
+    assert!(report["errors"].as_array().unwrap().is_empty(), "{report}");
+    let positive = |v: &serde_json::Value| v.as_f64().is_some_and(|x| x > 0.0);
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{report}");
+    for (s, networks) in steps.iter().zip([1, 2]) {
+        assert_eq!(s["networks"], networks, "{report}");
+        assert_eq!(s["agent_fds"].as_array().unwrap().len(), 2, "{report}");
+        assert!(positive(&s["udp_64b_kpps"]), "{report}");
+    }
+    let peers = report["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 2, "{report}");
+    for (p, hosts) in peers.iter().zip([2, 3]) {
+        assert_eq!(p["hosts"], hosts, "{report}");
+        let agents = p["agent_rss_kib"].as_array().unwrap().len();
+        assert_eq!(agents, hosts, "{report}");
+        assert!(positive(&p["udp_64b_kpps"]), "{report}");
+        // Every host takes broadcasts: storm control is off, the flood replicated.
+        let flood = &p["flood_64b"];
+        for key in ["sent_kpps", "slowest_receiver_kpps", "delivered_kpps"] {
+            assert!(positive(&flood[key]), "{key}: {report}\n{}", run.stderr);
+        }
+    }
+    let stdout = &run.stdout;
+    assert!(
+        stdout.contains("| networks | agent RSS (MiB) |"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\n| 3 | "), "{stdout}");
+    let reader = png::Decoder::new(std::fs::File::open(&png).unwrap())
+        .read_info()
+        .unwrap();
+    let size = (reader.info().width, reader.info().height);
+    assert_eq!(size, ovnet_bench::plot::SIZE);
 }
