@@ -250,7 +250,7 @@ impl TopologyResult {
             );
         }
         let mut rows = vec![header];
-        for m in Metric::TABLE {
+        for m in Metric::table() {
             if self.variants.iter().all(|r| r.median(m).is_none()) {
                 continue;
             }
