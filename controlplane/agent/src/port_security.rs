@@ -319,8 +319,8 @@ impl Guard {
 
     /// Loads a prepared change alone.
     pub async fn load(&self, change: Change) {
-        let loaded = nft(self.nft.program(), &["-f", "-"], Some(change.text())).await;
-        change.done(loaded.map(drop)).await;
+        let loaded = self.nft.apply(change.text()).await;
+        change.done(loaded.map_err(|e| e.to_string())).await;
     }
 
     /// Every drop the table has counted since the agent started, by VNI and reason.

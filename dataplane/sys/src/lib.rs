@@ -2,7 +2,8 @@
 //! network namespaces and the wake-up/poll primitives the worker threads block on.
 //!
 //! This is the one crate in the workspace that contains `unsafe` code: every `ioctl`, `setns`,
-//! `poll`, `sendmsg`/`sendmmsg` and `recvmsg` call lives here behind a safe, typed API, and every
+//! `poll`, `sendmsg`/`sendmmsg` and `recvmsg` call, and the calls into libnftables
+//! ([`nftables`], for the agent), lives here behind a safe, typed API, and every
 //! `unsafe` block carries a `// SAFETY:` line. It knows nothing of VXLAN, forwarding tables,
 //! etcd or async runtimes: the engine (`ovnet-dataplane`) builds on it. From `ovnet-wire` it
 //! takes only the sizes of the `virtio_net_hdr` formats a TAP prefixes frames with.
@@ -13,6 +14,7 @@
 pub mod event;
 pub mod link;
 pub mod netns;
+pub mod nftables;
 pub mod sched;
 pub mod tap;
 #[cfg(any(test, feature = "test-support"))]

@@ -5,7 +5,8 @@
 //! endpoints' published ports), [`render`] turns it into the whole ruleset as `nft -f` text, a
 //! pure function, and [`Nft::apply`] loads that text in one transaction: the table is created
 //! if missing, flushed, and defined again, so every change is atomic and a restarted agent
-//! adopts (replaces) what a previous run left. With no network on the host the table is
+//! adopts (replaces) what a previous run left. With the default `nft` the transaction runs in
+//! the agent's process ([`ovnet_sys::nftables`]); a program named with `--nft` is run instead. With no network on the host the table is
 //! deleted. No other table is ever read or written: Docker's iptables rules (and anybody
 //! else's) stay as they are.
 //!
@@ -45,6 +46,9 @@ pub const TABLE: &str = "ip ovnet";
 
 /// The `nft` program run when none is configured (found on `PATH`; Debian's `nftables`).
 pub const DEFAULT_NFT: &str = "nft";
+
+/// How errors name nftables run in the agent's process.
+const IN_PROCESS: &str = "nft (libnftables, in the agent)";
 
 /// One published port of a local endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,14 +239,14 @@ pub enum NftError {
         /// Why.
         source: io::Error,
     },
-    /// It did not finish in time (it was killed).
-    #[error("{program} did not finish loading ovnet's table ({TABLE}) within {COMMAND_TIMEOUT:?} (killed)")]
+    /// It did not finish in time (a program is killed).
+    #[error("{program} did not finish loading ovnet's rules within {COMMAND_TIMEOUT:?}")]
     TimedOut {
         /// The program as configured.
         program: String,
     },
     /// It refused the ruleset.
-    #[error("{program} refused ovnet's table ({TABLE}): {stderr}")]
+    #[error("{program} refused ovnet's rules: {stderr}")]
     Refused {
         /// The program as configured.
         program: String,
@@ -277,8 +281,37 @@ impl Nft {
     }
 
     /// Loads `ruleset` ([`render`]'s text, and whatever else is to be loaded in the same
-    /// transaction) with `nft -f -`, in one transaction; killed after [`COMMAND_TIMEOUT`].
+    /// transaction) in one transaction: in this process with the default program
+    /// ([`ovnet_sys::nftables`]), where the library is there and this thread's namespace is its
+    /// context's; with `nft -f -` otherwise. Given up after [`COMMAND_TIMEOUT`].
     pub async fn apply(&self, ruleset: &str) -> Result<(), NftError> {
+        if self.program.as_os_str() == DEFAULT_NFT {
+            let text = ruleset.to_owned();
+            let run = tokio::task::spawn_blocking(move || {
+                ovnet_sys::nftables::Libnft::get().and_then(|l| l.run(&text))
+            });
+            match tokio::time::timeout(COMMAND_TIMEOUT, run).await {
+                Ok(Ok(Some(Ok(_)))) => return Ok(()),
+                Ok(Ok(Some(Err(stderr)))) => {
+                    return Err(NftError::Refused {
+                        program: IN_PROCESS.to_owned(),
+                        stderr,
+                    })
+                }
+                // No library, another namespace, or the call panicked: the program.
+                Ok(Ok(None) | Err(_)) => {}
+                Err(_) => {
+                    return Err(NftError::TimedOut {
+                        program: IN_PROCESS.to_owned(),
+                    })
+                }
+            }
+        }
+        self.run_program(ruleset).await
+    }
+
+    /// `nft -f -` with `ruleset` on its standard input; killed after [`COMMAND_TIMEOUT`].
+    async fn run_program(&self, ruleset: &str) -> Result<(), NftError> {
         let program = self.program.display().to_string();
         let mut child = Command::new(&self.program)
             .args(["-f", "-"])
@@ -470,7 +503,7 @@ table ip ovnet {
         let e = Nft::new("false").apply("x\n").await.unwrap_err();
         assert_eq!(
             e.to_string(),
-            "false refused ovnet's table (ip ovnet): it exited with exit status: 1"
+            "false refused ovnet's rules: it exited with exit status: 1"
         );
     }
 }
