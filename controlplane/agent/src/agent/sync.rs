@@ -20,6 +20,10 @@ use super::Agent;
 /// How long the loops wait before retrying an etcd that failed.
 const RETRY: Duration = Duration::from_secs(1);
 
+/// At most this many watch events go into the view before a reconcile (the lock is not held
+/// for longer than that takes).
+const BATCH: usize = 256;
+
 impl Agent {
     /// Follows etcd forever: snapshot, reconcile, watch; re-list after any watch failure
     /// (a compacted start revision, a cancelled watch, a broken stream).
@@ -68,16 +72,36 @@ impl Agent {
                     continue;
                 }
             };
-            while let Some(ev) = watch.next().await {
-                if let WatchEvent::Resync { reason } = &ev {
+            while let Some(first) = watch.next().await {
+                // Every event already here goes into the view before one reconcile: the
+                // records of one change (an endpoint and its address) come together, and on a
+                // busy cluster a pass per event is work every agent does for nothing.
+                let mut local = self.local.lock().await;
+                let mut applied = None;
+                let mut resync = None;
+                let mut next = Some(first);
+                let mut taken = 0;
+                while let Some(ev) = next {
+                    match ev {
+                        WatchEvent::Resync { reason } => {
+                            resync = Some(reason);
+                            break;
+                        }
+                        WatchEvent::Put { revision, .. } | WatchEvent::Delete { revision, .. } => {
+                            local.view.apply(&ev);
+                            applied = Some(revision);
+                        }
+                    }
+                    taken += 1;
+                    next = if taken < BATCH { watch.ready() } else { None };
+                }
+                if let Some(reason) = resync {
+                    // The re-list that follows reconciles.
                     log::info!("watch ended ({reason}); re-listing");
-                    self.health.watch_ended();
                     break;
                 }
-                let mut local = self.local.lock().await;
-                local.view.apply(&ev);
                 self.reconcile(&mut local).await;
-                if let WatchEvent::Put { revision, .. } | WatchEvent::Delete { revision, .. } = ev {
+                if let Some(revision) = applied {
                     self.health.applied(revision);
                 }
             }

@@ -79,6 +79,11 @@ impl Watch {
     pub async fn next(&mut self) -> Option<WatchEvent> {
         self.rx.recv().await
     }
+
+    /// The next event if one is here already; `None` otherwise, without waiting.
+    pub fn ready(&mut self) -> Option<WatchEvent> {
+        self.rx.try_recv().ok()
+    }
 }
 
 impl Drop for Watch {
