@@ -5,7 +5,8 @@
 //! - **network everywhere**: from `ovctl network create` on host 1 until every agent has
 //!   applied etcd's revision after it (each agent's `ovnet_etcd_watch_revision`, read from its
 //!   metrics endpoint);
-//! - **connect** and **first ping**: `ovctl network connect` of a fresh namespace on host `k`,
+//! - **connect** and **first ping**: `ovctl network connect` of a fresh namespace on host `k`
+//!   (made before the clock starts, as a runtime makes it before it asks for the network),
 //!   and from its start until the first echo reply from that namespace to host 1's container,
 //!   which pings it every millisecond from before the connect (a static neighbour entry spares
 //!   it ARP's one-second retries, so the figure is ovnet's, not ARP's);
@@ -421,20 +422,31 @@ impl Cluster<'_> {
         Ok(polled)
     }
 
-    /// Connects a fresh namespace on host `k` (1-based) to the bench's network with address
-    /// [`container_ip`].
-    pub(crate) fn connect(&mut self, k: u8) -> Result<String> {
-        let ns = self
-            .tb
+    /// A new container namespace on host `k` (1-based), not yet connected.
+    pub(crate) fn container(&mut self, k: u8) -> Result<String> {
+        self.tb
             .add_netns(&format!("c{k}"))
-            .with_context(|| format!("adding the container namespace of host {k}"))?;
+            .with_context(|| format!("adding the container namespace of host {k}"))
+    }
+
+    /// Connects host `k`'s container namespace `ns` to the bench's network with address
+    /// [`container_ip`].
+    pub(crate) fn connect_ns(&mut self, k: u8, ns: &str) -> Result<()> {
         let ip = container_ip(k).to_string();
         self.ovctl(
             usize::from(k - 1),
             &[
-                "network", "connect", NETWORK, &ns, "--netns", &ns, "--ip", &ip,
+                "network", "connect", NETWORK, ns, "--netns", ns, "--ip", &ip,
             ],
         )?;
+        Ok(())
+    }
+
+    /// Connects a fresh namespace on host `k` (1-based) to the bench's network with address
+    /// [`container_ip`].
+    pub(crate) fn connect(&mut self, k: u8) -> Result<String> {
+        let ns = self.container(k)?;
+        self.connect_ns(k, &ns)?;
         Ok(ns)
     }
 }
@@ -524,9 +536,11 @@ pub fn run(hosts: u8, connects: usize, bins: &Binaries) -> Result<ScaleResult> {
         if pinger.is_some() {
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The namespace first, as a runtime makes it before it asks for the network.
+        let ns = c.container(k)?;
         let t0 = now_unix();
         let started = Instant::now();
-        let ns = c.connect(k)?;
+        c.connect_ns(k, &ns)?;
         let connect = started.elapsed();
         containers.push((k, ns));
         let Some(pinger) = pinger else { continue };
