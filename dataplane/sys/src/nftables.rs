@@ -89,25 +89,14 @@ impl Libnft {
         // SAFETY: every symbol is looked up with its type as libnftables.h declares it; the
         // SONAME pins that ABI. The pointers are kept beside `lib`, which stays loaded.
         let (ctx_new, buffer_output, buffer_error, api) = unsafe {
-            let sym = |name: &[u8]| -> Result<*const (), String> {
-                lib.get::<*const ()>(name)
-                    .map(|s| *s)
-                    .map_err(|e| format!("{SONAME}: {e}"))
-            };
             (
-                std::mem::transmute::<*const (), CtxNew>(sym(b"nft_ctx_new\0")?),
-                std::mem::transmute::<*const (), CtxCall>(sym(b"nft_ctx_buffer_output\0")?),
-                std::mem::transmute::<*const (), CtxCall>(sym(b"nft_ctx_buffer_error\0")?),
+                symbol::<CtxNew>(&lib, b"nft_ctx_new\0")?,
+                symbol::<CtxCall>(&lib, b"nft_ctx_buffer_output\0")?,
+                symbol::<CtxCall>(&lib, b"nft_ctx_buffer_error\0")?,
                 Api {
-                    run_cmd_from_buffer: std::mem::transmute::<*const (), RunCmd>(sym(
-                        b"nft_run_cmd_from_buffer\0",
-                    )?),
-                    get_output_buffer: std::mem::transmute::<*const (), CtxBuffer>(sym(
-                        b"nft_ctx_get_output_buffer\0",
-                    )?),
-                    get_error_buffer: std::mem::transmute::<*const (), CtxBuffer>(sym(
-                        b"nft_ctx_get_error_buffer\0",
-                    )?),
+                    run_cmd_from_buffer: symbol::<RunCmd>(&lib, b"nft_run_cmd_from_buffer\0")?,
+                    get_output_buffer: symbol::<CtxBuffer>(&lib, b"nft_ctx_get_output_buffer\0")?,
+                    get_error_buffer: symbol::<CtxBuffer>(&lib, b"nft_ctx_get_error_buffer\0")?,
                 },
             )
         };
@@ -164,6 +153,17 @@ impl Libnft {
             Err(err.trim().to_owned())
         })
     }
+}
+
+/// The function `name` (NUL-terminated) of `lib`.
+///
+/// # Safety
+/// `T` is the function's type as the library declares it.
+unsafe fn symbol<T: Copy>(lib: &Library, name: &[u8]) -> Result<T, String> {
+    // SAFETY: as the caller promises.
+    unsafe { lib.get::<T>(name) }
+        .map(|s| *s)
+        .map_err(|e| format!("{SONAME}: {e}"))
 }
 
 /// A copy of a buffer the library returned (NULL: empty).

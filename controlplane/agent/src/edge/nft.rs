@@ -5,10 +5,10 @@
 //! endpoints' published ports), [`render`] turns it into the whole ruleset as `nft -f` text, a
 //! pure function, and [`Nft::apply`] loads that text in one transaction: the table is created
 //! if missing, flushed, and defined again, so every change is atomic and a restarted agent
-//! adopts (replaces) what a previous run left. With the default `nft` the transaction runs in
-//! the agent's process ([`ovnet_sys::nftables`]); a program named with `--nft` is run instead. With no network on the host the table is
+//! adopts (replaces) what a previous run left. With no network on the host the table is
 //! deleted. No other table is ever read or written: Docker's iptables rules (and anybody
-//! else's) stay as they are.
+//! else's) stay as they are. With the default `nft` the transactions run in the agent's own
+//! process ([`ovnet_sys::nftables`]); a program named with `--nft` is run instead.
 //!
 //! The rules, per network with containers here (bridge `B`, subnet `S`, gateway `G`):
 //!
