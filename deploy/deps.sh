@@ -26,6 +26,7 @@ TABLE=(
     "agent      iproute2                      ip bridge ss"
     "agent      util-linux                    nsenter unshare"
     "agent      nftables                      nft"
+    "agent      libnftables1                  /usr/lib/x86_64-linux-gnu/libnftables.so.1"
     "agent      kmod                          modprobe"
     "agent      procps                        sysctl ps pgrep kill"
     "agent      iptables                      iptables"
