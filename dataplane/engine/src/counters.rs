@@ -19,7 +19,8 @@ pub enum DropReason {
     UnknownVni,
     /// The outer source address is not a VTEP of the network (and learning is off for it).
     UnknownVtep,
-    /// No VTEP for the destination and nothing to flood to.
+    /// No VTEP for the destination and nothing to flood to: an empty flood list, or a
+    /// unicast MAC no VTEP is known or may be learned to hold ([`crate::fdb::Table::flood_unknown`]).
     NoRoute,
     /// The frame claims a MAC or IP address that belongs to another endpoint.
     SpoofedSource,

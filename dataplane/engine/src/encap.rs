@@ -218,7 +218,10 @@ pub fn encap<'t>(
     if table.is_local(&dst) {
         return Encap::Local;
     }
-    flood(table)
+    match table.flood_unknown() {
+        [] => Encap::Drop(DropReason::NoRoute),
+        list => Encap::Flood(list),
+    }
 }
 
 /// `frame` to `vtep`, if it fits the path.
@@ -300,12 +303,24 @@ mod tests {
     }
 
     #[test]
-    fn broadcast_and_unknown_unicast_flood() {
-        let t = two_host_table();
+    fn broadcast_floods_to_all_and_unknown_unicast_only_where_unknown_macs_live() {
+        let mut t = two_host_table();
+        let external: SocketAddr = "192.168.1.50:4789".parse().unwrap();
+        t.flood.push(FloodEntry {
+            addr: external,
+            learn: true,
+        });
         let f = udp_frame(LOCAL_MAC, MacAddr::BROADCAST, LOCAL_IP, REMOTE_IP, 10);
-        assert_eq!(run(&f, &t).0, Encap::Flood(&[vtep2()]));
+        assert_eq!(run(&f, &t).0, Encap::Flood(&[vtep2(), external]));
+        // Every MAC behind an ovnet peer is in the table: a frame to another one is for a
+        // container gone or not yet known, and goes only to the external VTEP.
         let unknown = MacAddr([2, 0x42, 10, 0, 0, 99]);
         let f = udp_frame(LOCAL_MAC, unknown, LOCAL_IP, REMOTE_IP, 10);
+        assert_eq!(run(&f, &t).0, Encap::Flood(&[external]));
+        // Without one it goes nowhere (counted); in a learning network, to every VTEP.
+        t.flood.pop();
+        assert_eq!(run(&f, &t).0, Encap::Drop(DropReason::NoRoute));
+        t.learning = true;
         assert_eq!(run(&f, &t).0, Encap::Flood(&[vtep2()]));
     }
 

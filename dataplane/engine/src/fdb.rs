@@ -175,6 +175,9 @@ pub struct Table {
     pub(crate) arp: FxHashMap<Ipv4Addr, MacAddr>,
     pub(crate) nd: FxHashMap<Ipv6Addr, MacAddr>,
     pub(crate) flood: Vec<SocketAddr>,
+    /// The flood list's VTEPs that may hold MACs the table does not know: external ones
+    /// (learned from), or all of them in a learning network.
+    flood_unknown: Vec<SocketAddr>,
     pub(crate) local_macs: FxHashSet<MacAddr>,
     pub(crate) vteps: FxHashMap<IpAddr, VtepInfo>,
     pub(crate) learning: bool,
@@ -212,9 +215,13 @@ impl Table {
             });
         }
         let mut flood = Vec::with_capacity(t.flood.len());
+        let mut flood_unknown = Vec::new();
         for f in &t.flood {
             if !flood.contains(&f.addr) {
                 flood.push(f.addr);
+            }
+            if (f.learn || t.learning) && !flood_unknown.contains(&f.addr) {
+                flood_unknown.push(f.addr);
             }
             let e = vteps.entry(f.addr.ip()).or_insert(VtepInfo {
                 learn: f.learn,
@@ -244,6 +251,7 @@ impl Table {
             arp,
             nd: t.nd.iter().map(|(k, v)| (*k, *v)).collect(),
             flood,
+            flood_unknown,
             local_macs,
             vteps,
             learning: t.learning,
@@ -269,6 +277,15 @@ impl Table {
     /// The flood list.
     pub fn flood(&self) -> &[SocketAddr] {
         &self.flood
+    }
+
+    /// Where a frame to a MAC the table does not know goes: the VTEPs behind which unknown
+    /// MACs may live (external ones, or every one in a learning network). Every endpoint
+    /// behind an ovnet VTEP is in the table, so such a frame is for nothing that exists
+    /// there (a container gone, one not yet known here): sending it to every ovnet peer, as
+    /// a broadcast goes, would only multiply it.
+    pub fn flood_unknown(&self) -> &[SocketAddr] {
+        &self.flood_unknown
     }
 
     /// Whether `mac` is one of this host's endpoints.

@@ -69,6 +69,9 @@ fn frames_too_big_for_their_path_are_answered_with_icmp_or_fragmented() {
     // The IPv6 case sends from A's link-local address, which port security must know as A's.
     t.nd.insert(MAC_A.ipv6_link_local(), MAC_A);
     t.nd.insert(MAC_B.ipv6_link_local(), MAC_B);
+    // A learning network: a MAC nobody knows may be behind any VTEP, so a frame to one is
+    // flooded to all (below).
+    t.learning = true;
     b.dp1.update_network(vni(42), &t).unwrap();
     let (a, bb) = ((MAC_A, IP_A), (MAC_B, IP_B));
 
