@@ -134,6 +134,59 @@ pub struct ScaleResult {
     pub rss_kib: Vec<u64>,
     /// All agents' CPU over [`IDLE_WINDOW`] with nothing to do, seconds.
     pub idle_cpu_s: Option<f64>,
+    /// etcd's WAL fsyncs over the run, from its metrics (`None`: not read).
+    pub etcd_fsyncs: Option<Fsyncs>,
+}
+
+/// What etcd's `etcd_disk_wal_fsync_duration_seconds` histogram says: every claim a connect
+/// makes waits for one, so a slow disk shows in the connects' tail.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Fsyncs {
+    /// WAL fsyncs.
+    pub count: f64,
+    /// Of them, slower than [`SLOW_FSYNC_S`].
+    pub slow: f64,
+    /// The upper bound of the slowest one's bucket, ms.
+    pub slowest_ms: f64,
+}
+
+/// A WAL fsync this slow (etcd's histogram has a bucket bound there) stalls a connect visibly.
+pub const SLOW_FSYNC_S: f64 = 0.064;
+
+/// etcd's WAL fsyncs from its Prometheus text exposition.
+pub fn fsyncs(text: &str) -> Option<Fsyncs> {
+    let scrape = scrape(text)?;
+    scrape.samples.iter().find_map(|s| {
+        let prometheus_parse::Value::Histogram(buckets) = &s.value else {
+            return None;
+        };
+        if s.metric != "etcd_disk_wal_fsync_duration_seconds" {
+            return None;
+        }
+        let count = buckets.iter().map(|b| b.count).fold(0.0, f64::max);
+        let within = |le: f64| {
+            buckets
+                .iter()
+                .filter(|b| b.less_than <= le)
+                .map(|b| b.count)
+                .fold(0.0, f64::max)
+        };
+        let slowest = buckets
+            .iter()
+            .filter(|b| b.count >= count)
+            .map(|b| b.less_than)
+            .fold(f64::INFINITY, f64::min);
+        Some(Fsyncs {
+            count,
+            slow: count - within(SLOW_FSYNC_S),
+            slowest_ms: slowest * 1e3,
+        })
+    })
+}
+
+/// A Prometheus text exposition, parsed.
+fn scrape(text: &str) -> Option<prometheus_parse::Scrape> {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).ok()
 }
 
 impl ScaleResult {
@@ -156,6 +209,12 @@ impl ScaleResult {
             "agent_rss_kib": dist(&self.rss_kib.iter().map(|&k| k as f64).collect::<Vec<_>>()),
             "idle_cpu_s_all_agents": self.idle_cpu_s,
             "idle_window_s": IDLE_WINDOW.as_secs_f64(),
+            "etcd_wal_fsyncs": self.etcd_fsyncs.map(|f| json!({
+                "count": f.count,
+                "slower_than_s": SLOW_FSYNC_S,
+                "slow": f.slow,
+                "slowest_bucket_ms": f.slowest_ms,
+            })),
         })
     }
 }
@@ -164,8 +223,8 @@ impl ScaleResult {
 pub fn table(results: &[ScaleResult]) -> String {
     let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
     let mut out = String::from(
-        "| hosts | network on every host (ms) | connect p50 / p99 (ms) | connect → first ping p50 / p99 / max (ms) | failed pings | agent RSS median (MiB) | idle CPU per agent (% core) |\n\
-         |---|---|---|---|---|---|---|\n",
+        "| hosts | network on every host (ms) | connect p50 / p99 (ms) | connect → first ping p50 / p99 / max (ms) | failed pings | agent RSS median (MiB) | idle CPU per agent (% core) | etcd WAL fsyncs > 64 ms (slowest ≤) |\n\
+         |---|---|---|---|---|---|---|---|\n",
     );
     for r in results {
         let p = |v: &[f64], q: f64| ms(stats::percentile(v, q));
@@ -176,8 +235,11 @@ pub fn table(results: &[ScaleResult]) -> String {
                 100.0 * s / IDLE_WINDOW.as_secs_f64() / f64::from(r.hosts)
             )
         });
+        let disk = r.etcd_fsyncs.map_or("-".to_string(), |f| {
+            format!("{:.0} of {:.0} ({:.0} ms)", f.slow, f.count, f.slowest_ms)
+        });
         out.push_str(&format!(
-            "| {} | {} | {} / {} | {} / {} / {} | {} | {} | {idle} |\n",
+            "| {} | {} | {} / {} | {} / {} / {} | {} | {} | {idle} | {disk} |\n",
             r.hosts,
             ms(r.network_everywhere_ms),
             p(&r.connect_ms, 50.0),
@@ -223,9 +285,14 @@ pub fn etcd_revision(answer: &str) -> Option<i64> {
 
 /// The value of the unlabelled gauge `name` in a Prometheus text exposition.
 pub fn gauge(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        let (n, v) = l.split_once(' ')?;
-        (n == name).then(|| v.trim().parse().ok())?
+    scrape(text)?.samples.into_iter().find_map(|s| {
+        if s.metric != name || !s.labels.is_empty() {
+            return None;
+        }
+        match s.value {
+            prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => Some(v),
+            _ => None,
+        }
     })
 }
 
@@ -382,6 +449,14 @@ impl Cluster<'_> {
     }
 
     /// etcd's current revision.
+    /// etcd's metrics (its client URL serves them too).
+    fn etcd_metrics(&self) -> Result<String> {
+        let etcd = self.etcd;
+        Ok(in_netns(self.tb.underlay(), move || {
+            http(etcd, "GET", "/metrics", "")
+        })??)
+    }
+
     fn etcd_revision(&self) -> Result<i64> {
         let etcd = self.etcd;
         let answer = in_netns(self.tb.underlay(), move || {
@@ -592,6 +667,7 @@ pub fn run(hosts: u8, connects: usize, bins: &Binaries) -> Result<ScaleResult> {
     out.idle_cpu_s = before
         .zip(procstat::total_of(&pids))
         .map(|(b, a)| procstat::seconds(a.saturating_sub(b)));
+    out.etcd_fsyncs = c.etcd_metrics().ok().and_then(|t| fsyncs(&t));
     out.rss_kib = pids
         .iter()
         .filter_map(|p| {
@@ -674,6 +750,27 @@ mod tests {
                        ovnet_etcd_watch_revision_other 3\n";
         assert_eq!(gauge(metrics, "ovnet_etcd_watch_revision"), Some(17.0));
         assert_eq!(gauge(metrics, "ovnet_ready"), None);
+        // etcd's WAL fsyncs: 403, one of them between 128 and 256 ms.
+        let etcd = "# HELP etcd_disk_wal_fsync_duration_seconds The latency distributions of fsync called by WAL.
+                    # TYPE etcd_disk_wal_fsync_duration_seconds histogram
+                    etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.001\"} 354
+                    etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.032\"} 402
+                    etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.064\"} 402
+                    etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.128\"} 402
+                    etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.256\"} 403
+                    etcd_disk_wal_fsync_duration_seconds_bucket{le=\"+Inf\"} 403
+                    etcd_disk_wal_fsync_duration_seconds_sum 1.5
+                    etcd_disk_wal_fsync_duration_seconds_count 403
+";
+        assert_eq!(
+            fsyncs(etcd),
+            Some(Fsyncs {
+                count: 403.0,
+                slow: 1.0,
+                slowest_ms: 256.0
+            })
+        );
+        assert_eq!(fsyncs(metrics), None);
         let ping = "PING 10.200.0.3 (10.200.0.3) 56(84) bytes of data.\n\
                     [1733367600.123456] 64 bytes from 10.200.0.3: icmp_seq=57 ttl=64 time=0.2 ms\n";
         assert_eq!(first_reply_time(ping), Some(1733367600.123456));
@@ -702,12 +799,20 @@ mod tests {
             failed: 0,
             rss_kib: vec![8192, 8192],
             idle_cpu_s: Some(0.16),
+            etcd_fsyncs: Some(Fsyncs {
+                count: 400.0,
+                slow: 1.0,
+                slowest_ms: 256.0,
+            }),
         };
         let t = table(std::slice::from_ref(&r));
         assert!(
-            t.contains("| 16 | 120 | 50 / 60 | 80 / 90 / 90 | 0 | 8.0 | 0.10 |"),
+            t.contains(
+                "| 16 | 120 | 50 / 60 | 80 / 90 / 90 | 0 | 8.0 | 0.10 | 1 of 400 (256 ms) |"
+            ),
             "{t}"
         );
+        assert_eq!(r.to_json()["etcd_wal_fsyncs"]["slow"], 1.0);
         assert_eq!(r.to_json()["first_ping_ms"]["p99"], 90.0);
     }
 
