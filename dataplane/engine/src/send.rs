@@ -325,6 +325,11 @@ pub(crate) struct Encapper<'s> {
     segs: Vec<gso::SegmentRef>,
     /// Small frames waiting to leave together.
     train: Train,
+    /// The copies of the frame being flooded that leave whole: their send socket and VTEP.
+    copies: Vec<(usize, SocketAddr)>,
+    /// The VTEPs of one send socket's copies, and those the kernel refused, with why.
+    copy_dsts: Vec<SocketAddr>,
+    copy_failed: Vec<(SocketAddr, io::Error)>,
     /// Where the next read goes in the arena: after the train's frames.
     at: usize,
     /// Answers to frames too big for their path.
@@ -365,6 +370,9 @@ impl<'s> Encapper<'s> {
                 frames: Vec::with_capacity(MAX_GSO_SEGMENTS),
                 ..Train::default()
             },
+            copies: Vec::new(),
+            copy_dsts: Vec::new(),
+            copy_failed: Vec::new(),
             at: 0,
             too_big: TooBigAnswers::new(),
             send_log: RateLimitedLog::new(std::time::Duration::from_secs(5)),
@@ -482,6 +490,7 @@ impl<'s> Encapper<'s> {
                 let every = net.table.fits_every_path(len);
                 // The smallest path MTU among the copies refused, for one answer.
                 let mut refused: Option<u16> = None;
+                self.copies.clear();
                 for &dst in list {
                     let fit = if every {
                         Fit::Fits
@@ -491,7 +500,8 @@ impl<'s> Encapper<'s> {
                     match (fit, &tcp) {
                         (Fit::Fits, Some(t)) => self.send_super(net, hdr, frame, t, net.mtu, dst),
                         (Fit::Fits, None) => {
-                            self.send_one(net, frame, dst);
+                            let sock = self.tx.index(frame, self.index, &dst, self.now);
+                            self.copies.push((sock, dst));
                         }
                         (Fit::Fragment(mtu), t) => {
                             self.oversized(net, hdr, frame, t.as_ref(), dst, mtu)
@@ -502,6 +512,7 @@ impl<'s> Encapper<'s> {
                         }
                     }
                 }
+                self.send_copies(net, frame);
                 if let Some(mtu) = refused {
                     self.answer(net, tap, frame, mtu);
                 }
@@ -611,15 +622,7 @@ impl<'s> Encapper<'s> {
     /// Waits for room in a full socket buffer as long as the patience allows (not at all while
     /// stalled or stopping).
     fn send(&self, sock: &UnderlaySocket, out: &Transmit<'_>) -> io::Result<Left> {
-        let patience = Patience {
-            wait: if self.stalled.get() {
-                Duration::ZERO
-            } else {
-                self.patience
-            },
-            stop: self.stop,
-        };
-        let sent = match sock.send(out, self.caps.udp_gso.is_on(), patience) {
+        let sent = match sock.send(out, self.caps.udp_gso.is_on(), self.patience()) {
             Ok(Sent::Done) => Ok(Left::Whole),
             Ok(Sent::SegmentTooBig { then }) => then.map(|()| Left::Fragmented),
             Ok(Sent::GsoRefused { refusal, then }) => {
@@ -640,6 +643,63 @@ impl<'s> Encapper<'s> {
             Err(_) => {}
         }
         sent
+    }
+
+    /// How long the next send may wait for room: not at all while stalled.
+    fn patience(&self) -> Patience<'s> {
+        Patience {
+            wait: if self.stalled.get() {
+                Duration::ZERO
+            } else {
+                self.patience
+            },
+            stop: self.stop,
+        }
+    }
+
+    /// Sends the copies of flooded `frame` gathered in `copies`: per send socket, every copy
+    /// in `sendmmsg` batches rather than one system call each (a copy costs about as much as
+    /// a unicast datagram, less the system call).
+    fn send_copies(&mut self, net: &Network, frame: &[u8]) {
+        if self.copies.is_empty() {
+            return;
+        }
+        self.copies.sort_unstable_by_key(|&(sock, _)| sock);
+        let header = vxlan::header(net.vni);
+        let parts = [IoSlice::new(&header), IoSlice::new(frame)];
+        let (tx, listener) = (self.tx, self.listener);
+        let mut start = 0;
+        while start < self.copies.len() {
+            let sock = self.copies[start].0;
+            let same = self.copies[start..].iter().take_while(|c| c.0 == sock);
+            let end = start + same.count();
+            self.copy_dsts.clear();
+            self.copy_dsts
+                .extend(self.copies[start..end].iter().map(|&(_, dst)| dst));
+            start = end;
+            let socket = tx.socks.get(sock).unwrap_or(listener);
+            let patience = self.patience();
+            let failed = &mut self.copy_failed;
+            let sent = socket.send_copies(&parts, &self.copy_dsts, patience, |dst, e| {
+                failed.push((dst, e));
+            });
+            if sent > 0 {
+                self.stalled.set(false);
+                net.counters
+                    .tx_many(sent as u64, (sent * frame.len()) as u64);
+            }
+            for &dst in &self.copy_dsts {
+                if !self.copy_failed.iter().any(|(d, _)| *d == dst) {
+                    self.peers.sent(dst, 1, frame.len() as u64);
+                }
+            }
+            for (dst, e) in self.copy_failed.drain(..) {
+                if ovnet_sys::udp::is_stalled(&e) {
+                    self.stalled.set(true);
+                }
+                send_failed(&mut self.send_log, net, dst, &e, 1);
+            }
+        }
     }
 
     /// Sends one frame as one datagram: VXLAN header and frame gathered, not copied. (A

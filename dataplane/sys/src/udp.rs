@@ -138,6 +138,9 @@ pub const MAX_GSO_PAYLOAD: usize = 65_535 - 20 - 8;
 /// after; the lower is used).
 pub const MAX_GSO_SEGMENTS: usize = 64;
 
+/// Copies of one datagram [`UnderlaySocket::send_copies`] hands the kernel per `sendmmsg`.
+pub const COPIES_PER_CALL: usize = 16;
+
 /// A `msghdr` that sends the bytes gathered from `parts` to `addr`, without control data.
 /// It points into `addr` and `parts`: use it only while both are alive.
 fn msghdr_to(addr: &SockAddr, parts: &[IoSlice<'_>]) -> libc::msghdr {
@@ -419,6 +422,73 @@ impl UnderlaySocket {
         }
         // SAFETY: `msg` is fully initialised and its pointers are live for the call.
         let rc = unsafe { libc::sendmsg(self.sock.as_raw_fd(), &msg, 0) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(rc as usize)
+    }
+
+    /// Sends the one datagram gathered from `parts` to each of `dsts` (head-end replication)
+    /// in `sendmmsg` batches of up to [`COPIES_PER_CALL`], waiting for room in a full socket
+    /// buffer as `patience` allows. A destination the kernel refuses (no route to it, say) is
+    /// handed to `failed` with why and the others still go; once a wait gives up, every copy
+    /// not sent is handed to `failed` ([`is_stalled`]). Returns how many copies left.
+    pub fn send_copies(
+        &self,
+        parts: &[IoSlice<'_>],
+        dsts: &[SocketAddr],
+        patience: Patience<'_>,
+        mut failed: impl FnMut(SocketAddr, io::Error),
+    ) -> usize {
+        let waiting = Waiting::new(patience);
+        let (mut i, mut sent) = (0, 0);
+        while i < dsts.len() {
+            let batch = &dsts[i..dsts.len().min(i + COPIES_PER_CALL)];
+            match self.blocking(&waiting, || self.send_to_each(parts, batch)) {
+                Ok(n) => {
+                    sent += n;
+                    i += n;
+                }
+                Err(e) if is_stalled(&e) => {
+                    for &dst in &dsts[i..] {
+                        failed(dst, io::Error::new(e.kind(), e.to_string()));
+                    }
+                    break;
+                }
+                Err(e) => {
+                    failed(dsts[i], e);
+                    i += 1;
+                }
+            }
+        }
+        sent
+    }
+
+    /// One `sendmmsg` of the datagram gathered from `parts` to each of `dsts` (at most
+    /// [`COPIES_PER_CALL`]): how many left, from the first (at least one), or why the first
+    /// could not.
+    fn send_to_each(&self, parts: &[IoSlice<'_>], dsts: &[SocketAddr]) -> io::Result<usize> {
+        let Some(&first) = dsts.first() else {
+            return Ok(0);
+        };
+        let count = dsts.len().min(COPIES_PER_CALL);
+        let addrs: [SockAddr; COPIES_PER_CALL] =
+            std::array::from_fn(|k| SockAddr::from(*dsts.get(k).unwrap_or(&first)));
+        // SAFETY: an all-zero mmsghdr is a valid empty header.
+        let mut msgs: [libc::mmsghdr; COPIES_PER_CALL] = unsafe { std::mem::zeroed() };
+        for (m, addr) in msgs.iter_mut().zip(&addrs).take(count) {
+            m.msg_hdr = msghdr_to(addr, parts);
+        }
+        // SAFETY: the first `count` headers are initialised and point at `addrs` and `parts`,
+        // all live for the call; the kernel writes only their msg_len fields.
+        let rc = unsafe {
+            libc::sendmmsg(
+                self.sock.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                count as libc::c_uint,
+                0,
+            )
+        };
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }

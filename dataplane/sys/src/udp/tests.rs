@@ -307,3 +307,46 @@ fn foreign_address_is_refused_clearly() {
     let err = UnderlaySocket::bind(&UdpConfig::new("192.0.2.1:4789".parse().unwrap())).unwrap_err();
     assert!(err.to_string().contains("not configured"), "{err}");
 }
+
+#[test]
+fn copies_go_to_every_destination_and_a_refused_one_is_skipped() {
+    std::thread::spawn(|| {
+        // A namespace with only lo: TEST-NET-1 has no route there.
+        crate::netns::unshare().unwrap();
+        crate::link::set_up("lo").unwrap();
+        let tx = bind_loopback();
+        let (r1, r2) = (bind_loopback(), bind_loopback());
+        let unroutable: SocketAddr = "192.0.2.1:4789".parse().unwrap();
+        // More than one batch, the refused one inside the first.
+        let mut dsts: Vec<SocketAddr> = (0..2 * COPIES_PER_CALL + 3)
+            .map(|i| {
+                let r = if i % 2 == 0 { &r1 } else { &r2 };
+                r.local_addr().unwrap()
+            })
+            .collect();
+        dsts[5] = unroutable;
+        let parts = [IoSlice::new(&[0x08, 0, 0, 0]), IoSlice::new(b"copy")];
+        let mut failed = Vec::new();
+        let sent = tx.send_copies(&parts, &dsts, patient(), |d, e| failed.push((d, e.kind())));
+        assert_eq!(sent, dsts.len() - 1);
+        assert_eq!(
+            failed,
+            vec![(unroutable, io::ErrorKind::NetworkUnreachable)]
+        );
+        let to = |r: &UnderlaySocket| {
+            dsts.iter()
+                .filter(|d| **d == r.local_addr().unwrap())
+                .count()
+        };
+        for r in [&r1, &r2] {
+            for (bytes, from) in receive(r, to(r)) {
+                assert_eq!(bytes, b"\x08\0\0\0copy");
+                assert_eq!(from, tx.local_addr().unwrap());
+            }
+        }
+        // Nothing to send: nothing sent, nothing failed.
+        assert_eq!(tx.send_copies(&parts, &[], patient(), |_, _| panic!()), 0);
+    })
+    .join()
+    .unwrap();
+}
