@@ -480,12 +480,22 @@ impl UnderlaySocket {
             m.msg_hdr = msghdr_to(addr, parts);
         }
         // SAFETY: the first `count` headers are initialised and point at `addrs` and `parts`,
-        // all live for the call; the kernel writes only their msg_len fields.
+        // all live for the call.
+        unsafe { self.sendmmsg(&mut msgs[..count]) }
+    }
+
+    /// One `sendmmsg` of `msgs`: how many left, from the first.
+    ///
+    /// # Safety
+    /// Every header points at an address and slices live for the call (the kernel writes only
+    /// the headers' `msg_len`).
+    unsafe fn sendmmsg(&self, msgs: &mut [libc::mmsghdr]) -> io::Result<usize> {
+        // SAFETY: as the caller promises; `msgs.len()` headers follow the pointer.
         let rc = unsafe {
             libc::sendmmsg(
                 self.sock.as_raw_fd(),
                 msgs.as_mut_ptr(),
-                count as libc::c_uint,
+                msgs.len() as libc::c_uint,
                 0,
             )
         };
@@ -512,19 +522,8 @@ impl UnderlaySocket {
             count += 1;
         }
         // SAFETY: the first `count` headers are initialised and point at `addr` and slices of
-        // `parts`, all live for the call; the kernel writes only their msg_len fields.
-        let rc = unsafe {
-            libc::sendmmsg(
-                self.sock.as_raw_fd(),
-                msgs.as_mut_ptr(),
-                count as libc::c_uint,
-                0,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(rc as usize)
+        // `parts`, all live for the call.
+        unsafe { self.sendmmsg(&mut msgs[..count]) }
     }
 
     /// Makes the kernel pick, for each datagram to this socket's `SO_REUSEPORT` group, socket
