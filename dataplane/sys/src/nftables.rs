@@ -188,10 +188,7 @@ mod tests {
     fn in_new_netns<R: Send>(f: impl FnOnce() -> R + Send) -> Option<R> {
         std::thread::scope(|s| {
             s.spawn(|| {
-                // SAFETY: unshare(2) affects only this thread, which exits when `f` is done.
-                if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-                    return None;
-                }
+                crate::netns::unshare().ok()?;
                 Some(f())
             })
             .join()

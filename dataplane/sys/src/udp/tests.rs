@@ -32,6 +32,17 @@ fn a_wait_gives_up_after_its_patience_or_at_once_when_stopping() {
     assert_eq!(never.next_slice(), None, "zero patience tries once");
 }
 
+/// Runs `f` on a thread of its own new network namespace, holding only `lo` (up).
+fn in_private_netns(f: impl FnOnce() + Send + 'static) {
+    std::thread::spawn(|| {
+        crate::netns::unshare().unwrap();
+        crate::link::set_up("lo").unwrap();
+        f();
+    })
+    .join()
+    .unwrap();
+}
+
 fn bind_loopback() -> UnderlaySocket {
     UnderlaySocket::bind(&UdpConfig::new("127.0.0.1:0".parse().unwrap())).unwrap()
 }
@@ -157,9 +168,7 @@ fn a_refused_gso_send_leaves_one_datagram_at_a_time_and_says_why() {
 
 #[test]
 fn a_gso_send_over_a_smaller_route_mtu_leaves_one_by_one_fragmented() {
-    std::thread::spawn(|| {
-        crate::netns::unshare().unwrap();
-        crate::link::set_up("lo").unwrap();
+    in_private_netns(|| {
         // The route to 127.0.0.2 carries 1400-byte packets: 1372 bytes of UDP payload.
         let ok = std::process::Command::new("ip")
             .args(["route", "add", "local", "127.0.0.2/32", "dev", "lo"])
@@ -198,9 +207,7 @@ fn a_gso_send_over_a_smaller_route_mtu_leaves_one_by_one_fragmented() {
             ..t
         };
         assert!(matches!(tx.send(&t, true, patient()).unwrap(), Sent::Done));
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 #[test]
@@ -246,9 +253,7 @@ fn a_send_without_gso_takes_several_batches_in_order() {
 
 #[test]
 fn a_send_to_an_unroutable_address_fails() {
-    std::thread::spawn(|| {
-        crate::netns::unshare().unwrap();
-        crate::link::set_up("lo").unwrap();
+    in_private_netns(|| {
         let tx = bind_loopback();
         let parts = [IoSlice::new(b"x")];
         let t = Transmit {
@@ -260,9 +265,7 @@ fn a_send_to_an_unroutable_address_fails() {
         };
         let e = tx.send(&t, true, patient()).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NetworkUnreachable, "{e}");
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 #[test]
@@ -310,10 +313,8 @@ fn foreign_address_is_refused_clearly() {
 
 #[test]
 fn copies_go_to_every_destination_and_a_refused_one_is_skipped() {
-    std::thread::spawn(|| {
-        // A namespace with only lo: TEST-NET-1 has no route there.
-        crate::netns::unshare().unwrap();
-        crate::link::set_up("lo").unwrap();
+    // A namespace with only lo: TEST-NET-1 has no route there.
+    in_private_netns(|| {
         let tx = bind_loopback();
         let (r1, r2) = (bind_loopback(), bind_loopback());
         let unroutable: SocketAddr = "192.0.2.1:4789".parse().unwrap();
@@ -346,7 +347,5 @@ fn copies_go_to_every_destination_and_a_refused_one_is_skipped() {
         }
         // Nothing to send: nothing sent, nothing failed.
         assert_eq!(tx.send_copies(&parts, &[], patient(), |_, _| panic!()), 0);
-    })
-    .join()
-    .unwrap();
+    });
 }
