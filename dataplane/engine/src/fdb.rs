@@ -175,9 +175,9 @@ pub struct Table {
     pub(crate) arp: FxHashMap<Ipv4Addr, MacAddr>,
     pub(crate) nd: FxHashMap<Ipv6Addr, MacAddr>,
     pub(crate) flood: Vec<SocketAddr>,
-    /// The flood list's VTEPs that may hold MACs the table does not know: external ones
-    /// (learned from), or all of them in a learning network.
-    flood_unknown: Vec<SocketAddr>,
+    /// The flood list's external VTEPs (learned from): in a network that does not learn from
+    /// every VTEP, the only ones that may hold MACs the table does not know.
+    flood_external: Vec<SocketAddr>,
     pub(crate) local_macs: FxHashSet<MacAddr>,
     pub(crate) vteps: FxHashMap<IpAddr, VtepInfo>,
     pub(crate) learning: bool,
@@ -215,13 +215,13 @@ impl Table {
             });
         }
         let mut flood = Vec::with_capacity(t.flood.len());
-        let mut flood_unknown = Vec::new();
+        let mut flood_external = Vec::new();
         for f in &t.flood {
             if !flood.contains(&f.addr) {
                 flood.push(f.addr);
             }
-            if (f.learn || t.learning) && !flood_unknown.contains(&f.addr) {
-                flood_unknown.push(f.addr);
+            if f.learn && !flood_external.contains(&f.addr) {
+                flood_external.push(f.addr);
             }
             let e = vteps.entry(f.addr.ip()).or_insert(VtepInfo {
                 learn: f.learn,
@@ -251,7 +251,7 @@ impl Table {
             arp,
             nd: t.nd.iter().map(|(k, v)| (*k, *v)).collect(),
             flood,
-            flood_unknown,
+            flood_external,
             local_macs,
             vteps,
             learning: t.learning,
@@ -285,7 +285,11 @@ impl Table {
     /// there (a container gone, one not yet known here): sending it to every ovnet peer, as
     /// a broadcast goes, would only multiply it.
     pub fn flood_unknown(&self) -> &[SocketAddr] {
-        &self.flood_unknown
+        if self.learning {
+            &self.flood
+        } else {
+            &self.flood_external
+        }
     }
 
     /// Whether `mac` is one of this host's endpoints.
