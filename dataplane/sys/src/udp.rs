@@ -468,15 +468,16 @@ impl UnderlaySocket {
     /// [`COPIES_PER_CALL`]): how many left, from the first (at least one), or why the first
     /// could not.
     fn send_to_each(&self, parts: &[IoSlice<'_>], dsts: &[SocketAddr]) -> io::Result<usize> {
-        let Some(&first) = dsts.first() else {
-            return Ok(0);
-        };
         let count = dsts.len().min(COPIES_PER_CALL);
-        let addrs: [SockAddr; COPIES_PER_CALL] =
-            std::array::from_fn(|k| SockAddr::from(*dsts.get(k).unwrap_or(&first)));
+        if count == 0 {
+            return Ok(0);
+        }
+        // Only the addresses sent to are built.
+        let addrs: [Option<SockAddr>; COPIES_PER_CALL] =
+            std::array::from_fn(|k| dsts.get(k).map(|&d| SockAddr::from(d)));
         // SAFETY: an all-zero mmsghdr is a valid empty header.
         let mut msgs: [libc::mmsghdr; COPIES_PER_CALL] = unsafe { std::mem::zeroed() };
-        for (m, addr) in msgs.iter_mut().zip(&addrs).take(count) {
+        for (m, addr) in msgs.iter_mut().zip(addrs.iter().flatten()) {
             m.msg_hdr = msghdr_to(addr, parts);
         }
         // SAFETY: the first `count` headers are initialised and point at `addrs` and `parts`,
