@@ -16,7 +16,7 @@ use crate::kinds::{Topology, Variant};
 /// Usage text for `--help` and errors.
 pub const USAGE: &str = "\
 usage: ovnet-bench [--repeat N] [--duration SECONDS] [--json PATH] [--variants LIST]
-                   [--topologies LIST] [--tests LIST]
+                   [--topologies LIST] [--tests LIST] [--tcp-block BYTES]
 
 Builds simulated hosts (network namespaces) with one container each on a bridge (MTU 1450),
 once per variant and topology, and measures iperf3 TCP (1 and 2 streams), iperf3 UDP with
@@ -38,6 +38,9 @@ options:
   --tests LIST        comma-separated, any of: tcp1, tcp2, udp, ping1, ping10, ping100,
                       pingload (ping every 10 ms beside a TCP stream), ping (the four pings),
                       idle, flood (default all); each topology takes those it supports
+  --tcp-block BYTES   bytes per write of the tcp1 and tcp2 tests' iperf3 client (-l; default
+                      iperf3's 128 KiB). On AMD Zen 3 the sender's copy into its socket
+                      runs up to 3x slower for some sizes: see docs/performance.md
   -h, --help          this text
 
 ovnet-bench scale [--hosts LIST] [--connects N] [--json PATH]
@@ -219,6 +222,8 @@ pub struct Args {
     pub topologies: Vec<Topology>,
     /// Measurements to take in each run, in run order.
     pub tests: Vec<Test>,
+    /// Bytes per write of the TCP tests' iperf3 client; `None`: iperf3's default.
+    pub tcp_block: Option<u32>,
 }
 
 /// The keys of `tests`.
@@ -351,6 +356,7 @@ where
         variants: vec![Variant::Kernel, Variant::Ovnet],
         topologies: Topology::ALL.to_vec(),
         tests: Test::ALL.to_vec(),
+        tcp_block: None,
     };
     let known = [
         "--repeat",
@@ -359,6 +365,7 @@ where
         "--variants",
         "--topologies",
         "--tests",
+        "--tcp-block",
     ];
     let Some(pairs) = options(&all, &known, &format!("\n\n{USAGE}"))? else {
         return Ok(Command::Help);
@@ -370,6 +377,7 @@ where
             "--json" if value.is_empty() => bail!("--json needs a path"),
             "--json" => out.json = PathBuf::from(value),
             "--tests" => out.tests = tests(&value)?,
+            "--tcp-block" => out.tcp_block = Some(positive("--tcp-block", &value, 1 << 20)?),
             "--topologies" => {
                 out.topologies = list(&value, "topology", &Topology::ALL, Topology::key)?
             }
@@ -402,6 +410,13 @@ mod tests {
         assert_eq!(a.variants, vec![Variant::Kernel, Variant::Ovnet]);
         assert_eq!(a.tests, Test::ALL.to_vec());
         assert_eq!(a.topologies, Topology::ALL.to_vec());
+        assert_eq!(a.tcp_block, None);
+    }
+
+    #[test]
+    fn tcp_block() {
+        assert_eq!(run(&["--tcp-block", "131000"]).tcp_block, Some(131_000));
+        assert_eq!(run(&["--tcp-block=1048576"]).tcp_block, Some(1 << 20));
     }
 
     #[test]
@@ -537,6 +552,9 @@ mod tests {
             &["--repeat", "0"],
             &["--repeat", "x"],
             &["--duration", "-1"],
+            &["--tcp-block", "0"],
+            &["--tcp-block", "1048577"],
+            &["--tcp-block", "64k"],
             &["--json="],
             &["--variants", "kernel,bpf"],
             &["--variants", ","],

@@ -203,7 +203,7 @@ fn measure_topology(args: &Args, bins: Option<&Binaries>, out: &mut TopologyResu
                     continue;
                 };
                 let result = &mut results[i];
-                let measured = measure::run(bed, test, round, args.repeat, args.duration, result);
+                let measured = measure::run(bed, test, round, args, result);
                 if let Err(e) = measured {
                     fail(topology, result, &e);
                     beds[i] = None;
@@ -259,6 +259,7 @@ fn run(args: &Args) -> Result<bool> {
         config: json!({
             "repeat": args.repeat,
             "duration_s": args.duration,
+            "tcp_block_bytes": args.tcp_block,
             "variants": args.variants.iter().map(|v| v.key()).collect::<Vec<_>>(),
             "topologies": args.topologies.iter().map(|t| t.key()).collect::<Vec<_>>(),
             "tests": args::keys(&args.tests),

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use ovnet_testbed::{Pid, Testbed};
 
+use crate::args::Args;
 use crate::flood::Flood;
 use crate::interrupt;
 use crate::iperf;
@@ -162,15 +163,15 @@ pub fn run(
     bed: &mut Bed,
     test: Test,
     round: u32,
-    repeat: u32,
-    duration: u32,
+    args: &Args,
     out: &mut VariantResult,
 ) -> Result<()> {
     let mut m = Measurer {
         bed,
-        duration,
+        duration: args.duration,
+        tcp_block: args.tcp_block,
         name: format!("{round}-{}", test.key()),
-        at: format!("run {round}/{repeat}"),
+        at: format!("run {round}/{}", args.repeat),
     };
     match test {
         Test::Tcp1 => m.tcp(&TCP1, out),
@@ -188,6 +189,8 @@ pub fn run(
 struct Measurer<'b> {
     bed: &'b mut Bed,
     duration: u32,
+    /// Bytes per write of the TCP tests' client (`--tcp-block`); `None`: iperf3's default.
+    tcp_block: Option<u32>,
     /// Names the iperf3 logs of this measurement.
     name: String,
     /// Which run this is, for progress lines.
@@ -204,7 +207,12 @@ impl Measurer<'_> {
         let (streams, duration) = (t.streams, self.duration);
         let what = format!("TCP {streams} stream{}", if streams > 1 { "s" } else { "" });
         self.say(&format!("{what} for {duration} s"));
-        let run = self.iperf(&["-P", &streams.to_string()])?;
+        let (streams_s, block) = (streams.to_string(), self.tcp_block.map(|b| b.to_string()));
+        let mut opts = vec!["-P", &streams_s];
+        if let Some(b) = &block {
+            opts.extend(["-l", b]);
+        }
+        let run = self.iperf(&opts)?;
         let tcp = iperf::parse_tcp(&run.json).with_context(|| format!("{what}, {}", self.at))?;
         out.push(t.throughput, tcp.gbit_per_second());
         let cpu = self.record_cpu(out, t.cpu, &run);
