@@ -19,8 +19,8 @@
 //! placing by load alone put both on worker 0, which had no load yet to show, and a worker
 //! carrying two flows at 60 % busy never looked saturated, so worker 1 stayed idle on every
 //! underlay (2026-12-05, switched and direct veth alike). Flows that come to share a worker
-//! while another carries none (one started beside a flow that then fell silent, one back from
-//! idle) are spread the same way, one move at a time. Beyond one flow per worker, flows pack
+//! while another carries none (one started beside a flow that then fell silent or has ended)
+//! are spread the same way, one move at a time. Beyond one flow per worker, flows pack
 //! by load: a flow moves to another worker only when its worker is saturated with more than
 //! one flow (at most one move per host per [`MOVE_EVERY_MS`]). Saturated means busy
 //! throughout a whole second: BBR's probing lifts a worker's load for a few hundred
