@@ -63,11 +63,19 @@ pub enum Topology {
     Switch,
     /// Three hosts on the switch: broadcast frames are replicated to two peers.
     Three,
+    /// Two hosts in subnets of their own (172.20.{n}.0/24) behind two routers: the VXLAN
+    /// traffic is forwarded three times on the way, as between racks or sites.
+    Routed,
 }
 
 impl Topology {
     /// Every topology, in run order.
-    pub const ALL: [Topology; 3] = [Topology::Veth, Topology::Switch, Topology::Three];
+    pub const ALL: [Topology; 4] = [
+        Topology::Veth,
+        Topology::Switch,
+        Topology::Three,
+        Topology::Routed,
+    ];
 
     /// The name on the command line and in the JSON.
     pub fn key(self) -> &'static str {
@@ -75,6 +83,7 @@ impl Topology {
             Topology::Veth => "veth",
             Topology::Switch => "switch",
             Topology::Three => "three",
+            Topology::Routed => "routed",
         }
     }
 
@@ -86,6 +95,7 @@ impl Topology {
                 "switched underlay (two hosts on a bridge in an underlay namespace)"
             }
             Topology::Three => "three hosts on the switched underlay (flooding)",
+            Topology::Routed => "routed underlay (two hosts in two subnets behind two routers)",
         }
     }
 
@@ -97,18 +107,23 @@ impl Topology {
     /// How many hosts (each with one container).
     pub fn hosts(self) -> u8 {
         match self {
-            Topology::Veth | Topology::Switch => 2,
+            Topology::Veth | Topology::Switch | Topology::Routed => 2,
             Topology::Three => 3,
         }
     }
 
     /// Whether `test` is taken on this topology: the two-host ones take everything but the
     /// flood, the three-host one the flood, a TCP stream and a ping (a third peer in the
-    /// tables and flood lists must not cost the two others anything).
+    /// tables and flood lists must not cost the two others anything), the routed one what flow
+    /// placement and the workers' scheduling decide (TCP, UDP, a ping alone and beside TCP).
     pub fn runs(self, test: Test) -> bool {
         match self {
             Topology::Veth | Topology::Switch => test != Test::Flood,
             Topology::Three => matches!(test, Test::Flood | Test::Tcp1 | Test::Ping10),
+            Topology::Routed => matches!(
+                test,
+                Test::Tcp1 | Test::Tcp2 | Test::Udp | Test::Ping10 | Test::PingLoad
+            ),
         }
     }
 }

@@ -2,8 +2,9 @@
 //! or three hosts, each with one container: `10.0.0.2` on host 1 (the iperf3 and ping client,
 //! the flood's sender), `10.0.0.3` on host 2 (the server), `10.0.0.4` on host 3; MTU 1450.
 //! Every host has `eth0` on the underlay bridge (`192.168.50.{n}`, where etcd is); the VXLAN
-//! traffic goes over it ([`Topology::Switch`], [`Topology::Three`]) or over a veth pair of its
-//! own between the two hosts (`dl0`, `192.168.60.{n}`, [`Topology::Veth`]).
+//! traffic goes over it ([`Topology::Switch`], [`Topology::Three`]), over a veth pair of its
+//! own between the two hosts (`dl0`, `192.168.60.{n}`, [`Topology::Veth`]) or through two
+//! routers (`rl0`, `172.20.{n}.2`, [`Topology::Routed`]).
 //!
 //! - [`Variant::Kernel`]: bridge `br0` with the container's veth and a kernel `vxlan` device
 //!   (VNI 42, port 4789, `nolearning`) with static FDB entries for the remote containers' MACs
@@ -29,7 +30,7 @@ use ovnet_dataplane::{
     BumLimits, Dataplane, DataplaneConfig, FloodEntry, MacAddr, NetworkTable, Vni,
 };
 use ovnet_sys::netns;
-use ovnet_testbed::{Container, Host, Pid, Testbed, DIRECT_LINK};
+use ovnet_testbed::{Container, Host, Pid, Testbed, DIRECT_LINK, ROUTED_LINK};
 
 use crate::interrupt;
 pub use crate::kinds::{Topology, Variant};
@@ -45,6 +46,9 @@ pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
 pub const BROADCAST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 255);
 /// Third octet of the direct link's subnet (`192.168.60.0/24`).
 const DIRECT_SUBNET: u8 = 60;
+/// MTU of the link between the routed topology's routers: the hosts' own, so nothing is
+/// fragmented on the way.
+const ROUTED_TRANSIT_MTU: u32 = 1500;
 /// Storm control off (no limit on broadcast, unknown-unicast and multicast frames), in every
 /// variant: the flood test measures head-end replication, not the default limit of 5 000
 /// frames per second per endpoint (which it would otherwise report).
@@ -254,28 +258,32 @@ struct Underlay {
 }
 
 impl Underlay {
-    /// Adds the hosts of `topology` to `tb` (and the direct link of [`Topology::Veth`]).
+    /// Adds the hosts of `topology` to `tb` (and the direct link of [`Topology::Veth`], the
+    /// routers of [`Topology::Routed`]).
     fn build(tb: &mut Testbed, topology: Topology) -> Result<Underlay> {
         let mut hosts = Vec::new();
         for n in 1..=topology.hosts() {
             hosts.push(tb.add_host(n).with_context(|| format!("adding host {n}"))?);
         }
-        if topology == Topology::Veth {
-            let (a, b) = tb
-                .add_direct_link(&hosts[0], &hosts[1], DIRECT_SUBNET)
-                .context("joining the two hosts by a veth pair")?;
-            return Ok(Underlay {
-                hosts,
-                vteps: vec![a, b],
-                dev: DIRECT_LINK,
-            });
-        }
-        let vteps = hosts.iter().map(|h| h.underlay_ip).collect();
-        Ok(Underlay {
-            hosts,
-            vteps,
-            dev: "eth0",
-        })
+        let (vteps, dev) = match topology {
+            Topology::Veth => {
+                let (a, b) = tb
+                    .add_direct_link(&hosts[0], &hosts[1], DIRECT_SUBNET)
+                    .context("joining the two hosts by a veth pair")?;
+                (vec![a, b], DIRECT_LINK)
+            }
+            Topology::Routed => {
+                let refs: Vec<&Host> = hosts.iter().collect();
+                let vteps = tb
+                    .add_routed_underlay(&refs, ROUTED_TRANSIT_MTU)
+                    .context("putting the hosts behind routers")?;
+                (vteps, ROUTED_LINK)
+            }
+            Topology::Switch | Topology::Three => {
+                (hosts.iter().map(|h| h.underlay_ip).collect(), "eth0")
+            }
+        };
+        Ok(Underlay { hosts, vteps, dev })
     }
 
     fn vtep(&self, i: usize) -> SocketAddr {

@@ -1,5 +1,5 @@
 //! End-to-end check of the side-by-side harness (needs root, iproute2, iperf3): a short run of
-//! two variants over two topologies takes every round of every test a topology supports on
+//! two variants over three topologies takes every round of every test a topology supports on
 //! both, alternating which goes first, writes the JSON and leaves no namespace behind. The `direct` variant stands in for
 //! `ovnet` so that the test needs no release build of the agent.
 
@@ -83,14 +83,14 @@ fn variants_take_turns_on_every_topology_and_every_round_is_recorded() {
         "--variants",
         "kernel,direct",
         "--topologies",
-        "veth,three",
+        "veth,three,routed",
     ]);
     let (run, report) = run_bench(None, &args, &json);
     let stderr = &run.stderr;
 
     // On each topology both beds are built first, then each test runs on one and then the
     // other, the first variant first in odd rounds and second in even ones. The veth pair
-    // takes no flood, the three hosts no ping every millisecond.
+    // takes no flood, the three hosts no ping every millisecond, the routed hosts neither.
     let starts: Vec<&str> = stderr
         .lines()
         .filter(|l| {
@@ -114,6 +114,10 @@ fn variants_take_turns_on_every_topology_and_every_round_is_recorded() {
         "[three/kernel] run 2/2: TCP 1 stream",
         "[three/direct] run 2/2: flood",
         "[three/kernel] run 2/2: flood",
+        "[routed/kernel] run 1/2: TCP 1 stream",
+        "[routed/direct] run 1/2: TCP 1 stream",
+        "[routed/direct] run 2/2: TCP 1 stream",
+        "[routed/kernel] run 2/2: TCP 1 stream",
     ];
     assert_eq!(starts.len(), expected.len(), "{stderr}");
     for (line, want) in starts.iter().zip(expected) {
@@ -122,7 +126,7 @@ fn variants_take_turns_on_every_topology_and_every_round_is_recorded() {
             "{line:?} should start with {want:?}\n{stderr}"
         );
     }
-    for topo in ["veth", "three"] {
+    for topo in ["veth", "three", "routed"] {
         let ready: Vec<usize> = ["kernel", "direct"]
             .iter()
             .map(|v| {
@@ -139,7 +143,7 @@ fn variants_take_turns_on_every_topology_and_every_round_is_recorded() {
     }
 
     let topologies = report["topologies"].as_array().unwrap();
-    assert_eq!(topologies.len(), 2);
+    assert_eq!(topologies.len(), 3);
     for (t, measured, unmeasured) in [
         (
             &topologies[0],
@@ -150,6 +154,11 @@ fn variants_take_turns_on_every_topology_and_every_round_is_recorded() {
             &topologies[1],
             &["tcp_1_stream", "flood_64b_received", "flood_64b_sent"][..],
             &["ping_p50_1ms", "udp_64b_received"][..],
+        ),
+        (
+            &topologies[2],
+            &["tcp_1_stream"][..],
+            &["ping_p50_1ms", "flood_64b_received"][..],
         ),
     ] {
         let variants = t["variants"].as_array().unwrap();

@@ -3,7 +3,8 @@
 //! (1350); one created with `--mtu 1450` is accepted with a warning naming host 3, and works
 //! anyway: the data plane answers what does not fit the path to host 3 with ICMP "too big",
 //! which TCP's path MTU discovery and `ping -M do` see, and sends IPv4 without DF for the host
-//! to fragment.
+//! to fragment. Hosts behind routers whose link between them is narrower than the hosts'
+//! own: the routers fragment the outer datagrams, as they would the kernel's vxlan's.
 //!
 //! Needs root, etcd, iproute2, iputils ping and the workspace's binaries.
 
@@ -254,4 +255,89 @@ fn ipv6_packet_too_big(c: &Cluster, a: &str, b: &str) {
         ],
     );
     assert!(ping.contains("Packet too big: mtu=1350"), "ping -6: {ping}");
+}
+
+/// The `Ip: ReasmOKs` counter of namespace `ns`: datagrams it put back together from fragments.
+fn reassembled(ns: &str) -> u64 {
+    let snmp = run_in(ns, &["cat", "/proc/net/snmp"]);
+    let mut ip = snmp.lines().filter(|l| l.starts_with("Ip: "));
+    let (names, values) = (ip.next().unwrap_or_default(), ip.next().unwrap_or_default());
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "ReasmOKs")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or_else(|| panic!("no ReasmOKs in {snmp}"))
+}
+
+/// Hosts in subnets of their own behind two routers, whose link carries only 1400 bytes
+/// (which neither host's own link shows): the VTEPs reach each other through the routers,
+/// the network keeps its default 1450, and the outer datagrams, sent without DF as the
+/// kernel's vxlan sends them, are fragmented by the router and put back together by the
+/// receiving host. A full-sized ping with DF and 20 MB of TCP each way get through.
+#[test]
+fn hosts_behind_routers_with_a_narrow_link_between_them() {
+    let mut c = Cluster::bed(2);
+    let hosts = [c.host(1).clone(), c.host(2).clone()];
+    let vteps =
+        c.tb.add_routed_underlay(&[&hosts[0], &hosts[1]], 1400)
+            .expect("routed underlay");
+    for (h, vtep) in (1..=2).zip(&vteps) {
+        c.set_agent_args(h, &["--vtep-ip", &vtep.to_string()]);
+        c.start_agent(h);
+    }
+    for h in 1..=2 {
+        c.wait_agent_ready(h);
+    }
+    // Each host hears the other's data plane through the routers, not only its lease.
+    wait_until("each data plane heard by the other host", DEADLINE, || {
+        let (one, two) = (
+            c.ovctl(1, &["node", "ls"]).ok(),
+            c.ovctl(2, &["node", "ls"]).ok(),
+        );
+        let heard = |table: &str, node: &str, vtep: &str| {
+            table
+                .lines()
+                .any(|l| l.starts_with(node) && l.contains(vtep) && l.contains("heard"))
+        };
+        (heard(&one, "host2", "172.20.2.2:4789") && heard(&two, "host1", "172.20.1.2:4789"))
+            .then_some(())
+            .ok_or(format!("{one}\n{two}"))
+    });
+
+    c.create(1, "routed", &[]);
+    assert_eq!(c.inspect(2, "routed")["Options"]["mtu"], "1450");
+    let (a, b) = (c.netns("a"), c.netns("b"));
+    c.connect(1, "routed", "a", &a);
+    c.connect(2, "routed", "b", &b);
+    let (ip_a, ip_b) = (ip_of(&c, "routed", "a"), ip_of(&c, "routed", "b"));
+    c.wait_ping(&a, &ip_b, DEADLINE);
+
+    let before = reassembled(&hosts[1].ns);
+    let ping = run_in(
+        &a,
+        &[
+            "ping", "-c", "3", "-W", "3", "-M", "do", "-s", "1422", &ip_b,
+        ],
+    );
+    assert!(ping.contains(" 0% packet loss"), "ping -M do: {ping}");
+    assert!(
+        reassembled(&hosts[1].ns) >= before + 3,
+        "host 2 reassembled no fragmented request"
+    );
+
+    tcp_transfer_verified(&c.tb, &b, &ip_b, &a, TRANSFER).expect("20 MB from host 1 to host 2");
+    tcp_transfer_verified(&c.tb, &a, &ip_a, &b, TRANSFER).expect("20 MB from host 2 to host 1");
+    for h in [1, 2] {
+        let s = stats(&c, h, "routed");
+        for reason in ["too_big", "send_error", "unknown_vtep"] {
+            assert_eq!(counter(&s, reason), 0, "{reason} on host{h}: {s}");
+        }
+    }
+    // `doctor` finds the VTEP on the routed link and nothing to fix.
+    let doctor = c.ovctl(1, &["doctor"]).ok();
+    assert!(
+        doctor.contains("172.20.1.2 is on rl0"),
+        "doctor on host 1: {doctor}"
+    );
 }

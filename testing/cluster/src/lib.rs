@@ -244,24 +244,16 @@ impl Cluster {
         );
         let agent = self.agent_bin.to_string_lossy().into_owned();
         let extra = self.extra[h - 1].clone();
-        // `--node` among the extra arguments replaces the host's own name.
-        let named = extra.iter().any(|a| a == "--node");
-        let mut args = vec![
-            agent.as_str(),
-            "--node",
-            &node,
-            "--etcd",
-            &etcd,
-            "--vtep-ip",
-            &vtep,
-            "--api",
-            &sock,
-            "--state-dir",
-            &state,
-        ];
-        if named {
-            args.drain(1..3);
+        // `--node` or `--vtep-ip` among the extra arguments replaces the host's own name or
+        // address (`eth0`'s).
+        let given = |flag: &str| extra.iter().any(|a| a == flag);
+        let mut args = vec![agent.as_str()];
+        for (flag, value) in [("--node", &node), ("--vtep-ip", &vtep)] {
+            if !given(flag) {
+                args.extend([flag, value.as_str()]);
+            }
         }
+        args.extend(["--etcd", &etcd, "--api", &sock, "--state-dir", &state]);
         args.extend(extra.iter().map(String::as_str));
         let mut env = vec![("RUST_LOG", "info")];
         env.extend(

@@ -28,6 +28,8 @@ pub const UNDERLAY_BRIDGE: &str = "ulbr";
 pub const UNDERLAY_BRIDGE_MAC: &str = "02:00:c0:a8:32:fe";
 /// Name of a [`Testbed::add_direct_link`] in both hosts.
 pub const DIRECT_LINK: &str = "dl0";
+/// Name of a host's link to its router in [`Testbed::add_routed_underlay`].
+pub const ROUTED_LINK: &str = "rl0";
 /// How long a process gets between SIGTERM and SIGKILL when the test bed stops it.
 const TERM_GRACE: Duration = Duration::from_secs(3);
 
@@ -244,6 +246,13 @@ fn quiet_and_lo_up(ns: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Runs `ip -n NS ARGS...`, `args` split at spaces (names and addresses hold none).
+fn ip_in(ns: &str, args: &str) -> io::Result<String> {
+    let mut argv = vec!["ip", "-n", ns];
+    argv.extend(args.split(' '));
+    run(&argv)
+}
+
 /// Parses `a.b.c.d/len`.
 fn parse_cidr(cidr: &str) -> io::Result<Ipv4Addr> {
     let bad = || {
@@ -458,6 +467,62 @@ impl Testbed {
             addrs.push(ip);
         }
         Ok((addrs[0], addrs[1]))
+    }
+
+    /// Puts `hosts` in subnets of their own behind two routers, as hosts in two racks or
+    /// sites are: host `n` gets [`ROUTED_LINK`] with `172.20.{n}.2/24`, its router's end
+    /// `172.20.{n}.1`, and a route to `172.20.0.0/16` through it; odd hosts hang off router
+    /// `ov{id}nrtra`, even ones off `ov{id}nrtrb`, and the routers are joined by a link
+    /// (`172.21.0.1/30`, `.2`) of `transit_mtu` bytes. Routers forward, do not filter, and
+    /// fragment what is larger than the transit link and may be fragmented (IPv4 without DF).
+    /// `eth0` keeps reaching etcd on the switch. Returns each host's routed address, in order.
+    pub fn add_routed_underlay(
+        &mut self,
+        hosts: &[&Host],
+        transit_mtu: u32,
+    ) -> io::Result<Vec<Ipv4Addr>> {
+        for h in hosts {
+            self.check_owned(&h.ns)?;
+        }
+        let routers = [self.add_netns("rtra")?, self.add_netns("rtrb")?];
+        let transit = [Ipv4Addr::new(172, 21, 0, 1), Ipv4Addr::new(172, 21, 0, 2)];
+        ip_in(
+            &routers[0],
+            &format!("link add tr0 type veth peer name tr0 netns {}", routers[1]),
+        )?;
+        for (r, addr) in routers.iter().zip(transit) {
+            crate::cmd::in_netns(r, || {
+                std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+                    .map_err(|e| ctx("enable forwarding in a router namespace", e))
+            })??;
+            ip_in(r, &format!("addr add {addr}/30 dev tr0"))?;
+            ip_in(r, &format!("link set tr0 mtu {transit_mtu} up"))?;
+        }
+        let mut addrs = Vec::with_capacity(hosts.len());
+        for h in hosts {
+            // Odd hosts behind router a, even ones behind b; the other router reaches the
+            // host's subnet through this one's transit address.
+            let (mine, other) = if h.n % 2 == 1 { (0, 1) } else { (1, 0) };
+            let (router, port, n) = (&routers[mine], format!("r{}", h.n), h.n);
+            ip_in(
+                &h.ns,
+                &format!("link add {ROUTED_LINK} type veth peer name {port} netns {router}"),
+            )?;
+            ip_in(router, &format!("addr add 172.20.{n}.1/24 dev {port}"))?;
+            ip_in(router, &format!("link set {port} up"))?;
+            ip_in(
+                &routers[other],
+                &format!("route add 172.20.{n}.0/24 via {}", transit[mine]),
+            )?;
+            ip_in(
+                &h.ns,
+                &format!("addr add 172.20.{n}.2/24 dev {ROUTED_LINK}"),
+            )?;
+            ip_in(&h.ns, &format!("link set {ROUTED_LINK} mtu 1500 up"))?;
+            ip_in(&h.ns, &format!("route add 172.20.0.0/16 via 172.20.{n}.1"))?;
+            addrs.push(Ipv4Addr::new(172, 20, n, 2));
+        }
+        Ok(addrs)
     }
 
     /// Sets the MTU of host `host`'s underlay link, both ends (its `eth0` and the peer on the

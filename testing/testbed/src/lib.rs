@@ -10,6 +10,7 @@
 //!   └─ h2 ── eth0 192.168.50.2/24  in ov{id}h2   (host 2)
 //! ov{id}c{k} container: eth0 ── vc{k} in its host's namespace, on a host bridge (e.g. br0)
 //! ov{id}n{label} bare namespace (only lo), for the code under test to plumb
+//! ov{id}nrtra, ov{id}nrtrb  routers of a routed underlay (hosts in 172.20.{n}.0/24)
 //! ```
 //!
 //! It is not a network emulator: no delay, loss or bandwidth shaping (use `tc` via
@@ -36,7 +37,7 @@ mod sys;
 mod traffic;
 
 pub use bed::{
-    Container, Host, Pid, Testbed, DIRECT_LINK, UNDERLAY_BRIDGE, UNDERLAY_BRIDGE_IP,
+    Container, Host, Pid, Testbed, DIRECT_LINK, ROUTED_LINK, UNDERLAY_BRIDGE, UNDERLAY_BRIDGE_IP,
     UNDERLAY_BRIDGE_MAC,
 };
 pub use cmd::{in_netns, ns_path, run, NETNS_DIR};

@@ -2,11 +2,12 @@
 //! verified TCP, etcd lifecycle, and that nothing is left behind after drop, panic or SIGKILL.
 
 use std::net::SocketAddr;
+use std::process::Command;
 use std::time::Duration;
 
 use ovnet_testbed::{
-    in_netns, ping, run, sweep_stale, tcp_transfer_verified, Testbed, DIRECT_LINK, UNDERLAY_BRIDGE,
-    UNDERLAY_BRIDGE_MAC,
+    in_netns, ping, run, sweep_stale, tcp_transfer_verified, Testbed, DIRECT_LINK, ROUTED_LINK,
+    UNDERLAY_BRIDGE, UNDERLAY_BRIDGE_MAC,
 };
 
 /// Names of all namespaces that contain `needle`.
@@ -70,6 +71,56 @@ fn a_direct_link_joins_two_hosts_beside_the_switch() {
     assert!(route.contains(&format!("dev {DIRECT_LINK}")), "{route}");
     // The switched underlay still works beside it.
     assert!(ping(&tb, &h2.ns, "192.168.50.1", 2).unwrap().no_loss());
+}
+
+#[test]
+fn a_routed_underlay_puts_hosts_in_subnets_of_their_own() {
+    let mut tb = Testbed::new().unwrap();
+    let hosts: Vec<_> = (1..=3).map(|n| tb.add_host(n).unwrap()).collect();
+    let refs: Vec<_> = hosts.iter().collect();
+    let addrs = tb.add_routed_underlay(&refs, 1400).unwrap();
+    let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    assert_eq!(addrs, ["172.20.1.2", "172.20.2.2", "172.20.3.2"]);
+    // Across the transit link (hosts 1 and 2) and through one router (hosts 1 and 3).
+    for to in ["172.20.2.2", "172.20.3.2"] {
+        assert!(ping(&tb, &hosts[0].ns, to, 2).unwrap().no_loss(), "to {to}");
+        let route = tb
+            .exec(&hosts[0].ns, &["ip", "-o", "route", "get", to])
+            .unwrap();
+        assert!(
+            route.contains("via 172.20.1.1") && route.contains(&format!("dev {ROUTED_LINK}")),
+            "{route}"
+        );
+    }
+    // Two router hops: the TTL of host 2's answer arrives lowered by two.
+    let out = tb
+        .exec(&hosts[0].ns, &["ping", "-c", "1", "-W", "2", "172.20.2.2"])
+        .unwrap();
+    assert!(out.contains("ttl=62"), "{out}");
+    // The transit link carries 1400 bytes: larger packets are fragmented on the way unless
+    // they forbid it, and then the router says how much fits.
+    let big = ["ping", "-c", "1", "-W", "2", "-s", "1450"];
+    let frag = tb
+        .exec(
+            &hosts[0].ns,
+            &[&big[..], &["-M", "dont", "172.20.2.2"]].concat(),
+        )
+        .unwrap();
+    assert!(frag.contains(" 0% packet loss"), "{frag}");
+    let df = Command::new("ip")
+        .args(["netns", "exec", &hosts[0].ns])
+        .args(big)
+        .args(["-M", "do", "172.20.2.2"])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&df.stdout).into_owned() + &String::from_utf8_lossy(&df.stderr);
+    assert!(text.contains("mtu = 1400"), "{text}");
+    // The switch still carries eth0, and the routers are the test bed's own.
+    assert!(ping(&tb, &hosts[1].ns, "192.168.50.1", 2)
+        .unwrap()
+        .no_loss());
+    assert_eq!(netns_matching(&format!("{}nrtr", tb.id())).len(), 2);
 }
 
 #[test]
