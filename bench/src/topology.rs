@@ -274,10 +274,10 @@ impl Underlay {
             }
             Topology::Routed => {
                 let refs: Vec<&Host> = hosts.iter().collect();
-                let vteps = tb
+                let routed = tb
                     .add_routed_underlay(&refs, ROUTED_TRANSIT_MTU)
                     .context("putting the hosts behind routers")?;
-                (vteps, ROUTED_LINK)
+                (routed.iter().map(|r| r.link).collect(), ROUTED_LINK)
             }
             Topology::Switch | Topology::Three => {
                 (hosts.iter().map(|h| h.underlay_ip).collect(), "eth0")

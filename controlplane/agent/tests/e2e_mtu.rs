@@ -4,7 +4,8 @@
 //! anyway: the data plane answers what does not fit the path to host 3 with ICMP "too big",
 //! which TCP's path MTU discovery and `ping -M do` see, and sends IPv4 without DF for the host
 //! to fragment. Hosts behind routers whose link between them is narrower than the hosts'
-//! own: the routers fragment the outer datagrams, as they would the kernel's vxlan's.
+//! own: the routers fragment the outer datagrams, as they would the kernel's vxlan's. VTEPs
+//! that are host addresses on the loopback, routed by the fabric: the routes' MTU counts.
 //!
 //! Needs root, etcd, iproute2, iputils ping and the workspace's binaries.
 
@@ -279,11 +280,11 @@ fn reassembled(ns: &str) -> u64 {
 fn hosts_behind_routers_with_a_narrow_link_between_them() {
     let mut c = Cluster::bed(2);
     let hosts = [c.host(1).clone(), c.host(2).clone()];
-    let vteps =
+    let routed =
         c.tb.add_routed_underlay(&[&hosts[0], &hosts[1]], 1400)
             .expect("routed underlay");
-    for (h, vtep) in (1..=2).zip(&vteps) {
-        c.set_agent_args(h, &["--vtep-ip", &vtep.to_string()]);
+    for (h, r) in (1..=2).zip(&routed) {
+        c.set_agent_args(h, &["--vtep-ip", &r.link.to_string()]);
         c.start_agent(h);
     }
     for h in 1..=2 {
@@ -340,4 +341,76 @@ fn hosts_behind_routers_with_a_narrow_link_between_them() {
         doctor.contains("172.20.1.2 is on rl0"),
         "doctor on host 1: {doctor}"
     );
+}
+
+/// The L3-fabric layout: each host's VTEP is a host address on `lo` that the routers route to
+/// it. The underlay MTU is then the routes' to the peers (1500), not `lo`'s 65536, which no
+/// node record may hold: with it, every agent skipped every node's record as damaged, `node
+/// ls` was empty and nothing crossed. Now the nodes are listed with their VTEPs, a network
+/// takes the fabric's 1450, and a full-sized ping with DF and 20 MB of TCP cross.
+#[test]
+fn vteps_on_the_loopback_of_an_l3_fabric() {
+    let mut c = Cluster::bed(2);
+    let hosts = [c.host(1).clone(), c.host(2).clone()];
+    let routed =
+        c.tb.add_routed_underlay(&[&hosts[0], &hosts[1]], 1500)
+            .expect("routed underlay");
+    for (h, r) in (1..=2).zip(&routed) {
+        c.set_agent_args(h, &["--vtep-ip", &r.loopback.to_string()]);
+        c.start_agent(h);
+    }
+    for h in 1..=2 {
+        c.wait_agent_ready(h);
+    }
+    // Both nodes listed everywhere, each data plane heard through the routers.
+    wait_until("each node listed and heard by the other", DEADLINE, || {
+        let (one, two) = (
+            c.ovctl(1, &["node", "ls"]).ok(),
+            c.ovctl(2, &["node", "ls"]).ok(),
+        );
+        let heard = |table: &str, node: &str, vtep: &str| {
+            table
+                .lines()
+                .any(|l| l.starts_with(node) && l.contains(vtep) && l.contains("heard"))
+        };
+        (heard(&one, "host2", "172.22.0.2:4789") && heard(&two, "host1", "172.22.0.1:4789"))
+            .then_some(())
+            .ok_or(format!("{one}\n{two}"))
+    });
+    // Once each agent has read the routes to its peer, a new network gets 1500 - 50.
+    let mut probes = 0;
+    wait_until("the routes' MTU in both node records", DEADLINE, || {
+        probes += 1;
+        let name = format!("probe{probes}");
+        c.create(1, &name, &[]);
+        let mtu = c.inspect(1, &name)["Options"]["mtu"].clone();
+        c.ovctl(1, &["network", "rm", &name]).ok();
+        (mtu == "1450")
+            .then_some(())
+            .ok_or(format!("{name}: mtu {mtu}"))
+    });
+
+    c.create(1, "fabric", &[]);
+    let (a, b) = (c.netns("a"), c.netns("b"));
+    c.connect(1, "fabric", "a", &a);
+    c.connect(2, "fabric", "b", &b);
+    assert_eq!((eth0_mtu(&c, &a), eth0_mtu(&c, &b)), (1450, 1450));
+    let ip_b = ip_of(&c, "fabric", "b");
+    c.wait_ping(&a, &ip_b, DEADLINE);
+    let ping = run_in(
+        &a,
+        &[
+            "ping", "-c", "3", "-W", "3", "-M", "do", "-s", "1422", &ip_b,
+        ],
+    );
+    assert!(ping.contains(" 0% packet loss"), "ping -M do: {ping}");
+    tcp_transfer_verified(&c.tb, &b, &ip_b, &a, TRANSFER).expect("20 MB from host 1 to host 2");
+    for h in [1, 2] {
+        let s = stats(&c, h, "fabric");
+        for reason in ["too_big", "send_error", "unknown_vtep"] {
+            assert_eq!(counter(&s, reason), 0, "{reason} on host{h}: {s}");
+        }
+        let log = c.agent_log(h);
+        assert!(!log.contains("damaged record"), "host{h}'s agent: {log}");
+    }
 }

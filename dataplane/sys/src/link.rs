@@ -95,6 +95,16 @@ pub fn mtu(name: &str) -> io::Result<u32> {
     Ok(unsafe { ifr.data.int } as u32)
 }
 
+/// Whether interface `name` is a loopback device (`IFF_LOOPBACK`): what is sent from an
+/// address on it leaves by other devices.
+pub fn is_loopback(name: &str) -> io::Result<bool> {
+    let mut ifr = IfReq::new(name)?;
+    ioctl(libc::SIOCGIFFLAGS, &mut ifr, "reading the flags")?;
+    // SAFETY: SIOCGIFFLAGS filled the `ifr_flags` short member of the union.
+    let flags = unsafe { ifr.data.flags };
+    Ok(flags & libc::IFF_LOOPBACK as libc::c_short != 0)
+}
+
 /// Brings interface `name` up (`IFF_UP`), keeping its other flags.
 pub fn set_up(name: &str) -> io::Result<()> {
     let mut ifr = IfReq::new(name)?;
@@ -210,6 +220,8 @@ mod tests {
         assert_eq!(index("lo").unwrap(), 1);
         assert_eq!(hwaddr("lo").unwrap(), [0; 6]);
         assert!(mtu("lo").unwrap() >= 1500);
+        assert!(is_loopback("lo").unwrap());
+        assert!(is_loopback("ovnet-nope0").is_err());
     }
 
     #[test]

@@ -7,11 +7,12 @@
 
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use ovnet_wire::VXLAN_PORT;
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
 /// How to set up an underlay socket.
@@ -67,6 +68,46 @@ pub(crate) fn setsockopt_int(
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// An integer socket option of `fd`.
+pub(crate) fn getsockopt_int(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    opt: libc::c_int,
+) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt(2) writes at most `len` bytes into the live c_int `value` and updates
+    // `len`, both of which outlive the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value)
+}
+
+/// The MTU of the route from `from` to `to` in the calling thread's network namespace (that of
+/// its device, or what path MTU discovery learned for `to`): a UDP socket bound to `from` and
+/// connected to `to` asks the kernel (`IP_MTU`) without sending anything.
+pub fn route_mtu(from: Ipv4Addr, to: Ipv4Addr) -> io::Result<u32> {
+    let what =
+        |e: io::Error| io::Error::new(e.kind(), format!("the route from {from} to {to}: {e}"));
+    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(what)?;
+    sock.bind(&SockAddr::from(SocketAddrV4::new(from, 0)))
+        .map_err(what)?;
+    sock.connect(&SockAddr::from(SocketAddrV4::new(to, VXLAN_PORT)))
+        .map_err(what)?;
+    let mtu = getsockopt_int(sock.as_fd(), libc::IPPROTO_IP, libc::IP_MTU).map_err(what)?;
+    Ok(mtu as u32)
 }
 
 impl UnderlaySocket {

@@ -67,6 +67,15 @@ pub struct Container {
     pub host_veth: String,
 }
 
+/// A host's addresses on a [`Testbed::add_routed_underlay`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoutedHost {
+    /// On [`ROUTED_LINK`], `172.20.{n}.2`.
+    pub link: Ipv4Addr,
+    /// A host address on `lo`, `172.22.0.{n}`, routed to the host by the routers.
+    pub loopback: Ipv4Addr,
+}
+
 /// A child process the test bed started.
 pub(crate) struct Proc {
     pub(crate) child: Child,
@@ -471,16 +480,18 @@ impl Testbed {
 
     /// Puts `hosts` in subnets of their own behind two routers, as hosts in two racks or
     /// sites are: host `n` gets [`ROUTED_LINK`] with `172.20.{n}.2/24`, its router's end
-    /// `172.20.{n}.1`, and a route to `172.20.0.0/16` through it; odd hosts hang off router
-    /// `ov{id}nrtra`, even ones off `ov{id}nrtrb`, and the routers are joined by a link
-    /// (`172.21.0.1/30`, `.2`) of `transit_mtu` bytes. Routers forward, do not filter, and
-    /// fragment what is larger than the transit link and may be fragmented (IPv4 without DF).
-    /// `eth0` keeps reaching etcd on the switch. Returns each host's routed address, in order.
+    /// `172.20.{n}.1`, and routes to `172.20.0.0/16` and `172.22.0.0/16` through it; odd hosts
+    /// hang off router `ov{id}nrtra`, even ones off `ov{id}nrtrb`, and the routers are joined by
+    /// a link (`172.21.0.1/30`, `.2`) of `transit_mtu` bytes. Each host also has a host address
+    /// `172.22.0.{n}/32` on `lo` that the routers route to it, as an L3 fabric does. Routers
+    /// forward, do not filter, and fragment what is larger than the transit link and may be
+    /// fragmented (IPv4 without DF). `eth0` keeps reaching etcd on the switch. Returns each
+    /// host's addresses, in order.
     pub fn add_routed_underlay(
         &mut self,
         hosts: &[&Host],
         transit_mtu: u32,
-    ) -> io::Result<Vec<Ipv4Addr>> {
+    ) -> io::Result<Vec<RoutedHost>> {
         for h in hosts {
             self.check_owned(&h.ns)?;
         }
@@ -515,12 +526,26 @@ impl Testbed {
                 &format!("route add 172.20.{n}.0/24 via {}", transit[mine]),
             )?;
             ip_in(
+                router,
+                &format!("route add 172.22.0.{n}/32 via 172.20.{n}.2"),
+            )?;
+            ip_in(
+                &routers[other],
+                &format!("route add 172.22.0.{n}/32 via {}", transit[mine]),
+            )?;
+            ip_in(
                 &h.ns,
                 &format!("addr add 172.20.{n}.2/24 dev {ROUTED_LINK}"),
             )?;
+            ip_in(&h.ns, &format!("addr add 172.22.0.{n}/32 dev lo"))?;
             ip_in(&h.ns, &format!("link set {ROUTED_LINK} mtu 1500 up"))?;
-            ip_in(&h.ns, &format!("route add 172.20.0.0/16 via 172.20.{n}.1"))?;
-            addrs.push(Ipv4Addr::new(172, 20, n, 2));
+            for fabric in ["172.20.0.0/16", "172.22.0.0/16"] {
+                ip_in(&h.ns, &format!("route add {fabric} via 172.20.{n}.1"))?;
+            }
+            addrs.push(RoutedHost {
+                link: Ipv4Addr::new(172, 20, n, 2),
+                loopback: Ipv4Addr::new(172, 22, 0, n),
+            });
         }
         Ok(addrs)
     }

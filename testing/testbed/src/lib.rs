@@ -37,8 +37,8 @@ mod sys;
 mod traffic;
 
 pub use bed::{
-    Container, Host, Pid, Testbed, DIRECT_LINK, ROUTED_LINK, UNDERLAY_BRIDGE, UNDERLAY_BRIDGE_IP,
-    UNDERLAY_BRIDGE_MAC,
+    Container, Host, Pid, RoutedHost, Testbed, DIRECT_LINK, ROUTED_LINK, UNDERLAY_BRIDGE,
+    UNDERLAY_BRIDGE_IP, UNDERLAY_BRIDGE_MAC,
 };
 pub use cmd::{in_netns, ns_path, run, NETNS_DIR};
 pub use etcd::{EtcdOptions, EtcdTls, ETCD_CLIENT_PORT, ETCD_METRICS_PORT, ETCD_PEER_PORT};

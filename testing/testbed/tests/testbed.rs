@@ -78,9 +78,27 @@ fn a_routed_underlay_puts_hosts_in_subnets_of_their_own() {
     let mut tb = Testbed::new().unwrap();
     let hosts: Vec<_> = (1..=3).map(|n| tb.add_host(n).unwrap()).collect();
     let refs: Vec<_> = hosts.iter().collect();
-    let addrs = tb.add_routed_underlay(&refs, 1400).unwrap();
-    let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    let routed = tb.add_routed_underlay(&refs, 1400).unwrap();
+    let addrs: Vec<String> = routed.iter().map(|r| r.link.to_string()).collect();
     assert_eq!(addrs, ["172.20.1.2", "172.20.2.2", "172.20.3.2"]);
+    // Each host's address on lo is routed to it too, from the others' own addresses on lo.
+    assert_eq!(routed[1].loopback.to_string(), "172.22.0.2");
+    let from_lo = tb
+        .exec(
+            &hosts[0].ns,
+            &[
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "2",
+                "-I",
+                "172.22.0.1",
+                "172.22.0.2",
+            ],
+        )
+        .unwrap();
+    assert!(from_lo.contains(" 0% packet loss"), "{from_lo}");
     // Across the transit link (hosts 1 and 2) and through one router (hosts 1 and 3).
     for to in ["172.20.2.2", "172.20.3.2"] {
         assert!(ping(&tb, &hosts[0].ns, to, 2).unwrap().no_loss(), "to {to}");

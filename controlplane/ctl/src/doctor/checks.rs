@@ -76,6 +76,9 @@ pub struct Interface {
     pub mtu: u32,
     /// Its IPv4 addresses.
     pub addrs: Vec<Ipv4Addr>,
+    /// Whether it is a loopback device (`link_type` `loopback`): an address on it is a host
+    /// address that leaves by the routes, not by it.
+    pub loopback: bool,
 }
 
 /// A forward-hook chain with a drop policy, and whether some rule of the ruleset accepts the
@@ -271,6 +274,18 @@ fn mtu(s: &AgentStatus, underlay: Option<&Interface>) -> Vec<Check> {
     let Some(dev) = underlay else {
         return Vec::new();
     };
+    if dev.loopback {
+        // The agent takes the MTU of the routes to its peers; lo's own says nothing.
+        return vec![Check::new(
+            "mtu",
+            Level::Ok,
+            format!(
+                "the VTEP is a host address on {}: VXLAN leaves by the routes to the peers, \
+                 whose MTU the agent records (a network's default fits the smallest)",
+                dev.name
+            ),
+        )];
+    }
     if s.networks.is_empty() {
         return vec![Check::new(
             "mtu",
@@ -532,11 +547,13 @@ mod tests {
                     name: "eth0".into(),
                     mtu: 1500,
                     addrs: vec!["192.168.50.1".parse().unwrap()],
+                    loopback: false,
                 },
                 Interface {
                     name: "ovbr256".into(),
                     mtu: 1450,
                     addrs: vec![],
+                    loopback: false,
                 },
             ]),
             udp_bound: Ok(vec!["192.168.50.1".parse().unwrap()]),
@@ -631,6 +648,18 @@ mod tests {
         assert_eq!(bad.len(), 1, "{bad:?}");
         assert_eq!((bad[0].name, bad[0].level), ("mtu", Level::Warn), "{bad:?}");
         assert!(bad[0].message.contains("--mtu 1350"), "{}", bad[0].message);
+        // A VTEP that is a host address on lo (an L3 fabric): lo's 65536 is not compared.
+        let mut f = healthy();
+        f.interfaces.as_mut().unwrap()[0] = Interface {
+            name: "lo".into(),
+            mtu: 65_536,
+            addrs: vec!["192.168.50.1".parse().unwrap()],
+            loopback: true,
+        };
+        assert!(only_bad(&f).is_empty(), "{:?}", only_bad(&f));
+        let mtu: Vec<Check> = run(&f).into_iter().filter(|c| c.name == "mtu").collect();
+        assert_eq!(mtu.len(), 1, "{mtu:?}");
+        assert!(mtu[0].message.contains("routes to the peers"), "{mtu:?}");
         for (name, breakit, fix) in cases {
             let mut f = healthy();
             breakit(&mut f);
@@ -650,6 +679,7 @@ mod tests {
             name: "ovbr999".into(),
             mtu: 1500,
             addrs: vec![],
+            loopback: false,
         });
         f.drop_forward = Ok(vec![DropForward {
             chain: "ip filter FORWARD".into(),

@@ -100,7 +100,13 @@ pub fn parse_interfaces(v: &Value) -> Result<Vec<Interface>, String> {
                         .collect()
                 })
                 .unwrap_or_default();
-            Some(Interface { name, mtu, addrs })
+            let loopback = i.get("link_type").and_then(Value::as_str) == Some("loopback");
+            Some(Interface {
+                name,
+                mtu,
+                addrs,
+                loopback,
+            })
         })
         .collect())
 }
@@ -219,7 +225,7 @@ mod tests {
     #[test]
     fn interfaces_from_ip_json() {
         let v: Value = serde_json::from_str(
-            r#"[{"ifname":"lo","mtu":65536,"addr_info":[{"family":"inet","local":"127.0.0.1"},{"family":"inet6","local":"::1"}]},
+            r#"[{"ifname":"lo","mtu":65536,"link_type":"loopback","addr_info":[{"family":"inet","local":"127.0.0.1"},{"family":"inet6","local":"::1"}]},
                 {"ifname":"eth0","mtu":1500,"addr_info":[{"family":"inet","local":"192.168.50.1","prefixlen":24}]},
                 {"ifname":"ovbr256","mtu":1450,"addr_info":[]},
                 {"bogus":true}]"#,
@@ -228,6 +234,7 @@ mod tests {
         let i = parse_interfaces(&v).unwrap();
         assert_eq!(i.len(), 3);
         assert_eq!(i[1].name, "eth0");
+        assert_eq!((i[0].loopback, i[1].loopback), (true, false));
         assert_eq!(
             i[1].addrs,
             vec!["192.168.50.1".parse::<Ipv4Addr>().unwrap()]

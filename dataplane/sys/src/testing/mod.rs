@@ -53,8 +53,10 @@ pub fn refuse_udp_gso(ip: IpAddr) -> io::Result<usize> {
         // read and set socket options and touch no memory of the socket's owner; should another
         // thread close the descriptor meanwhile, they fail with EBADF, which is skipped.
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        if int_option(fd, libc::SOL_SOCKET, libc::SO_TYPE).ok() != Some(libc::SOCK_DGRAM)
-            || int_option(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL).ok() != Some(libc::IPPROTO_UDP)
+        if crate::udp::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).ok()
+            != Some(libc::SOCK_DGRAM)
+            || crate::udp::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL).ok()
+                != Some(libc::IPPROTO_UDP)
             || local_ip(fd) != Some(ip)
             || netns_cookie(fd).ok() != Some(here)
         {
@@ -97,27 +99,6 @@ pub fn refuse_tap_writes(cfg: &crate::TapConfig) -> io::Result<()> {
     let queue = crate::Tap::open(cfg)?;
     queue.set_vnet_hdr_len(1 << 20)?;
     Ok(())
-}
-
-/// An integer socket option of `fd`.
-fn int_option(fd: BorrowedFd<'_>, level: libc::c_int, opt: libc::c_int) -> io::Result<libc::c_int> {
-    let mut value: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt(2) writes at most `len` bytes into the live c_int `value` and updates
-    // `len`, both of which outlive the call.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            level,
-            opt,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(value)
 }
 
 /// The IP address socket `fd` is bound to.
@@ -164,7 +145,7 @@ mod tests {
             // Neither the socket on another address nor the one in another namespace.
             assert_eq!(refuse_udp_gso(ip).unwrap(), 1);
             let no_check = |s: &UnderlaySocket| {
-                int_option(s.as_fd(), libc::SOL_SOCKET, libc::SO_NO_CHECK).unwrap()
+                crate::udp::getsockopt_int(s.as_fd(), libc::SOL_SOCKET, libc::SO_NO_CHECK).unwrap()
             };
             assert_eq!(
                 (no_check(&ours), no_check(&other), no_check(&away)),

@@ -349,3 +349,21 @@ fn copies_go_to_every_destination_and_a_refused_one_is_skipped() {
         assert_eq!(tx.send_copies(&parts, &[], patient(), |_, _| panic!()), 0);
     });
 }
+
+#[test]
+fn a_route_tells_its_mtu_and_no_route_is_a_clear_error() {
+    // A route carries at most an IP packet's 65535 bytes, however large its device's MTU
+    // (lo's is 65536).
+    let lo = crate::link::mtu("lo").unwrap().min(65_535);
+    assert_eq!(
+        route_mtu(Ipv4Addr::LOCALHOST, Ipv4Addr::new(127, 0, 0, 2)).unwrap(),
+        lo
+    );
+    // TEST-NET-3 is configured nowhere, so nothing can be bound to it.
+    let e = route_mtu(Ipv4Addr::new(203, 0, 113, 77), Ipv4Addr::LOCALHOST).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("the route from 203.0.113.77 to 127.0.0.1"),
+        "{e}"
+    );
+}
