@@ -235,8 +235,9 @@ pub struct Node {
     pub agent_version: String,
     /// RFC 3339 time the agent started.
     pub started: String,
-    /// MTU of the underlay device holding the VTEP address, as the agent last read it;
-    /// `None`: unknown (the agent predates the field). See [`super::mtu`].
+    /// MTU of the underlay device holding the VTEP address (for an address on the loopback,
+    /// of the routes to the peers), as the agent last read it; `None`: unknown (the agent
+    /// predates the field, or knows no route to a peer yet). See [`super::mtu`].
     pub underlay_mtu: Option<u32>,
     /// The host that holds the name; `None` in records written before ids existed.
     pub node_id: Option<NodeId>,
