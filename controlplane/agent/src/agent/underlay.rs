@@ -52,7 +52,11 @@ pub fn read(vtep: Ipv4Addr, peers: &[Ipv4Addr]) -> Result<Underlay, String> {
         .filter_map(|p| udp::route_mtu(vtep, *p).ok())
         .collect();
     Ok(Underlay {
-        source: format!("the routes from {dev} to {} peers", routes.len()),
+        source: format!(
+            "the routes from {dev} to {} peer{}",
+            routes.len(),
+            if routes.len() == 1 { "" } else { "s" }
+        ),
         mtu: routes.into_iter().min(),
     })
 }
@@ -157,7 +161,7 @@ mod tests {
         // a node record may hold (lo's own 65536 it may not).
         let u = read(Ipv4Addr::LOCALHOST, &[Ipv4Addr::new(127, 0, 0, 2)]).unwrap();
         assert_eq!(u.mtu, Some(65_535));
-        assert_eq!(u.source, "the routes from lo to 1 peers");
+        assert_eq!(u.source, "the routes from lo to 1 peer");
         // No peer (or only itself) yet: unknown, not lo's MTU.
         let alone = read(Ipv4Addr::LOCALHOST, &[Ipv4Addr::LOCALHOST]).unwrap();
         assert_eq!(alone.mtu, None);
