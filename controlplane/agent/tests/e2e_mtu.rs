@@ -9,11 +9,12 @@
 //!
 //! Needs root, etcd, iproute2, iputils ping and the workspace's binaries.
 
+use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::Duration;
 
 use ovnet_cluster::{wait_until, Cluster};
-use ovnet_testbed::{tcp_transfer_verified, udp_burst_verified};
+use ovnet_testbed::{tcp_transfer_verified, udp_burst_verified, Host, RoutedHost};
 use serde_json::Value;
 
 /// The transfer the issue asks for, to the host with the small underlay.
@@ -271,6 +272,42 @@ fn reassembled(ns: &str) -> u64 {
         .unwrap_or_else(|| panic!("no ReasmOKs in {snmp}"))
 }
 
+/// Two hosts behind routers whose link carries `transit_mtu` bytes
+/// ([`ovnet_testbed::Testbed::add_routed_underlay`]), each agent on the address `vtep` picks,
+/// once every node is listed on the other host with that VTEP and heard there (its data plane,
+/// through the routers, not only its lease).
+fn behind_routers(transit_mtu: u32, vtep: fn(&RoutedHost) -> Ipv4Addr) -> (Cluster, [Host; 2]) {
+    let mut c = Cluster::bed(2);
+    let hosts = [c.host(1).clone(), c.host(2).clone()];
+    let routed =
+        c.tb.add_routed_underlay(&[&hosts[0], &hosts[1]], transit_mtu)
+            .expect("routed underlay");
+    let vteps: Vec<String> = routed.iter().map(|r| vtep(r).to_string()).collect();
+    for (h, ip) in (1..=2).zip(&vteps) {
+        c.set_agent_args(h, &["--vtep-ip", ip]);
+        c.start_agent(h);
+    }
+    for h in 1..=2 {
+        c.wait_agent_ready(h);
+    }
+    wait_until("each node listed and heard by the other", DEADLINE, || {
+        let tables = [
+            c.ovctl(2, &["node", "ls"]).ok(),
+            c.ovctl(1, &["node", "ls"]).ok(),
+        ];
+        // Host 1 in host 2's table, host 2 in host 1's.
+        let heard = (0..2).all(|i| {
+            tables[i].lines().any(|l| {
+                l.starts_with(&Cluster::node(i + 1))
+                    && l.contains(&format!("{}:4789", vteps[i]))
+                    && l.contains("heard")
+            })
+        });
+        heard.then_some(()).ok_or(tables.join("\n"))
+    });
+    (c, hosts)
+}
+
 /// Hosts in subnets of their own behind two routers, whose link carries only 1400 bytes
 /// (which neither host's own link shows): the VTEPs reach each other through the routers,
 /// the network keeps its default 1450, and the outer datagrams, sent without DF as the
@@ -278,33 +315,7 @@ fn reassembled(ns: &str) -> u64 {
 /// receiving host. A full-sized ping with DF and 20 MB of TCP each way get through.
 #[test]
 fn hosts_behind_routers_with_a_narrow_link_between_them() {
-    let mut c = Cluster::bed(2);
-    let hosts = [c.host(1).clone(), c.host(2).clone()];
-    let routed =
-        c.tb.add_routed_underlay(&[&hosts[0], &hosts[1]], 1400)
-            .expect("routed underlay");
-    for (h, r) in (1..=2).zip(&routed) {
-        c.set_agent_args(h, &["--vtep-ip", &r.link.to_string()]);
-        c.start_agent(h);
-    }
-    for h in 1..=2 {
-        c.wait_agent_ready(h);
-    }
-    // Each host hears the other's data plane through the routers, not only its lease.
-    wait_until("each data plane heard by the other host", DEADLINE, || {
-        let (one, two) = (
-            c.ovctl(1, &["node", "ls"]).ok(),
-            c.ovctl(2, &["node", "ls"]).ok(),
-        );
-        let heard = |table: &str, node: &str, vtep: &str| {
-            table
-                .lines()
-                .any(|l| l.starts_with(node) && l.contains(vtep) && l.contains("heard"))
-        };
-        (heard(&one, "host2", "172.20.2.2:4789") && heard(&two, "host1", "172.20.1.2:4789"))
-            .then_some(())
-            .ok_or(format!("{one}\n{two}"))
-    });
+    let (mut c, hosts) = behind_routers(1400, |r| r.link);
 
     c.create(1, "routed", &[]);
     assert_eq!(c.inspect(2, "routed")["Options"]["mtu"], "1450");
@@ -350,33 +361,7 @@ fn hosts_behind_routers_with_a_narrow_link_between_them() {
 /// takes the fabric's 1450, and a full-sized ping with DF and 20 MB of TCP cross.
 #[test]
 fn vteps_on_the_loopback_of_an_l3_fabric() {
-    let mut c = Cluster::bed(2);
-    let hosts = [c.host(1).clone(), c.host(2).clone()];
-    let routed =
-        c.tb.add_routed_underlay(&[&hosts[0], &hosts[1]], 1500)
-            .expect("routed underlay");
-    for (h, r) in (1..=2).zip(&routed) {
-        c.set_agent_args(h, &["--vtep-ip", &r.loopback.to_string()]);
-        c.start_agent(h);
-    }
-    for h in 1..=2 {
-        c.wait_agent_ready(h);
-    }
-    // Both nodes listed everywhere, each data plane heard through the routers.
-    wait_until("each node listed and heard by the other", DEADLINE, || {
-        let (one, two) = (
-            c.ovctl(1, &["node", "ls"]).ok(),
-            c.ovctl(2, &["node", "ls"]).ok(),
-        );
-        let heard = |table: &str, node: &str, vtep: &str| {
-            table
-                .lines()
-                .any(|l| l.starts_with(node) && l.contains(vtep) && l.contains("heard"))
-        };
-        (heard(&one, "host2", "172.22.0.2:4789") && heard(&two, "host1", "172.22.0.1:4789"))
-            .then_some(())
-            .ok_or(format!("{one}\n{two}"))
-    });
+    let (mut c, _) = behind_routers(1500, |r| r.loopback);
     // Once each agent has read the routes to its peer, a new network gets 1500 - 50.
     let mut probes = 0;
     wait_until("the routes' MTU in both node records", DEADLINE, || {

@@ -31,6 +31,7 @@ pub const UNDERLAY_POLL: Duration = Duration::from_secs(5);
 pub struct Underlay {
     /// `eth0`, or `the routes from lo to 3 peers`, for messages.
     pub source: String,
+    /// The MTU to record.
     pub mtu: Option<u32>,
 }
 
