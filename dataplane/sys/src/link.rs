@@ -98,19 +98,22 @@ pub fn mtu(name: &str) -> io::Result<u32> {
 /// Whether interface `name` is a loopback device (`IFF_LOOPBACK`): what is sent from an
 /// address on it leaves by other devices.
 pub fn is_loopback(name: &str) -> io::Result<bool> {
+    let (_, flags) = flags(name)?;
+    Ok(flags & libc::IFF_LOOPBACK as libc::c_short != 0)
+}
+
+/// The `ifreq` of interface `name` with its flags read (`SIOCGIFFLAGS`), and the flags.
+fn flags(name: &str) -> io::Result<(IfReq, libc::c_short)> {
     let mut ifr = IfReq::new(name)?;
     ioctl(libc::SIOCGIFFLAGS, &mut ifr, "reading the flags")?;
     // SAFETY: SIOCGIFFLAGS filled the `ifr_flags` short member of the union.
     let flags = unsafe { ifr.data.flags };
-    Ok(flags & libc::IFF_LOOPBACK as libc::c_short != 0)
+    Ok((ifr, flags))
 }
 
 /// Brings interface `name` up (`IFF_UP`), keeping its other flags.
 pub fn set_up(name: &str) -> io::Result<()> {
-    let mut ifr = IfReq::new(name)?;
-    ioctl(libc::SIOCGIFFLAGS, &mut ifr, "reading the flags")?;
-    // SAFETY: SIOCGIFFLAGS filled the `ifr_flags` short member of the union.
-    let flags = unsafe { ifr.data.flags };
+    let (mut ifr, flags) = flags(name)?;
     ifr.data.flags = flags | libc::IFF_UP as libc::c_short;
     ioctl(libc::SIOCSIFFLAGS, &mut ifr, "bringing the interface up")
 }
