@@ -34,7 +34,8 @@ options:
                       linked into the harness, without agents or etcd) (default kernel,ovnet)
   --topologies LIST   comma-separated, in order: veth (two hosts joined by one veth pair),
                       switch (two hosts on an underlay bridge), three (three hosts on the
-                      bridge: flooding) (default all three)
+                      bridge: flooding), routed (two hosts in two subnets behind two
+                      routers) (default all four)
   --tests LIST        comma-separated, any of: tcp1, tcp2, udp, ping1, ping10, ping100,
                       pingload (ping every 10 ms beside a TCP stream), ping (the four pings),
                       idle, flood (default all); each topology takes those it supports
