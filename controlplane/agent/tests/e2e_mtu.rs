@@ -70,17 +70,9 @@ fn counter(s: &Value, key: &str) -> u64 {
 }
 
 /// Runs `args` in `ns`, whatever its exit status; returns stdout and stderr together.
-fn run_in(ns: &str, args: &[&str]) -> String {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?} in {ns}: {e}"));
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+fn run_in(c: &Cluster, ns: &str, args: &[&str]) -> String {
+    c.tb.exec_any(ns, args)
+        .unwrap_or_else(|e| panic!("{args:?} in {ns}: {e}"))
 }
 
 #[test]
@@ -115,6 +107,7 @@ fn a_network_created_without_mtu_fits_the_smallest_underlay() {
         // a forgets what it learned, so that each ping asks the path again.
         c.sh(&a, &["sysctl", "-q", "-w", "net.ipv4.route.flush=1"]);
         let ping = run_in(
+            &c,
             &a,
             &[
                 "ping", "-c", "1", "-W", "1", "-M", "do", "-s", "1322", &ip_b,
@@ -169,6 +162,7 @@ fn a_network_mtu_above_an_underlay_works_through_too_big_answers() {
     // router would, with the path's MTU.
     c.sh(&a, &["sysctl", "-q", "-w", "net.ipv4.route.flush=1"]);
     let ping = run_in(
+        &c,
         &a,
         &[
             "ping", "-c", "1", "-W", "3", "-M", "do", "-s", "1372", &ip_b,
@@ -247,10 +241,11 @@ fn ipv6_packet_too_big(c: &Cluster, a: &str, b: &str) {
     });
     let to = format!("{ll}%eth0");
     wait_until("a to reach b over IPv6", DEADLINE, || {
-        let out = run_in(a, &["ping", "-6", "-c", "1", "-W", "1", &to]);
+        let out = run_in(c, a, &["ping", "-6", "-c", "1", "-W", "1", &to]);
         out.contains(" 0% packet loss").then_some(()).ok_or(out)
     });
     let ping = run_in(
+        c,
         a,
         &[
             "ping", "-6", "-c", "1", "-W", "3", "-M", "do", "-s", "1400", &to,
@@ -260,8 +255,8 @@ fn ipv6_packet_too_big(c: &Cluster, a: &str, b: &str) {
 }
 
 /// The `Ip: ReasmOKs` counter of namespace `ns`: datagrams it put back together from fragments.
-fn reassembled(ns: &str) -> u64 {
-    let snmp = run_in(ns, &["cat", "/proc/net/snmp"]);
+fn reassembled(c: &Cluster, ns: &str) -> u64 {
+    let snmp = run_in(c, ns, &["cat", "/proc/net/snmp"]);
     let mut ip = snmp.lines().filter(|l| l.starts_with("Ip: "));
     let (names, values) = (ip.next().unwrap_or_default(), ip.next().unwrap_or_default());
     names
@@ -325,8 +320,9 @@ fn hosts_behind_routers_with_a_narrow_link_between_them() {
     let (ip_a, ip_b) = (ip_of(&c, "routed", "a"), ip_of(&c, "routed", "b"));
     c.wait_ping(&a, &ip_b, DEADLINE);
 
-    let before = reassembled(&hosts[1].ns);
+    let before = reassembled(&c, &hosts[1].ns);
     let ping = run_in(
+        &c,
         &a,
         &[
             "ping", "-c", "3", "-W", "3", "-M", "do", "-s", "1422", &ip_b,
@@ -334,7 +330,7 @@ fn hosts_behind_routers_with_a_narrow_link_between_them() {
     );
     assert!(ping.contains(" 0% packet loss"), "ping -M do: {ping}");
     assert!(
-        reassembled(&hosts[1].ns) >= before + 3,
+        reassembled(&c, &hosts[1].ns) >= before + 3,
         "host 2 reassembled no fragmented request"
     );
 
@@ -383,6 +379,7 @@ fn vteps_on_the_loopback_of_an_l3_fabric() {
     let ip_b = ip_of(&c, "fabric", "b");
     c.wait_ping(&a, &ip_b, DEADLINE);
     let ping = run_in(
+        &c,
         &a,
         &[
             "ping", "-c", "3", "-W", "3", "-M", "do", "-s", "1422", &ip_b,

@@ -742,6 +742,26 @@ impl Testbed {
         run(&full)
     }
 
+    /// Runs `args` inside namespace `ns` (one of ours) and waits, whatever its exit status:
+    /// returns stdout and stderr together (a command expected to fail, such as a ping told
+    /// its packet is too big). Only a command that cannot be started is an error.
+    pub fn exec_any(&self, ns: &str, args: &[&str]) -> io::Result<String> {
+        self.check_owned(ns)?;
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("spawn `{}` in {ns}: {e}", args.join(" ")))
+            })?;
+        Ok(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+
     /// Starts `args` inside namespace `ns` (one of ours) with extra environment `env`;
     /// stdout and stderr go to a log file (see [`Testbed::log`]). The process is stopped
     /// (SIGTERM, then SIGKILL after 3 s) when the test bed drops, unless it ended before.

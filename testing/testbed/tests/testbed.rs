@@ -2,7 +2,6 @@
 //! verified TCP, etcd lifecycle, and that nothing is left behind after drop, panic or SIGKILL.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
 use ovnet_testbed::{
@@ -125,14 +124,12 @@ fn a_routed_underlay_puts_hosts_in_subnets_of_their_own() {
         )
         .unwrap();
     assert!(frag.contains(" 0% packet loss"), "{frag}");
-    let df = Command::new("ip")
-        .args(["netns", "exec", &hosts[0].ns])
-        .args(big)
-        .args(["-M", "do", "172.20.2.2"])
-        .output()
+    let text = tb
+        .exec_any(
+            &hosts[0].ns,
+            &[&big[..], &["-M", "do", "172.20.2.2"]].concat(),
+        )
         .unwrap();
-    let text =
-        String::from_utf8_lossy(&df.stdout).into_owned() + &String::from_utf8_lossy(&df.stderr);
     assert!(text.contains("mtu = 1400"), "{text}");
     // The switch still carries eth0, and the routers are the test bed's own.
     assert!(ping(&tb, &hosts[1].ns, "192.168.50.1", 2)
